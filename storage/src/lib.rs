@@ -1,0 +1,122 @@
+//! `neo-storage`: where acknowledged data lives. A segmented, append-only log of Qiss
+//! record batches ([`SegmentLog`]) and a small metadata store on sled ([`MetaStore`]).
+//! Nothing here may lose or invent a byte.
+//!
+//! # Layout
+//!
+//! | module | role |
+//! |---|---|
+//! | [`config`] | [`LogConfig`] (named limits, units last) and [`FsyncPolicy`] |
+//! | `log` | [`SegmentLog`]: append, read, group commit, truncate, purge, retention, recovery |
+//! | `segment` | one segment file: naming, scans, torn-tail detection, index files |
+//! | `index` | sparse offset index and time index, in memory and on disk |
+//! | `durable` | durability notifications: [`DurableCallback`] and [`Durable`] |
+//! | [`meta`] | [`MetaStore`]: Raft vote/committed/purged/membership, keyed state |
+//! | [`testing`] | builders of valid batches for tests and benchmarks |
+//! | `error` | the one [`Error`] enum, with which variants are fatal |
+//!
+//! On disk, a log is one directory:
+//!
+//! ```text
+//! 00000000000000000000.log        batches, byte-for-byte as appended (base offset stamped)
+//! 00000000000000000000.index      sealed segments only: (relative offset, position) pairs
+//! 00000000000000000000.timeindex  sealed segments only: (max timestamp, relative offset)
+//! 00000000000000004711.log        the active (tail) segment: no index files
+//! ```
+//!
+//! A segment file is the plain concatenation of batches; each batch frames itself
+//! (length at bytes 8..12) and carries a CRC, so a fetch returns a byte range of a
+//! segment without re-encoding anything.
+//!
+//! # Request flow
+//!
+//! **Append** (`append`, `append_at`, `append_with`, `append_durable`): check the length
+//! against `batch_size_bytes_max`, `qiss::batch::check` (header + CRC) outside any lock;
+//! then under the state lock: roll the segment if the batch would overflow it (sync the
+//! old one, write and sync its index files, create the next file, sync the directory),
+//! `pwrite` the batch (its base offset stamped in a scratch copy) at the end of the active
+//! segment, update the in-memory indexes, queue the durability notification, wake the
+//! flusher. Return the [`Appended`] position.
+//!
+//! **Group commit** (`FsyncPolicy::Always`): one flusher thread loops: wait until
+//! something is unsynced or a notification is pending; under the lock, take every pending
+//! notification and note the next offset (`target`); unlock; one `fdatasync` of the active
+//! segment; raise `durable_offset` to `target`; run the callbacks. Everything appended
+//! while one `fdatasync` runs is covered by the next one, so with N concurrent appenders
+//! one sync serves up to N batches.
+//!
+//! **Read** (`read`, `read_bounded`): under the lock, find the segment (`BTreeMap` by
+//! base offset) and the index position at or before the offset, take an `Arc` of its file
+//! (opening it through an LRU of `open_files_max` handles); unlock; one `pread` of
+//! `max_bytes` + one index interval + slack; walk the batch headers to the batch holding
+//! the offset and cut after the last whole batch that fits (at least one). The result is
+//! a `Bytes` slice of that one buffer.
+//!
+//! **Recovery** (`open`): list the segments. Sealed segments (all but the last) are
+//! trusted through their index files, whose footer records the segment's size, next
+//! offset and max timestamp under a CRC; a missing or damaged index is rebuilt by scanning
+//! the segment and verifying every batch. The tail segment is always scanned and verified,
+//! then synced (it may hold page-cache data of a crashed process), and its index is
+//! rebuilt in memory.
+//!
+//! # Torn tail or corruption: the rule
+//!
+//! Scanning stops at the first batch that fails a check (framing, header, CRC, or a base
+//! offset that does not continue the previous batch). Then:
+//!
+//! - **in the tail segment**, if no valid batch (magic, header and CRC) starts anywhere
+//!   after that position, it is a **torn tail**: an append that never completed. The file
+//!   is cut there (and a warning logged). Nothing cut was ever reported durable, because
+//!   a notification fires only after an `fdatasync` covering the whole batch.
+//! - **in the tail segment, with a valid batch after it**, it is **corruption**: writes
+//!   are sequential, so a later batch being whole means the damaged one was complete
+//!   once. [`Error::Corruption`] names the segment and position.
+//! - **in a sealed segment**, any failed check is **corruption**: a segment is synced
+//!   before it is sealed, so it cannot have a torn tail.
+//!
+//! Nothing is skipped silently and nothing panics. Known limit: after a *power loss*
+//! with `fsync=never/interval`, the kernel may have written a later page of the tail but
+//! not an earlier one; the rule then reports corruption of data that was never durable.
+//! The operator (or Raft, by re-replicating) resolves it; acknowledged data is never
+//! cut. (With `fsync=always`, notified data is intact either way.)
+//!
+//! One more shape is recognised: `purge_prefix` beyond the end creates an empty segment
+//! at the new start before deleting the old ones; if a crash came in between, the tail is
+//! empty and the segment before it has no index files and ends below the tail's base.
+//! Recovery then finishes the purge.
+//!
+//! # Invariants
+//!
+//! - Nothing is reported durable (callback, [`Durable`], [`SegmentLog::durable_offset`])
+//!   before an `fdatasync` covering it has returned.
+//! - Offsets are contiguous: each batch's base offset is the previous batch's next
+//!   offset, across segments; sealed segment `i` ends exactly where `i + 1` begins.
+//! - A segment's bytes are whole batches only (`size` never points into a batch); reads
+//!   return whole batches only.
+//! - Sealed segments are synced and never change, except that `truncate_suffix` may make
+//!   one active again (its index files are removed first).
+//! - After a failed write or `fdatasync` the log refuses all work ([`Error::Failed`]): the
+//!   kernel may have dropped the dirty pages, so a retry could report lost data durable.
+//!
+//! # Non-features
+//!
+//! The log does not decode records (only batch headers), does not verify CRCs on the read
+//! path (consumers do; [`SegmentLog::verify`] scrubs on demand), and keeps every segment's
+//! sparse index in memory (8 + 12 bytes per `index_interval_bytes` of data).
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod durable;
+mod error;
+mod index;
+mod log;
+pub mod meta;
+mod segment;
+pub mod testing;
+
+pub use config::{FsyncPolicy, LogConfig};
+pub use durable::{Durable, DurableCallback};
+pub use error::{Error, Result};
+pub use log::{Appended, LogSlice, LogStats, SegmentLog};
+pub use meta::{MetaBatch, MetaConfig, MetaStore, RaftField};
