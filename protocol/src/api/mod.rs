@@ -1,0 +1,283 @@
+//! The broker's API messages: plain serde data types carried as Qiss bodies over Neo
+//! RPC. The broker (`neo-node`) serves them and `neo-client` calls them; this crate
+//! only fixes their shape.
+//!
+//! All broker methods live in one service, [`BROKER_SERVICE`]. The node must register
+//! them in the order of [`BROKER_METHODS`], so that their wire ids (position + 1) are
+//! stable across nodes and releases; a method is only ever appended.
+//!
+//! Errors come back as error frames with the broker codes of [`crate::ErrorCode`]
+//! (`NotLeader` with the leader hint, `UnknownTopic`, ...).
+
+pub mod admin;
+pub mod fetch;
+pub mod groups;
+pub mod produce;
+pub mod queues;
+
+pub use admin::*;
+pub use fetch::*;
+pub use groups::*;
+pub use produce::*;
+pub use queues::*;
+
+/// Name of the service every broker method belongs to.
+pub const BROKER_SERVICE: &str = "neo.broker";
+
+/// Every broker method with its wire id, request and response types. Registration order
+/// = id order.
+pub const BROKER_METHODS: &[(u16, &str, &str, &str)] = &[
+    (1, "produce", "ProduceRequest", "ProduceResponse"),
+    (2, "fetch", "FetchRequest", "FetchResponse"),
+    (3, "metadata", "MetadataRequest", "MetadataResponse"),
+    (
+        4,
+        "create_topic",
+        "CreateTopicRequest",
+        "CreateTopicResponse",
+    ),
+    (
+        5,
+        "delete_topic",
+        "DeleteTopicRequest",
+        "DeleteTopicResponse",
+    ),
+    (6, "list_topics", "ListTopicsRequest", "ListTopicsResponse"),
+    (
+        7,
+        "describe_topic",
+        "DescribeTopicRequest",
+        "TopicDescription",
+    ),
+    (8, "join_group", "JoinGroupRequest", "JoinGroupResponse"),
+    (
+        9,
+        "heartbeat_group",
+        "GroupHeartbeatRequest",
+        "GroupHeartbeatResponse",
+    ),
+    (10, "leave_group", "LeaveGroupRequest", "LeaveGroupResponse"),
+    (
+        11,
+        "commit_offsets",
+        "CommitOffsetsRequest",
+        "CommitOffsetsResponse",
+    ),
+    (
+        12,
+        "fetch_offsets",
+        "FetchOffsetsRequest",
+        "FetchOffsetsResponse",
+    ),
+    (
+        13,
+        "queue_receive",
+        "QueueReceiveRequest",
+        "QueueReceiveResponse",
+    ),
+    (14, "queue_ack", "QueueAckRequest", "QueueAckResponse"),
+    (15, "queue_nack", "QueueNackRequest", "QueueNackResponse"),
+];
+
+/// The wire id of a broker method by name.
+pub fn broker_method_id(name: &str) -> Option<u16> {
+    BROKER_METHODS
+        .iter()
+        .find(|(_, n, _, _)| *n == name)
+        .map(|(id, _, _, _)| *id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: T) {
+        let bytes = qiss::to_vec(&value).unwrap();
+        assert_eq!(qiss::from_slice::<T>(&bytes).unwrap(), value);
+    }
+
+    #[test]
+    fn method_ids_are_dense_and_unique() {
+        for (index, (id, name, _, _)) in BROKER_METHODS.iter().enumerate() {
+            assert_eq!(*id as usize, index + 1, "{name}");
+            assert_eq!(broker_method_id(name), Some(*id));
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        round_trip(ProduceRequest {
+            topic: "orders".into(),
+            partition: 3,
+            acks: Acks::All,
+            timeout_ms: 5000,
+            producer: Some(ProducerStamp {
+                producer_id: 7,
+                epoch: 1,
+                sequence: 42,
+            }),
+            records: vec![0xde, 0xad, 0xbe, 0xef],
+        });
+        round_trip(ProduceResponse {
+            base_offset: 100,
+            log_append_time_ms: Some(1),
+            record_count: 3,
+        });
+        round_trip(FetchRequest {
+            topic: "orders".into(),
+            partition: 0,
+            offset: 10,
+            bytes_max: 1 << 20,
+            wait_ms_max: 500,
+            isolation: Isolation::Committed,
+        });
+        round_trip(FetchResponse {
+            high_watermark: 20,
+            log_start_offset: 0,
+            batches: vec![1, 2, 3],
+        });
+        round_trip(MetadataRequest {
+            topics: vec!["a".into()],
+        });
+        round_trip(MetadataResponse {
+            cluster_id: "c".into(),
+            brokers: vec![BrokerInfo {
+                node_id: 1,
+                address: "127.0.0.1:7070".into(),
+                rack: None,
+            }],
+            controller_id: Some(1),
+            topics: vec![TopicMetadata {
+                name: "a".into(),
+                partitions: vec![PartitionMetadata {
+                    partition: 0,
+                    leader: Some(1),
+                    replicas: vec![1, 2, 3],
+                    in_sync: vec![1, 2],
+                    leader_epoch: 4,
+                }],
+            }],
+        });
+        round_trip(CreateTopicRequest {
+            name: "a".into(),
+            partitions: 3,
+            replication_factor: 3,
+            configs: vec![("retention.ms".into(), "1000".into())],
+        });
+        round_trip(CreateTopicResponse { name: "a".into() });
+        round_trip(DeleteTopicRequest { name: "a".into() });
+        round_trip(DeleteTopicResponse {});
+        round_trip(ListTopicsRequest {
+            include_internal: false,
+        });
+        round_trip(ListTopicsResponse {
+            topics: vec!["a".into()],
+        });
+        round_trip(DescribeTopicRequest { name: "a".into() });
+        round_trip(TopicDescription {
+            name: "a".into(),
+            partitions: vec![],
+            configs: vec![],
+        });
+        round_trip(JoinGroupRequest {
+            group: "g".into(),
+            member_id: None,
+            topics: vec!["a".into()],
+            session_timeout_ms: 10_000,
+        });
+        round_trip(JoinGroupResponse {
+            member_id: "m".into(),
+            generation: 2,
+            assignment: vec![TopicPartitions {
+                topic: "a".into(),
+                partitions: vec![0, 1],
+            }],
+        });
+        round_trip(GroupHeartbeatRequest {
+            group: "g".into(),
+            member_id: "m".into(),
+            generation: 2,
+        });
+        round_trip(GroupHeartbeatResponse { rebalance: true });
+        round_trip(LeaveGroupRequest {
+            group: "g".into(),
+            member_id: "m".into(),
+        });
+        round_trip(LeaveGroupResponse {});
+        round_trip(CommitOffsetsRequest {
+            group: "g".into(),
+            member_id: "m".into(),
+            generation: 2,
+            offsets: vec![PartitionOffset {
+                topic: "a".into(),
+                partition: 0,
+                offset: 5,
+            }],
+        });
+        round_trip(CommitOffsetsResponse {});
+        round_trip(FetchOffsetsRequest {
+            group: "g".into(),
+            partitions: vec![TopicPartitions {
+                topic: "a".into(),
+                partitions: vec![0],
+            }],
+        });
+        round_trip(FetchOffsetsResponse {
+            offsets: vec![PartitionOffset {
+                topic: "a".into(),
+                partition: 0,
+                offset: 5,
+            }],
+        });
+        round_trip(QueueReceiveRequest {
+            queue: "q".into(),
+            messages_max: 10,
+            visibility_timeout_ms: 30_000,
+            wait_ms_max: 0,
+        });
+        round_trip(QueueReceiveResponse {
+            messages: vec![QueueMessage {
+                receipt: 9,
+                offset: 1,
+                delivery_count: 1,
+                key: None,
+                value: vec![7],
+                headers: vec![("h".into(), vec![1])],
+                timestamp_ms: 3,
+            }],
+        });
+        round_trip(QueueAckRequest {
+            queue: "q".into(),
+            receipts: vec![9],
+        });
+        round_trip(QueueAckResponse { acked: 1 });
+        round_trip(QueueNackRequest {
+            queue: "q".into(),
+            receipts: vec![9],
+            redeliver_after_ms: 100,
+        });
+        round_trip(QueueNackResponse { nacked: 1 });
+    }
+
+    #[test]
+    fn produce_records_travel_unchanged() {
+        // The batch bytes are a length-prefixed byte string, copied verbatim.
+        let records: Vec<u8> = (0..=255).collect();
+        let request = ProduceRequest {
+            topic: "t".into(),
+            partition: 0,
+            acks: Acks::Leader,
+            timeout_ms: 0,
+            producer: None,
+            records: records.clone(),
+        };
+        let bytes = qiss::to_vec(&request).unwrap();
+        assert!(
+            bytes
+                .windows(records.len())
+                .any(|w| w == records.as_slice())
+        );
+    }
+}

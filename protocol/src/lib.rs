@@ -1,0 +1,117 @@
+//! Neo RPC: the framed binary protocol every Neo client speaks, a server with a
+//! service registry, a multiplexed client, and the broker's API messages.
+//!
+//! The wire format is specified byte by byte in `docs/protocol.md`; this crate is its
+//! reference implementation. Frames have a fixed 26-byte header (magic, version, kind,
+//! flags, service/method id, correlation id, body length, CRC32) followed by a body in
+//! the Qiss format.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use neo_protocol::{ClientConfig, MethodBuilder, NeoClient, NeoConfig, NeoServer, RpcError, ServiceBuilder};
+//!
+//! # async fn demo() -> neo_protocol::Result<()> {
+//! let mut server = NeoServer::new(NeoConfig::default());
+//! server.register(
+//!     ServiceBuilder::new("greeter").version("1.0").namespace("neo.example").method(
+//!         MethodBuilder::new("hello")
+//!             .input("String")
+//!             .output("String")
+//!             .timeout(Duration::from_secs(1))
+//!             .sync_handler(|name: String| Ok::<_, RpcError>(format!("hello, {name}"))),
+//!     ),
+//! )?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let handle = server.start(listener)?;
+//! let client = NeoClient::connect(handle.local_addr().to_string(), ClientConfig::default()).await?;
+//! let greeting: String = client.call("greeter", "hello", "neo").await?;
+//! assert_eq!(greeting, "hello, neo");
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! | module | role |
+//! |---|---|
+//! | [`frame`] | the header layout, [`Kind`]s, flags, [`frame::decode`] / [`frame::encode`]: pure functions, no I/O |
+//! | [`codec`] | [`FrameCodec`]: the frame functions as a tokio-util `Decoder`/`Encoder`; the batching writer loop |
+//! | `server` | [`NeoServer`], [`NeoConfig`], accept loop + connection limit, graceful shutdown |
+//! | `server::connection` | one connection: read, dispatch, batched writes, in-flight limit, heartbeats, drain |
+//! | `server::registry` | [`ServiceBuilder`], [`MethodBuilder`], handlers, the id table, `neo.system/describe` |
+//! | `server::context` | [`RequestContext`]: peer address, mTLS identity, principal |
+//! | `server::shutdown` | the broadcast shutdown signal each connection listens to |
+//! | [`client`] | [`NeoClient`]: one multiplexed connection, timeouts, cancel, reconnect, subscriptions |
+//! | [`tls`] | rustls (ring) config builders, [`PeerIdentity`] |
+//! | [`auth`] | the [`Authenticator`] trait of the handshake, [`Principal`] |
+//! | [`error`] | the crate's [`Error`], wire [`ErrorCode`]s, [`RpcError`] |
+//! | [`api`] | the broker's request/response types (produce, fetch, admin, groups, queues) |
+//!
+//! # Request flow
+//!
+//! ```text
+//! client task ─ call() ─▶ pending[id] = oneshot ─▶ writer queue ─▶ writer task ─▶ socket
+//!                                                                                  │
+//! server: reader loop ◀─ FramedRead ◀──────────────────────────────────────────────┘
+//!   ├─ lookup (service_id, method_id) in the registry → UnknownService/UnknownMethod
+//!   ├─ sync handler: run inline, reply
+//!   └─ async / event handler: take an in-flight permit (or reply Busy), spawn with
+//!      the method timeout; Cancel aborts it
+//!        └─▶ writer queue ─▶ writer task (one write per batch) ─▶ socket
+//!                                                                   │
+//! client: reader task ◀──────────────────────────────────────────────┘
+//!   └─ pending.remove(id).send(reply) ─▶ call() returns
+//! ```
+//!
+//! # Invariants
+//!
+//! - Decoding checks before it parses: an incomplete frame is `Ok(None)`, a length
+//!   above `frame_size_bytes_max` is refused before anything is buffered for it, and no
+//!   input panics (fuzzed: `protocol/fuzz`).
+//! - A malformed frame gets an error frame (when the connection can still carry one)
+//!   and its connection is closed; no other connection notices.
+//! - Every request gets exactly one `Response` or `Error`, unless the client cancelled it.
+//! - Every queue is bounded: in-flight requests (`Busy` beyond), writer queues
+//!   (backpressure), subscription queues (`Lagged` beyond), connections (`Busy`).
+//!
+//! # Limits
+//!
+//! | name | default | where | beyond it |
+//! |---|---|---|---|
+//! | `frame_size_bytes_max` | 16 MiB | both sides | `FrameTooLarge`, connection closed |
+//! | `inflight_requests_max` | 1024 / connection | server | retriable `Busy` reply |
+//! | `connections_max` | 10 000 | server | `Busy` on correlation id 0, closed |
+//! | `outbound_queue_frames_max` | 1024 | both sides | senders wait (backpressure) |
+//! | `idle_timeout` | 10 min | server | connection closed |
+//! | `heartbeat_interval` × `heartbeat_misses_max` | 5 s × 3 | both sides | peer declared dead, closed |
+//! | method `timeout` / `request_timeout_default` | 30 s | server (async handlers) | `Timeout` reply |
+//! | `call_timeout` | 30 s | client | `Error::Timeout`, `Cancel` sent |
+//! | `compression_threshold_bytes` | 64 KiB | both sides | body zstd-compressed |
+//! | `subscription_events_max` | 1024 | client | subscription cut off with `Lagged` |
+//! | `shutdown_drain_timeout` | 30 s | server | in-flight requests aborted |
+//! | [`server::registry::SERVICES_MAX`] / `METHODS_PER_SERVICE_MAX` | 1024 | server | `RegistryFull` at registration |
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod server;
+pub mod tls;
+
+pub use auth::{AuthOk, Authenticator, PeerInfo, Principal, StaticTokens};
+pub use client::{CallOptions, ClientConfig, NeoClient, Subscription};
+pub use codec::FrameCodec;
+pub use error::{Error, ErrorCode, Result, RpcError};
+pub use frame::{Frame, Kind};
+pub use server::context::RequestContext;
+pub use server::registry::{
+    EventSink, Method, MethodBuilder, MethodDescriptor, RegistryTable, ServiceBuilder,
+    ServiceDescriptor,
+};
+pub use server::{NeoConfig, NeoServer, ServerHandle};
+pub use tls::{ClientAuth, ClientTls, PeerIdentity};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,584 @@
+//! One client connection on the server: one task that reads frames, dispatches them and
+//! writes the replies. Frames already buffered are handled together and their replies go
+//! out in one write; replies of spawned handlers come back through a bounded queue and
+//! are written by the same task.
+//!
+//! ```text
+//!  socket ─read─▶ FramedRead ─▶ dispatch ─┬─ sync handler (inline) ──────────▶ out buffer
+//!                                         ├─ async handler (spawned) ─┐           │
+//!                                         └─ event handler (spawned) ─┴▶ mpsc ──▶ out buffer
+//!  socket ◀──────────────── one write per step ◀──────────────────────────────────┘
+//! ```
+//!
+//! Invariants:
+//! - At most `inflight_requests_max` spawned requests per connection; one more is
+//!   answered `Busy` at once.
+//! - Every request gets exactly one terminal frame (`Response` or `Error`), except one
+//!   that the client cancelled, which gets none.
+//! - A malformed frame gets an `Error` (correlation id of the frame if readable, else 0)
+//!   and the connection closes; nothing else is affected.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+
+use crate::auth::{AuthOk, PeerInfo};
+use crate::codec::{
+    FrameCodec, READ_BUFFER_BYTES, WRITE_BATCH_FRAMES_MAX, WRITE_BUFFER_RETAIN_BYTES_MAX,
+};
+use crate::error::{ErrorCode, Result, RpcError};
+use crate::frame::{self, EncodeOptions, Frame, FrameError, Kind};
+use crate::server::ServerShared;
+use crate::server::context::{ConnectionInfo, RequestContext};
+use crate::server::registry::{DESCRIBE_METHOD_ID, EventSink, Handler, SYSTEM_SERVICE_ID};
+use crate::server::shutdown::Shutdown;
+
+/// How long a closing connection waits for its writer to flush the last frames.
+const WRITER_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A spawned request, so a cancel or shutdown can stop it.
+struct Task {
+    abort: AbortHandle,
+    streaming: bool,
+    service_id: u16,
+    method_id: u16,
+}
+
+type Tasks = Arc<Mutex<HashMap<u64, Task>>>;
+
+/// Why the reader loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    PeerClosed,
+    Shutdown,
+    Malformed,
+    DeadPeer,
+    Idle,
+    Unauthenticated,
+}
+
+/// What the dispatcher wants the loop to do next.
+enum Flow {
+    Continue,
+    Close(Outcome),
+}
+
+/// The connection's state as the reader loop sees it.
+struct Conn {
+    shared: Arc<ServerShared>,
+    tx: mpsc::Sender<Frame>,
+    info: Arc<ConnectionInfo>,
+    peer: PeerInfo,
+    authenticated: bool,
+    inflight: Arc<Semaphore>,
+    tasks: Tasks,
+    /// Frames encoded and waiting for the next write.
+    out: BytesMut,
+    options: EncodeOptions,
+    /// Any frame counts for heartbeats; only requests count against `idle_timeout`.
+    last_frame_at: Instant,
+    last_request_at: Instant,
+}
+
+/// Serve one connection until the peer leaves, misbehaves, goes silent or the server
+/// shuts down.
+pub(crate) async fn serve<R, W>(
+    reader: R,
+    writer: W,
+    peer: PeerInfo,
+    shared: Arc<ServerShared>,
+    mut shutdown: Shutdown,
+) -> Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let config = shared.config.clone();
+    let options = config.encode_options();
+    // Replies of spawned handlers come back through this queue; inline replies go
+    // straight into `out`.
+    let (tx, mut rx) = mpsc::channel::<Frame>(config.outbound_queue_frames_max.max(1));
+    let mut writer = writer;
+    let mut frames = FramedRead::with_capacity(reader, FrameCodec::new(options), READ_BUFFER_BYTES);
+    let info = Arc::new(ConnectionInfo {
+        peer_addr: peer.addr,
+        identity: peer.identity.clone(),
+        principal: None,
+    });
+    let now = Instant::now();
+    let mut conn = Conn {
+        authenticated: shared.authenticator.is_none(),
+        shared,
+        tx,
+        info,
+        peer,
+        inflight: Arc::new(Semaphore::new(config.inflight_requests_max)),
+        tasks: Arc::new(Mutex::new(HashMap::new())),
+        out: BytesMut::with_capacity(READ_BUFFER_BYTES),
+        options,
+        last_frame_at: now,
+        last_request_at: now,
+    };
+
+    let heartbeat_interval = config.heartbeat_interval.max(Duration::from_millis(1));
+    let dead_after = heartbeat_interval * config.heartbeat_misses_max.max(1);
+    let mut ticker = tokio::time::interval_at(now + heartbeat_interval, heartbeat_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ping_id = 0u64;
+    let mut batch: Vec<Frame> = Vec::with_capacity(WRITE_BATCH_FRAMES_MAX);
+
+    let outcome = loop {
+        let step = tokio::select! {
+            _ = shutdown.recv() => Some(Outcome::Shutdown),
+            _ = rx.recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX) => {
+                for frame in batch.drain(..) {
+                    conn.push(frame);
+                }
+                None
+            }
+            next = frames.next() => {
+                // Handle every frame already buffered (up to a batch) before writing,
+                // so pipelined requests are answered with one write.
+                let mut next = next;
+                let mut handled = 1;
+                loop {
+                    if let Some(outcome) = conn.on_next(next) {
+                        break Some(outcome);
+                    }
+                    if handled >= WRITE_BATCH_FRAMES_MAX {
+                        break None;
+                    }
+                    match frames.next().now_or_never() {
+                        Some(more) => next = more,
+                        None => break None,
+                    }
+                    handled += 1;
+                }
+            }
+            _ = ticker.tick() => {
+                let silent_for = conn.last_frame_at.elapsed();
+                let idle = conn.inflight.available_permits() == config.inflight_requests_max;
+                if silent_for >= dead_after {
+                    tracing::debug!(peer = %conn.peer.addr, ?silent_for, "peer missed heartbeats");
+                    Some(Outcome::DeadPeer)
+                } else if idle && conn.last_request_at.elapsed() >= config.idle_timeout {
+                    Some(Outcome::Idle)
+                } else {
+                    if silent_for >= heartbeat_interval {
+                        ping_id = ping_id.wrapping_add(1);
+                        conn.push(Frame::control(Kind::Ping, ping_id));
+                    }
+                    None
+                }
+            }
+        };
+        // One write for everything this step produced. A peer that does not read
+        // stalls only its own connection (TCP backpressure).
+        if !conn.out.is_empty() && conn.flush(&mut writer).await.is_err() {
+            break step.unwrap_or(Outcome::PeerClosed);
+        }
+        if let Some(outcome) = step {
+            break outcome;
+        }
+    };
+    conn.close(outcome, &mut rx, &mut writer).await;
+    Ok(())
+}
+
+impl Conn {
+    fn on_frame(&mut self, frame: Frame) -> Flow {
+        match frame.kind {
+            Kind::Request if !self.authenticated => {
+                let err = RpcError::new(
+                    ErrorCode::Unauthenticated,
+                    "authentication handshake required",
+                );
+                self.push(err.to_frame(frame.correlation_id, frame.service_id, frame.method_id));
+                Flow::Close(Outcome::Unauthenticated)
+            }
+            Kind::Request => self.on_request(frame),
+            Kind::Auth => self.on_auth(frame),
+            Kind::Cancel => {
+                let task = self
+                    .tasks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&frame.correlation_id);
+                if let Some(task) = task {
+                    task.abort.abort();
+                }
+                Flow::Continue
+            }
+            Kind::Ping => {
+                self.push(Frame::control(Kind::Pong, frame.correlation_id));
+                Flow::Continue
+            }
+            // Any frame proves the peer alive; the loop already noted the time.
+            Kind::Pong => Flow::Continue,
+            Kind::Response | Kind::Error | Kind::Event => {
+                let err = RpcError::new(
+                    ErrorCode::Malformed,
+                    format!("a client may not send {:?} frames", frame.kind),
+                );
+                self.push(err.to_frame(frame.correlation_id, 0, 0));
+                Flow::Close(Outcome::Malformed)
+            }
+        }
+    }
+
+    fn on_auth(&mut self, frame: Frame) -> Flow {
+        let Some(authenticator) = self.shared.authenticator.clone() else {
+            // No authenticator: the handshake is a no-op that names nobody.
+            let body = qiss::to_vec(&AuthOk {
+                principal: String::new(),
+            })
+            .unwrap_or_default();
+            let reply = Frame {
+                kind: Kind::Response,
+                body: body.into(),
+                ..Frame::control(Kind::Response, frame.correlation_id)
+            };
+            self.push(reply);
+            return Flow::Continue;
+        };
+        match authenticator.authenticate(&frame.body, &self.peer) {
+            Ok(principal) => {
+                let body = qiss::to_vec(&AuthOk {
+                    principal: principal.name.clone(),
+                })
+                .unwrap_or_default();
+                self.info = Arc::new(ConnectionInfo {
+                    peer_addr: self.info.peer_addr,
+                    identity: self.info.identity.clone(),
+                    principal: Some(principal),
+                });
+                self.authenticated = true;
+                let reply = Frame {
+                    kind: Kind::Response,
+                    body: body.into(),
+                    ..Frame::control(Kind::Response, frame.correlation_id)
+                };
+                self.push(reply);
+                Flow::Continue
+            }
+            Err(err) => {
+                tracing::debug!(peer = %self.peer.addr, %err, "authentication rejected");
+                self.push(err.to_frame(frame.correlation_id, 0, 0));
+                Flow::Close(Outcome::Unauthenticated)
+            }
+        }
+    }
+
+    fn reply_error(&mut self, request: &Frame, err: RpcError) {
+        self.push(err.to_frame(
+            request.correlation_id,
+            request.service_id,
+            request.method_id,
+        ));
+    }
+
+    fn on_request(&mut self, frame: Frame) -> Flow {
+        let shared = Arc::clone(&self.shared);
+        if frame.service_id == SYSTEM_SERVICE_ID {
+            let reply = if frame.method_id == DESCRIBE_METHOD_ID {
+                Frame {
+                    kind: Kind::Response,
+                    body: shared.registry.describe_body(),
+                    ..frame
+                }
+            } else {
+                let err = RpcError::new(
+                    ErrorCode::UnknownMethod,
+                    format!("neo.system has no method id {}", frame.method_id),
+                );
+                err.to_frame(frame.correlation_id, frame.service_id, frame.method_id)
+            };
+            self.push(reply);
+            return Flow::Continue;
+        }
+        let entry = match shared.registry.lookup(frame.service_id, frame.method_id) {
+            Ok(entry) => entry,
+            Err(err) => {
+                self.reply_error(&frame, err);
+                return Flow::Continue;
+            }
+        };
+        let ctx = RequestContext::new(
+            Arc::clone(&self.info),
+            frame.correlation_id,
+            frame.service_id,
+            frame.method_id,
+        );
+        let Frame {
+            service_id,
+            method_id,
+            correlation_id,
+            body,
+            ..
+        } = frame;
+        let handler = match &entry.handler {
+            Handler::Sync(f) => {
+                // Inline: no task, no allocation beyond the reply. A panic is the
+                // handler's bug, reported as Internal; the connection lives on.
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(&ctx, body)))
+                    .unwrap_or_else(|_| Err(RpcError::internal("handler panicked")));
+                let reply = match result {
+                    Ok(body) => Frame {
+                        kind: Kind::Response,
+                        service_id,
+                        method_id,
+                        correlation_id,
+                        body,
+                    },
+                    Err(err) => err.to_frame(correlation_id, service_id, method_id),
+                };
+                self.push(reply);
+                return Flow::Continue;
+            }
+            other => other.clone(),
+        };
+        let request = Frame {
+            kind: Kind::Request,
+            service_id,
+            method_id,
+            correlation_id,
+            body: Default::default(),
+        };
+        let Ok(permit) = Arc::clone(&self.inflight).try_acquire_owned() else {
+            let max = shared.config.inflight_requests_max;
+            self.reply_error(
+                &request,
+                RpcError::new(
+                    ErrorCode::Busy,
+                    format!("inflight_requests_max ({max}) reached"),
+                ),
+            );
+            return Flow::Continue;
+        };
+        let tasks = Arc::clone(&self.tasks);
+        let tx = self.tx.clone();
+        let duplicate = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&correlation_id);
+        if duplicate {
+            self.reply_error(
+                &request,
+                RpcError::invalid_argument("correlation id already in flight"),
+            );
+            return Flow::Continue;
+        }
+        // Hold the map's lock across spawn + insert, so a task that finishes at once
+        // cannot remove its entry before it was inserted. (Only this task inserts, so
+        // the duplicate check above still holds.)
+        let mut map = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let (join, streaming) = match handler {
+            Handler::Async(f) => {
+                let timeout = entry
+                    .timeout
+                    .unwrap_or(shared.config.request_timeout_default);
+                let join = tokio::spawn(async move {
+                    let run = AssertUnwindSafe(async move {
+                        tokio::time::timeout(timeout, f(ctx, body)).await
+                    });
+                    let reply = match run.catch_unwind().await {
+                        Ok(Ok(Ok(body))) => Frame {
+                            kind: Kind::Response,
+                            service_id,
+                            method_id,
+                            correlation_id,
+                            body,
+                        },
+                        Ok(Ok(Err(err))) => err.to_frame(correlation_id, service_id, method_id),
+                        Ok(Err(_elapsed)) => RpcError::new(
+                            ErrorCode::Timeout,
+                            format!("handler exceeded {timeout:?}"),
+                        )
+                        .to_frame(correlation_id, service_id, method_id),
+                        Err(_panic) => RpcError::internal("handler panicked").to_frame(
+                            correlation_id,
+                            service_id,
+                            method_id,
+                        ),
+                    };
+                    tasks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&correlation_id);
+                    let _ = tx.send(reply).await;
+                    drop(permit);
+                });
+                (join, false)
+            }
+            Handler::Events(f) => {
+                let sink = EventSink::new(tx.clone(), service_id, method_id, correlation_id);
+                let join = tokio::spawn(async move {
+                    let run = AssertUnwindSafe(async move { f(ctx, body, sink).await });
+                    let reply = match run.catch_unwind().await {
+                        // End of stream.
+                        Ok(Ok(())) => Frame {
+                            kind: Kind::Response,
+                            service_id,
+                            method_id,
+                            correlation_id,
+                            body: Default::default(),
+                        },
+                        Ok(Err(err)) => err.to_frame(correlation_id, service_id, method_id),
+                        Err(_panic) => RpcError::internal("handler panicked").to_frame(
+                            correlation_id,
+                            service_id,
+                            method_id,
+                        ),
+                    };
+                    tasks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&correlation_id);
+                    let _ = tx.send(reply).await;
+                    drop(permit);
+                });
+                (join, true)
+            }
+            Handler::Sync(_) => unreachable!("sync handlers returned above"),
+        };
+        map.insert(
+            correlation_id,
+            Task {
+                abort: join.abort_handle(),
+                streaming,
+                service_id,
+                method_id,
+            },
+        );
+        Flow::Continue
+    }
+
+    /// Append one frame to the write buffer. A frame the peer could not accept (too
+    /// large) becomes an error reply instead.
+    fn push(&mut self, frame: Frame) {
+        if let Err(err) = frame::encode(&frame, &self.options, &mut self.out) {
+            let reply = RpcError::new(err.error_code(), format!("reply not sent: {err}"));
+            let reply = reply.to_frame(frame.correlation_id, frame.service_id, frame.method_id);
+            let _ = frame::encode(&reply, &self.options, &mut self.out);
+        }
+    }
+
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        writer.write_all(&self.out).await?;
+        writer.flush().await?;
+        if self.out.capacity() > WRITE_BUFFER_RETAIN_BYTES_MAX {
+            self.out = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        } else {
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Handle what the frame stream produced; `Some` ends the connection.
+    fn on_next(&mut self, next: Option<std::result::Result<Frame, FrameError>>) -> Option<Outcome> {
+        let frame = match next {
+            None | Some(Err(FrameError::Io(_))) => return Some(Outcome::PeerClosed),
+            Some(Err(err)) => {
+                tracing::debug!(peer = %self.peer.addr, %err, "malformed frame");
+                let reply = RpcError::new(err.error_code(), err.to_string());
+                self.push(reply.to_frame(err.correlation_id(), 0, 0));
+                return Some(Outcome::Malformed);
+            }
+            Some(Ok(frame)) => frame,
+        };
+        self.last_frame_at = Instant::now();
+        if matches!(frame.kind, Kind::Request | Kind::Auth | Kind::Cancel) {
+            self.last_request_at = self.last_frame_at;
+        }
+        match self.on_frame(frame) {
+            Flow::Continue => None,
+            Flow::Close(outcome) => Some(outcome),
+        }
+    }
+
+    /// End the connection's work. On shutdown: end subscriptions with `ShuttingDown`
+    /// and let unary requests finish (bounded by `shutdown_drain_timeout`), writing
+    /// their replies. Otherwise the peer is gone or untrusted: abort everything. Then
+    /// flush what is left (bounded by `WRITER_FLUSH_TIMEOUT`) and close.
+    async fn close<W: AsyncWrite + Unpin>(
+        &mut self,
+        outcome: Outcome,
+        rx: &mut mpsc::Receiver<Frame>,
+        writer: &mut W,
+    ) {
+        tracing::debug!(peer = %self.peer.addr, ?outcome, "closing connection");
+        if outcome == Outcome::Shutdown {
+            let streams: Vec<(u64, Task)> = {
+                let mut map = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+                let ids: Vec<u64> = map
+                    .iter()
+                    .filter(|(_, t)| t.streaming)
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| map.remove(&id).map(|t| (id, t)))
+                    .collect()
+            };
+            for (id, task) in streams {
+                task.abort.abort();
+                let err = RpcError::new(ErrorCode::ShuttingDown, "server shutting down");
+                self.push(err.to_frame(id, task.service_id, task.method_id));
+            }
+            let max = self.shared.config.inflight_requests_max as u32;
+            let drained = Arc::clone(&self.inflight).acquire_many_owned(max);
+            let deadline = tokio::time::sleep(self.shared.config.shutdown_drain_timeout);
+            tokio::pin!(drained, deadline);
+            let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES_MAX);
+            loop {
+                tokio::select! {
+                    _ = &mut drained => break,
+                    _ = &mut deadline => {
+                        tracing::warn!(peer = %self.peer.addr, "in-flight requests outlived the drain timeout");
+                        break;
+                    }
+                    _ = rx.recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX) => {
+                        for frame in batch.drain(..) {
+                            self.push(frame);
+                        }
+                        let flushed = tokio::time::timeout(WRITER_FLUSH_TIMEOUT, self.flush(writer)).await;
+                        if !matches!(flushed, Ok(Ok(()))) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let leftovers: Vec<Task> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, t)| t)
+            .collect();
+        for task in leftovers {
+            task.abort.abort();
+        }
+        // Replies that finished meanwhile are already queued.
+        while let Ok(frame) = rx.try_recv() {
+            self.push(frame);
+        }
+        // A peer that stops reading must not hold the connection open.
+        let _ = tokio::time::timeout(WRITER_FLUSH_TIMEOUT, async {
+            if !self.out.is_empty() {
+                self.flush(writer).await?;
+            }
+            writer.shutdown().await
+        })
+        .await;
+    }
+}

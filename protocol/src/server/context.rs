@@ -1,0 +1,73 @@
+//! What a handler knows about the request beyond its body.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::auth::Principal;
+use crate::tls::PeerIdentity;
+
+/// Facts about a connection, shared by every request on it. Replaced (not mutated)
+/// when the handshake establishes a principal, so requests never lock.
+#[derive(Debug)]
+pub(crate) struct ConnectionInfo {
+    pub(crate) peer_addr: SocketAddr,
+    pub(crate) identity: Option<PeerIdentity>,
+    pub(crate) principal: Option<Principal>,
+}
+
+/// Per-request context handed to handlers: who is calling and which request this is.
+/// Cheap to clone (one `Arc`).
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    conn: Arc<ConnectionInfo>,
+    correlation_id: u64,
+    service_id: u16,
+    method_id: u16,
+}
+
+impl RequestContext {
+    pub(crate) fn new(
+        conn: Arc<ConnectionInfo>,
+        correlation_id: u64,
+        service_id: u16,
+        method_id: u16,
+    ) -> RequestContext {
+        RequestContext {
+            conn,
+            correlation_id,
+            service_id,
+            method_id,
+        }
+    }
+
+    /// The client's socket address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.conn.peer_addr
+    }
+
+    /// The client's certificate identity on an mTLS connection.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.conn.identity.as_ref()
+    }
+
+    /// The principal the authentication handshake established, if the server has an
+    /// authenticator.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.conn.principal.as_ref()
+    }
+
+    /// The request's correlation id (unique among the connection's in-flight requests).
+    pub fn correlation_id(&self) -> u64 {
+        self.correlation_id
+    }
+
+    /// The wire id of the called service.
+    pub fn service_id(&self) -> u16 {
+        self.service_id
+    }
+
+    /// The wire id of the called method.
+    pub fn method_id(&self) -> u16 {
+        self.method_id
+    }
+}

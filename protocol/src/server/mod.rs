@@ -1,0 +1,318 @@
+//! The Neo RPC server: configuration, the accept loop with its connection limit, and
+//! graceful shutdown. One task per connection lives in [`connection`].
+
+pub(crate) mod connection;
+pub(crate) mod context;
+pub mod registry;
+pub(crate) mod shutdown;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::auth::{Authenticator, PeerInfo};
+use crate::error::{ErrorCode, Result, RpcError};
+use crate::frame::{self, EncodeOptions, FRAME_SIZE_BYTES_MAX_DEFAULT, Frame, Kind};
+use crate::tls::PeerIdentity;
+use registry::{Registry, ServiceBuilder};
+use shutdown::Shutdown;
+
+/// Every limit of a server, named, with units last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeoConfig {
+    /// Bound on one frame (26-byte header + body), in both directions, and on a
+    /// decompressed body. Larger frames get `FrameTooLarge` and the connection closes.
+    pub frame_size_bytes_max: usize,
+    /// Bound on async and event requests in flight on one connection. One more gets a
+    /// retriable `Busy` error (never an unbounded queue).
+    pub inflight_requests_max: usize,
+    /// Bound on open connections. One more is accepted only to be told `Busy` and closed.
+    pub connections_max: usize,
+    /// Bound on frames queued for a connection's writer; a full queue makes handlers
+    /// (and the reader) wait, which pushes back on the client through TCP.
+    pub outbound_queue_frames_max: usize,
+    /// A connection with nothing in flight and no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// A silent peer is pinged after this long; heartbeats count as traffic.
+    pub heartbeat_interval: Duration,
+    /// A peer silent for `heartbeat_interval * heartbeat_misses_max` is dead: the
+    /// connection is closed.
+    pub heartbeat_misses_max: u32,
+    /// Timeout of async handlers whose method sets none.
+    pub request_timeout_default: Duration,
+    /// Bodies of at least this size are zstd-compressed on the way out.
+    pub compression_threshold_bytes: usize,
+    /// Whether outgoing bodies carry a CRC32 (incoming ones are verified whenever flagged).
+    pub checksum_bodies: bool,
+    /// How long shutdown waits for in-flight requests before aborting them.
+    pub shutdown_drain_timeout: Duration,
+    /// How long a TLS handshake (and the first bytes) may take.
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for NeoConfig {
+    fn default() -> NeoConfig {
+        NeoConfig {
+            frame_size_bytes_max: FRAME_SIZE_BYTES_MAX_DEFAULT,
+            inflight_requests_max: 1024,
+            connections_max: 10_000,
+            outbound_queue_frames_max: 1024,
+            idle_timeout: Duration::from_secs(600),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_misses_max: 3,
+            request_timeout_default: Duration::from_secs(30),
+            compression_threshold_bytes: 64 * 1024,
+            checksum_bodies: false,
+            shutdown_drain_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl NeoConfig {
+    pub(crate) fn encode_options(&self) -> EncodeOptions {
+        EncodeOptions {
+            frame_size_bytes_max: self.frame_size_bytes_max,
+            compression_threshold_bytes: self.compression_threshold_bytes,
+            checksum_bodies: self.checksum_bodies,
+        }
+    }
+}
+
+/// What every connection task shares.
+pub(crate) struct ServerShared {
+    pub(crate) config: NeoConfig,
+    pub(crate) registry: Registry,
+    pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+}
+
+/// A Neo RPC server being assembled: register services, then [`NeoServer::serve`] or
+/// [`NeoServer::start`].
+pub struct NeoServer {
+    config: NeoConfig,
+    registry: Registry,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for NeoServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NeoServer")
+            .field("config", &self.config)
+            .field("authenticator", &self.authenticator.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NeoServer {
+    /// A server with these limits and no services yet.
+    pub fn new(config: NeoConfig) -> NeoServer {
+        NeoServer {
+            config,
+            registry: Registry::new(),
+            authenticator: None,
+            tls: None,
+        }
+    }
+
+    /// Register a service; returns its wire id. Names must be unique.
+    pub fn register(&mut self, service: ServiceBuilder) -> Result<u16> {
+        self.registry.register(service)
+    }
+
+    /// Require the authentication handshake, checked by `authenticator`.
+    pub fn with_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> NeoServer {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// Serve TLS (see [`crate::tls::server_config`]; mTLS if it verifies clients).
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> NeoServer {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Serve on `listener` in a background task; the handle stops it.
+    pub fn start(self, listener: TcpListener) -> Result<ServerHandle> {
+        let local_addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let serve = self.serve(listener, async move {
+            let _ = stop_rx.await;
+        });
+        let join = tokio::spawn(async move {
+            if let Err(err) = serve.await {
+                tracing::error!(%err, "neo rpc server stopped");
+            }
+        });
+        Ok(ServerHandle {
+            local_addr,
+            stop: Some(stop_tx),
+            join,
+        })
+    }
+
+    /// Serve on `listener` until `shutdown` completes, then stop accepting, let every
+    /// connection drain its in-flight requests (up to `shutdown_drain_timeout`) and
+    /// return once every connection task has ended.
+    pub async fn serve(
+        mut self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        self.registry.freeze()?;
+        let shared = Arc::new(ServerShared {
+            config: self.config,
+            registry: self.registry,
+            authenticator: self.authenticator,
+        });
+        let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
+        let (notify_shutdown, _) = broadcast::channel::<()>(1);
+        // Each connection task holds a clone; `recv` returns `None` once all are gone.
+        let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
+        let connections = Arc::new(Semaphore::new(shared.config.connections_max));
+        tokio::pin!(shutdown);
+        loop {
+            let (socket, peer_addr) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = accept(&listener) => accepted,
+            };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                tokio::spawn(refuse(socket, shared.config.encode_options()));
+                continue;
+            };
+            let shared = Arc::clone(&shared);
+            let tls = tls.clone();
+            let shutdown = Shutdown::new(notify_shutdown.subscribe());
+            let drained_tx = drained_tx.clone();
+            tokio::spawn(async move {
+                if let Err(err) = run_connection(socket, peer_addr, shared, tls, shutdown).await {
+                    tracing::debug!(%peer_addr, %err, "connection ended with an error");
+                }
+                drop(permit);
+                drop(drained_tx);
+            });
+        }
+        // Stop accepting, tell every connection, and wait for them to drain.
+        drop(listener);
+        drop(notify_shutdown);
+        drop(drained_tx);
+        let _ = drained_rx.recv().await;
+        Ok(())
+    }
+}
+
+/// Accept with a short backoff on errors (e.g. out of file descriptors), so a
+/// transient failure neither spins nor stops the server.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(err) => {
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Over `connections_max`: say `Busy` on connection-level correlation id 0, then close.
+async fn refuse(mut socket: TcpStream, options: EncodeOptions) {
+    let err = RpcError::new(ErrorCode::Busy, "connections_max reached");
+    let mut buf = bytes::BytesMut::new();
+    if let Ok(body) = qiss::to_vec(&err) {
+        let frame = Frame {
+            kind: Kind::Error,
+            service_id: 0,
+            method_id: 0,
+            correlation_id: 0,
+            body: body.into(),
+        };
+        if frame::encode(&frame, &options, &mut buf).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.write_all(&buf)).await;
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+async fn run_connection(
+    socket: TcpStream,
+    peer_addr: SocketAddr,
+    shared: Arc<ServerShared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    // Small frames must not wait for Nagle: every reply is written in one go anyway.
+    socket.set_nodelay(true)?;
+    match tls {
+        None => {
+            let (reader, writer) = socket.into_split();
+            let peer = PeerInfo {
+                addr: peer_addr,
+                identity: None,
+            };
+            connection::serve(reader, writer, peer, shared, shutdown).await
+        }
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(shared.config.tls_handshake_timeout, acceptor.accept(socket));
+            let stream = handshake
+                .await
+                .map_err(|_| crate::Error::Tls("handshake timed out".into()))?
+                .map_err(|err| crate::Error::Tls(err.to_string()))?;
+            let identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(PeerIdentity::from_chain);
+            let (reader, writer) = tokio::io::split(stream);
+            let peer = PeerInfo {
+                addr: peer_addr,
+                identity,
+            };
+            connection::serve(reader, writer, peer, shared, shutdown).await
+        }
+    }
+}
+
+/// A running server started with [`NeoServer::start`].
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    join: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Graceful shutdown: stop accepting, drain in-flight requests, wait for every
+    /// connection task to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.join).await;
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        // Dropping the handle without `shutdown` still stops the server (gracefully, in
+        // the background).
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
