@@ -1,0 +1,52 @@
+//! The one error type of `neo-cluster`.
+
+use std::net::SocketAddr;
+
+/// Everything that can go wrong on the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A peer address cannot be turned into a gRPC endpoint.
+    #[error("bad address {addr:?} for node {node}: {reason}")]
+    BadAddress {
+        /// The peer.
+        node: u64,
+        /// The address given.
+        addr: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A `--peers` list entry is malformed.
+    #[error("bad --peers entry {entry:?}: {reason}")]
+    BadPeers {
+        /// The entry.
+        entry: String,
+        /// Why.
+        reason: String,
+    },
+    /// A control-plane RPC (join, leave, status) failed.
+    #[error("control-plane rpc: {reason}")]
+    Rpc {
+        /// Why.
+        reason: String,
+    },
+    /// The control-plane listener could not be bound.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("grpc server: {reason}")]
+    Server {
+        /// Why.
+        reason: String,
+    },
+    /// A Raft group failed.
+    #[error(transparent)]
+    Raft(#[from] neo_raft::Error),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,23 @@
+//! Named limits of the control plane (units last).
+
+/// Largest gRPC message either end encodes or decodes. It must hold the largest
+/// AppendEntries request: openraft sends at most `max_payload_entries` entries per
+/// request (neo-raft sets 64) of at most `neo_raft::RECORD_BATCH_BYTES_MAX` (1 MiB)
+/// each, plus framing.
+pub const RPC_MESSAGE_BYTES_MAX: usize = 72 * 1024 * 1024;
+
+/// Size of one snapshot chunk on the wire.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Largest snapshot accepted (the metadata group's whole state).
+pub const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// How long a new connection attempt to a peer may take.
+pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+/// HTTP/2 flow-control window per stream, both ends: a whole AppendEntries of 64 16-KiB
+/// entries fits without waiting for a window update.
+pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+
+/// HTTP/2 flow-control window per connection (shared by every group's RPCs to a peer).
+pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;

@@ -1,0 +1,313 @@
+//! Membership: static bootstrap from `--peers`, join (learner, then voter), leave, and
+//! status. Join and leave run on the metadata group's leader; any other node answers
+//! with a leader hint, and [`join`] follows it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use neo_raft::meta_sm::{MetaCommand, MetaResponse};
+use neo_raft::{METADATA_GROUP, NodeId, RaftGroup, Registry};
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, Result};
+use crate::health::HealthMonitor;
+use crate::pb::membership::membership_client::MembershipClient;
+use crate::pb::membership::membership_server::Membership;
+use crate::pb::membership::{
+    ChangeReply, JoinRequest, LeaveRequest, NodeStatus, StatusReply, StatusRequest,
+};
+
+/// Most voters of the metadata group; later joiners stay learners (design.md).
+pub const METADATA_VOTERS_MAX: usize = 5;
+
+/// Parses `--peers 1=host:port,2=host:port,...`.
+pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |reason: &str| Error::BadPeers {
+            entry: part.to_string(),
+            reason: reason.to_string(),
+        };
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| bad("expected ID=HOST:PORT"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| bad("node id is not a number"))?;
+        let addr = addr.trim();
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(bad("address is not HOST:PORT"));
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(bad("node id given twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::BadPeers {
+            entry: s.to_string(),
+            reason: "no peers".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// The `Membership` gRPC service of one node.
+pub struct MembershipService {
+    pub(crate) node_id: NodeId,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) health: HealthMonitor,
+}
+
+fn refused(g: &RaftGroup, e: neo_raft::Error) -> ChangeReply {
+    let leader = match &e {
+        neo_raft::Error::NotLeader { leader, .. } => *leader,
+        _ => g.metrics().leader,
+    };
+    ChangeReply {
+        ok: false,
+        leader_id: leader.unwrap_or(0),
+        leader_addr: leader.and_then(|l| g.member_addr(l)).unwrap_or_default(),
+        error: e.to_string(),
+    }
+}
+
+const OK: ChangeReply = ChangeReply {
+    ok: true,
+    leader_id: 0,
+    leader_addr: String::new(),
+    error: String::new(),
+};
+
+impl MembershipService {
+    fn meta(&self) -> Result<Arc<RaftGroup>, Status> {
+        self.registry
+            .get(METADATA_GROUP)
+            .ok_or_else(|| Status::unavailable("this node does not host the metadata group"))
+    }
+
+    async fn do_join(g: &RaftGroup, node: NodeId, addr: String) -> neo_raft::Result<()> {
+        let r = g
+            .propose_meta(MetaCommand::RegisterNode {
+                node_id: node,
+                addr: addr.clone(),
+            })
+            .await?;
+        if let MetaResponse::Refused(e) = r {
+            return Err(neo_raft::Error::Membership {
+                group: METADATA_GROUP,
+                reason: e.to_string(),
+            });
+        }
+        let m = g.metrics();
+        if m.voters.contains(&node) {
+            return Ok(()); // Idempotent: a restarted node joins again.
+        }
+        g.add_learner(node, addr).await?;
+        let m = g.metrics();
+        if m.voters.len() < METADATA_VOTERS_MAX {
+            let mut voters = m.voters.clone();
+            voters.insert(node);
+            g.change_membership(voters).await?;
+        }
+        Ok(())
+    }
+
+    async fn do_leave(g: &RaftGroup, node: NodeId) -> neo_raft::Result<()> {
+        g.remove_members(BTreeSet::from([node])).await?;
+        match g
+            .propose_meta(MetaCommand::RemoveNode { node_id: node })
+            .await?
+        {
+            MetaResponse::Refused(e) => Err(neo_raft::Error::Membership {
+                group: METADATA_GROUP,
+                reason: e.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Membership for MembershipService {
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<ChangeReply>, Status> {
+        let req = req.into_inner();
+        let g = self.meta()?;
+        Ok(Response::new(
+            match Self::do_join(&g, req.node_id, req.addr).await {
+                Ok(()) => OK,
+                Err(e) => refused(&g, e),
+            },
+        ))
+    }
+
+    async fn leave(&self, req: Request<LeaveRequest>) -> Result<Response<ChangeReply>, Status> {
+        let req = req.into_inner();
+        let g = self.meta()?;
+        Ok(Response::new(match Self::do_leave(&g, req.node_id).await {
+            Ok(()) => OK,
+            Err(e) => refused(&g, e),
+        }))
+    }
+
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let g = self.meta()?;
+        let m = g.metrics();
+        let state = g.local_meta();
+        let mut ids: BTreeSet<NodeId> = state.nodes.keys().copied().collect();
+        ids.extend(m.voters.iter().chain(m.learners.iter()).copied());
+        let nodes = ids
+            .into_iter()
+            .map(|id| {
+                let addr = state
+                    .nodes
+                    .get(&id)
+                    .map(|n| n.addr.clone())
+                    .or_else(|| g.member_addr(id))
+                    .unwrap_or_default();
+                let (healthy, last) = if id == self.node_id {
+                    (true, Some(0))
+                } else {
+                    let since = self.health.since_last_ok(id);
+                    (
+                        self.health.is_healthy(id),
+                        since.map(|d| d.as_millis() as u64),
+                    )
+                };
+                NodeStatus {
+                    node_id: id,
+                    addr,
+                    voter: m.voters.contains(&id),
+                    learner: m.learners.contains(&id),
+                    healthy,
+                    last_heartbeat_ms: last,
+                }
+            })
+            .collect();
+        Ok(Response::new(StatusReply {
+            node_id: self.node_id,
+            leader_id: m.leader.unwrap_or(0),
+            nodes,
+        }))
+    }
+}
+
+/// Longest chain of leader hints [`join`] and [`leave`] follow.
+const REDIRECTS_MAX: usize = 8;
+
+enum Change<'a> {
+    Join { node_id: NodeId, addr: &'a str },
+    Leave { node_id: NodeId },
+}
+
+async fn change_at_leader(seed: &str, change: Change<'_>) -> Result<()> {
+    let mut target = seed.to_string();
+    for _ in 0..REDIRECTS_MAX {
+        let channel = Endpoint::from_shared(format!("http://{target}"))
+            .map_err(|e| Error::BadAddress {
+                node: 0,
+                addr: target.clone(),
+                reason: e.to_string(),
+            })?
+            .connect()
+            .await
+            .map_err(|e| Error::Rpc {
+                reason: format!("connect {target}: {e}"),
+            })?;
+        let mut client = MembershipClient::new(channel);
+        let reply = match change {
+            Change::Join { node_id, addr } => {
+                client
+                    .join(JoinRequest {
+                        node_id,
+                        addr: addr.to_string(),
+                    })
+                    .await
+            }
+            Change::Leave { node_id } => client.leave(LeaveRequest { node_id }).await,
+        }
+        .map_err(|s| Error::Rpc {
+            reason: s.to_string(),
+        })?
+        .into_inner();
+        if reply.ok {
+            return Ok(());
+        }
+        if reply.leader_addr.is_empty() || reply.leader_addr == target {
+            return Err(Error::Rpc {
+                reason: format!("membership change refused: {}", reply.error),
+            });
+        }
+        target = reply.leader_addr;
+    }
+    Err(Error::Rpc {
+        reason: "too many leader redirects".into(),
+    })
+}
+
+/// Asks the cluster at `seed` (`host:port` of any member) to add node `node_id`,
+/// reachable at `addr`: registered in the metadata, a learner of the metadata group,
+/// then a voter while there are fewer than [`METADATA_VOTERS_MAX`]. Follows leader
+/// hints; idempotent (a restarted node may join again).
+pub async fn join(seed: &str, node_id: NodeId, addr: &str) -> Result<()> {
+    change_at_leader(seed, Change::Join { node_id, addr }).await
+}
+
+/// Asks the cluster at `seed` to remove node `node_id` from the metadata group and the
+/// node registry (refused while it still hosts partition replicas). Follows leader hints.
+pub async fn leave(seed: &str, node_id: NodeId) -> Result<()> {
+    change_at_leader(seed, Change::Leave { node_id }).await
+}
+
+/// Asks the node at `addr` for its view of the cluster.
+pub async fn status(addr: &str) -> Result<StatusReply> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Error::BadAddress {
+            node: 0,
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?
+        .connect()
+        .await
+        .map_err(|e| Error::Rpc {
+            reason: format!("connect {addr}: {e}"),
+        })?;
+    MembershipClient::new(channel)
+        .status(StatusRequest {})
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| Error::Rpc {
+            reason: s.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_peers_and_rejects_bad_ones() {
+        let p = parse_peers("1=127.0.0.1:7071, 2=node-b:7071,3=[::1]:7071").expect("peers");
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[&2], "node-b:7071");
+        assert_eq!(p[&3], "[::1]:7071");
+        for bad in [
+            "",
+            "1",
+            "x=h:1",
+            "1=h",
+            "1=h:port",
+            "1=:7071",
+            "1=h:1,1=h:2",
+        ] {
+            assert!(
+                matches!(parse_peers(bad), Err(Error::BadPeers { .. })),
+                "{bad:?} must be refused"
+            );
+        }
+    }
+}

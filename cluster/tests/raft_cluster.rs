@@ -1,0 +1,897 @@
+//! Raft groups replicating over real gRPC on loopback: election, replication, leader
+//! failure, restart and catch-up, and network partitions through the transport filter.
+//!
+//! No timing is asserted: every wait is for an outcome, bounded by a generous deadline
+//! that only turns a hang into a failure.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use neo_cluster::{ControlPlane, GrpcTransport, HealthMonitor, NetFilter, ServerHandle};
+use neo_raft::meta_sm::{MetaCommand, MetaResponse};
+use neo_raft::{
+    GroupConfig, GroupKind, METADATA_GROUP, NodeId, NodeStore, RaftGroup, RaftTiming, Registry,
+    Role,
+};
+
+/// The partition group the tests replicate (the metadata group is `METADATA_GROUP`).
+const PARTITION_GROUP: u64 = 1;
+/// Bounds every wait; only reached when something is broken.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn timing() -> RaftTiming {
+    RaftTiming {
+        heartbeat_ms: 100,
+        election_min_ms: 800,
+        election_max_ms: 1_600,
+    }
+}
+
+struct Node {
+    id: NodeId,
+    addr: SocketAddr,
+    dir: PathBuf,
+    filter: NetFilter,
+    health: HealthMonitor,
+    running: Option<Running>,
+}
+
+struct Running {
+    group: Arc<RaftGroup>,
+    server: ServerHandle,
+    stop_health: tokio::sync::watch::Sender<bool>,
+}
+
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    nodes: Vec<Node>,
+    kind: GroupKind,
+    snapshot_every_entries: u64,
+}
+
+impl Cluster {
+    /// `n` partition-group replicas, all voters.
+    async fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, n, GroupKind::Partition, 1_000).await
+    }
+
+    /// `n` nodes running the group, of which nodes `1..=voters` bootstrap it as voters
+    /// (the others wait to be added).
+    async fn start_with(
+        n: u64,
+        voters: u64,
+        kind: GroupKind,
+        snapshot_every_entries: u64,
+    ) -> Cluster {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            // Reserve a port; the node rebinds the same one on every (re)start.
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = l.local_addr().expect("addr");
+            drop(l);
+            nodes.push(Node {
+                id,
+                addr,
+                dir: tmp.path().join(format!("node-{id}")),
+                filter: NetFilter::new(),
+                health: HealthMonitor::new(),
+                running: None,
+            });
+        }
+        let mut c = Cluster {
+            _tmp: tmp,
+            nodes,
+            kind,
+            snapshot_every_entries,
+        };
+        for id in 1..=n {
+            c.boot(id).await;
+        }
+        let members: BTreeMap<NodeId, String> = c
+            .nodes
+            .iter()
+            .filter(|n| n.id <= voters)
+            .map(|n| (n.id, n.addr.to_string()))
+            .collect();
+        c.group(1).bootstrap(&members).await.expect("bootstrap");
+        c
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    fn group(&self, id: NodeId) -> Arc<RaftGroup> {
+        self.node(id)
+            .running
+            .as_ref()
+            .expect("node running")
+            .group
+            .clone()
+    }
+
+    /// The groups of nodes `ids` (all running).
+    fn groups(&self, ids: &[NodeId]) -> Vec<Arc<RaftGroup>> {
+        ids.iter().map(|&id| self.group(id)).collect()
+    }
+
+    fn running_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.running.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Starts (or restarts, from its data directory) node `id`.
+    async fn boot(&mut self, id: NodeId) {
+        let peers: Vec<(NodeId, SocketAddr)> = self.nodes.iter().map(|n| (n.id, n.addr)).collect();
+        let (kind, snapshot_every_entries) = (self.kind, self.snapshot_every_entries);
+        let node = &mut self.nodes[(id - 1) as usize];
+        assert!(node.running.is_none(), "node {id} already running");
+        let transport = GrpcTransport::new(node.filter.clone());
+        for (pid, paddr) in peers {
+            if pid != id {
+                transport.set_peer(pid, &paddr.to_string()).expect("peer");
+            }
+        }
+        // A store closed a moment ago may still be releasing its sled lock.
+        let store = {
+            let mut tries = 0;
+            loop {
+                match NodeStore::open(&node.dir) {
+                    Ok(s) => break s,
+                    Err(e) if tries < 100 => {
+                        tries += 1;
+                        tracing::debug!("reopen store: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("open store of node {id}: {e}"),
+                }
+            }
+        };
+        let cfg = GroupConfig {
+            group: match kind {
+                GroupKind::Metadata => METADATA_GROUP,
+                GroupKind::Partition => PARTITION_GROUP,
+            },
+            node_id: id,
+            kind,
+            timing: timing(),
+            snapshot_every_entries,
+        };
+        let (stop_health, stop_rx) = tokio::sync::watch::channel(false);
+        node.health.spawn(id, transport.clone(), stop_rx);
+        let group = RaftGroup::open(cfg, &store, Arc::new(transport))
+            .await
+            .expect("open group");
+        let registry = Arc::new(Registry::new());
+        registry.insert(group.clone());
+        let server = {
+            let mut tries = 0;
+            loop {
+                let plane = ControlPlane {
+                    node_id: id,
+                    registry: registry.clone(),
+                    health: node.health.clone(),
+                };
+                match neo_cluster::serve(node.addr, plane).await {
+                    Ok(s) => break s,
+                    Err(e) if tries < 100 => {
+                        tries += 1;
+                        tracing::debug!("rebind: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("serve node {id}: {e}"),
+                }
+            }
+        };
+        node.running = Some(Running {
+            group,
+            server,
+            stop_health,
+        });
+    }
+
+    /// Stops node `id` as a crash would look to its peers: its Raft and its server go
+    /// away (files stay).
+    async fn kill(&mut self, id: NodeId) {
+        let r = self.nodes[(id - 1) as usize]
+            .running
+            .take()
+            .expect("node running");
+        let _ = r.stop_health.send(true);
+        r.group.shutdown().await.expect("shutdown raft");
+        r.server.shutdown().await;
+        drop(r.group);
+    }
+
+    /// Waits until the running nodes in `among` agree on one leader in `among`.
+    async fn leader(&self, among: &[NodeId]) -> NodeId {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let ms: Vec<_> = among.iter().map(|&id| self.group(id).metrics()).collect();
+            if let Some(l) = ms.iter().find(|m| m.role == Role::Leader) {
+                let lid = l.node_id;
+                if ms.iter().all(|m| m.leader == Some(lid) && m.term == l.term) {
+                    return lid;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader among {among:?}: {ms:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every node in `ids` has applied at least `index`.
+    async fn applied(&self, ids: &[NodeId], index: u64) {
+        for &id in ids {
+            self.group(id)
+                .wait_until(DEADLINE, "applied index", |m| {
+                    m.applied_index.is_some_and(|a| a >= index)
+                })
+                .await
+                .expect("replica catches up");
+        }
+    }
+
+    /// Waits for a leader among `ids` and until all of `ids` applied its whole log;
+    /// returns the leader.
+    async fn settle(&self, ids: &[NodeId]) -> NodeId {
+        let leader = self.leader(ids).await;
+        let last = self
+            .group(leader)
+            .metrics()
+            .last_log_index
+            .expect("leader has a log");
+        self.applied(ids, last).await;
+        leader
+    }
+
+    /// The whole stored log of node `id`, byte for byte.
+    fn log_bytes(&self, id: NodeId) -> Vec<u8> {
+        let start = self.group(id).log_offsets().0;
+        self.log_bytes_from(id, start)
+    }
+
+    /// Node `id`'s stored log from the batch at `offset` on.
+    fn log_bytes_from(&self, id: NodeId, mut offset: u64) -> Vec<u8> {
+        let g = self.group(id);
+        let end = g.log_offsets().1;
+        let mut out = Vec::new();
+        while offset < end {
+            let (bytes, next) = g.read_log(offset, 1 << 20).expect("read log");
+            out.extend_from_slice(&bytes);
+            offset = next;
+        }
+        out
+    }
+}
+
+/// A valid record batch of `records` records whose payload names `seq`.
+fn batch(seq: u64, records: u32) -> Bytes {
+    Bytes::from(neo_storage::testing::batch(
+        records,
+        seq as i64,
+        seq as i64,
+        format!("entry-{seq}").as_bytes(),
+    ))
+}
+
+/// Proposes batches `seqs` from `writers` concurrent tasks to whichever of `groups`
+/// leads (following "not leader" answers, as a client would); returns
+/// `(seq, base_offset, record_count)` of each acknowledged one.
+async fn write_all(
+    groups: Vec<Arc<RaftGroup>>,
+    seqs: std::ops::Range<u64>,
+    writers: u64,
+) -> Vec<(u64, u64, u32)> {
+    let groups = Arc::new(groups);
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let groups = groups.clone();
+        let mine: Vec<u64> = seqs.clone().filter(|s| s % writers == w).collect();
+        tasks.push(tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            let mut acked = Vec::new();
+            let mut at = 0usize;
+            for seq in mine {
+                loop {
+                    match groups[at]
+                        .propose_records(batch(seq, 1 + (seq % 4) as u32))
+                        .await
+                    {
+                        Ok((base, n)) => {
+                            acked.push((seq, base, n));
+                            break;
+                        }
+                        Err(neo_raft::Error::NotLeader { leader, .. }) => {
+                            assert!(tokio::time::Instant::now() < deadline, "no leader");
+                            at = match groups
+                                .iter()
+                                .position(|g| Some(g.metrics().node_id) == leader)
+                            {
+                                Some(i) => i,
+                                None => {
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    (at + 1) % groups.len()
+                                }
+                            };
+                        }
+                        Err(e) => panic!("proposal {seq} failed: {e}"),
+                    }
+                }
+            }
+            acked
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("writer task"));
+    }
+    all.sort_unstable();
+    all
+}
+
+/// Checks that every acknowledged batch is in `log` at its acknowledged offset.
+fn assert_acked_in_log(log: &[u8], acked: &[(u64, u64, u32)]) {
+    let mut by_offset = BTreeMap::new();
+    let mut pos = 0;
+    while pos < log.len() {
+        let h = qiss::batch::check(&log[pos..]).expect("stored batch is valid");
+        let len = h.batch_length as usize;
+        by_offset.insert(h.base_offset, (h, log[pos + 77..pos + len].to_vec()));
+        pos += len;
+    }
+    for &(seq, base, n) in acked {
+        let (h, payload) = by_offset
+            .get(&base)
+            .unwrap_or_else(|| panic!("acked entry {seq} missing at offset {base}"));
+        assert_eq!(h.record_count, n, "entry {seq}");
+        assert_eq!(payload, format!("entry-{seq}").as_bytes(), "entry {seq}");
+    }
+}
+
+/// `n` nodes elect, replicate `entries` entries, lose their leader (the survivors elect
+/// another that has every committed entry), and the old leader restarts and catches up.
+async fn replicate_fail_over_and_catch_up(n: u64, entries: u64) {
+    let mut c = Cluster::start(n).await;
+    let all: Vec<NodeId> = (1..=n).collect();
+    let mut acked = write_all(c.groups(&all), 0..entries, 32).await;
+    assert_eq!(acked.len() as u64, entries);
+    let leader = c.settle(&all).await;
+    let reference = c.log_bytes(leader);
+    for &id in &all {
+        assert!(
+            c.log_bytes(id) == reference,
+            "node {id}'s log differs from the leader's"
+        );
+    }
+
+    // Kill the leader: the survivors elect a new one that has every committed entry.
+    c.kill(leader).await;
+    let survivors: Vec<NodeId> = all.iter().copied().filter(|&id| id != leader).collect();
+    acked.extend(write_all(c.groups(&survivors), entries..entries + 500, 16).await);
+    let new_leader = c.settle(&survivors).await;
+    assert_ne!(new_leader, leader);
+    let last = c.group(new_leader).metrics().last_log_index.expect("log");
+    let reference = c.log_bytes(new_leader);
+    assert_acked_in_log(&reference, &acked);
+    for &id in &survivors {
+        assert!(c.log_bytes(id) == reference, "survivor {id}'s log differs");
+    }
+
+    // Restart the killed node from its data directory: it catches up.
+    c.boot(leader).await;
+    c.applied(&[leader], last).await;
+    acked.extend(write_all(c.groups(&all), entries + 500..entries + 600, 8).await);
+    let leader = c.settle(&all).await;
+    let reference = c.log_bytes(leader);
+    assert_acked_in_log(&reference, &acked);
+    for &id in &all {
+        assert!(
+            c.log_bytes(id) == reference,
+            "node {id}'s log differs after catch-up"
+        );
+    }
+    for id in c.running_ids() {
+        c.kill(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_replicate_fail_over_and_catch_up() {
+    replicate_fail_over_and_catch_up(3, 10_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_nodes_replicate_fail_over_and_catch_up() {
+    replicate_fail_over_and_catch_up(5, 3_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn minority_commits_nothing_and_healing_converges() {
+    let mut c = Cluster::start(3).await;
+    let all = [1, 2, 3];
+    let mut acked = write_all(c.groups(&all), 0..200, 8).await;
+    let old = c.settle(&all).await;
+
+    // Cut the leader off from both followers, in both directions.
+    let majority: Vec<NodeId> = all.iter().copied().filter(|&id| id != old).collect();
+    c.node(old).filter.isolate(majority.iter().copied());
+    for &id in &majority {
+        c.node(id).filter.drop_to(old);
+    }
+    let committed_before = c.group(old).metrics().committed_index;
+    let stranded = {
+        let g = c.group(old);
+        tokio::spawn(async move { g.propose_records(batch(999_999, 1)).await })
+    };
+
+    // The majority elects a leader and goes on.
+    acked.extend(write_all(c.groups(&majority), 200..600, 8).await);
+    // The minority committed nothing meanwhile.
+    assert_eq!(c.group(old).metrics().committed_index, committed_before);
+
+    // Heal: everyone converges on the majority's log.
+    for n in &c.nodes {
+        n.filter.heal_all();
+    }
+    let stranded = tokio::time::timeout(DEADLINE, stranded).await;
+    assert!(
+        !matches!(stranded, Ok(Ok(Ok(_)))),
+        "a write to the isolated leader must not commit: {stranded:?}"
+    );
+    acked.extend(write_all(c.groups(&all), 600..650, 4).await);
+    let leader = c.settle(&all).await;
+    let reference = c.log_bytes(leader);
+    assert_acked_in_log(&reference, &acked);
+    for id in all {
+        assert!(
+            c.log_bytes(id) == reference,
+            "node {id}'s log differs after healing"
+        );
+    }
+    for id in c.running_ids() {
+        c.kill(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_node_catches_up_through_a_snapshot_after_purge() {
+    let mut c = Cluster::start(3).await;
+    let all = [1, 2, 3];
+    let mut acked = write_all(c.groups(&all), 0..300, 8).await;
+    let leader = c.settle(&all).await;
+    let lagger = all
+        .iter()
+        .copied()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    c.kill(lagger).await;
+    let live: Vec<NodeId> = all.iter().copied().filter(|&id| id != lagger).collect();
+    acked.extend(write_all(c.groups(&live), 300..700, 8).await);
+    c.settle(&live).await;
+
+    // Retention on every live replica: snapshot and purge everything applied.
+    let mut upto = u64::MAX;
+    for &id in &live {
+        let g = c.group(id);
+        let applied = g.metrics().applied_index.expect("applied");
+        let u = g.purge_upto(applied, DEADLINE).await.expect("purge");
+        g.wait_until(DEADLINE, "purge", |m| m.purged_index >= Some(u))
+            .await
+            .expect("replica purges");
+        upto = upto.min(u);
+    }
+    assert!(
+        upto > 300,
+        "purge must cover entries the lagger lacks (upto {upto})"
+    );
+
+    // The lagger restarts; the entries it lacks are gone, so it installs a snapshot.
+    c.boot(lagger).await;
+    acked.extend(write_all(c.groups(&all), 700..750, 4).await);
+    let leader = c.settle(&all).await;
+    let m = c.group(lagger).metrics();
+    assert!(
+        m.snapshot_index >= Some(upto),
+        "the lagger caught up through a snapshot: {m:?}"
+    );
+    // Same high watermark, and byte-identical batches from where the lagger's log
+    // restarted (the snapshot's next offset).
+    assert_eq!(
+        c.group(lagger).applied().next_offset,
+        c.group(leader).applied().next_offset
+    );
+    let start = c.group(lagger).log_offsets().0;
+    assert!(start > 0, "the lagger's log restarted after the snapshot");
+    assert!(
+        c.log_bytes_from(lagger, start) == c.log_bytes_from(leader, start),
+        "the lagger's log differs from the leader's after the snapshot point"
+    );
+    let tail: Vec<_> = acked
+        .iter()
+        .copied()
+        .filter(|&(_, base, _)| base >= start)
+        .collect();
+    assert!(!tail.is_empty());
+    assert_acked_in_log(&c.log_bytes_from(lagger, start), &tail);
+    for id in c.running_ids() {
+        c.kill(id).await;
+    }
+}
+
+/// Runs `op` on whichever of `groups` leads, following "not leader" answers as a
+/// client would (leadership may move at any time on a loaded machine).
+async fn on_leader<T, F, Fut>(groups: &[Arc<RaftGroup>], op: F) -> T
+where
+    F: Fn(Arc<RaftGroup>) -> Fut,
+    Fut: std::future::Future<Output = neo_raft::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut at = 0;
+    loop {
+        match op(groups[at].clone()).await {
+            Ok(r) => return r,
+            Err(neo_raft::Error::NotLeader { leader, .. }) => {
+                assert!(tokio::time::Instant::now() < deadline, "no leader");
+                at = match groups
+                    .iter()
+                    .position(|g| Some(g.metrics().node_id) == leader)
+                {
+                    Some(i) => i,
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        (at + 1) % groups.len()
+                    }
+                };
+            }
+            Err(e) => panic!("operation failed: {e}"),
+        }
+    }
+}
+
+/// Proposes `cmd` to whichever of `groups` leads.
+async fn propose_meta(groups: &[Arc<RaftGroup>], cmd: MetaCommand) -> MetaResponse {
+    on_leader(groups, |g| {
+        let cmd = cmd.clone();
+        async move { g.propose_meta(cmd).await }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metadata_group_snapshots_changes_membership_and_transfers_leadership() {
+    // Nodes 1-3 bootstrap the metadata group; node 4 runs but is not a member yet.
+    // Snapshots every 20 entries, so a new member catches up through one.
+    let mut c = Cluster::start_with(4, 3, GroupKind::Metadata, 20).await;
+    let voters = [1, 2, 3];
+    for id in 1..=4u64 {
+        let r = propose_meta(
+            &c.groups(&voters),
+            MetaCommand::RegisterNode {
+                node_id: id,
+                addr: c.node(id).addr.to_string(),
+            },
+        )
+        .await;
+        assert_eq!(r, MetaResponse::Done);
+    }
+    for t in 0..60 {
+        let r = propose_meta(
+            &c.groups(&voters),
+            MetaCommand::CreateTopic {
+                name: format!("t{t}"),
+                replicas: vec![vec![1, 2, 3]],
+            },
+        )
+        .await;
+        assert!(matches!(r, MetaResponse::TopicCreated { .. }), "{r:?}");
+    }
+    // A refused command is answered, and changes nothing.
+    let r = propose_meta(
+        &c.groups(&voters),
+        MetaCommand::CreateTopic {
+            name: "t0".into(),
+            replicas: vec![vec![1]],
+        },
+    )
+    .await;
+    assert!(matches!(r, MetaResponse::Refused(_)), "{r:?}");
+
+    let leader = c.settle(&voters).await;
+    assert!(
+        c.group(leader).metrics().snapshot_index.is_some(),
+        "snapshots were built"
+    );
+    let state = c
+        .group(leader)
+        .linearizable_meta()
+        .await
+        .expect("linearizable read");
+    assert_eq!(state.topics.len(), 60);
+    assert_eq!(state.nodes.len(), 4);
+    let follower = voters
+        .iter()
+        .copied()
+        .find(|&id| id != leader)
+        .expect("follower");
+    assert!(matches!(
+        c.group(follower).linearizable_meta().await,
+        Err(neo_raft::Error::NotLeader { leader: Some(l), .. }) if l == leader
+    ));
+
+    // Membership change under load: node 4 joins as a learner, then becomes a voter,
+    // while topics keep being created.
+    let load = {
+        let groups = c.groups(&[1, 2, 3, 4]);
+        tokio::spawn(async move {
+            for t in 60..120 {
+                propose_meta(
+                    &groups,
+                    MetaCommand::CreateTopic {
+                        name: format!("t{t}"),
+                        replicas: vec![vec![1, 2, 3]],
+                    },
+                )
+                .await;
+            }
+        })
+    };
+    let addr4 = c.node(4).addr.to_string();
+    on_leader(&c.groups(&voters), |g| {
+        let addr4 = addr4.clone();
+        async move { g.add_learner(4, addr4).await }
+    })
+    .await;
+    on_leader(&c.groups(&voters), |g| async move {
+        g.change_membership([1, 2, 3, 4].into()).await
+    })
+    .await;
+    load.await.expect("load");
+    let all = [1, 2, 3, 4];
+    let leader = c.settle(&all).await;
+    let m = c.group(4).metrics();
+    assert!(m.voters.contains(&4), "{m:?}");
+    assert_eq!(c.group(4).local_meta().topics.len(), 120);
+
+    // Leader transfer: hand leadership to node 4.
+    c.group(leader).transfer_leader(4).await.expect("transfer");
+    c.group(4)
+        .wait_until(DEADLINE, "leadership", |m| m.role == Role::Leader)
+        .await
+        .expect("node 4 leads");
+
+    // Node 1 leaves the group; the rest go on.
+    let rest = [2, 3, 4];
+    on_leader(&c.groups(&all), |g| async move {
+        g.change_membership([2, 3, 4].into()).await
+    })
+    .await;
+    let r = propose_meta(
+        &c.groups(&rest),
+        MetaCommand::DeleteTopic { name: "t1".into() },
+    )
+    .await;
+    assert_eq!(r, MetaResponse::Done);
+    let leader = c.settle(&rest).await;
+    assert!(!c.group(leader).metrics().voters.contains(&1));
+    for id in rest {
+        assert_eq!(c.group(id).local_meta().topics.len(), 119, "node {id}");
+    }
+    for id in c.running_ids() {
+        c.kill(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_join_and_leave_over_grpc_and_status_reports_health() {
+    use neo_cluster::membership;
+    let mut c = Cluster::start_with(4, 3, GroupKind::Metadata, 1_000).await;
+    let voters = [1, 2, 3];
+    for id in voters {
+        let r = propose_meta(
+            &c.groups(&voters),
+            MetaCommand::RegisterNode {
+                node_id: id,
+                addr: c.node(id).addr.to_string(),
+            },
+        )
+        .await;
+        assert_eq!(r, MetaResponse::Done);
+    }
+    let leader = c.settle(&voters).await;
+    let follower = voters
+        .iter()
+        .copied()
+        .find(|&id| id != leader)
+        .expect("follower");
+
+    // Node 4 joins through a follower (which answers with a leader hint).
+    let seed = c.node(follower).addr.to_string();
+    let addr4 = c.node(4).addr.to_string();
+    membership::join(&seed, 4, &addr4).await.expect("join");
+    let all = [1, 2, 3, 4];
+    c.settle(&all).await;
+    for id in all {
+        let m = c.group(id).metrics();
+        assert!(
+            m.voters.contains(&4),
+            "node {id} sees node 4 as a voter: {m:?}"
+        );
+    }
+    // Joining again is a no-op.
+    membership::join(&seed, 4, &addr4)
+        .await
+        .expect("join again");
+
+    // Status lists every node with its address; all become healthy.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let status = loop {
+        let s = membership::status(&c.node(4).addr.to_string())
+            .await
+            .expect("status");
+        if s.nodes.len() == 4 && s.nodes.iter().all(|n| n.healthy) {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status never all healthy: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for n in &status.nodes {
+        assert_eq!(n.addr, c.node(n.node_id).addr.to_string());
+        assert!(n.voter);
+    }
+
+    // Node 3 dies: status turns it unhealthy; then it is removed.
+    c.kill(3).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let s = membership::status(&c.node(1).addr.to_string())
+            .await
+            .expect("status");
+        let n3 = s
+            .nodes
+            .iter()
+            .find(|n| n.node_id == 3)
+            .expect("node 3 listed");
+        if !n3.healthy {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 3 still healthy: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    membership::leave(&c.node(4).addr.to_string(), 3)
+        .await
+        .expect("leave");
+    let rest = [1, 2, 4];
+    let leader = c.settle(&rest).await;
+    let m = c.group(leader).metrics();
+    assert!(!m.voters.contains(&3) && !m.learners.contains(&3), "{m:?}");
+    let s = membership::status(&c.node(leader).addr.to_string())
+        .await
+        .expect("status");
+    assert!(s.nodes.iter().all(|n| n.node_id != 3), "{s:?}");
+    for id in c.running_ids() {
+        c.kill(id).await;
+    }
+}
+
+/// Many partition groups on 3 nodes share one channel per peer: all elect leaders, all
+/// commit, and the group id routes every RPC to the right group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_partitions_on_three_nodes_elect_and_commit() {
+    const GROUPS: u64 = 200;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut addrs = Vec::new();
+    for _ in 0..3 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        addrs.push(l.local_addr().expect("addr"));
+    }
+    let members: BTreeMap<NodeId, String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i as u64 + 1, a.to_string()))
+        .collect();
+    let mut servers = Vec::new();
+    let mut groups: BTreeMap<(NodeId, u64), Arc<RaftGroup>> = BTreeMap::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let transport = GrpcTransport::new(NetFilter::new());
+        for (pid, paddr) in &members {
+            if *pid != id {
+                transport.set_peer(*pid, paddr).expect("peer");
+            }
+        }
+        let transport = Arc::new(transport);
+        let store = NodeStore::open(tmp.path().join(format!("node-{id}"))).expect("store");
+        let registry = Arc::new(Registry::new());
+        for g in 1..=GROUPS {
+            let cfg = GroupConfig {
+                group: g,
+                node_id: id,
+                kind: GroupKind::Partition,
+                timing: RaftTiming::PARTITION,
+                snapshot_every_entries: 1_000,
+            };
+            let group = RaftGroup::open(cfg, &store, transport.clone())
+                .await
+                .expect("open group");
+            registry.insert(group.clone());
+            groups.insert((id, g), group);
+        }
+        let plane = ControlPlane {
+            node_id: id,
+            registry,
+            health: HealthMonitor::new(),
+        };
+        servers.push(neo_cluster::serve(*addr, plane).await.expect("serve"));
+    }
+    // Spread the bootstrapping (and so, usually, the first leadership) over the nodes.
+    for g in 1..=GROUPS {
+        groups[&(g % 3 + 1, g)]
+            .bootstrap(&members)
+            .await
+            .expect("bootstrap");
+    }
+    // One write per group, all groups at once.
+    let writes = (1..=GROUPS).map(|g| {
+        let replicas: Vec<Arc<RaftGroup>> = (1..=3).map(|id| groups[&(id, g)].clone()).collect();
+        async move {
+            let (base, n) = on_leader(&replicas, |r| async move {
+                r.propose_records(batch(g, 2)).await
+            })
+            .await;
+            (g, base, n)
+        }
+    });
+    for (g, base, n) in futures::future::join_all(writes).await {
+        assert_eq!(n, 2);
+        // Index 0 is the bootstrap membership entry and the leader's blank follows it;
+        // the batch lands after those two control batches.
+        assert!(base >= 2, "group {g}: base offset {base}");
+    }
+    for ((id, g), group) in &groups {
+        group
+            .wait_until(DEADLINE, "applied", |m| m.applied_index >= Some(2))
+            .await
+            .unwrap_or_else(|e| panic!("node {id} group {g}: {e}"));
+        // Each group's log holds exactly its own batch, at the same offset on every node.
+        let (start, end) = group.log_offsets();
+        let (bytes, _) = group.read_log(start, 1 << 20).expect("read");
+        assert!(end > start);
+        let mut pos = 0;
+        let mut found = false;
+        while pos < bytes.len() {
+            let h = qiss::batch::check(&bytes[pos..]).expect("valid batch");
+            if !h.is_control() {
+                assert_eq!(
+                    &bytes[pos + 77..pos + h.batch_length as usize],
+                    format!("entry-{g}").as_bytes()
+                );
+                found = true;
+            }
+            pos += h.batch_length as usize;
+        }
+        assert!(found, "node {id} group {g} has its batch");
+    }
+    for group in groups.values() {
+        group.shutdown().await.expect("shutdown");
+    }
+    for s in servers {
+        s.shutdown().await;
+    }
+}

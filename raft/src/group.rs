@@ -1,0 +1,611 @@
+//! The facade: [`RaftGroup`] (one replica of one group) and [`Registry`] (every group on
+//! this node, by id). The node and `neo-cluster` call these; nothing outside this crate
+//! names an openraft type.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use openraft::{BasicNode, ChangeMembers, Config, Raft, ReadPolicy, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::log_store::{LogStore, NodeStore, OffsetAnchor, RECORD_BATCH_BYTES_MAX};
+use crate::meta_sm::{MetaCommand, MetaResponse, MetaState};
+use crate::network::{NetworkFactory, Router, RpcKind, SnapshotHead, Transport, WireResult};
+use crate::state_machine::{AppliedState, GroupKind, GroupStateMachine};
+use crate::types::{Applied, GroupId, NeoRaft, NodeId, Proposal, RecordBatch, Snapshot};
+
+/// Timing of a group's Raft. Defaults suit a LAN; tests on a loaded 2-core machine use
+/// the same values (no timing is asserted, only eventual outcomes).
+#[derive(Debug, Clone)]
+pub struct RaftTiming {
+    /// Leader heartbeat period.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    pub election_min_ms: u64,
+    /// Upper bound of the randomized election timeout.
+    pub election_max_ms: u64,
+}
+
+impl RaftTiming {
+    /// Metadata group: few groups, fast failover.
+    pub const METADATA: RaftTiming = RaftTiming {
+        heartbeat_ms: 150,
+        election_min_ms: 1_000,
+        election_max_ms: 2_000,
+    };
+    /// Partition groups: there are many, so heartbeats are sparser; each costs one small
+    /// AppendEntries per follower per period (see docs/raft.md for the scaling).
+    pub const PARTITION: RaftTiming = RaftTiming {
+        heartbeat_ms: 300,
+        election_min_ms: 1_500,
+        election_max_ms: 3_000,
+    };
+}
+
+/// Everything needed to open one replica of a group.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// The group.
+    pub group: GroupId,
+    /// This node.
+    pub node_id: NodeId,
+    /// Partition or metadata.
+    pub kind: GroupKind,
+    /// Heartbeat and election timing.
+    pub timing: RaftTiming,
+    /// Metadata group: build a snapshot (and purge the log before it) every this many
+    /// entries. Partition groups never snapshot on their own: their log is their data and
+    /// is purged by retention only.
+    pub snapshot_every_entries: u64,
+}
+
+/// A point-in-time view of a replica, for status pages, tests and leader balancing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMetrics {
+    /// The group.
+    pub group: GroupId,
+    /// This node.
+    pub node_id: NodeId,
+    /// Current term.
+    pub term: u64,
+    /// Role of this replica.
+    pub role: Role,
+    /// The leader this replica knows of.
+    pub leader: Option<NodeId>,
+    /// Index of the last entry in the local log.
+    pub last_log_index: Option<u64>,
+    /// Index of the last entry known committed.
+    pub committed_index: Option<u64>,
+    /// Index of the last applied entry.
+    pub applied_index: Option<u64>,
+    /// Index up to which the log was purged.
+    pub purged_index: Option<u64>,
+    /// Last index covered by the current snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Current voters.
+    pub voters: BTreeSet<NodeId>,
+    /// Current learners.
+    pub learners: BTreeSet<NodeId>,
+}
+
+/// The role of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Leads the group.
+    Leader,
+    /// Follows a leader.
+    Follower,
+    /// Campaigning.
+    Candidate,
+    /// Receives the log but does not vote.
+    Learner,
+    /// Stopped.
+    Shutdown,
+}
+
+/// Most entries in one AppendEntries request.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
+/// One replica of one Raft group.
+pub struct RaftGroup {
+    group: GroupId,
+    node_id: NodeId,
+    raft: Raft<NeoRaft, GroupStateMachine>,
+    /// A handle on the log for reads (fetch, tests); openraft owns the writing one.
+    log: LogStore,
+    applied: watch::Receiver<AppliedState>,
+    meta: watch::Receiver<Arc<MetaState>>,
+}
+
+fn fatal(group: GroupId, e: impl std::fmt::Display) -> Error {
+    Error::Fatal {
+        group,
+        reason: e.to_string(),
+    }
+}
+
+fn write_error(group: GroupId, e: RaftError<NeoRaft, ClientWriteError<NeoRaft>>) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::NotLeader {
+            group,
+            leader: f.leader_id,
+        },
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => Error::NotLeader {
+            group,
+            leader: f.leader_id,
+        },
+        RaftError::APIError(e) => Error::Membership {
+            group,
+            reason: e.to_string(),
+        },
+        RaftError::Fatal(e) => fatal(group, e),
+    }
+}
+
+impl RaftGroup {
+    /// Opens (or reopens, from its directory) a replica and starts its Raft. It serves
+    /// RPCs once registered in a [`Registry`]; a brand-new group also needs
+    /// [`RaftGroup::bootstrap`] on one node (or joins as a learner).
+    pub async fn open(
+        cfg: GroupConfig,
+        store: &NodeStore,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Self>> {
+        let dir = store.group_dir(cfg.group);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Storage {
+            subject: "group directory",
+            verb: "create",
+            reason: e.to_string(),
+        })?;
+        let (snapshot_policy, keep) = match cfg.kind {
+            GroupKind::Metadata => (
+                SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_entries.max(1)),
+                cfg.snapshot_every_entries,
+            ),
+            // The log is the data: never build snapshots (or purge) on openraft's
+            // initiative; retention does it through `purge_upto`.
+            GroupKind::Partition => (SnapshotPolicy::Never, u64::MAX / 2),
+        };
+        let config = Config {
+            cluster_name: format!("neo-group-{}", cfg.group),
+            heartbeat_interval: cfg.timing.heartbeat_ms,
+            election_timeout_min: cfg.timing.election_min_ms,
+            election_timeout_max: cfg.timing.election_max_ms,
+            snapshot_policy,
+            max_in_snapshot_log_to_keep: keep,
+            // Bounds an AppendEntries request: at most this many entries of at most
+            // RECORD_BATCH_BYTES_MAX each (neo-cluster sizes its gRPC limit from it).
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Config {
+            reason: e.to_string(),
+        })?;
+        let anchor = OffsetAnchor::default();
+        let sm = GroupStateMachine::open(cfg.kind, Some(&dir), anchor.clone()).map_err(|e| {
+            Error::Storage {
+                subject: "snapshot",
+                verb: "open",
+                reason: e.to_string(),
+            }
+        })?;
+        let applied = sm.applied_rx();
+        let meta = sm.meta_rx();
+        let log = LogStore::open(&dir.join("log"), cfg.group, store.meta().clone(), anchor)?;
+        let network = NetworkFactory {
+            router: Router::new(transport, cfg.node_id),
+            group: cfg.group,
+        };
+        let log_handle = log.clone();
+        let raft = Raft::new(cfg.node_id, Arc::new(config), network, log, sm)
+            .await
+            .map_err(|e| fatal(cfg.group, e))?;
+        Ok(Arc::new(RaftGroup {
+            group: cfg.group,
+            node_id: cfg.node_id,
+            raft,
+            log: log_handle,
+            applied,
+            meta,
+        }))
+    }
+
+    /// The group's id.
+    pub fn id(&self) -> GroupId {
+        self.group
+    }
+
+    /// Makes `members` (node id → gRPC address) the group's first voters. Idempotent
+    /// across restarts: a replica that already has state keeps it and returns `Ok`.
+    pub async fn bootstrap(&self, members: &BTreeMap<NodeId, String>) -> Result<()> {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| fatal(self.group, e))?
+        {
+            return Ok(());
+        }
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            // Another bootstrapper (or a previous run) got there first.
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(Error::Membership {
+                group: self.group,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Proposes a record batch to a partition group; returns once a quorum has it on
+    /// disk and it is applied, with the offset of its first record and its record count.
+    pub async fn propose_records(&self, batch: Bytes) -> Result<(u64, u32)> {
+        if batch.len() > RECORD_BATCH_BYTES_MAX {
+            return Err(Error::BatchTooLarge {
+                size: batch.len(),
+                max: RECORD_BATCH_BYTES_MAX,
+            });
+        }
+        qiss::batch::check(&batch).map_err(|source| Error::BadBatch { index: 0, source })?;
+        let resp = self
+            .raft
+            .client_write(Proposal::Records(RecordBatch(batch)))
+            .await
+            .map_err(|e| write_error(self.group, e))?;
+        match resp.data {
+            Applied::Records {
+                base_offset,
+                record_count,
+            } => Ok((base_offset, record_count)),
+            other => Err(fatal(
+                self.group,
+                format!("record batch applied as {other:?}: not a partition group"),
+            )),
+        }
+    }
+
+    /// Proposes a metadata command; returns its committed outcome.
+    pub async fn propose_meta(&self, cmd: MetaCommand) -> Result<MetaResponse> {
+        let resp = self
+            .raft
+            .client_write(Proposal::Meta(cmd))
+            .await
+            .map_err(|e| write_error(self.group, e))?;
+        match resp.data {
+            Applied::Meta(r) => Ok(r),
+            other => Err(fatal(
+                self.group,
+                format!("metadata command applied as {other:?}: not the metadata group"),
+            )),
+        }
+    }
+
+    /// Waits until this replica is the leader of a quorum-confirmed term and has applied
+    /// everything committed before the call (ReadIndex): reads that follow are
+    /// linearizable.
+    pub async fn ensure_linearizable(&self) -> Result<()> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(Error::NotLeader {
+                    group: self.group,
+                    leader: f.leader_id,
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(Error::NotLeader {
+                group: self.group,
+                leader: None,
+            })
+            .inspect_err(|_| tracing::debug!(group = self.group, "linearizable read: {e}")),
+            Err(RaftError::Fatal(e)) => Err(fatal(self.group, e)),
+        }
+    }
+
+    /// A linearizable read of the metadata state (leader only).
+    pub async fn linearizable_meta(&self) -> Result<Arc<MetaState>> {
+        self.ensure_linearizable().await?;
+        Ok(self.meta.borrow().clone())
+    }
+
+    /// The metadata state as this replica has applied it (possibly stale).
+    pub fn local_meta(&self) -> Arc<MetaState> {
+        self.meta.borrow().clone()
+    }
+
+    /// What this replica has applied: last applied index and the partition's high
+    /// watermark (`next_offset`).
+    pub fn applied(&self) -> AppliedState {
+        self.applied.borrow().clone()
+    }
+
+    /// Reads whole stored batches (entries, including control batches) from the one
+    /// holding `offset`, up to `max_bytes` (at least one batch); returns them with the
+    /// offset where the next read continues. Uncommitted entries are included: bound
+    /// reads by [`AppliedState::next_offset`] for consumers.
+    pub fn read_log(&self, offset: u64, max_bytes: usize) -> Result<(Bytes, u64)> {
+        self.log.read_raw(offset, max_bytes)
+    }
+
+    /// The `[start, next)` record offsets the local log holds.
+    pub fn log_offsets(&self) -> (u64, u64) {
+        self.log.offsets()
+    }
+
+    /// A snapshot of the replica's Raft metrics.
+    pub fn metrics(&self) -> GroupMetrics {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let role = match m.state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        };
+        let membership = m.membership_config.membership();
+        GroupMetrics {
+            group: self.group,
+            node_id: self.node_id,
+            term: m.current_term,
+            role,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            committed_index: m.local_committed.map(|l| l.index),
+            applied_index: m.last_applied.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+        }
+    }
+
+    /// Waits until `pred` holds for this replica's metrics, or `timeout` passes (then
+    /// returns the last metrics seen as the error's text).
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&GroupMetrics) -> bool,
+    ) -> Result<GroupMetrics> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let m = self.metrics();
+            if pred(&m) {
+                return Ok(m);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(fatal(self.group, "metrics channel closed")),
+                Err(_) => {
+                    return Err(Error::Fatal {
+                        group: self.group,
+                        reason: format!("timed out waiting for {what}; last metrics: {m:?}"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Asks the leader to hand leadership to `to` (it must be a voter with the log up to
+    /// date); returns once the request is sent, not when `to` leads.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<()> {
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| fatal(self.group, e))
+    }
+
+    /// Adds `node` (reachable at `addr`) as a learner and waits until it has caught up.
+    pub async fn add_learner(&self, node: NodeId, addr: String) -> Result<()> {
+        self.raft
+            .add_learner(node, BasicNode { addr }, true)
+            .await
+            .map(|_| ())
+            .map_err(|e| write_error(self.group, e))
+    }
+
+    /// Makes `voters` the group's voters (joint consensus; learners not in `voters`
+    /// stay learners).
+    pub async fn change_membership(&self, voters: BTreeSet<NodeId>) -> Result<()> {
+        self.raft
+            .change_membership(voters, true)
+            .await
+            .map(|_| ())
+            .map_err(|e| write_error(self.group, e))
+    }
+
+    /// Removes `nodes` from the group entirely (voters are demoted and dropped, learners
+    /// dropped). A leader that removes itself steps down once the change commits.
+    pub async fn remove_members(&self, nodes: BTreeSet<NodeId>) -> Result<()> {
+        let m = self.metrics();
+        let voters: BTreeSet<NodeId> = nodes.intersection(&m.voters).copied().collect();
+        let learners: BTreeSet<NodeId> = nodes.intersection(&m.learners).copied().collect();
+        if !voters.is_empty() {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(voters), false)
+                .await
+                .map_err(|e| write_error(self.group, e))?;
+        }
+        if !learners.is_empty() {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(learners), false)
+                .await
+                .map_err(|e| write_error(self.group, e))?;
+        }
+        Ok(())
+    }
+
+    /// The address of `node` in the group's membership config, if it is a member.
+    pub fn member_addr(&self, node: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.membership_config
+            .membership()
+            .get_node(&node)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Retention's hook: builds a snapshot covering everything applied, then purges the
+    /// local log up to `index` (or up to the snapshot, if that is lower). Returns the
+    /// index purge was asked for; openraft purges in the background once no replication
+    /// still reads those entries (watch [`GroupMetrics::purged_index`]).
+    pub async fn purge_upto(&self, index: u64, timeout: Duration) -> Result<u64> {
+        let applied = self.metrics().applied_index;
+        let t = self.raft.trigger();
+        t.snapshot().await.map_err(|e| fatal(self.group, e))?;
+        let m = self
+            .wait_until(timeout, "snapshot", |m| {
+                m.snapshot_index.is_some() && m.snapshot_index >= applied
+            })
+            .await?;
+        let upto = index.min(m.snapshot_index.unwrap_or(0));
+        t.purge_log(upto).await.map_err(|e| fatal(self.group, e))?;
+        Ok(upto)
+    }
+
+    /// Stops the replica's Raft; pending writes fail. Files stay for a reopen.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.raft.shutdown().await.map_err(|e| fatal(self.group, e))
+    }
+
+    /// Answers one RPC body from a peer (see [`Transport::send`]).
+    async fn handle(&self, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>> {
+        fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
+            codec::decode(b).map_err(|source| Error::Codec {
+                what: "rpc request",
+                source,
+            })
+        }
+        fn enc<T: serde::Serialize>(r: WireResult<T>) -> Result<Vec<u8>> {
+            codec::encode(&r).map_err(|source| Error::Codec {
+                what: "rpc response",
+                source,
+            })
+        }
+        match kind {
+            RpcKind::AppendEntries => {
+                let req: AppendEntriesRequest<NeoRaft> = dec(body)?;
+                enc(self
+                    .raft
+                    .append_entries(req)
+                    .await
+                    .map_err(|e| e.to_string()))
+            }
+            RpcKind::Vote => {
+                let req: VoteRequest<NeoRaft> = dec(body)?;
+                enc(self.raft.vote(req).await.map_err(|e| e.to_string()))
+            }
+            RpcKind::PreVote => {
+                let req: VoteRequest<NeoRaft> = dec(body)?;
+                enc(self.raft.pre_vote(req).await.map_err(|e| e.to_string()))
+            }
+            RpcKind::TransferLeader => {
+                let req: TransferLeaderRequest<NeoRaft> = dec(body)?;
+                enc(self
+                    .raft
+                    .handle_transfer_leader(req)
+                    .await
+                    .map_err(|e| e.to_string()))
+            }
+        }
+    }
+
+    /// Installs a snapshot received whole from the leader.
+    async fn handle_snapshot(&self, head: &[u8], data: Vec<u8>) -> Result<Vec<u8>> {
+        let head: SnapshotHead = codec::decode(head).map_err(|source| Error::Codec {
+            what: "snapshot head",
+            source,
+        })?;
+        let snap = Snapshot {
+            meta: head.meta,
+            snapshot: data,
+        };
+        let r = self
+            .raft
+            .install_full_snapshot(head.vote, snap)
+            .await
+            .map_err(|e| e.to_string());
+        codec::encode(&r).map_err(|source| Error::Codec {
+            what: "snapshot response",
+            source,
+        })
+    }
+}
+
+/// Every group replica on this node, by group id: what the control-plane server
+/// dispatches RPCs to.
+#[derive(Default)]
+pub struct Registry {
+    groups: RwLock<HashMap<GroupId, Arc<RaftGroup>>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a group.
+    pub fn insert(&self, group: Arc<RaftGroup>) {
+        self.groups
+            .write()
+            .expect("registry lock")
+            .insert(group.id(), group);
+    }
+
+    /// Removes a group (its RPCs then fail with [`Error::UnknownGroup`]).
+    pub fn remove(&self, group: GroupId) -> Option<Arc<RaftGroup>> {
+        self.groups.write().expect("registry lock").remove(&group)
+    }
+
+    /// The group, if hosted here.
+    pub fn get(&self, group: GroupId) -> Option<Arc<RaftGroup>> {
+        self.groups
+            .read()
+            .expect("registry lock")
+            .get(&group)
+            .cloned()
+    }
+
+    /// Ids of every hosted group.
+    pub fn ids(&self) -> Vec<GroupId> {
+        let mut v: Vec<_> = self
+            .groups
+            .read()
+            .expect("registry lock")
+            .keys()
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Answers an RPC body from a peer for `group`.
+    pub async fn handle(&self, group: GroupId, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>> {
+        let g = self.get(group).ok_or(Error::UnknownGroup { group })?;
+        g.handle(kind, body).await
+    }
+
+    /// Installs a whole snapshot received for `group`.
+    pub async fn handle_snapshot(
+        &self,
+        group: GroupId,
+        head: &[u8],
+        data: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let g = self.get(group).ok_or(Error::UnknownGroup { group })?;
+        g.handle_snapshot(head, data).await
+    }
+}

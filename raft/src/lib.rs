@@ -1,0 +1,73 @@
+//! `neo-raft`: all of Neo's openraft glue, and the only crate that names openraft types.
+//!
+//! openraft is pinned to `=0.10.0-alpha.37` (with `openraft-multi`): it batches client
+//! writes, flushes the log asynchronously and pipelines appends. Everything else in Neo
+//! talks to the facade below, so an openraft upgrade touches this crate only.
+//!
+//! # Layout
+//!
+//! | module | role |
+//! |---|---|
+//! | `types` | the openraft type config (`declare_raft_types!`: `NodeId = u64`, the standard term-only committed leader id, so a log id is `(term, index)`), [`Proposal`] (a record batch or a metadata command) and [`Applied`] |
+//! | `codec` | Qiss codec for RPC bodies and snapshots; entry ⇄ record batch (user batch stamped, or a control batch holding the Qiss-encoded payload) |
+//! | `log_store` | [`NodeStore`] (node's sled metadata store + one directory per group) and the openraft log store on `neo-storage`'s segment log: the partition log *is* the Raft log |
+//! | `state_machine` | one state machine for both kinds of group ([`GroupKind`]): offsets, last applied, membership, snapshots |
+//! | [`meta_sm`] | the metadata group's pure state: nodes, topics, partitions and replica sets |
+//! | `network` | the [`Transport`] trait `neo-cluster` implements (opaque bodies, group id per RPC) and its adapter to openraft-multi's `GroupRouter` |
+//! | `group` | the facade: [`RaftGroup`] (propose, linearizable reads, metrics, leader transfer, membership, purge) and [`Registry`] (groups by id, RPC dispatch) |
+//! | `error` | the one [`Error`] enum |
+//!
+//! # Request flow
+//!
+//! ```text
+//! node ── RaftGroup::propose_records(batch) ──► openraft client_write (batched)
+//!   leader: LogStore::append ─► SegmentLog::append_at (offset + term/index stamped)
+//!           └─ IOFlushed fires from the storage flusher after fdatasync (group commit)
+//!   Router (GroupRouter) ─► Transport::send(target, group, AppendEntries, qiss bytes)
+//!           ─► neo-cluster gRPC ─► peer Registry::handle ─► follower's Raft ─► its LogStore
+//!   quorum flushed ─► committed ─► GroupStateMachine::apply ─► Applied::Records{base_offset}
+//! ```
+//!
+//! # Invariants
+//!
+//! - Nothing is reported durable before `fdatasync` returns: the log store hands
+//!   openraft's `IOFlushed` to `SegmentLog::notify_durable`; the vote is flushed to sled
+//!   before `save_vote` returns.
+//! - Entry `i`'s batch starts at the record offset that follows entry `i - 1`'s (a control
+//!   batch takes one offset), on every replica: the state machine and the log store
+//!   compute the same offsets independently, and followers hold byte-identical batches.
+//! - A log id is recovered from the batch's `term`/`log_index` stamps; the index map is
+//!   rebuilt from them at open.
+//! - Partition groups never snapshot or purge on openraft's initiative: their log is
+//!   their data; retention calls [`RaftGroup::purge_upto`]. A partition snapshot is
+//!   metadata only (next offset); a metadata snapshot is the whole [`meta_sm::MetaState`].
+//! - Only this crate depends on openraft.
+//!
+//! # Planned (not built yet)
+//!
+//! - Consumer groups, users and ACLs in the metadata state.
+//! - Resumable snapshot transfer (today a failed transfer restarts from the first chunk;
+//!   it is bounded by one overall timeout, never per chunk).
+//! - A persisted checkpoint of the index map, so that open does not scan the whole log.
+//! - Moving log writes off the async executor (`spawn_blocking`) if segment rolls show up
+//!   in latency.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod codec;
+mod error;
+mod group;
+mod log_store;
+pub mod meta_sm;
+mod network;
+mod state_machine;
+mod types;
+
+pub use error::{Error, Result};
+pub use group::{
+    GroupConfig, GroupMetrics, MAX_PAYLOAD_ENTRIES, RaftGroup, RaftTiming, Registry, Role,
+};
+pub use log_store::{NodeStore, RECORD_BATCH_BYTES_MAX};
+pub use network::{RpcKind, Transport, TransportError};
+pub use state_machine::{AppliedState, GroupKind};
+pub use types::{Applied, GroupId, METADATA_GROUP, NodeId, Proposal, RecordBatch};

@@ -1,0 +1,691 @@
+//! The openraft log store on `neo-storage`: the partition log *is* the Raft log.
+//!
+//! # Mapping
+//! - One entry = one record batch in the group's [`SegmentLog`] (see `codec` for the
+//!   encoding). Its log id is `(term, log_index)`, read back from the batch's Raft stamps.
+//! - Record offsets are assigned by log position: an entry's `base_offset` is the log's
+//!   next offset when it is appended (`append_at`, so storage checks the stamp), i.e. the
+//!   previous entry's base plus its record count. Leader and followers compute the same
+//!   offsets for the same entries, so their segments are byte-identical.
+//! - Openraft addresses entries by Raft index; the segment log by record offset. The map
+//!   between them is an in-memory [`IndexMap`] (`VecDeque` of `(term, base_offset)` for a
+//!   contiguous index range, 16 bytes per entry), rebuilt at open by one sequential scan
+//!   of the batch headers. Known cost: open reads the whole log once; a persisted
+//!   checkpoint of the map is planned.
+//! - Vote, committed log id and last purged log id live in the node's sled
+//!   [`MetaStore`], Qiss-encoded, under the group's id.
+//!
+//! # Durability
+//! `append` writes every entry of the call, then registers openraft's `IOFlushed` with
+//! [`SegmentLog::notify_durable`] for the end offset of the last one: it fires on the
+//! storage flusher thread only after an `fdatasync` covering the entries has returned,
+//! and one `fdatasync` covers every append since the previous one (group commit). The
+//! vote is written with `set_raft_durable` (sled flush) before `save_vote` returns.
+//!
+//! # Purge and truncate
+//! `purge(upto)` first records `upto` as last purged (durably), then drops it from the
+//! map and asks storage to delete whole segments below the next entry's offset
+//! (segment-granular: older batches may stay on disk and are skipped at open). Purging
+//! past the last entry (a snapshot install) empties the log and restarts it at the
+//! offset the snapshot says comes next ([`OffsetAnchor`]). `truncate_after` cuts the
+//! segment log at the first removed entry's offset (storage syncs the cut).
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use neo_storage::{FsyncPolicy, LogConfig, MetaConfig, MetaStore, RaftField, SegmentLog};
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use qiss::batch::BatchHeader;
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::types::{Entry, GroupId, LogId, NeoRaft, Vote};
+
+/// Largest record batch a partition group accepts (the producer's batch limit).
+pub const RECORD_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Bytes read from the segment log per read call when serving entries.
+const READ_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Largest control batch: a membership or metadata command, Qiss-encoded.
+const CONTROL_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Where the log restarts after a snapshot install emptied it: the state machine sets
+/// it when it installs a snapshot (`index` = the snapshot's last index, `next_offset` =
+/// the offset the entry after it gets), the log store reads it when a purge empties the
+/// log at that index. Shared by one group's state machine and log store.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OffsetAnchor(Arc<Mutex<Option<(u64, u64)>>>);
+
+impl OffsetAnchor {
+    pub(crate) fn set(&self, index: u64, next_offset: u64) {
+        *self.0.lock().expect("anchor lock") = Some((index, next_offset));
+    }
+
+    fn get(&self, index: u64) -> Option<u64> {
+        match *self.0.lock().expect("anchor lock") {
+            Some((i, off)) if i == index => Some(off),
+            _ => None,
+        }
+    }
+}
+
+/// Raft index ⇄ record offset for the entries present in the log.
+#[derive(Debug, Default)]
+struct IndexMap {
+    /// Raft index of `entries[0]`.
+    first_index: u64,
+    /// `(term, base_offset)` of each entry, contiguous in index.
+    entries: VecDeque<(u64, u64)>,
+    /// The last purged log id (entries up to it are gone).
+    last_purged: Option<LogId>,
+}
+
+impl IndexMap {
+    fn next_index(&self) -> Option<u64> {
+        if self.entries.is_empty() {
+            self.last_purged.map(|l| l.index + 1)
+        } else {
+            Some(self.first_index + self.entries.len() as u64)
+        }
+    }
+
+    fn last_log_id(&self) -> Option<LogId> {
+        match self.entries.back() {
+            Some(&(term, _)) => Some(LogId::new(
+                term.into(),
+                self.first_index + self.entries.len() as u64 - 1,
+            )),
+            None => self.last_purged,
+        }
+    }
+
+    /// `(term, base_offset)` of `index`, if present.
+    fn get(&self, index: u64) -> Option<(u64, u64)> {
+        let i = index.checked_sub(self.first_index)?;
+        self.entries.get(i as usize).copied()
+    }
+}
+
+struct Inner {
+    group: GroupId,
+    log: SegmentLog,
+    meta: MetaStore,
+    map: Mutex<IndexMap>,
+    anchor: OffsetAnchor,
+}
+
+impl Inner {
+    fn map(&self) -> MutexGuard<'_, IndexMap> {
+        self.map.lock().expect("index map lock")
+    }
+}
+
+fn io_err(subject: &'static str, verb: &'static str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("{verb} {subject}: {e}"))
+}
+
+fn storage_err(subject: &'static str, verb: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Storage {
+        subject,
+        verb,
+        reason: e.to_string(),
+    }
+}
+
+/// A node's storage: the sled metadata store its groups share (`<data>/meta`) and one
+/// directory per group (`<data>/groups/<id>`: segment log and snapshot file).
+#[derive(Clone)]
+pub struct NodeStore {
+    dir: PathBuf,
+    meta: MetaStore,
+}
+
+impl NodeStore {
+    /// Opens (or creates) the node's storage under `data_dir`.
+    pub fn open(data_dir: impl AsRef<Path>) -> Result<NodeStore> {
+        let dir = data_dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(dir.join("groups"))
+            .map_err(|e| storage_err("data directory", "create", e))?;
+        let meta = MetaStore::open(dir.join("meta"), &MetaConfig::default())
+            .map_err(|e| storage_err("metadata store", "open", e))?;
+        Ok(NodeStore { dir, meta })
+    }
+
+    /// The directory of `group`'s files.
+    pub(crate) fn group_dir(&self, group: GroupId) -> PathBuf {
+        self.dir.join("groups").join(group.to_string())
+    }
+
+    pub(crate) fn meta(&self) -> &MetaStore {
+        &self.meta
+    }
+
+    /// Flushes the metadata store (every group's vote, committed and purged ids).
+    pub fn flush(&self) -> Result<()> {
+        self.meta
+            .flush()
+            .map_err(|e| storage_err("metadata store", "flush", e))
+    }
+}
+
+/// One group's Raft log: a segment log plus the group's fields in the metadata store.
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+impl LogStore {
+    /// Opens the log in `dir` (created if missing) and rebuilds the index map.
+    pub(crate) fn open(
+        dir: &Path,
+        group: GroupId,
+        meta: MetaStore,
+        anchor: OffsetAnchor,
+    ) -> Result<LogStore> {
+        let config = LogConfig {
+            batch_size_bytes_max: (RECORD_BATCH_BYTES_MAX.max(CONTROL_BATCH_BYTES_MAX) + 4096)
+                as u32,
+            fsync: FsyncPolicy::Always,
+            ..LogConfig::default()
+        };
+        let log = SegmentLog::open(dir, config).map_err(|e| storage_err("log", "open", e))?;
+        let last_purged: Option<LogId> = match meta
+            .get_raft(group, RaftField::LastPurged)
+            .map_err(|e| storage_err("last purged log id", "read", e))?
+        {
+            Some(b) => Some(
+                codec::decode(&b).map_err(|e| storage_err("last purged log id", "decode", e))?,
+            ),
+            None => None,
+        };
+        let map = scan(&log, last_purged)?;
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                group,
+                log,
+                meta,
+                map: Mutex::new(map),
+                anchor,
+            }),
+        })
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one), as
+    /// stored; with the offset where the next read continues.
+    pub(crate) fn read_raw(&self, offset: u64, max_bytes: usize) -> Result<(Bytes, u64)> {
+        self.inner
+            .log
+            .read(offset, max_bytes)
+            .map(|s| (s.bytes, s.next_offset))
+            .map_err(|e| storage_err("log", "read", e))
+    }
+
+    /// `[start, next)` record offsets held by the segment log.
+    pub(crate) fn offsets(&self) -> (u64, u64) {
+        (self.inner.log.start_offset(), self.inner.log.next_offset())
+    }
+}
+
+/// Rebuilds the index map from the batch headers of `log`.
+fn scan(log: &SegmentLog, last_purged: Option<LogId>) -> Result<IndexMap> {
+    let mut map = IndexMap {
+        first_index: 0,
+        entries: VecDeque::new(),
+        last_purged,
+    };
+    let purged_index = last_purged.map(|l| l.index);
+    let mut offset = log.start_offset();
+    let end = log.next_offset();
+    while offset < end {
+        let slice = log
+            .read(offset, READ_CHUNK_BYTES)
+            .map_err(|e| storage_err("log", "scan", e))?;
+        if slice.bytes.is_empty() {
+            break;
+        }
+        let mut buf = &slice.bytes[..];
+        while !buf.is_empty() {
+            let h =
+                BatchHeader::parse(buf).map_err(|e| storage_err("log batch header", "scan", e))?;
+            let len = h.batch_length as usize;
+            buf = &buf[len..];
+            if h.base_offset < offset {
+                // `read` starts at the batch holding `offset`; we have it already.
+                continue;
+            }
+            if purged_index.is_some_and(|p| h.log_index <= p) {
+                continue;
+            }
+            if map.entries.is_empty() {
+                map.first_index = h.log_index;
+            } else if h.log_index != map.first_index + map.entries.len() as u64 {
+                return Err(Error::Storage {
+                    subject: "log",
+                    verb: "scan",
+                    reason: format!(
+                        "entry at offset {} has log index {}, expected {}",
+                        h.base_offset,
+                        h.log_index,
+                        map.first_index + map.entries.len() as u64
+                    ),
+                });
+            }
+            map.entries.push_back((h.term, h.base_offset));
+        }
+        offset = slice.next_offset;
+    }
+    Ok(map)
+}
+
+fn range_bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl Inner {
+    fn read_entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        // Resolve the index range to an offset range under the lock, read without it.
+        let (start, end, start_off, end_off) = {
+            let map = self.map();
+            let Some(next_index) = map.next_index() else {
+                return Ok(Vec::new());
+            };
+            let start = start.max(map.first_index);
+            let end = end.min(next_index);
+            if start >= end || map.entries.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (_, start_off) = map.get(start).expect("start within the map");
+            let end_off = match map.get(end) {
+                Some((_, off)) => off,
+                None => self.log.next_offset(),
+            };
+            (start, end, start_off, end_off)
+        };
+        let mut out = Vec::with_capacity((end - start) as usize);
+        let mut offset = start_off;
+        while offset < end_off && (out.len() as u64) < end - start {
+            let slice = self
+                .log
+                .read_bounded(offset, READ_CHUNK_BYTES, end_off)
+                .map_err(|e| io_err("log", "read", e))?;
+            if slice.bytes.is_empty() {
+                break;
+            }
+            let bytes = slice.bytes;
+            let mut pos = 0usize;
+            while pos < bytes.len() {
+                let h = BatchHeader::parse(&bytes[pos..])
+                    .map_err(|e| io_err("log batch header", "read", e))?;
+                let len = h.batch_length as usize;
+                let batch = bytes.slice(pos..pos + len);
+                pos += len;
+                if h.base_offset < offset {
+                    continue;
+                }
+                let expected = start + out.len() as u64;
+                if h.log_index != expected {
+                    return Err(io_err(
+                        "log entry",
+                        "read",
+                        format!(
+                            "batch at offset {} has log index {}, expected {expected}",
+                            h.base_offset, h.log_index
+                        ),
+                    ));
+                }
+                out.push(
+                    codec::batch_to_entry(batch).map_err(|e| io_err("log entry", "decode", e))?,
+                );
+                if out.len() as u64 == end - start {
+                    break;
+                }
+            }
+            offset = slice.next_offset;
+        }
+        Ok(out)
+    }
+
+    fn read_vote(&self) -> io::Result<Option<Vote>> {
+        match self
+            .meta
+            .get_raft(self.group, RaftField::Vote)
+            .map_err(|e| io_err("vote", "read", e))?
+        {
+            Some(b) => Ok(Some(
+                codec::decode(&b).map_err(|e| io_err("vote", "decode", e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A reader sharing the store's state (openraft hands one to each replication task).
+pub struct LogReader {
+    inner: Arc<Inner>,
+}
+
+impl RaftLogReader<NeoRaft> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let (start, end) = range_bounds(&range);
+        self.inner.read_entries(start, end)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.inner.read_vote()
+    }
+}
+
+impl RaftLogReader<NeoRaft> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let (start, end) = range_bounds(&range);
+        self.inner.read_entries(start, end)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.inner.read_vote()
+    }
+}
+
+impl RaftLogStorage<NeoRaft> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<NeoRaft>> {
+        let map = self.inner.map();
+        Ok(LogState {
+            last_purged_log_id: map.last_purged,
+            last_log_id: map.last_log_id(),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        LogReader {
+            inner: self.inner.clone(),
+        }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let b = codec::encode(vote).map_err(|e| io_err("vote", "encode", e))?;
+        self.inner
+            .meta
+            .set_raft_durable(self.inner.group, RaftField::Vote, &b)
+            .map_err(|e| io_err("vote", "write", e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        // Not flushed: openraft tolerates a committed id that goes back after a crash
+        // (it is re-learned from the leader); the next flush makes it durable.
+        let b = codec::encode(&committed).map_err(|e| io_err("committed log id", "encode", e))?;
+        self.inner
+            .meta
+            .set_raft(self.inner.group, RaftField::Committed, &b)
+            .map_err(|e| io_err("committed log id", "write", e))
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        match self
+            .inner
+            .meta
+            .get_raft(self.inner.group, RaftField::Committed)
+            .map_err(|e| io_err("committed log id", "read", e))?
+        {
+            Some(b) => codec::decode(&b).map_err(|e| io_err("committed log id", "decode", e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<NeoRaft>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let inner = &self.inner;
+        let mut end = None;
+        {
+            let mut map = inner.map();
+            for entry in entries {
+                let index = entry.log_id.index;
+                if let Some(next) = map.next_index()
+                    && index != next
+                {
+                    return Err(io_err(
+                        "log entry",
+                        "append",
+                        format!("non-contiguous log index {index}, expected {next}"),
+                    ));
+                }
+                let base = inner.log.next_offset();
+                let batch = codec::entry_to_batch(&entry, base)
+                    .map_err(|e| io_err("log entry", "encode", e))?;
+                let appended = inner
+                    .log
+                    .append_at(&batch)
+                    .map_err(|e| io_err("log entry", "append", e))?;
+                if map.entries.is_empty() {
+                    map.first_index = index;
+                }
+                map.entries.push_back((entry.log_id.leader_id.term, base));
+                end = Some(appended.next_offset);
+            }
+        }
+        match end {
+            Some(end) => inner.log.notify_durable(end, move |r| {
+                let r = match r {
+                    // openraft itself truncated these entries after appending them (a
+                    // follower meeting a new leader's conflicting log); the cut was
+                    // synced and openraft no longer counts on them. An error here would
+                    // stop the group.
+                    Err(neo_storage::Error::Truncated { .. }) => Ok(()),
+                    r => r,
+                };
+                callback.io_completed(r.map_err(|e| io_err("log entries", "fdatasync", e)))
+            }),
+            None => callback.io_completed(Ok(())),
+        }
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let inner = &self.inner;
+        let mut map = inner.map();
+        let keep_upto = last_log_id.map(|l| l.index);
+        // First index to remove.
+        let from = match keep_upto {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        let from = from.max(map.first_index);
+        let Some(next) = map.next_index() else {
+            return Ok(());
+        };
+        if from >= next || map.entries.is_empty() {
+            return Ok(());
+        }
+        let (_, offset) = map.get(from).expect("index within the map");
+        inner
+            .log
+            .truncate_suffix(offset)
+            .map_err(|e| io_err("log", "truncate", e))?;
+        let keep = (from - map.first_index) as usize;
+        map.entries.truncate(keep);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        let inner = &self.inner;
+        let b = codec::encode(&log_id).map_err(|e| io_err("last purged log id", "encode", e))?;
+        // Record first: after a crash, entries up to `log_id` are skipped at open even
+        // if their segments are still there.
+        inner
+            .meta
+            .set_raft_durable(inner.group, RaftField::LastPurged, &b)
+            .map_err(|e| io_err("last purged log id", "write", e))?;
+        let mut map = inner.map();
+        if map.last_purged.is_some_and(|p| p.index >= log_id.index) {
+            return Ok(());
+        }
+        map.last_purged = Some(log_id);
+        let upto = log_id.index;
+        let first = map.first_index;
+        let next_present = map.next_index().unwrap_or(upto + 1);
+        if !map.entries.is_empty() && upto < next_present - 1 {
+            // Some entries remain: drop the purged ones; storage deletes whole segments
+            // below the first remaining entry's offset.
+            let drop_n = (upto + 1).saturating_sub(first) as usize;
+            let drop_n = drop_n.min(map.entries.len());
+            map.entries.drain(..drop_n);
+            map.first_index = upto + 1;
+            let (_, offset) = map.entries.front().copied().expect("entries remain");
+            inner
+                .log
+                .purge_prefix(offset)
+                .map_err(|e| io_err("log", "purge", e))?;
+        } else {
+            // Everything goes. The log restarts at the offset the snapshot names, or,
+            // without one, right after what it held.
+            map.entries.clear();
+            map.first_index = upto + 1;
+            let next = inner.log.next_offset();
+            let restart = inner.anchor.get(upto).unwrap_or(next);
+            if restart < next {
+                // Local entries (all purged now) ran past the snapshot's offsets: they
+                // were never committed. Cut them, then restart at the snapshot's offset.
+                let start = inner.log.start_offset();
+                if restart < start {
+                    return Err(io_err(
+                        "log",
+                        "purge",
+                        format!(
+                            "snapshot restarts at offset {restart}, below the log start {start}"
+                        ),
+                    ));
+                }
+                inner
+                    .log
+                    .truncate_suffix(start)
+                    .map_err(|e| io_err("log", "truncate", e))?;
+            }
+            inner
+                .log
+                .purge_prefix(restart)
+                .map_err(|e| io_err("log", "purge", e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::StorageError;
+    use openraft::testing::log::{StoreBuilder, Suite};
+
+    use super::*;
+    use crate::state_machine::{GroupKind, GroupStateMachine};
+
+    /// Builds a fresh log store (real segment log + sled, in a temporary directory) and a
+    /// partition state machine for each of openraft's conformance tests.
+    struct Builder;
+
+    impl StoreBuilder<NeoRaft, LogStore, GroupStateMachine, tempfile::TempDir> for Builder {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, GroupStateMachine), StorageError<NeoRaft>>
+        {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let node = NodeStore::open(dir.path()).expect("node store");
+            let anchor = OffsetAnchor::default();
+            let log = LogStore::open(
+                &node.group_dir(7).join("log"),
+                7,
+                node.meta().clone(),
+                anchor.clone(),
+            )
+            .expect("log store");
+            let sm = GroupStateMachine::open(GroupKind::Partition, None, anchor).expect("sm");
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_openraft_storage_suite() {
+        Suite::test_all(Builder).await.expect("storage suite");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reopen_rebuilds_the_index_map_from_batch_stamps() {
+        use openraft::entry::RaftEntry;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let node = NodeStore::open(dir.path()).expect("node store");
+        let path = node.group_dir(3).join("log");
+        let open = || LogStore::open(&path, 3, node.meta().clone(), OffsetAnchor::default());
+        let batch = |n: u32| {
+            let b = neo_storage::testing::batch(n, 1, 1, b"payload");
+            crate::types::Proposal::Records(crate::types::RecordBatch(Bytes::from(b)))
+        };
+        let entries = vec![
+            Entry::new_blank(LogId::new(1.into(), 0)),
+            Entry::new_normal(LogId::new(1.into(), 1), batch(5)),
+            Entry::new_normal(LogId::new(2.into(), 2), batch(3)),
+            Entry::new_blank(LogId::new(2.into(), 3)),
+        ];
+        {
+            let mut log = open().expect("open");
+            use openraft::type_config::TypeConfigExt;
+            let (tx, rx) = NeoRaft::oneshot();
+            log.append(entries.clone(), IOFlushed::signal(tx))
+                .await
+                .expect("append");
+            rx.await.expect("flush notified").expect("flushed");
+            log.purge(LogId::new(1.into(), 0)).await.expect("purge");
+        }
+        let mut log = open().expect("reopen");
+        let st = log.get_log_state().await.expect("state");
+        assert_eq!(st.last_purged_log_id, Some(LogId::new(1.into(), 0)));
+        assert_eq!(st.last_log_id, Some(LogId::new(2.into(), 3)));
+        let got = log.try_get_log_entries(1..4).await.expect("read");
+        assert_eq!(got.len(), 3);
+        // Offsets follow log positions: blank at 0, 5 records at 1..6, 3 at 6..9, blank at 9.
+        let offsets: Vec<u64> = {
+            let map = log.inner.map();
+            map.entries.iter().map(|&(_, off)| off).collect()
+        };
+        assert_eq!(offsets, vec![1, 6, 9]);
+        for (g, want) in got.iter().zip(&entries[1..]) {
+            assert_eq!(g.log_id, want.log_id);
+        }
+        match &got[0].payload {
+            openraft::EntryPayload::Normal(crate::types::Proposal::Records(b)) => {
+                let h = qiss::batch::check(&b.0).expect("stored batch checks");
+                assert_eq!((h.base_offset, h.term, h.log_index), (1, 1, 1));
+            }
+            other => panic!("unexpected payload {other:?}"),
+        }
+        log.truncate_after(Some(LogId::new(1.into(), 1)))
+            .await
+            .expect("truncate");
+        let st = log.get_log_state().await.expect("state");
+        assert_eq!(st.last_log_id, Some(LogId::new(1.into(), 1)));
+        assert_eq!(log.inner.log.next_offset(), 6);
+    }
+}

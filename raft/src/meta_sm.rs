@@ -1,0 +1,302 @@
+//! The metadata group's state: nodes, topics, partitions and their replica sets.
+//!
+//! Pure decision logic (no I/O, no openraft types): [`MetaState::apply`] takes a committed
+//! [`MetaCommand`] and returns a [`MetaResponse`]. Every replica applies the same commands
+//! in the same order, so a command that is refused (topic exists, unknown node) is refused
+//! identically everywhere and is answered with a typed [`MetaError`], never a panic.
+//!
+//! Planned: consumer groups, users and ACLs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{GroupId, METADATA_GROUP, NodeId};
+
+/// Longest topic name accepted, in bytes.
+pub const TOPIC_NAME_LEN_MAX: usize = 249;
+/// Most partitions one topic may have.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
+
+/// A change to the cluster metadata, proposed to the metadata group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// Records (or updates) a node and its cluster-plane address.
+    RegisterNode {
+        /// The node.
+        node_id: NodeId,
+        /// Its gRPC address (`host:port`).
+        addr: String,
+    },
+    /// Forgets a node. Refused while a partition still lists it as a replica.
+    RemoveNode {
+        /// The node.
+        node_id: NodeId,
+    },
+    /// Creates a topic with one replica set per partition (placement is decided by the
+    /// proposer, see `neo-cluster`'s placement).
+    CreateTopic {
+        /// Topic name.
+        name: String,
+        /// `replicas[p]` is the replica set of partition `p`; the first node is the
+        /// preferred leader.
+        replicas: Vec<Vec<NodeId>>,
+    },
+    /// Deletes a topic and its partitions.
+    DeleteTopic {
+        /// Topic name.
+        name: String,
+    },
+}
+
+/// The answer to a [`MetaCommand`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaResponse {
+    /// Applied; nothing to report.
+    Done,
+    /// A topic was created; its partitions use groups `first_group .. first_group + n`.
+    TopicCreated {
+        /// Group id of partition 0.
+        first_group: GroupId,
+    },
+    /// Refused; the state did not change.
+    Refused(MetaError),
+}
+
+/// Why a [`MetaCommand`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MetaError {
+    /// The topic already exists.
+    #[error("topic {name:?} already exists")]
+    TopicExists {
+        /// Topic name.
+        name: String,
+    },
+    /// No such topic.
+    #[error("unknown topic {name:?}")]
+    UnknownTopic {
+        /// Topic name.
+        name: String,
+    },
+    /// A replica set names a node that is not registered.
+    #[error("unknown node {node_id}")]
+    UnknownNode {
+        /// The node.
+        node_id: NodeId,
+    },
+    /// The node still hosts replicas and cannot be removed.
+    #[error("node {node_id} still hosts {replicas} partition replicas")]
+    NodeInUse {
+        /// The node.
+        node_id: NodeId,
+        /// How many replicas it hosts.
+        replicas: usize,
+    },
+    /// The command's arguments break a limit or are malformed.
+    #[error("invalid command: {reason}")]
+    Invalid {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(reason: &str) -> MetaError {
+    MetaError::Invalid {
+        reason: reason.to_string(),
+    }
+}
+
+/// A registered node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// gRPC address (`host:port`).
+    pub addr: String,
+}
+
+/// One partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    /// The partition's Raft group.
+    pub group: GroupId,
+    /// Its replica set; the first node is the preferred leader.
+    pub replicas: Vec<NodeId>,
+}
+
+/// A topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    /// `partitions[p]` describes partition `p`.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// The whole metadata state; its Qiss encoding is the metadata group's snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaState {
+    /// Registered nodes.
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicInfo>,
+    /// The next partition group id to hand out (group ids are never reused, so that a
+    /// deleted partition's stale replicas can never join a new group).
+    pub next_group: GroupId,
+}
+
+impl MetaState {
+    /// Applies one committed command.
+    pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
+        match self.try_apply(cmd) {
+            Ok(r) => r,
+            Err(e) => MetaResponse::Refused(e),
+        }
+    }
+
+    fn try_apply(&mut self, cmd: &MetaCommand) -> Result<MetaResponse, MetaError> {
+        match cmd {
+            MetaCommand::RegisterNode { node_id, addr } => {
+                if addr.is_empty() {
+                    return Err(invalid("empty node address"));
+                }
+                self.nodes.insert(*node_id, NodeInfo { addr: addr.clone() });
+                Ok(MetaResponse::Done)
+            }
+            MetaCommand::RemoveNode { node_id } => {
+                let replicas = self.replicas_on(*node_id);
+                if replicas > 0 {
+                    return Err(MetaError::NodeInUse {
+                        node_id: *node_id,
+                        replicas,
+                    });
+                }
+                self.nodes.remove(node_id);
+                Ok(MetaResponse::Done)
+            }
+            MetaCommand::CreateTopic { name, replicas } => {
+                if name.is_empty() || name.len() > TOPIC_NAME_LEN_MAX {
+                    return Err(invalid("topic name empty or too long"));
+                }
+                if replicas.is_empty() || replicas.len() > PARTITIONS_PER_TOPIC_MAX as usize {
+                    return Err(invalid("partition count out of range"));
+                }
+                if self.topics.contains_key(name) {
+                    return Err(MetaError::TopicExists { name: name.clone() });
+                }
+                for set in replicas {
+                    if set.is_empty() {
+                        return Err(invalid("empty replica set"));
+                    }
+                    let mut sorted = set.clone();
+                    sorted.sort_unstable();
+                    sorted.dedup();
+                    if sorted.len() != set.len() {
+                        return Err(invalid("a replica set names a node twice"));
+                    }
+                    if let Some(n) = set.iter().find(|n| !self.nodes.contains_key(n)) {
+                        return Err(MetaError::UnknownNode { node_id: *n });
+                    }
+                }
+                // Group 0 is the metadata group.
+                let first_group = self.next_group.max(METADATA_GROUP + 1);
+                let partitions = replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(i, set)| PartitionInfo {
+                        group: first_group + i as u64,
+                        replicas: set.clone(),
+                    })
+                    .collect();
+                self.next_group = first_group + replicas.len() as u64;
+                self.topics.insert(name.clone(), TopicInfo { partitions });
+                Ok(MetaResponse::TopicCreated { first_group })
+            }
+            MetaCommand::DeleteTopic { name } => match self.topics.remove(name) {
+                Some(_) => Ok(MetaResponse::Done),
+                None => Err(MetaError::UnknownTopic { name: name.clone() }),
+            },
+        }
+    }
+
+    /// How many partition replicas `node_id` hosts.
+    pub fn replicas_on(&self, node_id: NodeId) -> usize {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.replicas.contains(&node_id))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_nodes(ids: &[NodeId]) -> MetaState {
+        let mut s = MetaState::default();
+        for id in ids {
+            let r = s.apply(&MetaCommand::RegisterNode {
+                node_id: *id,
+                addr: format!("127.0.0.1:{}", 7000 + id),
+            });
+            assert_eq!(r, MetaResponse::Done);
+        }
+        s
+    }
+
+    #[test]
+    fn create_topic_hands_out_fresh_group_ids() {
+        let mut s = with_nodes(&[1, 2, 3]);
+        let r = s.apply(&MetaCommand::CreateTopic {
+            name: "a".into(),
+            replicas: vec![vec![1, 2, 3], vec![2, 3, 1]],
+        });
+        assert_eq!(r, MetaResponse::TopicCreated { first_group: 1 });
+        s.apply(&MetaCommand::DeleteTopic { name: "a".into() });
+        let r = s.apply(&MetaCommand::CreateTopic {
+            name: "a".into(),
+            replicas: vec![vec![1]],
+        });
+        assert_eq!(r, MetaResponse::TopicCreated { first_group: 3 });
+    }
+
+    #[test]
+    fn refusals_leave_the_state_alone() {
+        let mut s = with_nodes(&[1, 2]);
+        let before = s.clone();
+        let r = s.apply(&MetaCommand::CreateTopic {
+            name: "t".into(),
+            replicas: vec![vec![1, 9]],
+        });
+        assert_eq!(
+            r,
+            MetaResponse::Refused(MetaError::UnknownNode { node_id: 9 })
+        );
+        let r = s.apply(&MetaCommand::CreateTopic {
+            name: "t".into(),
+            replicas: vec![vec![1, 1]],
+        });
+        assert!(matches!(
+            r,
+            MetaResponse::Refused(MetaError::Invalid { .. })
+        ));
+        assert_eq!(s, before);
+        s.apply(&MetaCommand::CreateTopic {
+            name: "t".into(),
+            replicas: vec![vec![1, 2]],
+        });
+        let r = s.apply(&MetaCommand::RemoveNode { node_id: 2 });
+        assert_eq!(
+            r,
+            MetaResponse::Refused(MetaError::NodeInUse {
+                node_id: 2,
+                replicas: 1
+            })
+        );
+        let r = s.apply(&MetaCommand::CreateTopic {
+            name: "t".into(),
+            replicas: vec![vec![1]],
+        });
+        assert_eq!(
+            r,
+            MetaResponse::Refused(MetaError::TopicExists { name: "t".into() })
+        );
+    }
+}

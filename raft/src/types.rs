@@ -1,0 +1,100 @@
+//! The openraft type configuration shared by every Neo Raft group, and the application
+//! data that travels in log entries.
+//!
+//! One type config serves the metadata group and every partition group, so that one
+//! transport, one registry and one log-store implementation serve them all. A log id is
+//! `(term, index)`: the standard (term-only) committed leader id, because the log id is
+//! recovered from the `term`/`log_index` stamps of a record batch, which carry no node id.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::meta_sm::{MetaCommand, MetaResponse};
+
+/// A node's id in every Raft group (the `N` of `--peers N=host:port`).
+pub type NodeId = u64;
+
+/// Identifies one Raft group on a node. [`METADATA_GROUP`] is the metadata group; every
+/// other id names a partition group (assigned by the metadata group).
+pub type GroupId = u64;
+
+/// The group id of the metadata group.
+pub const METADATA_GROUP: GroupId = 0;
+
+/// A node as members of a group see it: its cluster-plane (gRPC) address.
+pub type Node = openraft::BasicNode;
+
+openraft::declare_raft_types!(
+    /// Neo's openraft type configuration.
+    pub NeoRaft:
+        D = Proposal,
+        R = Applied,
+        NodeId = NodeId,
+        Node = Node,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>,
+);
+
+pub(crate) type LogId = openraft::LogId<openraft::vote::leader_id_std::CommittedLeaderId<u64>>;
+pub(crate) type Entry = openraft::type_config::alias::EntryOf<NeoRaft>;
+pub(crate) type Vote = openraft::type_config::alias::VoteOf<NeoRaft>;
+pub(crate) type StoredMembership = openraft::type_config::alias::StoredMembershipOf<NeoRaft>;
+pub(crate) type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<NeoRaft>;
+pub(crate) type Snapshot = openraft::type_config::alias::SnapshotOf<NeoRaft, Vec<u8>>;
+
+/// The application data of one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proposal {
+    /// A partition group's entry: one encoded Qiss record batch, exactly as the producer
+    /// sent it (the log store stamps offsets and the Raft log id into its header).
+    Records(RecordBatch),
+    /// A metadata group's entry.
+    Meta(MetaCommand),
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Proposal::Records(b) => write!(f, "records({} bytes)", b.0.len()),
+            Proposal::Meta(c) => write!(f, "meta({c:?})"),
+        }
+    }
+}
+
+/// An encoded Qiss record batch (header + records), kept as shared bytes so that it is
+/// never copied between the producer's frame, the log store and the replication stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordBatch(#[serde(with = "bytes_serde")] pub Bytes);
+
+/// The result of applying one entry, returned to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// A record batch was applied: its records got offsets
+    /// `base_offset .. base_offset + record_count`.
+    Records {
+        /// Offset of the batch's first record.
+        base_offset: u64,
+        /// How many records the batch holds.
+        record_count: u32,
+    },
+    /// A metadata command was applied.
+    Meta(MetaResponse),
+    /// A blank or membership entry, or a proposal sent to the wrong kind of group (it was
+    /// committed and skipped, which keeps every replica's state identical).
+    Nothing,
+}
+
+mod bytes_serde {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let v = serde_bytes::ByteBuf::deserialize(d)?;
+        Ok(Bytes::from(v.into_vec()))
+    }
+}
