@@ -206,7 +206,7 @@ impl<'de> Deserializer<'de> {
         std::str::from_utf8(bytes).map_err(|_| Error::Utf8 { position })
     }
 
-    #[inline]
+    #[inline(always)]
     fn enter(&mut self) -> Result<()> {
         if self.depth_left == 0 {
             return Err(Error::DepthLimit {
@@ -217,12 +217,12 @@ impl<'de> Deserializer<'de> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn leave(&mut self) {
         self.depth_left += 1;
     }
 
-    #[inline]
+    #[inline(always)]
     fn seq_of<V: Visitor<'de>>(&mut self, len: usize, visitor: V) -> Result<V::Value> {
         self.enter()?;
         let r = visitor.visit_seq(SeqAccess {
@@ -247,6 +247,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         ))
     }
 
+    #[inline(always)]
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let position = self.pos;
         match self.byte()? {
@@ -259,16 +260,19 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         }
     }
 
+    #[inline(always)]
     fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i8(self.byte()? as i8)
     }
+    #[inline(always)]
     fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i16(self.signed(varint::MAX_LEN_U16, "i16")?)
     }
+    #[inline(always)]
     fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i32(self.signed(varint::MAX_LEN_U32, "i32")?)
     }
-    #[inline]
+    #[inline(always)]
     fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i64(varint::unzigzag64(self.varint(varint::MAX_LEN_U64)?))
     }
@@ -276,25 +280,30 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         let v = varint::read_u128(self.input, &mut self.pos)?;
         visitor.visit_i128(varint::unzigzag128(v))
     }
+    #[inline(always)]
     fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u8(self.byte()?)
     }
+    #[inline(always)]
     fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u16(self.unsigned(varint::MAX_LEN_U16, "u16")?)
     }
+    #[inline(always)]
     fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u32(self.unsigned(varint::MAX_LEN_U32, "u32")?)
     }
-    #[inline]
+    #[inline(always)]
     fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u64(self.varint(varint::MAX_LEN_U64)?)
     }
     fn deserialize_u128<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u128(varint::read_u128(self.input, &mut self.pos)?)
     }
+    #[inline(always)]
     fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_f32(f32::from_le_bytes(self.array()?))
     }
+    #[inline(always)]
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_f64(f64::from_le_bytes(self.array()?))
     }
@@ -307,22 +316,23 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         })?;
         visitor.visit_char(c)
     }
-    #[inline]
+    #[inline(always)]
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_borrowed_str(self.str()?)
     }
-    #[inline]
+    #[inline(always)]
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_borrowed_str(self.str()?)
     }
-    #[inline]
+    #[inline(always)]
     fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_borrowed_bytes(self.bytes()?)
     }
-    #[inline]
+    #[inline(always)]
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_borrowed_bytes(self.bytes()?)
     }
+    #[inline(always)]
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let position = self.pos;
         match self.byte()? {
@@ -349,6 +359,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     ) -> Result<V::Value> {
         visitor.visit_unit()
     }
+    #[inline(always)]
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
         _name: &'static str,
@@ -359,11 +370,12 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         self.leave();
         r
     }
-    #[inline]
+    #[inline(always)]
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let len = self.count()?;
         self.seq_of(len, visitor)
     }
+    #[inline(always)]
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
         self.seq_of(len, visitor)
     }
@@ -385,7 +397,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         self.leave();
         r
     }
-    #[inline]
+    #[inline(always)]
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         _name: &'static str,
@@ -425,7 +437,7 @@ struct SeqAccess<'a, 'de> {
 impl<'de> de::SeqAccess<'de> for SeqAccess<'_, 'de> {
     type Error = Error;
 
-    #[inline]
+    #[inline(always)]
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
         if self.left == 0 {
             return Ok(None);

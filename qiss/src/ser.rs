@@ -130,7 +130,7 @@ impl<O: Output> Serializer<O> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn len(&mut self, len: usize) -> Result<()> {
         self.varint(len as u64)
     }
@@ -156,42 +156,42 @@ impl<O: Output> ser::Serializer for &mut Serializer<O> {
         false
     }
 
-    #[inline]
+    #[inline(always)]
     fn serialize_bool(self, v: bool) -> Result<()> {
         self.out.put_byte(u8::from(v))
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_i8(self, v: i8) -> Result<()> {
         self.out.put_byte(v as u8)
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_i16(self, v: i16) -> Result<()> {
         self.varint(varint::zigzag64(i64::from(v)))
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_i32(self, v: i32) -> Result<()> {
         self.varint(varint::zigzag64(i64::from(v)))
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_i64(self, v: i64) -> Result<()> {
         self.varint(varint::zigzag64(v))
     }
     fn serialize_i128(self, v: i128) -> Result<()> {
         self.serialize_u128(varint::zigzag128(v))
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_u8(self, v: u8) -> Result<()> {
         self.out.put_byte(v)
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_u16(self, v: u16) -> Result<()> {
         self.varint(u64::from(v))
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_u32(self, v: u32) -> Result<()> {
         self.varint(u64::from(v))
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_u64(self, v: u64) -> Result<()> {
         self.varint(v)
     }
@@ -200,32 +200,32 @@ impl<O: Output> ser::Serializer for &mut Serializer<O> {
         let n = varint::encode_u128(v, &mut buf);
         self.out.put(&buf[..n])
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_f32(self, v: f32) -> Result<()> {
         self.out.put(&v.to_le_bytes())
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_f64(self, v: f64) -> Result<()> {
         self.out.put(&v.to_le_bytes())
     }
     fn serialize_char(self, v: char) -> Result<()> {
         self.varint(u64::from(u32::from(v)))
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_str(self, v: &str) -> Result<()> {
         self.len(v.len())?;
         self.out.put(v.as_bytes())
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_bytes(self, v: &[u8]) -> Result<()> {
         self.len(v.len())?;
         self.out.put(v)
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_none(self) -> Result<()> {
         self.out.put_byte(0)
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<()> {
         self.out.put_byte(1)?;
         value.serialize(self)
@@ -261,7 +261,7 @@ impl<O: Output> ser::Serializer for &mut Serializer<O> {
         self.variant(variant_index)?;
         value.serialize(self)
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_seq(self, len: Option<usize>) -> Result<Self> {
         let len = len.ok_or(Error::Unsupported("sequence of unknown length"))?;
         self.len(len)?;
@@ -288,7 +288,7 @@ impl<O: Output> ser::Serializer for &mut Serializer<O> {
         self.len(len)?;
         Ok(self)
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Self> {
         Ok(self)
     }
@@ -307,7 +307,7 @@ impl<O: Output> ser::Serializer for &mut Serializer<O> {
 impl<O: Output> ser::SerializeSeq for &mut Serializer<O> {
     type Ok = ();
     type Error = Error;
-    #[inline]
+    #[inline(always)]
     fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         value.serialize(&mut **self)
     }
@@ -320,7 +320,7 @@ impl<O: Output> ser::SerializeSeq for &mut Serializer<O> {
 impl<O: Output> ser::SerializeTuple for &mut Serializer<O> {
     type Ok = ();
     type Error = Error;
-    #[inline]
+    #[inline(always)]
     fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         value.serialize(&mut **self)
     }
@@ -369,7 +369,7 @@ impl<O: Output> ser::SerializeMap for &mut Serializer<O> {
 impl<O: Output> ser::SerializeStruct for &mut Serializer<O> {
     type Ok = ();
     type Error = Error;
-    #[inline]
+    #[inline(always)]
     fn serialize_field<T: ?Sized + Serialize>(
         &mut self,
         _key: &'static str,

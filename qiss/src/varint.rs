@@ -76,30 +76,42 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, v: u64) {
         out.push(v as u8);
         return;
     }
-    let len = len_u64(v);
-    if len <= 8 {
-        // Write all eight bytes of the spread word and cut back: two fixed-size
-        // moves instead of a loop with a bounds check per byte.
+    if v < 1 << 56 {
+        // At most 8 bytes: spread the 7-bit groups over a word, read the length off the
+        // spread word (no division by 7), write all eight bytes and cut back: two fixed-
+        // size moves instead of a loop with a bounds check per byte.
+        let x = spread_7bit_groups(v);
+        let bits = (64 - x.leading_zeros()) as usize;
+        let len = bits.div_ceil(8);
+        // Continuation bits on every byte but the last.
+        let continuation = 0x8080_8080_8080_8080u64 >> (72 - 8 * len);
         let start = out.len();
-        out.extend_from_slice(&spread_7bit_groups(v, len).to_le_bytes());
+        out.extend_from_slice(&(x | continuation).to_le_bytes());
         out.truncate(start + len);
     } else {
-        let mut buf = [0u8; MAX_LEN_U64];
-        let n = encode_u64(v, &mut buf);
-        out.extend_from_slice(&buf[..n]);
+        push_u64_long(out, v);
     }
 }
 
-/// The varint of `v` (which needs `len` <= 8 bytes) as the little-endian word of its
-/// bytes: the inverse of [`compact_7bit_groups`], continuation bits included.
+/// The rare 9- and 10-byte varints (values of 2^56 and more), kept out of line so that
+/// the hot path above stays small enough to inline into every field.
+#[cold]
+#[inline(never)]
+fn push_u64_long(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; MAX_LEN_U64];
+    let n = encode_u64(v, &mut buf);
+    out.extend_from_slice(&buf[..n]);
+}
+
+/// Moves the 7-bit groups of `v` (< 2^56) into the low 7 bits of successive bytes: the
+/// inverse of [`compact_7bit_groups`], without continuation bits.
 #[inline(always)]
-fn spread_7bit_groups(v: u64, len: usize) -> u64 {
+fn spread_7bit_groups(v: u64) -> u64 {
     let mut x = v;
     x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x00ff_ffff_f000_0000) << 4);
     x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x0fff_c000_0fff_c000) << 2);
-    x = (x & 0x007f_007f_007f_007f) | ((x & 0x3f80_3f80_3f80_3f80) << 1);
-    let continuation = 0x8080_8080_8080_8080u64 & ((1u64 << ((len - 1) * 8)) - 1);
-    x | continuation
+    // lo + 2*hi == x + hi: one mask instead of two.
+    x + (x & 0x3f80_3f80_3f80_3f80)
 }
 
 /// Appends the zigzag varint of `v` to `out`.
@@ -139,29 +151,36 @@ pub(crate) fn read_u64(buf: &[u8], pos: &mut usize, max_len: usize) -> Result<u6
         // The first byte without its continuation bit ends the varint.
         let stops = !word & 0x8080_8080_8080_8080;
         if stops != 0 {
-            let len = (stops.trailing_zeros() as usize + 1) / 8;
-            let last = (word >> ((len - 1) * 8)) as u8;
-            if len > max_len || last == 0 {
-                return Err(Error::BadVarint { position: start });
-            }
-            *pos = start + len;
-            return Ok(compact_7bit_groups(word, len));
+            return finish_word(word, stops, pos, max_len);
         }
     }
     read_u64_slow(buf, pos, max_len, b0)
 }
 
-/// Gathers the 7-bit payloads of the first `len` (2..=8) bytes of `word` into one
-/// integer, by halving the number of lanes three times instead of looping per byte.
+/// Ends a word-at-a-time read: `stops` (non-zero) marks the bytes of `word` without a
+/// continuation bit; the first of them is the varint's last byte.
 #[inline(always)]
-fn compact_7bit_groups(word: u64, len: usize) -> u64 {
-    let keep = if len == 8 {
-        u64::MAX
-    } else {
-        (1u64 << (len * 8)) - 1
-    };
-    let mut x = word & keep & 0x7f7f_7f7f_7f7f_7f7f;
-    x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+fn finish_word(word: u64, stops: u64, pos: &mut usize, max_len: usize) -> Result<u64> {
+    let start = *pos;
+    let len = (stops.trailing_zeros() as usize + 1) / 8;
+    // The bytes of the varint: every bit up to and including the first stop bit.
+    let bytes = word & (stops ^ (stops - 1));
+    // Over-long: the last byte carries no bits (its stop bit is clear too).
+    if len > max_len || bytes >> ((len - 1) * 8) == 0 {
+        return Err(Error::BadVarint { position: start });
+    }
+    *pos = start + len;
+    Ok(compact_7bit_groups(bytes))
+}
+
+/// Gathers the 7-bit payloads of a varint's bytes (at most 8, already cut from the
+/// word, continuation bits included) into one integer, by halving the number of lanes
+/// three times instead of looping per byte.
+#[inline(always)]
+fn compact_7bit_groups(bytes: u64) -> u64 {
+    let mut x = bytes & 0x7f7f_7f7f_7f7f_7f7f;
+    // Pairs of 7-bit lanes: lo + hi/2 == x - hi/2, one mask instead of two.
+    x -= (x & 0x7f00_7f00_7f00_7f00) >> 1;
     x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
     (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4)
 }
