@@ -14,7 +14,7 @@
 //! | `transport` | [`GrpcTransport`]: `neo_raft::Transport` over one lazily connected tonic channel per peer, shared by all groups; consults the [`NetFilter`] first |
 //! | `server` | [`serve`]: the Raft service (dispatch by group id to the node's `neo_raft::Registry`), Membership and Health, with graceful then forced shutdown |
 //! | `filter` | [`NetFilter`]: drop / isolate / heal per peer, for partition tests |
-//! | [`membership`] | `--peers` parsing, join (learner, then voter up to [`membership::METADATA_VOTERS_MAX`]), leave, status; clients follow leader hints |
+//! | [`membership`] | `--peers` parsing, join (registers the node's cluster and client addresses, then learner, then voter up to [`membership::METADATA_VOTERS_MAX`]), leave, status; clients follow leader hints |
 //! | [`health`] | [`HealthMonitor`]: one heartbeat per peer per interval, independent of the number of groups |
 //! | [`placement`] | pure functions: spread replica sets and preferred leaders evenly; leader moves back to preferred leaders |
 //! | [`limits`] | named limits: message size, HTTP/2 windows, snapshot chunk size, connect timeout |
@@ -45,8 +45,10 @@
 //! - Pipelined replication (openraft's stream-append over a bidirectional gRPC stream);
 //!   today each follower has one AppendEntries in flight per group.
 //! - Resumable snapshot transfer (restart from the last acknowledged chunk).
-//! - The node wiring: bootstrap of the metadata group from `--peers` on startup, creating
-//!   partition groups from metadata, and running [`placement::leader_moves`] periodically.
+//! - Running [`placement::leader_moves`] periodically (the node wiring, in `neo-node`,
+//!   bootstraps the metadata group from `--peers`, registers through
+//!   [`membership::join_with_client_addr`] and opens partition groups from the metadata,
+//!   but does not balance leaders yet).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

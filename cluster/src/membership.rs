@@ -90,11 +90,17 @@ impl MembershipService {
             .ok_or_else(|| Status::unavailable("this node does not host the metadata group"))
     }
 
-    async fn do_join(g: &RaftGroup, node: NodeId, addr: String) -> neo_raft::Result<()> {
+    async fn do_join(
+        g: &RaftGroup,
+        node: NodeId,
+        addr: String,
+        client_addr: String,
+    ) -> neo_raft::Result<()> {
         let r = g
             .propose_meta(MetaCommand::RegisterNode {
                 node_id: node,
                 addr: addr.clone(),
+                client_addr,
             })
             .await?;
         if let MetaResponse::Refused(e) = r {
@@ -138,7 +144,7 @@ impl Membership for MembershipService {
         let req = req.into_inner();
         let g = self.meta()?;
         Ok(Response::new(
-            match Self::do_join(&g, req.node_id, req.addr).await {
+            match Self::do_join(&g, req.node_id, req.addr, req.client_addr).await {
                 Ok(()) => OK,
                 Err(e) => refused(&g, e),
             },
@@ -200,8 +206,14 @@ impl Membership for MembershipService {
 const REDIRECTS_MAX: usize = 8;
 
 enum Change<'a> {
-    Join { node_id: NodeId, addr: &'a str },
-    Leave { node_id: NodeId },
+    Join {
+        node_id: NodeId,
+        addr: &'a str,
+        client_addr: &'a str,
+    },
+    Leave {
+        node_id: NodeId,
+    },
 }
 
 async fn change_at_leader(seed: &str, change: Change<'_>) -> Result<()> {
@@ -220,11 +232,16 @@ async fn change_at_leader(seed: &str, change: Change<'_>) -> Result<()> {
             })?;
         let mut client = MembershipClient::new(channel);
         let reply = match change {
-            Change::Join { node_id, addr } => {
+            Change::Join {
+                node_id,
+                addr,
+                client_addr,
+            } => {
                 client
                     .join(JoinRequest {
                         node_id,
                         addr: addr.to_string(),
+                        client_addr: client_addr.to_string(),
                     })
                     .await
             }
@@ -254,7 +271,28 @@ async fn change_at_leader(seed: &str, change: Change<'_>) -> Result<()> {
 /// then a voter while there are fewer than [`METADATA_VOTERS_MAX`]. Follows leader
 /// hints; idempotent (a restarted node may join again).
 pub async fn join(seed: &str, node_id: NodeId, addr: &str) -> Result<()> {
-    change_at_leader(seed, Change::Join { node_id, addr }).await
+    join_with_client_addr(seed, node_id, addr, "").await
+}
+
+/// [`join`], also registering the Neo RPC address the node advertises to clients (what
+/// the broker's metadata and `NotLeader` hints hand out). A node of a static `--peers`
+/// cluster calls it too, at every start: for a node that already votes it only
+/// (re-)registers the addresses.
+pub async fn join_with_client_addr(
+    seed: &str,
+    node_id: NodeId,
+    addr: &str,
+    client_addr: &str,
+) -> Result<()> {
+    change_at_leader(
+        seed,
+        Change::Join {
+            node_id,
+            addr,
+            client_addr,
+        },
+    )
+    .await
 }
 
 /// Asks the cluster at `seed` to remove node `node_id` from the metadata group and the

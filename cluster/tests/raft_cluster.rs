@@ -580,6 +580,7 @@ async fn metadata_group_snapshots_changes_membership_and_transfers_leadership() 
             MetaCommand::RegisterNode {
                 node_id: id,
                 addr: c.node(id).addr.to_string(),
+                client_addr: String::new(),
             },
         )
         .await;
@@ -703,6 +704,7 @@ async fn nodes_join_and_leave_over_grpc_and_status_reports_health() {
             MetaCommand::RegisterNode {
                 node_id: id,
                 addr: c.node(id).addr.to_string(),
+                client_addr: String::new(),
             },
         )
         .await;

@@ -45,6 +45,11 @@ pub enum Error {
         /// What the batch check found.
         source: qiss::Error,
     },
+    /// A proposed record batch has the control attribute (bit 3) set: control batches
+    /// are written by Raft itself (blank, membership, metadata entries), never by a
+    /// producer, since the log store decodes them as Raft entries.
+    #[error("record batch has the control attribute set; producers may not write control batches")]
+    ControlBatch,
     /// Encoding or decoding a value with the Qiss codec failed.
     #[error("qiss codec failed on {what}: {source}")]
     Codec {

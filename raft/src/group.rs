@@ -199,7 +199,13 @@ impl RaftGroup {
         })?;
         let applied = sm.applied_rx();
         let meta = sm.meta_rx();
-        let log = LogStore::open(&dir.join("log"), cfg.group, store.meta().clone(), anchor)?;
+        let log = LogStore::open(
+            &dir.join("log"),
+            cfg.group,
+            store.meta().clone(),
+            anchor,
+            store.durability(),
+        )?;
         let network = NetworkFactory {
             router: Router::new(transport, cfg.node_id),
             group: cfg.group,
@@ -252,13 +258,7 @@ impl RaftGroup {
     /// Proposes a record batch to a partition group; returns once a quorum has it on
     /// disk and it is applied, with the offset of its first record and its record count.
     pub async fn propose_records(&self, batch: Bytes) -> Result<(u64, u32)> {
-        if batch.len() > RECORD_BATCH_BYTES_MAX {
-            return Err(Error::BatchTooLarge {
-                size: batch.len(),
-                max: RECORD_BATCH_BYTES_MAX,
-            });
-        }
-        qiss::batch::check(&batch).map_err(|source| Error::BadBatch { index: 0, source })?;
+        Self::check_record_batch(&batch)?;
         let resp = self
             .raft
             .client_write(Proposal::Records(RecordBatch(batch)))
@@ -274,6 +274,41 @@ impl RaftGroup {
                 format!("record batch applied as {other:?}: not a partition group"),
             )),
         }
+    }
+
+    /// What a partition group accepts as a proposal: a valid batch within
+    /// [`RECORD_BATCH_BYTES_MAX`] that is not a control batch.
+    fn check_record_batch(batch: &[u8]) -> Result<()> {
+        if batch.len() > RECORD_BATCH_BYTES_MAX {
+            return Err(Error::BatchTooLarge {
+                size: batch.len(),
+                max: RECORD_BATCH_BYTES_MAX,
+            });
+        }
+        let h = qiss::batch::check(batch).map_err(|source| Error::BadBatch { index: 0, source })?;
+        if h.is_control() {
+            return Err(Error::ControlBatch);
+        }
+        Ok(())
+    }
+
+    /// Fire and forget: hands a record batch to this replica's Raft, which must lead,
+    /// and returns once the Raft core has queued it, before it is written anywhere
+    /// (`acks=none`). The outcome is never reported: the batch may be lost (leadership
+    /// lost, crash) and its offset is not known to the caller.
+    pub async fn propose_records_ff(&self, batch: Bytes) -> Result<()> {
+        Self::check_record_batch(&batch)?;
+        let m = self.metrics();
+        if m.role != Role::Leader {
+            return Err(Error::NotLeader {
+                group: self.group,
+                leader: m.leader,
+            });
+        }
+        self.raft
+            .client_write_ff(Proposal::Records(RecordBatch(batch)), None)
+            .await
+            .map_err(|e| fatal(self.group, e))
     }
 
     /// Proposes a metadata command; returns its committed outcome.
@@ -328,6 +363,23 @@ impl RaftGroup {
     /// watermark (`next_offset`).
     pub fn applied(&self) -> AppliedState {
         self.applied.borrow().clone()
+    }
+
+    /// A receiver of the applied state: it changes after every applied chunk of entries
+    /// (long polling waits on it for the high watermark to move).
+    pub fn applied_watch(&self) -> watch::Receiver<AppliedState> {
+        self.applied.clone()
+    }
+
+    /// A receiver of the metadata state as this replica applies it (stays empty for a
+    /// partition group): what the node watches to open and close partition groups.
+    pub fn meta_watch(&self) -> watch::Receiver<Arc<MetaState>> {
+        self.meta.clone()
+    }
+
+    /// Bytes the replica's segment log holds on disk (every segment, committed or not).
+    pub fn log_size_bytes(&self) -> u64 {
+        self.log.size_bytes()
     }
 
     /// Reads whole stored batches (entries, including control batches) from the one

@@ -10,11 +10,11 @@
 //! |---|---|
 //! | `types` | the openraft type config (`declare_raft_types!`: `NodeId = u64`, the standard term-only committed leader id, so a log id is `(term, index)`), [`Proposal`] (a record batch or a metadata command) and [`Applied`] |
 //! | `codec` | Qiss codec for RPC bodies and snapshots; entry ⇄ record batch (user batch stamped, or a control batch holding the Qiss-encoded payload) |
-//! | `log_store` | [`NodeStore`] (node's sled metadata store + one directory per group) and the openraft log store on `neo-storage`'s segment log: the partition log *is* the Raft log |
+//! | `log_store` | [`NodeStore`] (node's sled metadata store + one directory per group, with the node's [`Durability`]) and the openraft log store on `neo-storage`'s segment log: the partition log *is* the Raft log |
 //! | `state_machine` | one state machine for both kinds of group ([`GroupKind`]): offsets, last applied, membership, snapshots |
 //! | [`meta_sm`] | the metadata group's pure state: nodes, topics, partitions and replica sets |
 //! | `network` | the [`Transport`] trait `neo-cluster` implements (opaque bodies, group id per RPC) and its adapter to openraft-multi's `GroupRouter` |
-//! | `group` | the facade: [`RaftGroup`] (propose, linearizable reads, metrics, leader transfer, membership, purge) and [`Registry`] (groups by id, RPC dispatch) |
+//! | `group` | the facade: [`RaftGroup`] (propose, fire-and-forget propose, linearizable reads, applied/metadata watches, log reads, metrics, leader transfer, membership, purge) and [`Registry`] (groups by id, RPC dispatch) |
 //! | `error` | the one [`Error`] enum |
 //!
 //! # Request flow
@@ -32,7 +32,12 @@
 //!
 //! - Nothing is reported durable before `fdatasync` returns: the log store hands
 //!   openraft's `IOFlushed` to `SegmentLog::notify_durable`; the vote is flushed to sled
-//!   before `save_vote` returns.
+//!   before `save_vote` returns. The one exception is asked for explicitly:
+//!   [`Durability::IntervalMs`] reports entries flushed once written to the OS and syncs
+//!   on a timer (its loss window is documented on the variant and in docs/node.md).
+//! - Producers never write control batches: a proposed batch with attribute bit 3 is
+//!   refused ([`Error::ControlBatch`]), since the log store decodes control batches as
+//!   Raft entries.
 //! - Entry `i`'s batch starts at the record offset that follows entry `i - 1`'s (a control
 //!   batch takes one offset), on every replica: the state machine and the log store
 //!   compute the same offsets independently, and followers hold byte-identical batches.
@@ -67,7 +72,7 @@ pub use error::{Error, Result};
 pub use group::{
     GroupConfig, GroupMetrics, MAX_PAYLOAD_ENTRIES, RaftGroup, RaftTiming, Registry, Role,
 };
-pub use log_store::{NodeStore, RECORD_BATCH_BYTES_MAX};
+pub use log_store::{Durability, NodeStore, RECORD_BATCH_BYTES_MAX};
 pub use network::{RpcKind, Transport, TransportError};
 pub use state_machine::{AppliedState, GroupKind};
 pub use types::{Applied, GroupId, METADATA_GROUP, NodeId, Proposal, RecordBatch};

@@ -118,6 +118,7 @@ struct Inner {
     meta: MetaStore,
     map: Mutex<IndexMap>,
     anchor: OffsetAnchor,
+    durability: Durability,
 }
 
 impl Inner {
@@ -138,23 +139,65 @@ fn storage_err(subject: &'static str, verb: &'static str, e: impl std::fmt::Disp
     }
 }
 
+/// When a group's log store tells openraft that appended entries are flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After an `fdatasync` covering them has returned (group commit). Nothing a
+    /// replica acknowledged is lost on power failure. The default.
+    #[default]
+    Fsync,
+    /// As soon as they are written to the OS (page cache); a background flusher syncs
+    /// every `n` milliseconds. A killed *process* loses nothing (the page cache
+    /// survives it); a power failure or kernel crash of a replica loses up to `n` ms of
+    /// what it acknowledged, so a write acknowledged by a quorum can be lost if a
+    /// quorum of replicas loses power within that window.
+    IntervalMs(u64),
+}
+
 /// A node's storage: the sled metadata store its groups share (`<data>/meta`) and one
 /// directory per group (`<data>/groups/<id>`: segment log and snapshot file).
 #[derive(Clone)]
 pub struct NodeStore {
     dir: PathBuf,
     meta: MetaStore,
+    durability: Durability,
 }
 
 impl NodeStore {
-    /// Opens (or creates) the node's storage under `data_dir`.
+    /// Opens (or creates) the node's storage under `data_dir`, with
+    /// [`Durability::Fsync`].
     pub fn open(data_dir: impl AsRef<Path>) -> Result<NodeStore> {
+        Self::open_with(data_dir, Durability::Fsync)
+    }
+
+    /// Opens (or creates) the node's storage under `data_dir`; every group log opened
+    /// on it uses `durability`.
+    pub fn open_with(data_dir: impl AsRef<Path>, durability: Durability) -> Result<NodeStore> {
         let dir = data_dir.as_ref().to_path_buf();
         std::fs::create_dir_all(dir.join("groups"))
             .map_err(|e| storage_err("data directory", "create", e))?;
         let meta = MetaStore::open(dir.join("meta"), &MetaConfig::default())
             .map_err(|e| storage_err("metadata store", "open", e))?;
-        Ok(NodeStore { dir, meta })
+        Ok(NodeStore {
+            dir,
+            meta,
+            durability,
+        })
+    }
+
+    /// Deletes the files of `group` (its log and snapshot). The group must be shut
+    /// down first; its Raft fields in the metadata store stay (group ids are never
+    /// reused, so they are never read again).
+    pub fn remove_group_files(&self, group: GroupId) -> Result<()> {
+        match std::fs::remove_dir_all(self.group_dir(group)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(storage_err("group directory", "remove", e)),
+        }
+    }
+
+    pub(crate) fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// The directory of `group`'s files.
@@ -187,11 +230,15 @@ impl LogStore {
         group: GroupId,
         meta: MetaStore,
         anchor: OffsetAnchor,
+        durability: Durability,
     ) -> Result<LogStore> {
         let config = LogConfig {
             batch_size_bytes_max: (RECORD_BATCH_BYTES_MAX.max(CONTROL_BATCH_BYTES_MAX) + 4096)
                 as u32,
-            fsync: FsyncPolicy::Always,
+            fsync: match durability {
+                Durability::Fsync => FsyncPolicy::Always,
+                Durability::IntervalMs(ms) => FsyncPolicy::Interval(ms.max(1)),
+            },
             ..LogConfig::default()
         };
         let log = SegmentLog::open(dir, config).map_err(|e| storage_err("log", "open", e))?;
@@ -212,6 +259,7 @@ impl LogStore {
                 meta,
                 map: Mutex::new(map),
                 anchor,
+                durability,
             }),
         })
     }
@@ -229,6 +277,11 @@ impl LogStore {
     /// `[start, next)` record offsets held by the segment log.
     pub(crate) fn offsets(&self) -> (u64, u64) {
         (self.inner.log.start_offset(), self.inner.log.next_offset())
+    }
+
+    /// Bytes of every segment of the log.
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.inner.log.stats().size_bytes
     }
 }
 
@@ -490,6 +543,11 @@ impl RaftLogStorage<NeoRaft> for LogStore {
             }
         }
         match end {
+            // Looser durability, by request: written to the OS is reported flushed; the
+            // storage flusher syncs on its interval (see `Durability::IntervalMs`).
+            Some(_) if matches!(inner.durability, Durability::IntervalMs(_)) => {
+                callback.io_completed(Ok(()))
+            }
             Some(end) => inner.log.notify_durable(end, move |r| {
                 let r = match r {
                     // openraft itself truncated these entries after appending them (a
@@ -620,6 +678,7 @@ mod tests {
                 7,
                 node.meta().clone(),
                 anchor.clone(),
+                Durability::Fsync,
             )
             .expect("log store");
             let sm = GroupStateMachine::open(GroupKind::Partition, None, anchor).expect("sm");
@@ -638,7 +697,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let node = NodeStore::open(dir.path()).expect("node store");
         let path = node.group_dir(3).join("log");
-        let open = || LogStore::open(&path, 3, node.meta().clone(), OffsetAnchor::default());
+        let open = || {
+            LogStore::open(
+                &path,
+                3,
+                node.meta().clone(),
+                OffsetAnchor::default(),
+                Durability::Fsync,
+            )
+        };
         let batch = |n: u32| {
             let b = neo_storage::testing::batch(n, 1, 1, b"payload");
             crate::types::Proposal::Records(crate::types::RecordBatch(Bytes::from(b)))

@@ -21,12 +21,16 @@ pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
 /// A change to the cluster metadata, proposed to the metadata group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCommand {
-    /// Records (or updates) a node and its cluster-plane address.
+    /// Records (or updates) a node, its cluster-plane address and the client address it
+    /// advertises.
     RegisterNode {
         /// The node.
         node_id: NodeId,
         /// Its gRPC address (`host:port`).
         addr: String,
+        /// The Neo RPC address clients are sent to (`host:port`, metadata and `NotLeader`
+        /// hints). Empty: keep the one already registered (a join that does not know it).
+        client_addr: String,
     },
     /// Forgets a node. Refused while a partition still lists it as a replica.
     RemoveNode {
@@ -111,6 +115,9 @@ fn invalid(reason: &str) -> MetaError {
 pub struct NodeInfo {
     /// gRPC address (`host:port`).
     pub addr: String,
+    /// Advertised Neo RPC address for clients (`host:port`); empty until the node
+    /// registered one.
+    pub client_addr: String,
 }
 
 /// One partition of a topic.
@@ -152,11 +159,29 @@ impl MetaState {
 
     fn try_apply(&mut self, cmd: &MetaCommand) -> Result<MetaResponse, MetaError> {
         match cmd {
-            MetaCommand::RegisterNode { node_id, addr } => {
+            MetaCommand::RegisterNode {
+                node_id,
+                addr,
+                client_addr,
+            } => {
                 if addr.is_empty() {
                     return Err(invalid("empty node address"));
                 }
-                self.nodes.insert(*node_id, NodeInfo { addr: addr.clone() });
+                let client_addr = if client_addr.is_empty() {
+                    self.nodes
+                        .get(node_id)
+                        .map(|n| n.client_addr.clone())
+                        .unwrap_or_default()
+                } else {
+                    client_addr.clone()
+                };
+                self.nodes.insert(
+                    *node_id,
+                    NodeInfo {
+                        addr: addr.clone(),
+                        client_addr,
+                    },
+                );
                 Ok(MetaResponse::Done)
             }
             MetaCommand::RemoveNode { node_id } => {
@@ -235,10 +260,23 @@ mod tests {
             let r = s.apply(&MetaCommand::RegisterNode {
                 node_id: *id,
                 addr: format!("127.0.0.1:{}", 7000 + id),
+                client_addr: format!("127.0.0.1:{}", 8000 + id),
             });
             assert_eq!(r, MetaResponse::Done);
         }
         s
+    }
+
+    #[test]
+    fn a_registration_without_client_addr_keeps_the_known_one() {
+        let mut s = with_nodes(&[1]);
+        s.apply(&MetaCommand::RegisterNode {
+            node_id: 1,
+            addr: "10.0.0.1:7071".into(),
+            client_addr: String::new(),
+        });
+        assert_eq!(s.nodes[&1].addr, "10.0.0.1:7071");
+        assert_eq!(s.nodes[&1].client_addr, "127.0.0.1:8001");
     }
 
     #[test]

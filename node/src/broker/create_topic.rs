@@ -1,0 +1,181 @@
+//! `create_topic`: on the metadata leader (else `NotLeader` with the leader's client
+//! address; the client retries there).
+//!
+//! Validates the name (1..=249 bytes of `[A-Za-z0-9._-]`, not `.` or `..`), the
+//! partition count (1..=`partitions_per_topic_max`) and the replication factor (at
+//! least 1, at most the live registered nodes: else `NotEnoughReplicas`, retriable);
+//! places replica sets with `neo_cluster::placement::place` over the live nodes given
+//! the existing load, and commits a `CreateTopic` command. Every replica then opens and
+//! bootstraps its partition groups (`reconcile`). The answer waits (bounded) until the
+//! partitions this node replicates have leaders, so that a produce right after it
+//! usually finds one; others may still be electing (clients retry `NotLeader`).
+//!
+//! Topic configs (retention) are not stored in this release: a request carrying any
+//! is refused with `InvalidArgument` rather than silently ignored.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use neo_cluster::placement::{Load, place};
+use neo_protocol::api::{CreateTopicRequest, CreateTopicResponse};
+use neo_protocol::{ErrorCode, RequestContext, RpcError};
+use neo_raft::meta_sm::{MetaCommand, MetaError, MetaResponse, TOPIC_NAME_LEN_MAX};
+use neo_raft::{NodeId, Role};
+
+use super::{not_leader, raft_error};
+use crate::node::Shared;
+
+/// How long the answer waits for locally hosted partitions to elect leaders.
+const LEADERS_WAIT_MS: u64 = 10_000;
+
+/// Why a topic name is refused, if it is.
+pub(crate) fn check_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > TOPIC_NAME_LEN_MAX {
+        return Err(format!("topic name must be 1..={TOPIC_NAME_LEN_MAX} bytes"));
+    }
+    if name == "." || name == ".." {
+        return Err("topic name cannot be \".\" or \"..\"".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name may hold only A-Z a-z 0-9 . _ - (found {c:?})"
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    _ctx: RequestContext,
+    req: CreateTopicRequest,
+) -> Result<CreateTopicResponse, RpcError> {
+    shared
+        .metrics
+        .admin_requests
+        .fetch_add(1, Ordering::Relaxed);
+    check_topic_name(&req.name).map_err(RpcError::invalid_argument)?;
+    let max = shared.limits.partitions_per_topic_max;
+    if req.partitions == 0 || req.partitions > max {
+        return Err(RpcError::invalid_argument(format!(
+            "partitions must be in 1..={max} (partitions_per_topic_max), got {}",
+            req.partitions
+        )));
+    }
+    if req.replication_factor == 0 {
+        return Err(RpcError::invalid_argument(
+            "replication_factor must be at least 1",
+        ));
+    }
+    if !req.configs.is_empty() {
+        return Err(RpcError::invalid_argument(
+            "topic configs (retention.ms, retention.bytes, ...) are not supported yet",
+        ));
+    }
+    let m = shared.meta.metrics();
+    if m.role != Role::Leader {
+        return Err(not_leader(&shared, m.leader, "the metadata group"));
+    }
+    let state = shared
+        .meta
+        .linearizable_meta()
+        .await
+        .map_err(|e| raft_error(&shared, e, "the metadata group"))?;
+    if state.topics.contains_key(&req.name) {
+        return Err(RpcError::new(
+            ErrorCode::TopicAlreadyExists,
+            format!("topic {:?} already exists", req.name),
+        ));
+    }
+    let alive: BTreeSet<NodeId> = state
+        .nodes
+        .keys()
+        .copied()
+        .filter(|n| shared.is_alive(*n))
+        .collect();
+    let rf = req.replication_factor as usize;
+    if rf > alive.len() {
+        return Err(RpcError::new(
+            ErrorCode::NotEnoughReplicas,
+            format!(
+                "replication factor {rf} needs {rf} live nodes; {} of {} registered nodes are live",
+                alive.len(),
+                state.nodes.len()
+            ),
+        ));
+    }
+    let load = Load::of(
+        state
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter().map(|p| p.replicas.as_slice())),
+    );
+    let replicas = place(&alive, &load, req.partitions as usize, rf)
+        .map_err(|e| RpcError::invalid_argument(e.to_string()))?;
+    let r = shared
+        .meta
+        .propose_meta(MetaCommand::CreateTopic {
+            name: req.name.clone(),
+            replicas: replicas.clone(),
+        })
+        .await
+        .map_err(|e| raft_error(&shared, e, "the metadata group"))?;
+    let first_group = match r {
+        MetaResponse::TopicCreated { first_group } => first_group,
+        MetaResponse::Refused(MetaError::TopicExists { name }) => {
+            return Err(RpcError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {name:?} already exists"),
+            ));
+        }
+        MetaResponse::Refused(e) => return Err(RpcError::invalid_argument(e.to_string())),
+        MetaResponse::Done => {
+            return Err(RpcError::internal("create topic answered without groups"));
+        }
+    };
+    wait_for_local_leaders(&shared, first_group, &replicas).await;
+    Ok(CreateTopicResponse { name: req.name })
+}
+
+/// Waits (bounded) until every partition group of the new topic that this node
+/// replicates is open and has a leader.
+async fn wait_for_local_leaders(shared: &Shared, first_group: u64, replicas: &[Vec<NodeId>]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(LEADERS_WAIT_MS);
+    let mine: Vec<u64> = replicas
+        .iter()
+        .enumerate()
+        .filter(|(_, set)| set.contains(&shared.node_id))
+        .map(|(i, _)| first_group + i as u64)
+        .collect();
+    for group in mine {
+        loop {
+            let led = shared
+                .registry
+                .get(group)
+                .is_some_and(|g| g.metrics().leader.is_some());
+            if led || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        for ok in ["orders", "a.b-c_d", "A1", &"x".repeat(249)] {
+            assert!(check_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "ü", &"x".repeat(250)] {
+            assert!(check_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! `metadata`: brokers (with their advertised client addresses), the controller (the
+//! metadata group's leader) and the asked topics' partitions, from this node's applied
+//! metadata state (possibly a little stale: clients refresh on `NotLeader`).
+//!
+//! A partition's leader is what this node's replica knows (with its term as the leader
+//! epoch). For a partition this node does not replicate, it cannot know: the preferred
+//! leader (first replica) is given, with epoch 0, and that replica redirects with
+//! `NotLeader` if it does not lead. `in_sync` is not tracked yet and is always empty.
+//! An asked-for topic that does not exist fails the whole request with `UnknownTopic`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use neo_protocol::api::{
+    BrokerInfo, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata,
+};
+use neo_protocol::{ErrorCode, RequestContext, RpcError};
+use neo_raft::meta_sm::TopicInfo;
+
+use crate::node::Shared;
+
+/// The cluster id in metadata answers (one cluster per metadata group).
+pub(crate) const CLUSTER_ID: &str = "neo";
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    _ctx: RequestContext,
+    req: MetadataRequest,
+) -> Result<MetadataResponse, RpcError> {
+    shared
+        .metrics
+        .admin_requests
+        .fetch_add(1, Ordering::Relaxed);
+    let state = shared.state();
+    let brokers = state
+        .nodes
+        .iter()
+        .map(|(id, n)| BrokerInfo {
+            node_id: *id,
+            address: shared
+                .client_addr_of(*id)
+                .unwrap_or_else(|| n.client_addr.clone()),
+            rack: None,
+        })
+        .collect();
+    let mut topics = Vec::new();
+    if req.topics.is_empty() {
+        for (name, t) in &state.topics {
+            topics.push(topic_metadata(&shared, name, t));
+        }
+    } else {
+        for name in &req.topics {
+            let t = state.topics.get(name).ok_or_else(|| {
+                RpcError::new(ErrorCode::UnknownTopic, format!("unknown topic {name:?}"))
+            })?;
+            topics.push(topic_metadata(&shared, name, t));
+        }
+    }
+    Ok(MetadataResponse {
+        cluster_id: CLUSTER_ID.to_string(),
+        brokers,
+        controller_id: shared.controller(),
+        topics,
+    })
+}
+
+pub(crate) fn topic_metadata(shared: &Shared, name: &str, t: &TopicInfo) -> TopicMetadata {
+    TopicMetadata {
+        name: name.to_string(),
+        partitions: partitions(shared, t),
+    }
+}
+
+pub(crate) fn partitions(shared: &Shared, t: &TopicInfo) -> Vec<PartitionMetadata> {
+    t.partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (leader, epoch) = match shared.registry.get(p.group) {
+                Some(g) => {
+                    let m = g.metrics();
+                    (m.leader, m.term)
+                }
+                None => (p.replicas.first().copied(), 0),
+            };
+            PartitionMetadata {
+                partition: i as u32,
+                leader,
+                replicas: p.replicas.clone(),
+                in_sync: Vec::new(),
+                leader_epoch: epoch,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,712 @@
+//! Configuration: flags > environment (`NEO_*`) > TOML file (`--config`) > defaults.
+//!
+//! Every setting is read as text from three layers (flags, the environment, the file),
+//! the first layer that has it wins, and the winning text is then parsed and validated
+//! in one place, so that an error names the setting the way the operator wrote it
+//! (`--listen / NEO_LISTEN / listen`) whatever layer it came from. The environment is
+//! read through a lookup function, so tests exercise the precedence without touching
+//! the process environment.
+//!
+//! No settings at all is the embedded default: a single-node cluster with data in
+//! `./neo-data`, on 127.0.0.1:7070 (Neo RPC), :7071 (gRPC) and :7072 (HTTP).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use neo_raft::{Durability, NodeId};
+
+/// Errors of [`Config::resolve`]: the binary prints them and exits with status 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A setting's value is invalid.
+    #[error("invalid {field} = {value:?}: {reason}")]
+    Invalid {
+        /// The setting, as `--flag / NEO_ENV / file_key`.
+        field: String,
+        /// The value given.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Settings that cannot be used together, or a setting that is required.
+    #[error("{reason}")]
+    Conflict {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Shorthand for results of this module.
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// Declares every setting once: its clap flag (from the field name), its environment
+/// variable, its TOML key (the field name) and its help text.
+macro_rules! settings {
+    ($( $(#[$doc:meta])* $field:ident, $env:literal, $value:literal, $help:literal; )*) => {
+        /// The flags of `neo-node` (run mode). Every flag also has a `NEO_*` variable and
+        /// a key of the same name in the `--config` TOML file.
+        #[derive(clap::Args, Debug, Default, Clone)]
+        pub struct RunArgs {
+            /// TOML file with any of the settings below (keys = flag names with `_`).
+            #[arg(long, value_name = "FILE", help = "TOML config file (keys = flag names with '_') [env: NEO_CONFIG]")]
+            pub config: Option<PathBuf>,
+            $(
+                $(#[$doc])*
+                #[doc = $help]
+                #[arg(long, value_name = $value, help = concat!($help, " [env: ", $env, "]"))]
+                pub $field: Option<String>,
+            )*
+        }
+
+        /// One layer of raw settings (flags, environment or file).
+        #[derive(Debug, Default, Clone, PartialEq, Eq)]
+        struct Layer {
+            $( $field: Option<String>, )*
+        }
+
+        impl Layer {
+            fn from_args(a: &RunArgs) -> Layer {
+                Layer { $( $field: a.$field.clone(), )* }
+            }
+
+            fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Layer {
+                Layer { $( $field: get($env).filter(|v| !v.is_empty()), )* }
+            }
+
+            fn set(&mut self, key: &str, value: String) -> bool {
+                match key {
+                    $( stringify!($field) => { self.$field = Some(value); true } )*
+                    _ => false,
+                }
+            }
+
+            /// `self` where set, else `lower`.
+            fn over(self, lower: Layer) -> Layer {
+                Layer { $( $field: self.$field.or(lower.$field), )* }
+            }
+        }
+
+        /// `--flag / NEO_ENV / key` of a setting, for error messages.
+        fn field_name(key: &str) -> String {
+            match key {
+                $( stringify!($field) => format!(
+                    "--{} / {} / {}", stringify!($field).replace('_', "-"), $env, stringify!($field)
+                ), )*
+                other => other.to_string(),
+            }
+        }
+    };
+}
+
+settings! {
+    id, "NEO_ID", "N", "This node's id (default 1)";
+    data_dir, "NEO_DATA_DIR", "DIR", "Data directory (default ./neo-data)";
+    listen, "NEO_LISTEN", "IP:PORT", "Neo RPC (client) listener (default 127.0.0.1:7070)";
+    cluster_listen, "NEO_CLUSTER_LISTEN", "IP:PORT", "gRPC (cluster) listener (default 127.0.0.1:7071)";
+    http_listen, "NEO_HTTP_LISTEN", "IP:PORT", "HTTP admin listener (default 127.0.0.1:7072)";
+    peers, "NEO_PEERS", "ID=HOST:PORT,..", "Static bootstrap: every voter's cluster address, this node included";
+    join, "NEO_JOIN", "HOST:PORT", "Join the cluster at this cluster address instead of --peers";
+    advertise_client, "NEO_ADVERTISE_CLIENT", "HOST:PORT", "Client address handed out in metadata and NotLeader hints (default: --listen)";
+    advertise_cluster, "NEO_ADVERTISE_CLUSTER", "HOST:PORT", "Cluster address other nodes use (default: this node's --peers entry, else --cluster-listen)";
+    log_format, "NEO_LOG_FORMAT", "human|json", "Log format (default human)";
+    log, "NEO_LOG", "FILTER", "Log filter, tracing EnvFilter syntax (default info)";
+    fsync, "NEO_FSYNC", "always|interval", "When appended entries count as flushed (default always)";
+    fsync_interval_ms, "NEO_FSYNC_INTERVAL_MS", "MS", "Sync period of --fsync interval (default 10)";
+    frame_size_bytes_max, "NEO_FRAME_SIZE_BYTES_MAX", "BYTES", "Largest Neo RPC frame (default 16 MiB)";
+    batch_bytes_max, "NEO_BATCH_BYTES_MAX", "BYTES", "Largest produced record batch (default and max 1 MiB)";
+    partitions_per_topic_max, "NEO_PARTITIONS_PER_TOPIC_MAX", "N", "Most partitions one topic may have (default 1024)";
+    connections_max, "NEO_CONNECTIONS_MAX", "N", "Most client connections (default 10000)";
+    inflight_requests_max, "NEO_INFLIGHT_REQUESTS_MAX", "N", "Most requests in flight per client connection (default 1024)";
+    fetch_wait_ms_max, "NEO_FETCH_WAIT_MS_MAX", "MS", "Longest fetch long poll (default 30000)";
+    fetch_bytes_max, "NEO_FETCH_BYTES_MAX", "BYTES", "Most bytes one fetch returns (default 8 MiB)";
+    produce_timeout_ms_max, "NEO_PRODUCE_TIMEOUT_MS_MAX", "MS", "Longest a produce waits for commit (default 30000)";
+}
+
+/// How this node finds its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// The embedded default: a one-voter metadata group of this node alone, whose
+    /// address is its bound cluster listener.
+    Single,
+    /// `--peers`: every voter's id and cluster address (this node included). Each node
+    /// bootstraps the metadata group with the same members; idempotent across restarts.
+    Static(BTreeMap<NodeId, String>),
+    /// `--join`: ask the cluster at this cluster address to add this node.
+    Join(String),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every named limit of a node (units last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest Neo RPC frame, both directions.
+    pub frame_size_bytes_max: usize,
+    /// Largest record batch a produce may carry (at most `neo_raft::RECORD_BATCH_BYTES_MAX`).
+    pub batch_bytes_max: usize,
+    /// Most partitions one topic may have.
+    pub partitions_per_topic_max: u32,
+    /// Most client connections.
+    pub connections_max: usize,
+    /// Most requests in flight on one client connection (`Busy` beyond).
+    pub inflight_requests_max: usize,
+    /// Longest fetch long poll.
+    pub fetch_wait_ms_max: u32,
+    /// Most bytes one fetch returns (at least one batch is always returned).
+    pub fetch_bytes_max: usize,
+    /// Longest a produce waits for commit before `NotEnoughReplicas`.
+    pub produce_timeout_ms_max: u32,
+    /// Most concurrent HTTP admin connections.
+    pub http_connections_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            frame_size_bytes_max: 16 * 1024 * 1024,
+            batch_bytes_max: neo_raft::RECORD_BATCH_BYTES_MAX,
+            partitions_per_topic_max: 1024,
+            connections_max: 10_000,
+            inflight_requests_max: 1024,
+            fetch_wait_ms_max: 30_000,
+            fetch_bytes_max: 8 * 1024 * 1024,
+            produce_timeout_ms_max: 30_000,
+            http_connections_max: 64,
+        }
+    }
+}
+
+/// A node's whole, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Data directory (sled metadata store + one directory per Raft group).
+    pub data_dir: PathBuf,
+    /// Neo RPC listener (port 0: any free port).
+    pub listen: SocketAddr,
+    /// gRPC listener.
+    pub cluster_listen: SocketAddr,
+    /// HTTP admin listener.
+    pub http_listen: SocketAddr,
+    /// How the node finds its cluster.
+    pub bootstrap: Bootstrap,
+    /// Client address handed out; `None`: the bound `listen` address.
+    pub advertise_client: Option<String>,
+    /// Cluster address other nodes use; `None`: the bound `cluster_listen` address.
+    pub advertise_cluster: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax).
+    pub log_filter: String,
+    /// When appended entries count as flushed.
+    pub durability: Durability,
+    /// Named limits.
+    pub limits: Limits,
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field_name(key),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_num<T>(key: &str, value: &str, min: T, max: T) -> Result<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let v: T = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, value, "not a number"))?;
+    if v < min || v > max {
+        return Err(invalid(key, value, format!("must be in {min}..={max}")));
+    }
+    Ok(v)
+}
+
+fn parse_socket(key: &str, value: &str) -> Result<SocketAddr> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, value, "expected IP:PORT (e.g. 127.0.0.1:7070)"))
+}
+
+/// `host:port` with a non-empty host and a valid port.
+fn check_host_port(key: &str, value: &str) -> Result<String> {
+    let v = value.trim();
+    match v.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0) => {
+            Ok(v.to_string())
+        }
+        _ => Err(invalid(
+            key,
+            value,
+            "expected HOST:PORT with a non-zero port",
+        )),
+    }
+}
+
+/// Reads the TOML file into a layer; unknown keys are errors (a typo must not pass
+/// silently).
+fn file_layer(path: &std::path::Path) -> Result<Layer> {
+    let file_err = |reason: String| ConfigError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| file_err(e.to_string()))?;
+    let mut layer = Layer::default();
+    for (key, value) in table {
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(file_err(format!(
+                    "key {key:?}: expected a string or a number, found {}",
+                    other.type_str()
+                )));
+            }
+        };
+        if !layer.set(&key, text) {
+            return Err(file_err(format!("unknown key {key:?}")));
+        }
+    }
+    Ok(layer)
+}
+
+impl Config {
+    /// The configuration `args` (flags), the environment (read through `env`) and the
+    /// `--config` file (named by the flag or `NEO_CONFIG`) describe, in that order of
+    /// precedence, over the defaults.
+    pub fn resolve(args: &RunArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+        let file = match args.config.clone().or_else(|| {
+            env("NEO_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        }) {
+            Some(path) => file_layer(&path)?,
+            None => Layer::default(),
+        };
+        let l = Layer::from_args(args).over(Layer::from_env(env).over(file));
+        Self::from_layer(l)
+    }
+
+    fn from_layer(l: Layer) -> Result<Config> {
+        let node_id = match &l.id {
+            Some(v) => parse_num("id", v, 1u64, u64::MAX)?,
+            None => 1,
+        };
+        let data_dir = match &l.data_dir {
+            Some(v) if v.trim().is_empty() => return Err(invalid("data_dir", v, "empty path")),
+            Some(v) => PathBuf::from(v),
+            None => PathBuf::from("./neo-data"),
+        };
+        let sock = |key: &str, v: &Option<String>, default: &str| match v {
+            Some(v) => parse_socket(key, v),
+            None => Ok(default.parse().expect("default address parses")),
+        };
+        let listen = sock("listen", &l.listen, "127.0.0.1:7070")?;
+        let cluster_listen = sock("cluster_listen", &l.cluster_listen, "127.0.0.1:7071")?;
+        let http_listen = sock("http_listen", &l.http_listen, "127.0.0.1:7072")?;
+        let advertise_client = match &l.advertise_client {
+            Some(v) => Some(check_host_port("advertise_client", v)?),
+            None => None,
+        };
+        let mut advertise_cluster = match &l.advertise_cluster {
+            Some(v) => Some(check_host_port("advertise_cluster", v)?),
+            None => None,
+        };
+        let bootstrap = match (&l.peers, &l.join) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Conflict {
+                    reason: "--peers and --join cannot be used together (NEO_PEERS / NEO_JOIN)"
+                        .into(),
+                });
+            }
+            (Some(p), None) => {
+                let peers = neo_cluster::membership::parse_peers(p)
+                    .map_err(|e| invalid("peers", p, e.to_string()))?;
+                let Some(me) = peers.get(&node_id) else {
+                    return Err(invalid(
+                        "peers",
+                        p,
+                        format!("does not list this node (--id {node_id})"),
+                    ));
+                };
+                if peers.contains_key(&0) {
+                    return Err(invalid("peers", p, "node id 0 is reserved"));
+                }
+                advertise_cluster.get_or_insert_with(|| me.clone());
+                Bootstrap::Static(peers)
+            }
+            (None, Some(j)) => Bootstrap::Join(check_host_port("join", j)?),
+            (None, None) => Bootstrap::Single,
+        };
+        if advertise_client.is_none() && (listen.ip().is_unspecified() || listen.port() == 0) {
+            // Port 0 is fine (the bound port is advertised); a wildcard IP is not an
+            // address anyone can dial.
+            if listen.ip().is_unspecified() {
+                return Err(ConfigError::Conflict {
+                    reason: format!(
+                        "--listen {listen} is a wildcard address: set --advertise-client \
+                         (NEO_ADVERTISE_CLIENT) to the address clients should dial"
+                    ),
+                });
+            }
+        }
+        if advertise_cluster.is_none() && cluster_listen.ip().is_unspecified() {
+            return Err(ConfigError::Conflict {
+                reason: format!(
+                    "--cluster-listen {cluster_listen} is a wildcard address: set \
+                     --advertise-cluster (NEO_ADVERTISE_CLUSTER) or list this node in --peers"
+                ),
+            });
+        }
+        let log_format = match l.log_format.as_deref().map(str::trim) {
+            None | Some("human") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(v) => return Err(invalid("log_format", v, "expected human or json")),
+        };
+        let log_filter = l.log.clone().unwrap_or_else(|| "info".to_string());
+        let interval_ms = match &l.fsync_interval_ms {
+            Some(v) => parse_num("fsync_interval_ms", v, 1u64, 60_000)?,
+            None => 10,
+        };
+        let durability = match l.fsync.as_deref().map(str::trim) {
+            None | Some("always") => {
+                if l.fsync_interval_ms.is_some() {
+                    return Err(ConfigError::Conflict {
+                        reason: "--fsync-interval-ms needs --fsync interval".into(),
+                    });
+                }
+                Durability::Fsync
+            }
+            Some("interval") => Durability::IntervalMs(interval_ms),
+            Some(v) => return Err(invalid("fsync", v, "expected always or interval")),
+        };
+        let d = Limits::default();
+        let num = |key: &str, v: &Option<String>, default: u64, min: u64, max: u64| match v {
+            Some(v) => parse_num(key, v, min, max),
+            None => Ok(default),
+        };
+        let limits = Limits {
+            frame_size_bytes_max: num(
+                "frame_size_bytes_max",
+                &l.frame_size_bytes_max,
+                d.frame_size_bytes_max as u64,
+                64 * 1024,
+                1 << 30,
+            )? as usize,
+            batch_bytes_max: num(
+                "batch_bytes_max",
+                &l.batch_bytes_max,
+                d.batch_bytes_max as u64,
+                1024,
+                neo_raft::RECORD_BATCH_BYTES_MAX as u64,
+            )? as usize,
+            partitions_per_topic_max: num(
+                "partitions_per_topic_max",
+                &l.partitions_per_topic_max,
+                u64::from(d.partitions_per_topic_max),
+                1,
+                u64::from(neo_raft::meta_sm::PARTITIONS_PER_TOPIC_MAX),
+            )? as u32,
+            connections_max: num(
+                "connections_max",
+                &l.connections_max,
+                d.connections_max as u64,
+                1,
+                1_000_000,
+            )? as usize,
+            inflight_requests_max: num(
+                "inflight_requests_max",
+                &l.inflight_requests_max,
+                d.inflight_requests_max as u64,
+                1,
+                1_000_000,
+            )? as usize,
+            fetch_wait_ms_max: num(
+                "fetch_wait_ms_max",
+                &l.fetch_wait_ms_max,
+                u64::from(d.fetch_wait_ms_max),
+                0,
+                300_000,
+            )? as u32,
+            fetch_bytes_max: num(
+                "fetch_bytes_max",
+                &l.fetch_bytes_max,
+                d.fetch_bytes_max as u64,
+                1024,
+                1 << 30,
+            )? as usize,
+            produce_timeout_ms_max: num(
+                "produce_timeout_ms_max",
+                &l.produce_timeout_ms_max,
+                u64::from(d.produce_timeout_ms_max),
+                1,
+                300_000,
+            )? as u32,
+            http_connections_max: d.http_connections_max,
+        };
+        // A produce frame carries one batch plus a small envelope; a fetch response
+        // carries up to fetch_bytes_max plus at least one (possibly larger) batch.
+        let envelope_bytes = 64 * 1024;
+        if limits.batch_bytes_max + envelope_bytes > limits.frame_size_bytes_max {
+            return Err(ConfigError::Conflict {
+                reason: format!(
+                    "--frame-size-bytes-max {} must exceed --batch-bytes-max {} by at least {envelope_bytes}",
+                    limits.frame_size_bytes_max, limits.batch_bytes_max
+                ),
+            });
+        }
+        if limits.fetch_bytes_max.max(neo_raft::RECORD_BATCH_BYTES_MAX) + envelope_bytes
+            > limits.frame_size_bytes_max
+        {
+            return Err(ConfigError::Conflict {
+                reason: format!(
+                    "--frame-size-bytes-max {} must exceed --fetch-bytes-max {} (and the 1 MiB \
+                     batch limit) by at least {envelope_bytes}",
+                    limits.frame_size_bytes_max, limits.fetch_bytes_max
+                ),
+            });
+        }
+        Ok(Config {
+            node_id,
+            data_dir,
+            listen,
+            cluster_listen,
+            http_listen,
+            bootstrap,
+            advertise_client,
+            advertise_cluster,
+            log_format,
+            log_filter,
+            durability,
+            limits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn no_settings_is_the_embedded_single_node_default() {
+        let c = Config::resolve(&RunArgs::default(), &no_env).expect("default config");
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.data_dir, PathBuf::from("./neo-data"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.cluster_listen.to_string(), "127.0.0.1:7071");
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:7072");
+        assert_eq!(c.bootstrap, Bootstrap::Single);
+        assert_eq!(c.durability, Durability::Fsync);
+        assert_eq!(c.log_format, LogFormat::Human);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("neo.toml");
+        std::fs::write(
+            &path,
+            "id = 3\nlisten = \"127.0.0.1:9000\"\nhttp_listen = \"127.0.0.1:9002\"\n\
+             data_dir = \"/file\"\nfetch_wait_ms_max = 100\n",
+        )
+        .expect("write");
+        let args = RunArgs {
+            config: Some(path),
+            id: Some("5".into()),
+            ..RunArgs::default()
+        };
+        let env = env_of(&[
+            ("NEO_ID", "4"),
+            ("NEO_LISTEN", "127.0.0.1:8000"),
+            ("NEO_LOG_FORMAT", "json"),
+        ]);
+        let c = Config::resolve(&args, &env).expect("config");
+        assert_eq!(c.node_id, 5, "flag wins over env and file");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8000", "env wins over file");
+        assert_eq!(
+            c.http_listen.to_string(),
+            "127.0.0.1:9002",
+            "file over default"
+        );
+        assert_eq!(c.data_dir, PathBuf::from("/file"));
+        assert_eq!(c.limits.fetch_wait_ms_max, 100);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.cluster_listen.to_string(), "127.0.0.1:7071", "default");
+    }
+
+    #[test]
+    fn config_file_named_by_env() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("neo.toml");
+        std::fs::write(&path, "fsync = \"interval\"\nfsync_interval_ms = 5\n").expect("write");
+        let p = path.display().to_string();
+        let env = move |k: &str| (k == "NEO_CONFIG").then(|| p.clone());
+        let c = Config::resolve(&RunArgs::default(), &env).expect("config");
+        assert_eq!(c.durability, Durability::IntervalMs(5));
+    }
+
+    #[test]
+    fn invalid_values_name_their_field() {
+        let cases: &[(RunArgs, &str)] = &[
+            (
+                RunArgs {
+                    listen: Some("nope".into()),
+                    ..RunArgs::default()
+                },
+                "--listen / NEO_LISTEN / listen",
+            ),
+            (
+                RunArgs {
+                    id: Some("0".into()),
+                    ..RunArgs::default()
+                },
+                "--id / NEO_ID / id",
+            ),
+            (
+                RunArgs {
+                    peers: Some("2=h:1".into()),
+                    ..RunArgs::default()
+                },
+                "--peers / NEO_PEERS / peers",
+            ),
+            (
+                RunArgs {
+                    batch_bytes_max: Some("99999999".into()),
+                    ..RunArgs::default()
+                },
+                "--batch-bytes-max / NEO_BATCH_BYTES_MAX / batch_bytes_max",
+            ),
+            (
+                RunArgs {
+                    log_format: Some("xml".into()),
+                    ..RunArgs::default()
+                },
+                "--log-format / NEO_LOG_FORMAT / log_format",
+            ),
+            (
+                RunArgs {
+                    fsync: Some("sometimes".into()),
+                    ..RunArgs::default()
+                },
+                "--fsync / NEO_FSYNC / fsync",
+            ),
+        ];
+        for (args, field) in cases {
+            let e = Config::resolve(args, &no_env).expect_err("must be refused");
+            assert!(
+                matches!(&e, ConfigError::Invalid { field: f, .. } if f == field),
+                "{e} should name {field}"
+            );
+            assert!(e.to_string().contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn conflicts_and_requirements_are_refused() {
+        let both = RunArgs {
+            peers: Some("1=h:1".into()),
+            join: Some("h:2".into()),
+            ..RunArgs::default()
+        };
+        assert!(matches!(
+            Config::resolve(&both, &no_env),
+            Err(ConfigError::Conflict { .. })
+        ));
+        let wildcard = RunArgs {
+            listen: Some("0.0.0.0:7070".into()),
+            ..RunArgs::default()
+        };
+        let e = Config::resolve(&wildcard, &no_env).expect_err("wildcard needs advertise");
+        assert!(e.to_string().contains("--advertise-client"), "{e}");
+        let ok = RunArgs {
+            listen: Some("0.0.0.0:7070".into()),
+            advertise_client: Some("node-a:7070".into()),
+            ..RunArgs::default()
+        };
+        assert!(Config::resolve(&ok, &no_env).is_ok());
+        let interval_alone = RunArgs {
+            fsync_interval_ms: Some("5".into()),
+            ..RunArgs::default()
+        };
+        assert!(matches!(
+            Config::resolve(&interval_alone, &no_env),
+            Err(ConfigError::Conflict { .. })
+        ));
+    }
+
+    #[test]
+    fn peers_set_the_advertised_cluster_address() {
+        let args = RunArgs {
+            id: Some("2".into()),
+            peers: Some("1=a:7071,2=b:7071,3=c:7071".into()),
+            ..RunArgs::default()
+        };
+        let c = Config::resolve(&args, &no_env).expect("config");
+        assert_eq!(c.advertise_cluster.as_deref(), Some("b:7071"));
+        assert!(matches!(c.bootstrap, Bootstrap::Static(ref p) if p.len() == 3));
+    }
+
+    #[test]
+    fn bad_config_files_are_errors() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("neo.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:1\"\n").expect("write");
+        let args = RunArgs {
+            config: Some(path.clone()),
+            ..RunArgs::default()
+        };
+        let e = Config::resolve(&args, &no_env).expect_err("unknown key");
+        assert!(e.to_string().contains("unknown key \"lisen\""), "{e}");
+        std::fs::write(&path, "id = [1]\n").expect("write");
+        assert!(matches!(
+            Config::resolve(&args, &no_env),
+            Err(ConfigError::File { .. })
+        ));
+        let missing = RunArgs {
+            config: Some(dir.path().join("missing.toml")),
+            ..RunArgs::default()
+        };
+        assert!(matches!(
+            Config::resolve(&missing, &no_env),
+            Err(ConfigError::File { .. })
+        ));
+    }
+}

@@ -1,0 +1,246 @@
+//! Prometheus metrics, by hand: atomic counters and fixed-bucket histograms, rendered in
+//! the text exposition format (version 0.0.4) by `/metrics`. Gauges that describe the
+//! node's groups (partitions hosted and led, bytes stored) are computed when scraped.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Bucket upper bounds, in seconds: 100 µs to 10 s.
+const BUCKETS_S: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
+];
+
+/// A latency histogram with [`BUCKETS_S`] (plus `+Inf`).
+#[derive(Default)]
+pub(crate) struct Histogram {
+    /// Non-cumulative counts per bucket; the last is `+Inf`.
+    counts: [AtomicU64; BUCKETS_S.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub(crate) fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = BUCKETS_S
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(BUCKETS_S.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            let le = BUCKETS_S
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+/// A client connection counts as active while it sent a request this recently (the
+/// RPC server does not report its connections, see docs/node.md).
+const CONNECTION_ACTIVE_WINDOW: Duration = Duration::from_secs(60);
+/// Bound on tracked client connections (oldest are forgotten first on overflow).
+const CONNECTIONS_TRACKED_MAX: usize = 100_000;
+
+/// Every counter and histogram of a node.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub(crate) produce_requests: AtomicU64,
+    pub(crate) produce_errors: AtomicU64,
+    pub(crate) produce_records: AtomicU64,
+    pub(crate) produce_bytes: AtomicU64,
+    pub(crate) fetch_requests: AtomicU64,
+    pub(crate) fetch_errors: AtomicU64,
+    pub(crate) fetch_bytes: AtomicU64,
+    pub(crate) admin_requests: AtomicU64,
+    pub(crate) produce_latency: Histogram,
+    pub(crate) fetch_latency: Histogram,
+    pub(crate) commit_latency: Histogram,
+    peers: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+/// Gauges computed at scrape time by the caller.
+pub(crate) struct Gauges {
+    pub(crate) partitions_hosted: u64,
+    pub(crate) partitions_led: u64,
+    pub(crate) log_bytes: u64,
+    pub(crate) is_controller: bool,
+    pub(crate) nodes_alive: u64,
+}
+
+impl Metrics {
+    /// Notes a request from `peer` (for the active-connections gauge).
+    pub(crate) fn saw_peer(&self, peer: SocketAddr) {
+        let mut peers = self.peers.lock().expect("peers lock");
+        if peers.len() >= CONNECTIONS_TRACKED_MAX && !peers.contains_key(&peer) {
+            peers.retain(|_, t| t.elapsed() < CONNECTION_ACTIVE_WINDOW);
+            if peers.len() >= CONNECTIONS_TRACKED_MAX {
+                return;
+            }
+        }
+        peers.insert(peer, Instant::now());
+    }
+
+    fn active_connections(&self) -> usize {
+        let mut peers = self.peers.lock().expect("peers lock");
+        peers.retain(|_, t| t.elapsed() < CONNECTION_ACTIVE_WINDOW);
+        peers.len()
+    }
+
+    /// The whole exposition text.
+    pub(crate) fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {v}");
+        };
+        counter(
+            &mut out,
+            "neo_produce_requests_total",
+            "Produce requests received.",
+            &self.produce_requests,
+        );
+        counter(
+            &mut out,
+            "neo_produce_errors_total",
+            "Produce requests answered with an error.",
+            &self.produce_errors,
+        );
+        counter(
+            &mut out,
+            "neo_produce_records_total",
+            "Records in acknowledged produce requests.",
+            &self.produce_records,
+        );
+        counter(
+            &mut out,
+            "neo_produce_bytes_total",
+            "Record batch bytes in acknowledged produce requests.",
+            &self.produce_bytes,
+        );
+        counter(
+            &mut out,
+            "neo_fetch_requests_total",
+            "Fetch requests received.",
+            &self.fetch_requests,
+        );
+        counter(
+            &mut out,
+            "neo_fetch_errors_total",
+            "Fetch requests answered with an error.",
+            &self.fetch_errors,
+        );
+        counter(
+            &mut out,
+            "neo_fetch_bytes_total",
+            "Record batch bytes returned by fetches.",
+            &self.fetch_bytes,
+        );
+        counter(
+            &mut out,
+            "neo_admin_requests_total",
+            "Metadata and topic admin requests received.",
+            &self.admin_requests,
+        );
+        self.produce_latency.render(
+            &mut out,
+            "neo_produce_latency_seconds",
+            "Produce request latency, receipt to answer (acks=all: includes commit).",
+        );
+        self.fetch_latency.render(
+            &mut out,
+            "neo_fetch_latency_seconds",
+            "Fetch request latency, including long-poll waits.",
+        );
+        self.commit_latency.render(
+            &mut out,
+            "neo_raft_commit_latency_seconds",
+            "Partition proposal to applied on this leader (quorum fsync included).",
+        );
+        gauge(
+            &mut out,
+            "neo_partitions_hosted",
+            "Partition replicas hosted on this node.",
+            g.partitions_hosted,
+        );
+        gauge(
+            &mut out,
+            "neo_partitions_led",
+            "Partitions this node leads.",
+            g.partitions_led,
+        );
+        gauge(
+            &mut out,
+            "neo_log_bytes_stored",
+            "Bytes of partition segment logs on this node.",
+            g.log_bytes,
+        );
+        gauge(
+            &mut out,
+            "neo_controller",
+            "1 if this node leads the metadata group.",
+            u64::from(g.is_controller),
+        );
+        gauge(
+            &mut out,
+            "neo_nodes_alive",
+            "Registered nodes this node considers alive (itself included).",
+            g.nodes_alive,
+        );
+        gauge(
+            &mut out,
+            "neo_client_connections_active",
+            "Client connections that sent a request in the last 60 s.",
+            self.active_connections() as u64,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.produce_latency.observe(Duration::from_micros(50));
+        m.produce_latency.observe(Duration::from_millis(3));
+        m.produce_latency.observe(Duration::from_secs(20));
+        m.produce_requests.fetch_add(3, Ordering::Relaxed);
+        let text = m.render(&Gauges {
+            partitions_hosted: 2,
+            partitions_led: 1,
+            log_bytes: 10,
+            is_controller: true,
+            nodes_alive: 1,
+        });
+        assert!(text.contains("neo_produce_requests_total 3"));
+        assert!(text.contains("neo_produce_latency_seconds_bucket{le=\"0.0001\"} 1"));
+        assert!(text.contains("neo_produce_latency_seconds_bucket{le=\"0.005\"} 2"));
+        assert!(text.contains("neo_produce_latency_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("neo_produce_latency_seconds_count 3"));
+        assert!(text.contains("neo_partitions_led 1"));
+    }
+}
