@@ -1,18 +1,89 @@
 //! `neo-client`: the Rust client library for Neo, and the `neo` CLI.
 //!
-//! **Status: not built yet (issue 6).** This file is the map of what the crate will hold;
-//! no function here pretends to work.
+//! ```no_run
+//! use neo_client::{Admin, Client, Consumer, Offset, Producer, ProducerRecord};
+//! # async fn demo() -> neo_client::Result<()> {
+//! let client = Client::connect(&["127.0.0.1:7070"]).await?;
+//! Admin::new(client.clone()).create_topic("orders", 3, 3).await?;
+//! let producer = Producer::new(client.clone());
+//! let delivery = producer.send(ProducerRecord::new("orders", "hello").key("user-1")).await?;
+//! let meta = delivery.await?; // partition + offset, after commit on a quorum
+//! let mut consumer = Consumer::new(client);
+//! consumer.assign("orders", &[meta.partition], Offset::Beginning).await?;
+//! for record in consumer.poll(std::time::Duration::from_secs(1)).await? {
+//!     println!("{}@{}: {:?}", record.partition, record.offset, record.value);
+//! }
+//! # Ok(()) }
+//! ```
 //!
-//! # Layout (planned)
-//! - `client`: `Client::connect(seeds)`, metadata cache, leader discovery, retries with
-//!   backoff; refreshes metadata on `NotLeader{leader}` and on errors.
-//! - `producer`: batching by size and linger into Qiss record batches, zstd, acks
-//!   (`all`, `leader`, `none`), idempotence, partitioning by key hash or round robin.
-//! - `consumer`: assign partitions, seek, poll; consumer groups and committed offsets.
-//! - `queue`: point-to-point queue consumer with ack/nack.
-//! - `admin`: topics, cluster status.
-//! - `bin/neo`: the CLI (`topic`, `produce`, `consume`, `cluster status`, `bench`).
+//! # Layout
+//!
+//! | module | role |
+//! |---|---|
+//! | [`client`] | [`Client`]: seeds, one lazily opened connection per broker, the metadata cache, retry loops (leader calls, any-broker calls) |
+//! | [`metadata`] | [`MetadataCache`]: brokers, controller, partition leaders; `NotLeader` hints; staleness. Pure data, no I/O |
+//! | [`retry`] | [`RetryPolicy`]: exponential backoff with equal jitter, attempt limit, overall deadline |
+//! | [`partitioner`] | explicit / murmur2 of the key (Kafka-compatible, stable) / round robin |
+//! | [`producer`] | [`Producer`]: per-partition batching by size and linger, zstd, acks, in-flight bound, [`Delivery`] futures |
+//! | [`consumer`] | [`Consumer`]: assign, seek, long-poll `poll`, control batches skipped |
+//! | [`admin`] | [`Admin`]: create / delete / list / describe topics, [`ClusterStatus`] |
+//! | [`error`] | the one [`Error`] enum, retriable vs fatal |
+//! | `bin/neo` | the CLI (`topic`, `produce`, `consume`, `cluster status`, `bench`); contract in `docs/cli.md` |
+//!
+//! # A produce
+//!
+//! ```text
+//! Producer::send ─▶ partition (explicit | murmur2(key) % n | round robin)
+//!   ─▶ append to the partition's open Qiss batch (BatchBuilder)
+//!   ─▶ batch full, or linger passed, or flush, and an in-flight slot free
+//!   ─▶ job: build (+zstd) ─▶ Client::call_partition("produce") to the cached leader
+//!        ├─ NotLeader{hint}: cache.leader = hint, backoff, retry
+//!        ├─ connection error / no leader: mark stale → refresh metadata, backoff, retry
+//!        └─ ok: base_offset ─▶ each record's Delivery resolves (partition, base + i)
+//! ```
+//!
+//! # A consume
+//!
+//! ```text
+//! Consumer::poll(wait) ─▶ per assigned partition: fetch(offset, wait_ms_max = wait)
+//!   to its leader (same retry loop) ─▶ first non-empty answer ─▶ split_batches
+//!   ─▶ skip control batches, skip records below the position ─▶ position = next offset
+//! ```
 //!
 //! # Invariants
-//! - Depends only on `neo-protocol` and `qiss`: never on raft, cluster or storage.
+//!
+//! - Depends only on `neo-protocol` and `qiss` (and tokio & co): never on raft,
+//!   cluster, storage or node.
+//! - Every retry loop is bounded by `RetryPolicy::attempts_max` and
+//!   `RetryPolicy::deadline`; only errors with [`Error::is_retriable`] are retried.
+//! - Every queue is bounded: records buffered in a producer (`buffer_records_max`,
+//!   `send` waits beyond it), batches in flight per partition, bytes per fetch,
+//!   cached connections (`connections_max`).
+//! - A produced batch is never re-encoded after it was built: retries resend the same
+//!   bytes (same producer stamp).
+//! - A consumer position only moves past batches it returned or skipped (control), so
+//!   a consumer sees each committed record once, in offset order.
+//! - The key partitioner is a contract: `(murmur2(key) & 0x7fff_ffff) % partitions`,
+//!   Kafka's murmur2; it never changes.
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod client;
+pub mod consumer;
+pub mod error;
+pub mod metadata;
+pub mod partitioner;
+pub mod producer;
+pub mod retry;
+
+pub use admin::{Admin, ClusterStatus, NodeStatus, PartitionStatus};
+pub use client::{Client, ClientConfig};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Offset};
+pub use error::{Error, Result};
+pub use metadata::MetadataCache;
+pub use neo_protocol::api::{Acks, Isolation};
+pub use partitioner::{murmur2, partition_for_key};
+pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use qiss::batch::Compression;
+pub use retry::RetryPolicy;

@@ -1,10 +1,30 @@
 //! `neo-tests`: end-to-end tests of real clusters of real `neo-node` processes on
-//! loopback.
+//! loopback, driven through `neo-client` and the `neo` CLI.
 //!
-//! **Status: not built yet (issue 6).** This file is the map of what the crate will hold.
+//! # Layout
 //!
-//! # Layout (planned)
-//! - `cluster`: a harness that starts N `neo-node` processes on free loopback ports,
-//!   kills (SIGKILL), pauses (SIGSTOP) and restarts them.
-//! - `tests/`: produce/consume through the client across leader kills; the CLI contract.
+//! | module | role |
+//! |---|---|
+//! | [`cluster`] | [`TestCluster`]: start N `neo-node` processes on free loopback ports with static `--peers`, wait for `/ready`, kill -9, restart on the same data dir, node logs for failure messages |
+//! | `tests/cluster.rs` | 3 nodes, 3 partitions × replication 3, 100k messages through the client while the leader of a partition is killed; exactly-once and per-partition order of acknowledged messages; the killed node restarts, rejoins and catches up |
+//! | `tests/cli.rs` | the `neo` CLI contract of `docs/cli.md`, by running the built binary |
+//!
+//! # Binaries
+//!
+//! Tests start the binaries cargo built into the same target folder as the test
+//! executable (`target/<profile>/neo-node`, `target/<profile>/neo`): `cargo test
+//! --workspace` builds them. They are never built from here; a missing binary fails
+//! the test with a message saying how to build it.
+//!
+//! # Invariants
+//!
+//! - Every process a [`TestCluster`] starts is killed when it is dropped (test
+//!   failures included), and its data lives in a temporary folder removed with it.
+//! - Every wait is bounded (readiness, leaders, consumption) and fails with the nodes'
+//!   log tails, never hangs.
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod cluster;
+
+pub use cluster::{TestCluster, binary};

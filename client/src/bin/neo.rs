@@ -1,0 +1,767 @@
+//! `neo`: the command-line client of a Neo cluster. The contract (commands, flags,
+//! output formats, exit statuses) is documented in `docs/cli.md`; scripts rely on it.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use neo_client::{
+    Acks, Admin, Client, ClusterStatus, Consumer, ConsumerRecord, Offset, Producer, ProducerConfig,
+    ProducerRecord,
+};
+use serde::Serialize;
+
+/// Command-line client of a Neo cluster.
+#[derive(Debug, Parser)]
+#[command(name = "neo", version, about)]
+struct Cli {
+    /// Seed brokers, comma-separated `HOST:PORT` (any broker of the cluster will do).
+    #[arg(
+        long,
+        global = true,
+        env = "NEO_SERVER",
+        default_value = "127.0.0.1:7070",
+        value_delimiter = ','
+    )]
+    server: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Produce one message per stdin line; a summary goes to stderr.
+    Produce(ProduceArgs),
+    /// Print messages, one per stdout line.
+    Consume(ConsumeArgs),
+    /// The cluster's nodes, controller and partition placement.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Measure throughput and latency; prints one JSON line.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Create a topic (waits until every partition has a leader).
+    Create {
+        /// Topic name.
+        name: String,
+        /// Partition count.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Replicas per partition.
+        #[arg(long, default_value_t = 1)]
+        replication: u32,
+    },
+    /// List topic names, one per line.
+    List,
+    /// Show a topic's partitions.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AcksArg {
+    All,
+    Leader,
+    None,
+}
+
+impl From<AcksArg> for Acks {
+    fn from(a: AcksArg) -> Acks {
+        match a {
+            AcksArg::All => Acks::All,
+            AcksArg::Leader => Acks::Leader,
+            AcksArg::None => Acks::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    /// Topic name.
+    topic: String,
+    /// Key of every message (also picks the partition: murmur2(key) % partitions).
+    #[arg(long)]
+    key: Option<String>,
+    /// When a message counts as acknowledged.
+    #[arg(long, value_enum, default_value = "all")]
+    acks: AcksArg,
+    /// Send every message to this partition.
+    #[arg(long)]
+    partition: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+struct ConsumeArgs {
+    /// Topic name.
+    topic: String,
+    /// Read only this partition (default: all).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Start at the first offset still stored (default: only new messages).
+    #[arg(long, conflicts_with = "offset")]
+    from_beginning: bool,
+    /// Start at this offset.
+    #[arg(long)]
+    offset: Option<u64>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    max: Option<u64>,
+    /// Stop after this long with nothing new (default: never).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Nodes (with liveness), controller, partition leaders and replicas.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Produce N messages of B bytes with K in flight.
+    Produce {
+        /// Topic (must exist).
+        #[arg(long)]
+        topic: String,
+        /// Messages to send.
+        #[arg(long)]
+        msgs: u64,
+        /// Value size in bytes.
+        #[arg(long)]
+        size: usize,
+        /// Messages awaiting acknowledgement at once.
+        #[arg(long, default_value_t = 1)]
+        inflight: usize,
+        /// Acknowledgement mode.
+        #[arg(long, value_enum, default_value = "all")]
+        acks: AcksArg,
+    },
+    /// Read a topic from the beginning until nothing new arrives.
+    Consume {
+        /// Topic (must exist).
+        #[arg(long)]
+        topic: String,
+        /// Stop after this many messages (default: when nothing new arrives).
+        #[arg(long)]
+        msgs: Option<u64>,
+        /// Stop after this long with nothing new.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(&cli.server)
+        .await
+        .with_context(|| format!("cannot reach the cluster at {}", cli.server.join(",")))?;
+    match cli.command {
+        Command::Topic(cmd) => topic(client, cmd).await,
+        Command::Produce(args) => produce(client, args).await,
+        Command::Consume(args) => consume(client, args).await,
+        Command::Cluster(ClusterCommand::Status { format }) => {
+            let status = Admin::new(client).cluster_status().await?;
+            println!("{}", format_status(&status, format)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(cmd) => bench(client, cmd).await,
+    }
+}
+
+async fn topic(client: Client, cmd: TopicCommand) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(client);
+    match cmd {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication,
+        } => {
+            admin
+                .create_topic(&name, partitions, replication)
+                .await
+                .with_context(|| format!("create topic {name:?}"))?;
+            println!("created topic {name} (partitions {partitions}, replication {replication})");
+        }
+        TopicCommand::List => {
+            for name in admin.list_topics().await? {
+                println!("{name}");
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let d = admin
+                .describe_topic(&name)
+                .await
+                .with_context(|| format!("describe topic {name:?}"))?;
+            println!("topic {} partitions {}", d.name, d.partitions.len());
+            for p in &d.partitions {
+                println!(
+                    "  partition {} leader {} replicas {} in_sync {}",
+                    p.partition,
+                    p.leader.map_or("none".to_string(), |l| l.to_string()),
+                    ids(&p.replicas),
+                    ids(&p.in_sync)
+                );
+            }
+            for (k, v) in &d.configs {
+                println!("  config {k}={v}");
+            }
+        }
+        TopicCommand::Delete { name } => {
+            admin
+                .delete_topic(&name)
+                .await
+                .with_context(|| format!("delete topic {name:?}"))?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ids(ids: &[u64]) -> String {
+    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+    format!("[{}]", list.join(","))
+}
+
+async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    // Fail early and clearly on an unknown topic or partition.
+    let count = client.partition_count(&args.topic).await?;
+    if let Some(p) = args.partition
+        && p >= count
+    {
+        bail!(
+            "topic {:?} has no partition {p} (it has {count})",
+            args.topic
+        );
+    }
+    let producer = Producer::with_config(
+        client,
+        ProducerConfig {
+            acks: args.acks.into(),
+            ..ProducerConfig::default()
+        },
+    );
+    // Read stdin on a blocking thread; lines flow through a bounded channel.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1024);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut deliveries = Vec::new();
+    let mut send_failed = 0u64;
+    let mut first_error: Option<String> = None;
+    while let Some(line) = rx.recv().await {
+        let line = line.context("read stdin")?;
+        let mut record = ProducerRecord::new(args.topic.clone(), line);
+        if let Some(key) = &args.key {
+            record = record.key(key.clone());
+        }
+        if let Some(p) = args.partition {
+            record = record.partition(p);
+        }
+        match producer.send(record).await {
+            Ok(delivery) => deliveries.push(delivery),
+            Err(err) => {
+                send_failed += 1;
+                first_error.get_or_insert(err.to_string());
+            }
+        }
+    }
+    producer.flush().await;
+    let total = deliveries.len() as u64 + send_failed;
+    let mut acked = 0u64;
+    let mut failed = send_failed;
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(_) => acked += 1,
+            Err(err) => {
+                failed += 1;
+                first_error.get_or_insert(err.to_string());
+            }
+        }
+    }
+    let acks = format!("{:?}", args.acks).to_lowercase();
+    eprintln!(
+        "produced {total} messages to {}: {acked} acknowledged, {failed} failed (acks={acks})",
+        args.topic
+    );
+    if let Some(err) = first_error {
+        eprintln!("error: {err}");
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One consumed message as `neo consume --format json` prints it.
+#[derive(Debug, Serialize)]
+struct JsonMessage<'a> {
+    partition: u32,
+    offset: u64,
+    key: Option<std::borrow::Cow<'a, str>>,
+    value: std::borrow::Cow<'a, str>,
+}
+
+/// The line `neo consume` prints for a record (without the newline). Keys and values
+/// are printed as UTF-8 (invalid sequences replaced by U+FFFD).
+fn format_record(record: &ConsumerRecord, format: Format) -> String {
+    match format {
+        Format::Text => String::from_utf8_lossy(&record.value).into_owned(),
+        Format::Json => {
+            let msg = JsonMessage {
+                partition: record.partition,
+                offset: record.offset,
+                key: record.key.as_deref().map(String::from_utf8_lossy),
+                value: String::from_utf8_lossy(&record.value),
+            };
+            serde_json::to_string(&msg).expect("strings and numbers always serialize")
+        }
+    }
+}
+
+fn format_status(status: &ClusterStatus, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Json => serde_json::to_string(status)?,
+        Format::Text => {
+            let mut out = String::new();
+            let controller = status
+                .controller
+                .map_or("unknown".to_string(), |c| c.to_string());
+            out.push_str(&format!("controller {controller}\n"));
+            for n in &status.nodes {
+                let state = if n.alive { "alive" } else { "down" };
+                out.push_str(&format!("node {} {} {state}\n", n.id, n.client_addr));
+            }
+            for p in &status.partitions {
+                let leader = p.leader.map_or("none".to_string(), |l| l.to_string());
+                out.push_str(&format!(
+                    "partition {}/{} leader {leader} replicas {}\n",
+                    p.topic,
+                    p.partition,
+                    ids(&p.replicas)
+                ));
+            }
+            out.trim_end().to_string()
+        }
+    })
+}
+
+async fn consume(client: Client, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+    let from = match (args.from_beginning, args.offset) {
+        (_, Some(o)) => Offset::At(o),
+        (true, None) => Offset::Beginning,
+        (false, None) => Offset::End,
+    };
+    let mut consumer = Consumer::new(client);
+    match args.partition {
+        Some(p) => consumer.assign(&args.topic, &[p], from).await?,
+        None => consumer.assign_all(&args.topic, from).await?,
+    }
+    let max = args.max.unwrap_or(u64::MAX);
+    if max == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let idle_limit = args.timeout_ms.map(Duration::from_millis);
+    // One long poll waits at most this long, so that the idle limit is honoured.
+    let poll_wait = idle_limit
+        .unwrap_or(Duration::from_millis(500))
+        .min(Duration::from_millis(500));
+    let mut printed = 0u64;
+    let mut last_new = Instant::now();
+    let stdout = std::io::stdout();
+    loop {
+        let wait = match idle_limit {
+            Some(limit) => {
+                let left = limit.saturating_sub(last_new.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                left.min(poll_wait)
+            }
+            None => poll_wait,
+        };
+        let records = consumer.poll(wait).await?;
+        if records.is_empty() {
+            continue;
+        }
+        last_new = Instant::now();
+        let mut out = stdout.lock();
+        for record in &records {
+            writeln!(out, "{}", format_record(record, args.format))?;
+            printed += 1;
+            if printed >= max {
+                out.flush()?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The line `neo bench` prints.
+#[derive(Debug, Serialize, PartialEq)]
+struct BenchReport {
+    msgs: u64,
+    bytes: u64,
+    elapsed_s: f64,
+    msgs_per_s: f64,
+    mb_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+}
+
+/// The `q`-quantile (0..=1) of sorted samples, nearest rank; 0 when empty.
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn report(msgs: u64, bytes: u64, elapsed: Duration, mut latencies_us: Vec<u64>) -> BenchReport {
+    latencies_us.sort_unstable();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    BenchReport {
+        msgs,
+        bytes,
+        elapsed_s: secs,
+        msgs_per_s: msgs as f64 / secs,
+        mb_per_s: bytes as f64 / secs / 1e6,
+        p50_us: percentile(&latencies_us, 0.50),
+        p99_us: percentile(&latencies_us, 0.99),
+        p999_us: percentile(&latencies_us, 0.999),
+    }
+}
+
+async fn bench(client: Client, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Produce {
+            topic,
+            msgs,
+            size,
+            inflight,
+            acks,
+        } => {
+            client.partition_count(&topic).await?;
+            let inflight = inflight.max(1);
+            let producer = Producer::with_config(
+                client,
+                ProducerConfig {
+                    acks: acks.into(),
+                    // Batches form from the messages that wait for a free slot.
+                    linger: Duration::ZERO,
+                    partition_inflight_batches_max: if inflight > 1 { 4 } else { 1 },
+                    ..ProducerConfig::default()
+                },
+            );
+            let value = Bytes::from(vec![b'x'; size]);
+            let next = Arc::new(AtomicU64::new(0));
+            let started = Instant::now();
+            let workers: Vec<_> = (0..inflight)
+                .map(|_| {
+                    let producer = producer.clone();
+                    let next = Arc::clone(&next);
+                    let topic = topic.clone();
+                    let value = value.clone();
+                    tokio::spawn(async move {
+                        let mut latencies = Vec::new();
+                        while next.fetch_add(1, Ordering::Relaxed) < msgs {
+                            let t0 = Instant::now();
+                            producer
+                                .send_and_wait(ProducerRecord::new(topic.clone(), value.clone()))
+                                .await?;
+                            latencies.push(t0.elapsed().as_micros() as u64);
+                        }
+                        Ok::<_, neo_client::Error>(latencies)
+                    })
+                })
+                .collect();
+            let mut latencies = Vec::with_capacity(msgs as usize);
+            for worker in workers {
+                latencies.extend(worker.await??);
+            }
+            let elapsed = started.elapsed();
+            let r = report(msgs, msgs * size as u64, elapsed, latencies);
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        BenchCommand::Consume {
+            topic,
+            msgs,
+            timeout_ms,
+        } => {
+            let mut consumer = Consumer::new(client);
+            consumer.assign_all(&topic, Offset::Beginning).await?;
+            let idle = Duration::from_millis(timeout_ms);
+            let want = msgs.unwrap_or(u64::MAX);
+            let (mut count, mut bytes) = (0u64, 0u64);
+            let mut latencies = Vec::new();
+            let started = Instant::now();
+            let mut last_new = Instant::now();
+            while count < want && last_new.elapsed() < idle {
+                let t0 = Instant::now();
+                let records = consumer
+                    .poll(idle.saturating_sub(last_new.elapsed()))
+                    .await?;
+                if records.is_empty() {
+                    continue;
+                }
+                // Latency here is one poll's round trip, charged to each record it
+                // returned (a consumer has no per-message send time).
+                let us = t0.elapsed().as_micros() as u64;
+                last_new = Instant::now();
+                for r in &records {
+                    count += 1;
+                    bytes += r.value.len() as u64;
+                    latencies.push(us);
+                }
+            }
+            let elapsed = last_new.saturating_duration_since(started);
+            if count == 0 {
+                bail!("no message in topic {topic:?} within {timeout_ms} ms");
+            }
+            let r = report(count, bytes, elapsed, latencies);
+            println!("{}", serde_json::to_string(&r)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("neo").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn server_default_and_list() {
+        // SAFETY-free: the test only reads the default when NEO_SERVER is unset.
+        if std::env::var_os("NEO_SERVER").is_none() {
+            let cli = parse(&["topic", "list"]).unwrap();
+            assert_eq!(cli.server, vec!["127.0.0.1:7070"]);
+        }
+        let cli = parse(&["--server", "a:1,b:2", "topic", "list"]).unwrap();
+        assert_eq!(cli.server, vec!["a:1", "b:2"]);
+        // Global: also accepted after the subcommand.
+        let cli = parse(&["topic", "list", "--server", "c:3"]).unwrap();
+        assert_eq!(cli.server, vec!["c:3"]);
+    }
+
+    #[test]
+    fn topic_create_flags() {
+        let cli = parse(&[
+            "topic",
+            "create",
+            "t",
+            "--partitions",
+            "3",
+            "--replication",
+            "3",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Topic(TopicCommand::Create {
+                name,
+                partitions,
+                replication,
+            }) => assert_eq!((name.as_str(), partitions, replication), ("t", 3, 3)),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["topic", "create"]).is_err(), "name is required");
+        assert!(parse(&["topic", "create", "t", "--partitions", "x"]).is_err());
+    }
+
+    #[test]
+    fn produce_flags() {
+        let cli = parse(&[
+            "produce",
+            "t",
+            "--key",
+            "k",
+            "--acks",
+            "leader",
+            "--partition",
+            "2",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Produce(a) => {
+                assert_eq!(a.key.as_deref(), Some("k"));
+                assert_eq!(a.acks, AcksArg::Leader);
+                assert_eq!(a.partition, Some(2));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["produce", "t"]).unwrap().command {
+            Command::Produce(a) => assert_eq!(a.acks, AcksArg::All),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["produce", "t", "--acks", "some"]).is_err());
+    }
+
+    #[test]
+    fn consume_flags() {
+        let cli = parse(&[
+            "consume",
+            "t",
+            "--from-beginning",
+            "--max",
+            "5",
+            "--timeout-ms",
+            "100",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Consume(a) => {
+                assert!(a.from_beginning);
+                assert_eq!(
+                    (a.max, a.timeout_ms, a.format),
+                    (Some(5), Some(100), Format::Json)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse(&["consume", "t", "--from-beginning", "--offset", "3"]).is_err(),
+            "--from-beginning and --offset exclude each other"
+        );
+    }
+
+    #[test]
+    fn bench_and_cluster_flags() {
+        let cli = parse(&[
+            "bench",
+            "produce",
+            "--topic",
+            "t",
+            "--msgs",
+            "10",
+            "--size",
+            "100",
+            "--inflight",
+            "8",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Bench(BenchCommand::Produce {
+                msgs,
+                size,
+                inflight,
+                acks,
+                ..
+            }) => assert_eq!((msgs, size, inflight, acks), (10, 100, 8, AcksArg::All)),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["bench", "produce", "--topic", "t"]).is_err());
+        assert!(parse(&["bench", "consume", "--topic", "t"]).is_ok());
+        match parse(&["cluster", "status", "--format", "json"])
+            .unwrap()
+            .command
+        {
+            Command::Cluster(ClusterCommand::Status { format }) => assert_eq!(format, Format::Json),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn consume_json_line_is_the_contract() {
+        let mut record = ConsumerRecord {
+            topic: "t".into(),
+            partition: 2,
+            offset: 41,
+            timestamp_ms: 0,
+            key: Some(Bytes::from_static(b"k\"1")),
+            value: Bytes::from_static(b"hello"),
+            headers: Vec::new(),
+        };
+        assert_eq!(
+            format_record(&record, Format::Json),
+            r#"{"partition":2,"offset":41,"key":"k\"1","value":"hello"}"#
+        );
+        assert_eq!(format_record(&record, Format::Text), "hello");
+        record.key = None;
+        assert_eq!(
+            format_record(&record, Format::Json),
+            r#"{"partition":2,"offset":41,"key":null,"value":"hello"}"#
+        );
+    }
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let samples: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&samples, 0.5), 500);
+        assert_eq!(percentile(&samples, 0.99), 990);
+        assert_eq!(percentile(&samples, 0.999), 999);
+        assert_eq!(percentile(&[], 0.5), 0);
+        assert_eq!(percentile(&[7], 0.999), 7);
+        let r = report(10, 1000, Duration::from_secs(2), vec![3, 1, 2]);
+        assert_eq!((r.msgs_per_s, r.mb_per_s, r.p50_us), (5.0, 0.0005, 2));
+        let line = serde_json::to_string(&r).unwrap();
+        for field in ["msgs_per_s", "mb_per_s", "p50_us", "p99_us", "p999_us"] {
+            assert!(line.contains(&format!("\"{field}\":")), "{line}");
+        }
+    }
+}

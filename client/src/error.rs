@@ -1,0 +1,193 @@
+//! The crate's one error type, split into retriable and fatal failures.
+//!
+//! The retry loops of this crate ([`crate::Client`], the producer, the consumer) retry
+//! exactly the errors for which [`Error::is_retriable`] is true, and give up with
+//! [`Error::RetriesExhausted`] or [`Error::DeadlineExceeded`] carrying the last one.
+
+use std::time::Duration;
+
+use neo_protocol::{ErrorCode, RpcError};
+
+/// Everything a caller of `neo-client` can see go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The broker answered with an error frame (stable code in [`RpcError::code`]).
+    #[error("broker error: {0}")]
+    Broker(RpcError),
+    /// The transport failed: I/O, framing, a closed connection, a call timeout.
+    #[error("transport: {0}")]
+    Transport(neo_protocol::Error),
+    /// The topic does not exist (after a metadata refresh).
+    #[error("unknown topic {topic:?}")]
+    UnknownTopic {
+        /// The topic asked for.
+        topic: String,
+    },
+    /// The topic exists but has no such partition.
+    #[error("topic {topic:?} has no partition {partition} (it has {count})")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        count: u32,
+    },
+    /// Retriable: the partition has no leader in the cached metadata right now
+    /// (election in progress, topic just created).
+    #[error("partition {topic}/{partition} has no leader right now")]
+    LeaderNotAvailable {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// Retriable: no seed or broker answered a metadata request.
+    #[error("no broker reachable (tried {tried:?}): {last}")]
+    NoBrokerReachable {
+        /// Addresses tried.
+        tried: Vec<String>,
+        /// The last failure.
+        last: String,
+    },
+    /// A record batch could not be built or a fetched one could not be read.
+    #[error("record batch: {0}")]
+    Batch(#[from] qiss::Error),
+    /// The caller's input makes no sense (empty seed list, zero partitions, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A retriable error persisted through `retry_attempts_max` attempts.
+    #[error("gave up after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: Box<Error>,
+    },
+    /// A retriable error persisted until the operation's overall deadline.
+    #[error("deadline of {deadline:?} exceeded: {last}")]
+    DeadlineExceeded {
+        /// The deadline that expired.
+        deadline: Duration,
+        /// The last attempt's error.
+        last: Box<Error>,
+    },
+    /// The batch holding this record failed for good (every record of the batch gets
+    /// the same error).
+    #[error("{0}")]
+    BatchFailed(std::sync::Arc<Error>),
+    /// The producer was closed (dropped) before the record was delivered.
+    #[error("producer closed before the record was delivered")]
+    ProducerClosed,
+}
+
+impl Error {
+    /// Whether the same operation may succeed if tried again (after a backoff and,
+    /// where it helps, a metadata refresh). Everything else is fatal.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Broker(err) => err.is_retriable(),
+            Error::Transport(err) => match err {
+                // A call that timed out may still succeed: the broker may have been
+                // busy or the leader dead; the retry goes to the (new) leader.
+                neo_protocol::Error::Timeout { .. } | neo_protocol::Error::Connect { .. } => true,
+                other => other.is_retriable(),
+            },
+            Error::LeaderNotAvailable { .. } | Error::NoBrokerReachable { .. } => true,
+            Error::BatchFailed(err) => err.is_retriable(),
+            Error::UnknownTopic { .. }
+            | Error::UnknownPartition { .. }
+            | Error::Batch(_)
+            | Error::InvalidArgument(_)
+            | Error::RetriesExhausted { .. }
+            | Error::DeadlineExceeded { .. }
+            | Error::ProducerClosed => false,
+        }
+    }
+
+    /// Whether the cached metadata is probably wrong after this error (wrong leader,
+    /// dead connection), so that the next attempt should refresh it first.
+    pub fn invalidates_metadata(&self) -> bool {
+        match self {
+            Error::Broker(err) => matches!(
+                err.error_code(),
+                Some(
+                    ErrorCode::NotLeader
+                        | ErrorCode::UnknownTopic
+                        | ErrorCode::UnknownPartition
+                        | ErrorCode::ShuttingDown
+                )
+            ),
+            Error::Transport(_) | Error::LeaderNotAvailable { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The broker's error code, if the broker answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Broker(err) => err.error_code(),
+            Error::Transport(neo_protocol::Error::Rpc(err)) => err.error_code(),
+            Error::RetriesExhausted { last, .. } | Error::DeadlineExceeded { last, .. } => {
+                last.code()
+            }
+            Error::BatchFailed(err) => err.code(),
+            _ => None,
+        }
+    }
+
+    /// The leader address a `NotLeader` error carried, if any.
+    pub fn leader_hint(&self) -> Option<&str> {
+        match self {
+            Error::Broker(err) => err.leader_hint(),
+            _ => None,
+        }
+    }
+}
+
+impl From<neo_protocol::Error> for Error {
+    fn from(err: neo_protocol::Error) -> Error {
+        match err {
+            // A broker error frame is the broker's answer, not a transport failure.
+            neo_protocol::Error::Rpc(rpc) => Error::Broker(rpc),
+            other => Error::Transport(other),
+        }
+    }
+}
+
+/// Short alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retriable_and_fatal_are_told_apart() {
+        let not_leader = Error::from(neo_protocol::Error::Rpc(RpcError::not_leader(Some(
+            "127.0.0.1:1",
+        ))));
+        assert!(not_leader.is_retriable());
+        assert!(not_leader.invalidates_metadata());
+        assert_eq!(not_leader.leader_hint(), Some("127.0.0.1:1"));
+        assert_eq!(not_leader.code(), Some(ErrorCode::NotLeader));
+
+        let unknown = Error::from(neo_protocol::Error::Rpc(RpcError::new(
+            ErrorCode::UnknownTopic,
+            "no",
+        )));
+        assert!(!unknown.is_retriable());
+
+        let closed = Error::from(neo_protocol::Error::ConnectionClosed);
+        assert!(closed.is_retriable());
+        assert!(closed.invalidates_metadata());
+
+        let exhausted = Error::RetriesExhausted {
+            attempts: 3,
+            last: Box::new(not_leader),
+        };
+        assert!(!exhausted.is_retriable());
+        assert_eq!(exhausted.code(), Some(ErrorCode::NotLeader));
+        assert!(!Error::InvalidArgument("x".into()).is_retriable());
+    }
+}

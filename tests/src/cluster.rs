@@ -1,0 +1,308 @@
+//! [`TestCluster`]: real `neo-node` processes on loopback.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Bound on the wait for a started node's `/ready`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The path of a binary of this workspace, built by cargo into the same target folder
+/// as the running test executable (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    let mut dir = exe.parent().context("test executable has no folder")?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().context("deps has no parent")?;
+    }
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} does not exist: build it first (`cargo build -p {}` or `cargo test --workspace`)",
+            path.display(),
+            if name == "neo" { "neo-client" } else { name }
+        );
+    }
+    Ok(path)
+}
+
+/// The addresses of one node.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Node id (1-based).
+    pub id: u64,
+    /// Neo RPC (client) listener.
+    pub client: SocketAddr,
+    /// gRPC (cluster) listener.
+    pub cluster: SocketAddr,
+    /// HTTP admin listener.
+    pub http: SocketAddr,
+    /// Data folder.
+    pub data_dir: PathBuf,
+}
+
+struct Node {
+    spec: NodeSpec,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// N `neo-node` processes on loopback, statically bootstrapped with `--peers`.
+pub struct TestCluster {
+    nodes: Vec<Node>,
+    peers: String,
+    binary: PathBuf,
+    /// Holds every data dir and log; removed on drop.
+    _root: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for TestCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCluster")
+            .field(
+                "nodes",
+                &self.nodes.iter().map(|n| &n.spec).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// A loopback port nothing listens on right now (bind to 0, read it, close).
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+impl TestCluster {
+    /// Start `n` nodes and wait until each reports `/ready`.
+    pub fn start(n: u64) -> anyhow::Result<TestCluster> {
+        let binary = binary("neo-node")?;
+        let root = tempfile::Builder::new().prefix("neo-e2e-").tempdir()?;
+        let mut specs = Vec::new();
+        for id in 1..=n {
+            specs.push(NodeSpec {
+                id,
+                client: free_port()?,
+                cluster: free_port()?,
+                http: free_port()?,
+                data_dir: root.path().join(format!("node-{id}")),
+            });
+        }
+        let peers = specs
+            .iter()
+            .map(|s| format!("{}={}", s.id, s.cluster))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = specs
+            .into_iter()
+            .map(|spec| Node {
+                log: root.path().join(format!("node-{}.log", spec.id)),
+                spec,
+                child: None,
+            })
+            .collect();
+        let mut cluster = TestCluster {
+            nodes,
+            peers,
+            binary,
+            _root: root,
+        };
+        for id in 1..=n {
+            cluster.spawn(id)?;
+        }
+        for id in 1..=n {
+            cluster.wait_ready(id, READY_TIMEOUT)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Every node's client address (`host:port`), by id.
+    pub fn client_addrs(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| n.spec.client.to_string())
+            .collect()
+    }
+
+    /// The client addresses joined with commas (`neo --server`).
+    pub fn servers(&self) -> String {
+        self.client_addrs().join(",")
+    }
+
+    /// A node's addresses.
+    pub fn spec(&self, id: u64) -> &NodeSpec {
+        &self.node(id).spec
+    }
+
+    /// The id of the node whose client address is `address`.
+    pub fn id_of(&self, address: &str) -> Option<u64> {
+        self.nodes
+            .iter()
+            .find(|n| n.spec.client.to_string() == address)
+            .map(|n| n.spec.id)
+    }
+
+    /// Whether node `id` is running (started and not killed).
+    pub fn is_running(&mut self, id: u64) -> bool {
+        let node = self.node_mut(id);
+        match &mut node.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGKILL node `id` and reap it.
+    pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        let node = self.node_mut(id);
+        if let Some(mut child) = node.child.take() {
+            // `Child::kill` is SIGKILL on Unix: no shutdown path runs.
+            child.kill().ok();
+            child.wait().context("reap killed node")?;
+        }
+        Ok(())
+    }
+
+    /// Start node `id` again on its data dir and wait for `/ready`.
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        self.kill(id)?;
+        self.spawn(id)?;
+        self.wait_ready(id, READY_TIMEOUT)
+    }
+
+    /// Wait until node `id` answers `/ready` with 200.
+    pub fn wait_ready(&mut self, id: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let http = self.node(id).spec.http;
+        loop {
+            if !self.is_running(id) {
+                bail!(
+                    "node {id} exited while starting:\n{}",
+                    self.log_tail(id, 40)
+                );
+            }
+            if http_status(http, "/ready").is_ok_and(|s| s == 200) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "node {id} not ready after {timeout:?}:\n{}",
+                    self.log_tail(id, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last `lines` lines of node `id`'s log (stdout and stderr).
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        format!("--- node {id} log ---\n{}", all[from..].join("\n"))
+    }
+
+    /// Log tails of every node, for failure messages.
+    pub fn logs(&self, lines: usize) -> String {
+        self.nodes
+            .iter()
+            .map(|n| self.log_tail(n.spec.id, lines))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        let binary = self.binary.clone();
+        let peers = self.peers.clone();
+        let node = self.node_mut(id);
+        std::fs::create_dir_all(&node.spec.data_dir)?;
+        let log = File::options().create(true).append(true).open(&node.log)?;
+        let child = Command::new(&binary)
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--data-dir")
+            .arg(&node.spec.data_dir)
+            .arg("--listen")
+            .arg(node.spec.client.to_string())
+            .arg("--cluster-listen")
+            .arg(node.spec.cluster.to_string())
+            .arg("--http-listen")
+            .arg(node.spec.http.to_string())
+            .arg("--peers")
+            .arg(&peers)
+            .env(
+                "NEO_LOG",
+                std::env::var("NEO_E2E_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {}", binary.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    fn node(&self, id: u64) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[(id - 1) as usize]
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                child.kill().ok();
+                child.wait().ok();
+            }
+        }
+    }
+}
+
+/// The status code of `GET path` on `addr` (HTTP/1.0, no client library needed).
+pub fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+    let (status, _) = http_get(addr, path)?;
+    Ok(status)
+}
+
+/// `GET path` on `addr`: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status line in {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A data dir's size in bytes (for catch-up checks and reports).
+pub fn dir_size_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
