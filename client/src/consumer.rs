@@ -33,6 +33,9 @@ pub struct ConsumerConfig {
     /// Bound on the bytes one fetch returns per partition (at least one batch is
     /// returned when one exists).
     pub fetch_bytes_max: u32,
+    /// A long poll ends once this many bytes can be returned (or its wait passes): larger
+    /// values trade latency for fewer, fuller fetches.
+    pub fetch_bytes_min: u32,
     /// Only committed records (the default), or everything the leader has.
     pub isolation: Isolation,
     /// Retry of a fetch (NotLeader, dead connection, no leader yet).
@@ -45,6 +48,7 @@ impl Default for ConsumerConfig {
     fn default() -> ConsumerConfig {
         ConsumerConfig {
             fetch_bytes_max: 1024 * 1024,
+            fetch_bytes_min: 1,
             isolation: Isolation::Committed,
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(10),
@@ -249,6 +253,7 @@ impl Consumer {
             offset,
             bytes_max,
             wait_ms_max: wait_ms,
+            bytes_min: self.config.fetch_bytes_min.min(bytes_max),
             isolation: self.config.isolation,
         };
         let timeout = Duration::from_millis(u64::from(wait_ms)) + self.config.request_timeout;

@@ -24,9 +24,13 @@
 //! slots a retried batch can land after a later one.
 //!
 //! Duplicates: a batch whose reply was lost (leader killed after commit, timeout) is
-//! sent again, so it can be stored twice. With `idempotence` on, every batch carries
-//! a [`ProducerStamp`] (random producer id, per-partition sequence) in the request and
-//! in the batch header, so a broker that deduplicates can drop the second copy.
+//! sent again. With `idempotence` on (the default), every batch carries a
+//! [`ProducerStamp`] (random producer id, per-partition sequence) in the request and in
+//! the batch header; the partition leader recognises a batch it already holds (among
+//! the producer's last 8 batches on that partition, the broker's `RECENT_BATCHES`) and
+//! answers with the first copy's offset instead of storing it again. A retry older than
+//! that window gets `DuplicateSequence` (not stored). With `idempotence` off, a retried
+//! batch can be stored twice.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

@@ -897,3 +897,136 @@ async fn two_hundred_partitions_on_three_nodes_elect_and_commit() {
         s.shutdown().await;
     }
 }
+
+/// A batch of `records` records stamped by idempotent producer `producer` with its
+/// first sequence `sequence`.
+fn stamped(producer: i64, sequence: i32, records: u32) -> Bytes {
+    let mut b = qiss::batch::BatchBuilder::new();
+    b.producer(producer, 0, sequence);
+    for i in 0..records {
+        b.push(
+            1,
+            None,
+            &[],
+            format!("p{producer}-{}", sequence as u32 + i).as_bytes(),
+        )
+        .expect("push");
+    }
+    b.build().expect("build")
+}
+
+/// Counts the stored batches of `producer` in `log`.
+fn stored_copies(log: &[u8], producer: i64) -> usize {
+    let mut pos = 0;
+    let mut n = 0;
+    while pos < log.len() {
+        let h = qiss::batch::check(&log[pos..]).expect("stored batch is valid");
+        if h.producer_id == producer {
+            n += 1;
+        }
+        pos += h.batch_length as usize;
+    }
+    n
+}
+
+/// A retried idempotent batch is answered with its first copy's offset and not stored
+/// again: on the same leader (sequentially and concurrently), on a new leader after the
+/// old one is killed (the producer table is replicated state), and on a restarted node
+/// that becomes leader (the table is rebuilt from the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotent_batches_are_stored_once_across_failover() {
+    const PRODUCER: i64 = 42;
+    let mut c = Cluster::start(3).await;
+    let all = [1, 2, 3];
+    let leader = c.leader(&all).await;
+    let g = c.group(leader);
+    let mut acked = BTreeMap::new();
+    for i in 0..20 {
+        let seq = i * 3;
+        let r = g
+            .propose_records(stamped(PRODUCER, seq, 3))
+            .await
+            .expect("write");
+        acked.insert(seq, r);
+    }
+    // The same batches again: same answers, nothing stored.
+    let size = g.log_offsets().1;
+    for (&seq, &r) in acked.iter().rev().take(5) {
+        assert_eq!(
+            g.propose_records(stamped(PRODUCER, seq, 3)).await.unwrap(),
+            r
+        );
+    }
+    assert_eq!(g.log_offsets().1, size, "a duplicate was stored");
+    // Concurrent copies of a new batch: one is stored, all get its offset.
+    let copies: Vec<_> = (0..4)
+        .map(|_| {
+            let g = g.clone();
+            tokio::spawn(async move { g.propose_records(stamped(PRODUCER, 60, 2)).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in copies {
+        answers.push(t.await.unwrap().expect("write"));
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    acked.insert(60, answers[0]);
+    assert_eq!(stored_copies(&c.log_bytes(leader), PRODUCER), 21);
+
+    // Kill the leader: the new one answers retries with the original offsets.
+    drop(g);
+    c.kill(leader).await;
+    let survivors: Vec<NodeId> = all.iter().copied().filter(|&id| id != leader).collect();
+    let new_leader = c.leader(&survivors).await;
+    let g2 = c.group(new_leader);
+    // The last RECENT_BATCHES are remembered; older ones are refused, not stored.
+    let remembered = acked.len() - neo_raft::producers::RECENT_BATCHES;
+    for (&seq, &r) in acked.iter().skip(remembered) {
+        let records = if seq == 60 { 2 } else { 3 };
+        assert_eq!(
+            g2.propose_records(stamped(PRODUCER, seq, records))
+                .await
+                .unwrap(),
+            r,
+            "retry of sequence {seq} on the new leader"
+        );
+    }
+    assert!(matches!(
+        g2.propose_records(stamped(PRODUCER, 0, 3)).await,
+        Err(neo_raft::Error::DuplicateSequence { .. })
+    ));
+    let next = g2.propose_records(stamped(PRODUCER, 62, 1)).await.unwrap();
+    assert!(next.0 > answers[0].0);
+    assert_eq!(stored_copies(&c.log_bytes(new_leader), PRODUCER), 22);
+    drop(g2);
+
+    // Restart the old leader and hand it leadership: its table was rebuilt from its log.
+    c.boot(leader).await;
+    let last = c.group(new_leader).metrics().last_log_index.unwrap();
+    c.applied(&[leader], last).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while c.leader(&all).await != leader {
+        assert!(tokio::time::Instant::now() < deadline, "transfer failed");
+        let current = c.leader(&all).await;
+        let _ = c.group(current).transfer_leader(leader).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let g1 = c.group(leader);
+    assert_eq!(
+        g1.propose_records(stamped(PRODUCER, 62, 1)).await.unwrap(),
+        next
+    );
+    assert_eq!(
+        g1.propose_records(stamped(PRODUCER, 57, 3)).await.unwrap(),
+        acked[&57]
+    );
+    let settled = c.settle(&all).await;
+    for id in all {
+        assert_eq!(stored_copies(&c.log_bytes(id), PRODUCER), 22, "node {id}");
+    }
+    assert_eq!(settled, leader);
+    drop(g1);
+    for id in c.running_ids() {
+        c.kill(id).await;
+    }
+}

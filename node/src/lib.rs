@@ -31,6 +31,8 @@
 //!   ├─ not a replica here ─► NotLeader{preferred replica's client addr}
 //!   ├─ size ≤ batch_bytes_max, qiss validate (CRC, records), not a control batch
 //!   │     (else InvalidRecordBatch; nothing stored)
+//!   ├─ stamped by an idempotent producer and already held (or in flight) ─► the first
+//!   │     copy's offset, nothing stored (see neo-raft's `producers`)
 //!   ├─ acks=all|leader ─► RaftGroup::propose_records ─► openraft client_write
 //!   │     ─► leader appends (the batch itself is the log entry) + replicates over gRPC
 //!   │     ─► quorum fdatasync'd ─► commit ─► apply assigns base offset ─► reply

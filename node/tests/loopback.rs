@@ -144,6 +144,7 @@ async fn single_node_create_produce_fetch_and_errors() {
         offset,
         bytes_max: 1 << 20,
         wait_ms_max,
+        bytes_min: 1,
         isolation: Isolation::Committed,
     };
     let r: FetchResponse = client
@@ -209,6 +210,90 @@ async fn single_node_create_produce_fetch_and_errors() {
         !r.batches.is_empty(),
         "the long poll returned the new batch"
     );
+
+    // bytes_min: a long poll asking for more than one batch's bytes waits for the
+    // second batch instead of answering with the first.
+    let after_b3 = {
+        let r: FetchResponse = client
+            .call(BROKER_SERVICE, "fetch", &fetch(hw, 0))
+            .await
+            .expect("fetch");
+        r.high_watermark
+    };
+    let b4 = batch(&["f"]);
+    let waiting = {
+        let client = client.clone();
+        let mut req = fetch(after_b3, 20_000);
+        req.bytes_min = (2 * b4.len()) as u32;
+        tokio::spawn(async move {
+            client
+                .call::<_, FetchResponse>(BROKER_SERVICE, "fetch", &req)
+                .await
+        })
+    };
+    for values in [["f"], ["g"]] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _: ProduceResponse = client
+            .call(
+                BROKER_SERVICE,
+                "produce",
+                &ProduceRequest {
+                    topic: "orders".into(),
+                    partition: 1,
+                    acks: Acks::All,
+                    timeout_ms: 10_000,
+                    producer: None,
+                    records: batch(&values),
+                },
+            )
+            .await
+            .expect("produce");
+    }
+    let r = waiting
+        .await
+        .expect("task")
+        .expect("long poll with bytes_min");
+    assert!(
+        r.batches.len() >= 2 * b4.len(),
+        "bytes_min = two batches, got {} bytes",
+        r.batches.len()
+    );
+
+    // Idempotent producer: the same stamped batch twice is stored once and both
+    // answers carry its offset.
+    let stamped = {
+        let mut b = qiss::batch::BatchBuilder::new();
+        b.producer(77, 0, 0);
+        b.push(1, None, &[], b"once").expect("push");
+        b.build().expect("build").to_vec()
+    };
+    let req = ProduceRequest {
+        topic: "orders".into(),
+        partition: 1,
+        acks: Acks::All,
+        timeout_ms: 10_000,
+        producer: Some(neo_protocol::api::ProducerStamp {
+            producer_id: 77,
+            epoch: 0,
+            sequence: 0,
+        }),
+        records: stamped,
+    };
+    let first: ProduceResponse = client
+        .call(BROKER_SERVICE, "produce", &req)
+        .await
+        .expect("stamped");
+    let hw_after_first = first.base_offset + 1;
+    let again: ProduceResponse = client
+        .call(BROKER_SERVICE, "produce", &req)
+        .await
+        .expect("stamped again");
+    assert_eq!(again.base_offset, first.base_offset);
+    let r: FetchResponse = client
+        .call(BROKER_SERVICE, "fetch", &fetch(first.base_offset, 0))
+        .await
+        .expect("fetch");
+    assert_eq!(r.high_watermark, hw_after_first, "the retry was stored");
 
     // acks=none answers without an offset.
     let r: ProduceResponse = client
@@ -305,7 +390,10 @@ async fn single_node_create_produce_fetch_and_errors() {
         .map(|b| qiss::batch::RecordBatch::new(b.expect("batch")).expect("valid"))
         .filter(|b| !b.is_control())
         .count();
-    assert_eq!(user, 3, "only the three accepted batches are stored");
+    assert_eq!(
+        user, 6,
+        "only the accepted batches are stored: b1, b2, b3, f, g and the stamped one once"
+    );
 
     // Metadata: this node, its client address, the controller, leaders.
     let md: MetadataResponse = client

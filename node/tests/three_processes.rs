@@ -156,6 +156,7 @@ async fn consume_all(addrs: &[String]) -> Vec<String> {
             offset,
             bytes_max: 1 << 20,
             wait_ms_max: 0,
+            bytes_min: 1,
             isolation: Isolation::Committed,
         };
         let r: FetchResponse = call_leader(addrs, 0, "fetch", &req).await;

@@ -76,11 +76,14 @@ pub enum ErrorCode {
     NotEnoughReplicas = 1008,
     /// A group or queue member's generation is stale (it must rejoin).
     StaleGeneration = 1009,
+    /// An idempotent producer's batch repeats a sequence older than the partition
+    /// remembers: it was stored before (its offset is no longer known); not stored again.
+    DuplicateSequence = 1010,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order (for docs, tests and exhaustive tables).
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Malformed,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -105,6 +108,7 @@ impl ErrorCode {
         ErrorCode::OffsetOutOfRange,
         ErrorCode::NotEnoughReplicas,
         ErrorCode::StaleGeneration,
+        ErrorCode::DuplicateSequence,
     ];
 
     /// The stable wire number.
@@ -382,6 +386,7 @@ mod tests {
         assert_eq!(ErrorCode::Internal as u16, 50);
         assert_eq!(ErrorCode::NotLeader as u16, 1000);
         assert_eq!(ErrorCode::StaleGeneration as u16, 1009);
+        assert_eq!(ErrorCode::DuplicateSequence as u16, 1010);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! names an openraft type.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::log_store::{LogStore, NodeStore, OffsetAnchor, RECORD_BATCH_BYTES_MAX};
 use crate::meta_sm::{MetaCommand, MetaResponse, MetaState};
 use crate::network::{NetworkFactory, Router, RpcKind, SnapshotHead, Transport, WireResult};
-use crate::state_machine::{AppliedState, GroupKind, GroupStateMachine};
+use crate::producers::{ProducedBatch, Seen};
+use crate::state_machine::{AppliedState, GroupKind, GroupStateMachine, SharedProducers};
 use crate::types::{Applied, GroupId, NeoRaft, NodeId, Proposal, RecordBatch, Snapshot};
 
 /// Timing of a group's Raft. Defaults suit a LAN; tests on a loaded 2-core machine use
@@ -122,6 +124,34 @@ pub struct RaftGroup {
     log: LogStore,
     applied: watch::Receiver<AppliedState>,
     meta: watch::Receiver<Arc<MetaState>>,
+    /// The applied producer table (written by the state machine).
+    producers: SharedProducers,
+    /// Stamped batches proposed by this replica and not yet finished.
+    inflight: Arc<Mutex<HashMap<InflightKey, watch::Receiver<bool>>>>,
+    /// The term in which this replica, as leader, last caught its state machine up to
+    /// everything committed before its term (`u64::MAX`: never).
+    dedup_term: AtomicU64,
+}
+
+/// (producer id, epoch, base sequence) of a stamped batch.
+type InflightKey = (u64, i16, i32);
+
+/// Removes a finished in-flight batch and wakes the retries waiting on it.
+struct InflightGuard {
+    map: Arc<Mutex<HashMap<InflightKey, watch::Receiver<bool>>>>,
+    key: InflightKey,
+    done: watch::Sender<bool>,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        lock(&self.map).remove(&self.key);
+        self.done.send_replace(true);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn fatal(group: GroupId, e: impl std::fmt::Display) -> Error {
@@ -146,6 +176,28 @@ fn write_error(group: GroupId, e: RaftError<NeoRaft, ClientWriteError<NeoRaft>>)
             reason: e.to_string(),
         },
         RaftError::Fatal(e) => fatal(group, e),
+    }
+}
+
+/// Appends a record batch through Raft; returns its applied offset and count.
+async fn write_records(
+    raft: &Raft<NeoRaft, GroupStateMachine>,
+    group: GroupId,
+    batch: Bytes,
+) -> Result<(u64, u32)> {
+    let resp = raft
+        .client_write(Proposal::Records(RecordBatch(batch)))
+        .await
+        .map_err(|e| write_error(group, e))?;
+    match resp.data {
+        Applied::Records {
+            base_offset,
+            record_count,
+        } => Ok((base_offset, record_count)),
+        other => Err(fatal(
+            group,
+            format!("record batch applied as {other:?}: not a partition group"),
+        )),
     }
 }
 
@@ -199,6 +251,7 @@ impl RaftGroup {
         })?;
         let applied = sm.applied_rx();
         let meta = sm.meta_rx();
+        let producers = sm.producers();
         let log = LogStore::open(
             &dir.join("log"),
             cfg.group,
@@ -221,6 +274,9 @@ impl RaftGroup {
             log: log_handle,
             applied,
             meta,
+            producers,
+            inflight: Arc::default(),
+            dedup_term: AtomicU64::new(u64::MAX),
         }))
     }
 
@@ -257,28 +313,101 @@ impl RaftGroup {
 
     /// Proposes a record batch to a partition group; returns once a quorum has it on
     /// disk and it is applied, with the offset of its first record and its record count.
+    ///
+    /// A batch stamped by an idempotent producer (`producer_id >= 0` in its header) that
+    /// this partition already holds, or that is in flight on this leader, is not stored
+    /// again: the answer is the first copy's offset and count. The check is exact on a
+    /// leader: once per term it waits until its state machine has applied everything
+    /// committed before the term (ReadIndex), so the producer table covers every earlier
+    /// term, and the batches of its own term are in flight here or applied.
     pub async fn propose_records(&self, batch: Bytes) -> Result<(u64, u32)> {
-        Self::check_record_batch(&batch)?;
-        let resp = self
-            .raft
-            .client_write(Proposal::Records(RecordBatch(batch)))
-            .await
-            .map_err(|e| write_error(self.group, e))?;
-        match resp.data {
-            Applied::Records {
-                base_offset,
-                record_count,
-            } => Ok((base_offset, record_count)),
-            other => Err(fatal(
-                self.group,
-                format!("record batch applied as {other:?}: not a partition group"),
-            )),
+        let header = Self::check_record_batch(&batch)?;
+        if header.producer_id < 0 {
+            return write_records(&self.raft, self.group, batch).await;
         }
+        let key: InflightKey = (
+            header.producer_id as u64,
+            header.producer_epoch,
+            header.base_sequence,
+        );
+        self.catch_up_for_dedup().await?;
+        let guard = loop {
+            let mut wait = {
+                let mut inflight = lock(&self.inflight);
+                match lock(&self.producers).check(key.0, key.1, key.2) {
+                    Seen::Applied(b) => return Ok((b.base_offset, b.record_count)),
+                    Seen::Stale => {
+                        return Err(Error::DuplicateSequence {
+                            group: self.group,
+                            producer_id: key.0,
+                            sequence: key.2,
+                        });
+                    }
+                    Seen::New => {}
+                }
+                match inflight.get(&key) {
+                    Some(rx) => rx.clone(),
+                    None => {
+                        let (done, rx) = watch::channel(false);
+                        inflight.insert(key, rx);
+                        break InflightGuard {
+                            map: Arc::clone(&self.inflight),
+                            key,
+                            done,
+                        };
+                    }
+                }
+            };
+            // The same batch is in flight: wait for its outcome, then look again (it is
+            // applied, or it failed and this copy is proposed).
+            let _ = wait.wait_for(|done| *done).await;
+        };
+        // The write runs in its own task, so that a caller that stops waiting (a
+        // produce timeout) does not end the in-flight entry while the batch may still
+        // commit: a retry meanwhile waits for it instead of storing a second copy.
+        let raft = self.raft.clone();
+        let group = self.group;
+        tokio::spawn(async move {
+            let r = write_records(&raft, group, batch).await;
+            drop(guard);
+            r
+        })
+        .await
+        .map_err(|e| fatal(self.group, e))?
+    }
+
+    /// Leader only: once per term, waits until everything committed before the term is
+    /// applied (so the producer table knows every earlier batch).
+    async fn catch_up_for_dedup(&self) -> Result<()> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return Err(Error::NotLeader {
+                group: self.group,
+                leader: m.current_leader,
+            });
+        }
+        if self.dedup_term.load(Ordering::Acquire) == m.current_term {
+            return Ok(());
+        }
+        self.ensure_linearizable().await?;
+        self.dedup_term.store(m.current_term, Ordering::Release);
+        Ok(())
+    }
+
+    /// The applied batch of an idempotent producer, if this replica's producer table
+    /// remembers it (tests and diagnostics).
+    pub fn produced_batch(
+        &self,
+        producer_id: u64,
+        epoch: i16,
+        base_sequence: i32,
+    ) -> Option<ProducedBatch> {
+        lock(&self.producers).lookup(producer_id, epoch, base_sequence)
     }
 
     /// What a partition group accepts as a proposal: a valid batch within
     /// [`RECORD_BATCH_BYTES_MAX`] that is not a control batch.
-    fn check_record_batch(batch: &[u8]) -> Result<()> {
+    fn check_record_batch(batch: &[u8]) -> Result<qiss::batch::BatchHeader> {
         if batch.len() > RECORD_BATCH_BYTES_MAX {
             return Err(Error::BatchTooLarge {
                 size: batch.len(),
@@ -289,7 +418,7 @@ impl RaftGroup {
         if h.is_control() {
             return Err(Error::ControlBatch);
         }
-        Ok(())
+        Ok(h)
     }
 
     /// Fire and forget: hands a record batch to this replica's Raft, which must lead,

@@ -65,6 +65,7 @@ mod group;
 mod log_store;
 pub mod meta_sm;
 mod network;
+pub mod producers;
 mod state_machine;
 mod types;
 

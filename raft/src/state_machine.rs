@@ -6,8 +6,8 @@
 //! the state machine and the log store compute the same base offset for every entry
 //! without talking to each other.
 //!
-//! Snapshots: a partition's snapshot is metadata only (`next_offset`), since its data is
-//! the log itself; the metadata group's snapshot is the whole [`MetaState`], Qiss-encoded.
+//! Snapshots: a partition's snapshot is metadata only (`next_offset` and the
+//! idempotent-producer table, see `producers`), since its data is the log itself; the metadata group's snapshot is the whole [`MetaState`], Qiss-encoded.
 //! The current snapshot is written to `snapshot.qiss` in the group's directory (write to a
 //! temporary file, fsync, rename, fsync the directory) so a restart resumes from it.
 
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::codec;
 use crate::log_store::OffsetAnchor;
 use crate::meta_sm::MetaState;
+use crate::producers::{ProducedBatch, ProducerTable, ProducerTableImage};
 use crate::types::{Applied, LogId, NeoRaft, Proposal, Snapshot, SnapshotMeta, StoredMembership};
 
 /// Which kind of group a state machine serves.
@@ -62,6 +63,8 @@ struct SnapshotBody {
     next_offset: u64,
     /// `Some` for the metadata group.
     meta: Option<MetaState>,
+    /// Partition groups: the idempotent producers' latest batches.
+    producers: ProducerTableImage,
 }
 
 /// A snapshot as stored on disk: the openraft meta plus the body bytes.
@@ -82,12 +85,23 @@ struct Inner {
 }
 
 impl Inner {
-    fn body(&self) -> SnapshotBody {
+    fn body(&self, producers: ProducerTableImage) -> SnapshotBody {
         SnapshotBody {
             next_offset: self.next_offset,
             meta: (self.kind == GroupKind::Metadata).then(|| self.meta.clone()),
+            producers,
         }
     }
+}
+
+/// The shared handle on a partition's producer table: the state machine writes it as it
+/// applies, the leader's produce path reads it.
+pub(crate) type SharedProducers = Arc<std::sync::Mutex<ProducerTable>>;
+
+fn lock_producers(p: &SharedProducers) -> std::sync::MutexGuard<'_, ProducerTable> {
+    // The table holds plain data, consistent after every statement: a panic elsewhere
+    // while it was locked leaves nothing half-done.
+    p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The openraft state machine of one group.
@@ -102,6 +116,7 @@ pub struct GroupStateMachine {
     meta_tx: watch::Sender<Arc<MetaState>>,
     /// Tells the log store where the log restarts after a snapshot install.
     anchor: OffsetAnchor,
+    producers: SharedProducers,
 }
 
 const SNAPSHOT_FILE: &str = "snapshot.qiss";
@@ -127,6 +142,7 @@ impl GroupStateMachine {
             applied_tx: watch::Sender::new(AppliedState::default()),
             meta_tx: watch::Sender::new(Arc::new(MetaState::default())),
             anchor,
+            producers: SharedProducers::default(),
         };
         if let Some(path) = &sm.snapshot_path {
             match std::fs::read(path) {
@@ -155,6 +171,11 @@ impl GroupStateMachine {
         self.applied_tx.subscribe()
     }
 
+    /// The producer table this state machine maintains (empty for the metadata group).
+    pub(crate) fn producers(&self) -> SharedProducers {
+        self.producers.clone()
+    }
+
     /// A receiver of the metadata state (stays empty for partition groups).
     pub(crate) fn meta_rx(&self) -> watch::Receiver<Arc<MetaState>> {
         self.meta_tx.subscribe()
@@ -180,6 +201,7 @@ impl GroupStateMachine {
         self.inner.membership = meta.last_membership.clone();
         self.inner.next_offset = body.next_offset;
         self.inner.meta = body.meta.unwrap_or_default();
+        *lock_producers(&self.producers) = ProducerTable::from_image(body.producers);
         self.publish();
         Ok(())
     }
@@ -195,10 +217,26 @@ impl GroupStateMachine {
                 Applied::Nothing
             }
             EntryPayload::Normal(Proposal::Records(b)) => match self.inner.kind {
-                GroupKind::Partition => Applied::Records {
-                    base_offset,
-                    record_count: codec::record_count(&b.0).unwrap_or(1) as u32,
-                },
+                GroupKind::Partition => {
+                    let header = qiss::batch::BatchHeader::parse(&b.0).ok();
+                    let record_count = header.as_ref().map_or(1, |h| h.record_count);
+                    if let Some(h) = header.filter(|h| h.producer_id >= 0) {
+                        lock_producers(&self.producers).record(
+                            h.producer_id as u64,
+                            h.producer_epoch,
+                            entry.log_id.index,
+                            ProducedBatch {
+                                base_sequence: h.base_sequence,
+                                base_offset,
+                                record_count,
+                            },
+                        );
+                    }
+                    Applied::Records {
+                        base_offset,
+                        record_count,
+                    }
+                }
                 GroupKind::Metadata => Applied::Nothing,
             },
             EntryPayload::Normal(Proposal::Meta(cmd)) => match self.inner.kind {
@@ -212,6 +250,7 @@ impl GroupStateMachine {
 /// Builds a snapshot from a copy of the state taken when the builder was made.
 pub struct SnapshotBuilder {
     state: Inner,
+    producers: ProducerTableImage,
     snapshot: Arc<std::sync::Mutex<Option<Snapshot>>>,
     snapshot_path: Option<PathBuf>,
 }
@@ -220,7 +259,7 @@ impl RaftSnapshotBuilder<NeoRaft> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let data = codec::encode(&self.state.body())
+        let data = codec::encode(&self.state.body(self.producers.clone()))
             .map_err(|e| io::Error::other(format!("encode_snapshot: {e}")))?;
         let snap = Snapshot {
             meta: SnapshotMeta {
@@ -290,6 +329,7 @@ impl RaftStateMachine<NeoRaft> for GroupStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             state: self.inner.clone(),
+            producers: lock_producers(&self.producers).image(),
             snapshot: self.snapshot.clone(),
             snapshot_path: self.snapshot_path.clone(),
         }

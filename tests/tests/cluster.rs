@@ -1,8 +1,7 @@
 //! Three real `neo-node` processes: 100k messages through the client while the leader
 //! of a partition is killed with SIGKILL; every acknowledged message is read back at
-//! its acknowledged offset, in per-partition order; the killed node restarts, rejoins
-//! and catches up. Exactly once (no duplicate from a retried batch) is the ignored
-//! test `leader_kill_duplicates_nothing` until the broker deduplicates.
+//! its acknowledged offset exactly once, in per-partition order; the killed node
+//! restarts, rejoins and catches up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -110,7 +109,6 @@ async fn consume_all(
 fn check(
     acked: &BTreeMap<u64, (u32, u64)>,
     seen: &BTreeMap<(u32, u64), u64>,
-    exactly_once: bool,
 ) -> anyhow::Result<String> {
     for (seq, at) in acked {
         match seen.get(at) {
@@ -152,10 +150,7 @@ fn check(
         &duplicates[..duplicates.len().min(5)],
         unacked_stored
     );
-    ensure!(
-        !exactly_once || duplicates.is_empty(),
-        "not exactly once: {report} (the broker does not deduplicate retried batches)"
-    );
+    ensure!(duplicates.is_empty(), "not exactly once: {report}");
     Ok(report)
 }
 
@@ -167,34 +162,24 @@ async fn leader_of(client: &Client, cluster: &TestCluster, partition: u32) -> an
     }
 }
 
-/// No acknowledged message is lost or moved, per-partition order holds, and the
-/// restarted node catches up. Duplicates from retried batches are counted and printed
-/// but not failed on: see `leader_kill_duplicates_nothing`.
+/// No acknowledged message is lost or moved, none is stored twice (a batch whose reply
+/// was lost to the kill is retried by the client and recognised by the new leader from
+/// its producer stamp), per-partition order holds, and the restarted node catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_kill_while_producing_loses_nothing() -> anyhow::Result<()> {
-    run(false).await
+async fn leader_kill_while_producing_loses_nothing_and_duplicates_nothing() -> anyhow::Result<()> {
+    run().await
 }
 
-/// The "exactly once": also no duplicate. Fails today whenever a batch was
-/// committed but its reply was lost to the kill (observed: 0 or ~600 duplicates out of
-/// 100k depending on timing): the client retries it and neo-node does not yet
-/// deduplicate by the `ProducerStamp` (producer id + sequence) every batch carries.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "neo-node does not deduplicate retried batches yet (ProducerStamp ignored)"]
-async fn leader_kill_duplicates_nothing() -> anyhow::Result<()> {
-    run(true).await
-}
-
-async fn run(exactly_once: bool) -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start(3)?;
-    let result = scenario(&mut cluster, exactly_once).await;
+    let result = scenario(&mut cluster).await;
     if result.is_err() {
         eprintln!("{}", cluster.logs(60));
     }
     result
 }
 
-async fn scenario(cluster: &mut TestCluster, exactly_once: bool) -> anyhow::Result<()> {
+async fn scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
     let client = Client::connect(&cluster.client_addrs()).await?;
     Admin::new(client.clone())
         .create_topic(TOPIC, PARTITIONS, 3)
@@ -239,7 +224,7 @@ async fn scenario(cluster: &mut TestCluster, exactly_once: bool) -> anyhow::Resu
 
     // 2. Every acknowledged message exactly once, in per-partition order.
     let seen = consume_all(&client, &acked).await?;
-    eprintln!("after the kill: {}", check(&acked, &seen, exactly_once)?);
+    eprintln!("after the kill: {}", check(&acked, &seen)?);
 
     // 3. The killed node restarts and rejoins.
     cluster.restart(killed)?;
@@ -259,7 +244,7 @@ async fn scenario(cluster: &mut TestCluster, exactly_once: bool) -> anyhow::Resu
         failed.first()
     );
     let seen = consume_all(&client, &acked).await?;
-    eprintln!("after the restart: {}", check(&acked, &seen, exactly_once)?);
+    eprintln!("after the restart: {}", check(&acked, &seen)?);
     cluster.restart(other)?;
     Ok(())
 }

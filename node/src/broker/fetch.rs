@@ -11,7 +11,9 @@
 //! Long polling: when `offset` is at the high watermark, the handler waits on the
 //! replica's applied-state watch until it moves past `offset`, `wait_ms_max` (at most
 //! `fetch_wait_ms_max`) passes, or the node shuts down; then it answers, possibly with
-//! no batches. `min_bytes` is not in the request: any committed byte ends the wait.
+//! no batches. With `bytes_min` > 1 the wait also goes on while the committed bytes
+//! readable from `offset` are fewer than `bytes_min` (and fewer than the byte bound);
+//! when the wait ends, whatever is committed is returned.
 //!
 //! Errors: `UnknownTopic`, `UnknownPartition`, `NotLeader` (with the leader's client
 //! address; fetch is served by the leader only, so a consumer never reads a lagging
@@ -92,22 +94,23 @@ async fn fetch(shared: &Shared, req: FetchRequest) -> Result<FetchResponse, RpcE
                 ),
             ));
         }
+        let mut answer = empty(hw, start);
         if req.offset < hw {
             let batches = read_committed(&group, req.offset, hw, bytes_max)
                 .map_err(|e| raft_error(shared, e, &what))?;
-            return Ok(FetchResponse {
-                high_watermark: hw,
-                log_start_offset: start,
-                batches: batches.to_vec(),
-            });
+            let enough = batches.len() >= (req.bytes_min as usize).min(bytes_max);
+            answer.batches = batches.to_vec();
+            if enough {
+                return Ok(answer);
+            }
         }
         if *shutdown.borrow() {
-            return Ok(empty(hw, start));
+            return Ok(answer);
         }
         tokio::select! {
-            changed = applied.changed() => if changed.is_err() { return Ok(empty(hw, start)) },
-            _ = tokio::time::sleep_until(deadline) => return Ok(empty(hw, start)),
-            _ = shutdown.changed() => return Ok(empty(hw, start)),
+            changed = applied.changed() => if changed.is_err() { return Ok(answer) },
+            _ = tokio::time::sleep_until(deadline) => return Ok(answer),
+            _ = shutdown.changed() => return Ok(answer),
         }
     }
 }

@@ -153,6 +153,9 @@ pub(crate) fn raft_error(shared: &Shared, e: neo_raft::Error, what: &str) -> Rpc
     match e {
         E::NotLeader { leader, .. } => not_leader(shared, leader, what),
         E::Busy { .. } => RpcError::new(ErrorCode::Busy, format!("{what}: {e}")),
+        E::DuplicateSequence { .. } => {
+            RpcError::new(ErrorCode::DuplicateSequence, format!("{what}: {e}"))
+        }
         E::BatchTooLarge { .. } | E::BadBatch { .. } | E::ControlBatch => {
             RpcError::new(ErrorCode::InvalidRecordBatch, e.to_string())
         }

@@ -7,6 +7,13 @@
 //! valid Qiss batch (CRC and every record's framing) and not a control batch
 //! (`InvalidRecordBatch`). Then, by `acks`:
 //!
+//! Idempotent producers: a batch whose header carries a producer id (`>= 0`) is
+//! deduplicated by `RaftGroup::propose_records` against the partition's replicated
+//! producer table and the batches in flight on this leader: a retry of a batch the
+//! partition holds gets the first copy's offset and is not stored again; a retry older
+//! than the remembered window gets `DuplicateSequence`. The request's `producer` stamp
+//! is informational: the header (covered by the CRC) is what counts.
+//!
 //! - `all` (and `leader`, see below): `RaftGroup::propose_records`, answered once a
 //!   quorum has the batch on disk and it is applied, with its base offset; bounded by
 //!   the request's `timeout_ms` (at most `produce_timeout_ms_max`), after which the

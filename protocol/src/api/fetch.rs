@@ -24,6 +24,9 @@ pub struct FetchRequest {
     pub bytes_max: u32,
     /// How long to wait for data if none is available (long poll).
     pub wait_ms_max: u32,
+    /// The long poll ends early once at least this many committed bytes can be
+    /// returned (0 or 1: as soon as any can). `wait_ms_max` bounds the wait either way.
+    pub bytes_min: u32,
     /// Visibility of uncommitted records.
     pub isolation: Isolation,
 }

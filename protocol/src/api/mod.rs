@@ -131,6 +131,7 @@ mod tests {
             offset: 10,
             bytes_max: 1 << 20,
             wait_ms_max: 500,
+            bytes_min: 1,
             isolation: Isolation::Committed,
         });
         round_trip(FetchResponse {
