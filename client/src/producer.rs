@@ -28,8 +28,8 @@
 //! [`ProducerStamp`] (random producer id, per-partition sequence) in the request and in
 //! the batch header; the partition leader recognises a batch it already holds (among
 //! the producer's last 8 batches on that partition, the broker's `RECENT_BATCHES`) and
-//! answers with the first copy's offset instead of storing it again. A retry older than
-//! that window gets `DuplicateSequence` (not stored). With `idempotence` off, a retried
+//! answers with the first copy's offset instead of storing it again. A retry of an
+//! older batch the partition holds gets `DuplicateSequence` (not stored again). With `idempotence` off, a retried
 //! batch can be stored twice.
 
 use std::collections::{HashMap, VecDeque};

@@ -76,8 +76,8 @@ pub enum ErrorCode {
     NotEnoughReplicas = 1008,
     /// A group or queue member's generation is stale (it must rejoin).
     StaleGeneration = 1009,
-    /// An idempotent producer's batch repeats a sequence older than the partition
-    /// remembers: it was stored before (its offset is no longer known); not stored again.
+    /// An idempotent producer's batch was stored before, and its offset is no longer
+    /// remembered (older than the producer's last batches): it is not stored again.
     DuplicateSequence = 1010,
 }
 

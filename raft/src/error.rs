@@ -50,12 +50,12 @@ pub enum Error {
     /// producer, since the log store decodes them as Raft entries.
     #[error("record batch has the control attribute set; producers may not write control batches")]
     ControlBatch,
-    /// An idempotent producer's batch repeats a sequence older than the ones the
-    /// partition remembers (see `producers`): it was stored before, under an offset no
-    /// longer known, and is not stored again.
+    /// An idempotent producer's batch was stored before, but is older than the last
+    /// batches whose offsets the partition remembers (see `producers`): it is not stored
+    /// again.
     #[error(
-        "group {group}: producer {producer_id} batch at sequence {sequence} is older than \
-         the last {} batches the partition remembers",
+        "group {group}: producer {producer_id} batch at sequence {sequence} was stored \
+         before; its offset is older than the last {} batches the partition remembers",
         crate::producers::RECENT_BATCHES
     )]
     DuplicateSequence {
