@@ -316,13 +316,19 @@ impl RaftStateMachine<NeoRaft> for GroupStateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<NeoRaft>, io::Error>> + Unpin + Send,
     {
+        // Answer the proposers only after the applied state is published: a client that
+        // got its offset and then fetches must find the high watermark past it.
+        let mut answers = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             let applied = self.apply_one(&entry);
             if let Some(r) = responder {
-                r.send(applied);
+                answers.push((r, applied));
             }
         }
         self.publish();
+        for (r, applied) in answers {
+            r.send(applied);
+        }
         Ok(())
     }
 
