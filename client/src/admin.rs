@@ -58,6 +58,13 @@ pub struct Admin {
     pub probe_timeout: Duration,
 }
 
+/// Topic config key: delete a partition's oldest data once older than this many
+/// milliseconds (whole log segments, on every replica).
+pub const RETENTION_MS: &str = "retention.ms";
+/// Topic config key: delete a partition's oldest data while its log (on each replica)
+/// is larger than this many bytes (whole segments; the active segment always stays).
+pub const RETENTION_BYTES: &str = "retention.bytes";
+
 impl Admin {
     /// An admin handle on `client`.
     pub fn new(client: Client) -> Admin {
@@ -76,6 +83,37 @@ impl Admin {
         partitions: u32,
         replication_factor: u32,
     ) -> Result<()> {
+        self.create_topic_with_configs(name, partitions, replication_factor, Vec::new())
+            .await
+    }
+
+    /// [`Admin::create_topic`] with topic configs, as `(key, value)` pairs. The broker
+    /// knows [`RETENTION_MS`] and [`RETENTION_BYTES`] (decimal integers of at least 1);
+    /// any other key or a bad value is refused with `InvalidArgument` naming the key.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: neo_client::Admin) -> neo_client::Result<()> {
+    /// use neo_client::admin::{RETENTION_BYTES, RETENTION_MS};
+    /// admin
+    ///     .create_topic_with_configs(
+    ///         "events",
+    ///         3,
+    ///         3,
+    ///         vec![
+    ///             (RETENTION_MS.into(), "604800000".into()),
+    ///             (RETENTION_BYTES.into(), "1073741824".into()),
+    ///         ],
+    ///     )
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn create_topic_with_configs(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: Vec<(String, String)>,
+    ) -> Result<()> {
         if partitions == 0 || replication_factor == 0 {
             return Err(Error::InvalidArgument(
                 "partitions and replication factor must be at least 1".into(),
@@ -85,7 +123,7 @@ impl Admin {
             name: name.to_string(),
             partitions,
             replication_factor,
-            configs: Vec::new(),
+            configs,
         };
         let _: CreateTopicResponse = self.client.call_any("create_topic", &request).await?;
         self.wait_for_leaders(name).await

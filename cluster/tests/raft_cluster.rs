@@ -592,6 +592,8 @@ async fn metadata_group_snapshots_changes_membership_and_transfers_leadership() 
             MetaCommand::CreateTopic {
                 name: format!("t{t}"),
                 replicas: vec![vec![1, 2, 3]],
+                retention_ms: None,
+                retention_bytes: None,
             },
         )
         .await;
@@ -603,6 +605,8 @@ async fn metadata_group_snapshots_changes_membership_and_transfers_leadership() 
         MetaCommand::CreateTopic {
             name: "t0".into(),
             replicas: vec![vec![1]],
+            retention_ms: None,
+            retention_bytes: None,
         },
     )
     .await;
@@ -641,6 +645,8 @@ async fn metadata_group_snapshots_changes_membership_and_transfers_leadership() 
                     MetaCommand::CreateTopic {
                         name: format!("t{t}"),
                         replicas: vec![vec![1, 2, 3]],
+                        retention_ms: None,
+                        retention_bytes: None,
                     },
                 )
                 .await;

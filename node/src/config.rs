@@ -129,6 +129,8 @@ settings! {
     fetch_wait_ms_max, "NEO_FETCH_WAIT_MS_MAX", "MS", "Longest fetch long poll (default 30000)";
     fetch_bytes_max, "NEO_FETCH_BYTES_MAX", "BYTES", "Most bytes one fetch returns (default 8 MiB)";
     produce_timeout_ms_max, "NEO_PRODUCE_TIMEOUT_MS_MAX", "MS", "Longest a produce waits for commit (default 30000)";
+    retention_check_ms, "NEO_RETENTION_CHECK_MS", "MS", "Period of the retention pass over hosted partitions (default 30000)";
+    segment_bytes, "NEO_SEGMENT_BYTES", "BYTES", "Segment file size of Raft group logs; retention deletes whole segments (default 256 MiB)";
 }
 
 /// How this node finds its cluster.
@@ -174,6 +176,11 @@ pub struct Limits {
     pub produce_timeout_ms_max: u32,
     /// Most concurrent HTTP admin connections.
     pub http_connections_max: usize,
+    /// Period of the retention pass over the partitions hosted here.
+    pub retention_check_ms: u64,
+    /// Segment file size of every Raft group log opened by this node (partitions and
+    /// metadata). Retention deletes whole sealed segments, so this is its granularity.
+    pub segment_bytes: u64,
 }
 
 impl Default for Limits {
@@ -188,6 +195,8 @@ impl Default for Limits {
             fetch_bytes_max: 8 * 1024 * 1024,
             produce_timeout_ms_max: 30_000,
             http_connections_max: 64,
+            retention_check_ms: 30_000,
+            segment_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -467,6 +476,20 @@ impl Config {
                 300_000,
             )? as u32,
             http_connections_max: d.http_connections_max,
+            retention_check_ms: num(
+                "retention_check_ms",
+                &l.retention_check_ms,
+                d.retention_check_ms,
+                10,
+                86_400_000,
+            )?,
+            segment_bytes: num(
+                "segment_bytes",
+                &l.segment_bytes,
+                d.segment_bytes,
+                neo_raft::SEGMENT_BYTES_MIN,
+                neo_raft::SEGMENT_BYTES_MAX,
+            )?,
         };
         // A produce frame carries one batch plus a small envelope; a fetch response
         // carries up to fetch_bytes_max plus at least one (possibly larger) batch.
@@ -573,6 +596,26 @@ mod tests {
     }
 
     #[test]
+    fn retention_check_and_segment_size_settings() {
+        let d = Config::resolve(&RunArgs::default(), &no_env).expect("default config");
+        assert_eq!(d.limits.retention_check_ms, 30_000);
+        assert_eq!(d.limits.segment_bytes, 256 * 1024 * 1024);
+        let env = env_of(&[
+            ("NEO_RETENTION_CHECK_MS", "250"),
+            ("NEO_SEGMENT_BYTES", "65536"),
+        ]);
+        let c = Config::resolve(&RunArgs::default(), &env).expect("config");
+        assert_eq!(c.limits.retention_check_ms, 250);
+        assert_eq!(c.limits.segment_bytes, 65_536);
+        let args = RunArgs {
+            retention_check_ms: Some("100".into()),
+            ..RunArgs::default()
+        };
+        let c = Config::resolve(&args, &env).expect("config");
+        assert_eq!(c.limits.retention_check_ms, 100, "flag over env");
+    }
+
+    #[test]
     fn config_file_named_by_env() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("neo.toml");
@@ -627,6 +670,27 @@ mod tests {
                     ..RunArgs::default()
                 },
                 "--fsync / NEO_FSYNC / fsync",
+            ),
+            (
+                RunArgs {
+                    retention_check_ms: Some("0".into()),
+                    ..RunArgs::default()
+                },
+                "--retention-check-ms / NEO_RETENTION_CHECK_MS / retention_check_ms",
+            ),
+            (
+                RunArgs {
+                    segment_bytes: Some("100".into()),
+                    ..RunArgs::default()
+                },
+                "--segment-bytes / NEO_SEGMENT_BYTES / segment_bytes",
+            ),
+            (
+                RunArgs {
+                    segment_bytes: Some("lots".into()),
+                    ..RunArgs::default()
+                },
+                "--segment-bytes / NEO_SEGMENT_BYTES / segment_bytes",
             ),
         ];
         for (args, field) in cases {

@@ -68,6 +68,10 @@ pub(crate) struct Metrics {
     pub(crate) fetch_errors: AtomicU64,
     pub(crate) fetch_bytes: AtomicU64,
     pub(crate) admin_requests: AtomicU64,
+    /// Retention purges asked of partition replicas here.
+    pub(crate) retention_purges: AtomicU64,
+    /// Retention attempts that failed (logged; the next pass retries).
+    pub(crate) retention_errors: AtomicU64,
     pub(crate) produce_latency: Histogram,
     pub(crate) fetch_latency: Histogram,
     pub(crate) commit_latency: Histogram,
@@ -162,6 +166,18 @@ impl Metrics {
             "neo_admin_requests_total",
             "Metadata and topic admin requests received.",
             &self.admin_requests,
+        );
+        counter(
+            &mut out,
+            "neo_retention_purges_total",
+            "Retention purges of partition replica logs on this node.",
+            &self.retention_purges,
+        );
+        counter(
+            &mut out,
+            "neo_retention_errors_total",
+            "Retention passes over a partition replica that failed.",
+            &self.retention_errors,
         );
         self.produce_latency.render(
             &mut out,

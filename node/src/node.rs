@@ -167,7 +167,8 @@ impl Node {
     /// start bootstraps) the metadata group, registers with the metadata leader, and
     /// keeps the partition groups it replicates in step with the metadata.
     pub async fn start(cfg: Config) -> Result<Node> {
-        let store = NodeStore::open_with(&cfg.data_dir, cfg.durability)?;
+        let store = NodeStore::open_with(&cfg.data_dir, cfg.durability)?
+            .with_segment_bytes(cfg.limits.segment_bytes);
         let (stop, stop_rx) = watch::channel(false);
         let registry = Arc::new(Registry::new());
         let health = HealthMonitor::new();
@@ -262,6 +263,10 @@ impl Node {
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(crate::reconcile::run(
+            shared.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::retention::run(
             shared.clone(),
             stop_rx.clone(),
         )));

@@ -147,6 +147,8 @@ mod tests {
         s.apply(&MetaCommand::CreateTopic {
             name: "t".into(),
             replicas: vec![vec![1, 2], vec![2, 3], vec![3, 1]],
+            retention_ms: None,
+            retention_bytes: None,
         });
         let mine = my_partitions(&s, 1);
         assert_eq!(mine.len(), 2);

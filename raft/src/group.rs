@@ -258,6 +258,7 @@ impl RaftGroup {
             store.meta().clone(),
             anchor,
             store.durability(),
+            store.segment_bytes(),
         )?;
         let network = NetworkFactory {
             router: Router::new(transport, cfg.node_id),
@@ -654,6 +655,44 @@ impl RaftGroup {
         let upto = index.min(m.snapshot_index.unwrap_or(0));
         t.purge_log(upto).await.map_err(|e| fatal(self.group, e))?;
         Ok(upto)
+    }
+
+    /// Applies a partition's retention to this replica's log (each replica purges its
+    /// own; log compaction is local in Raft, and a follower that later needs purged
+    /// entries gets a snapshot). Plans the cut with `neo-storage`'s retention rule over
+    /// `retention_ms` / `retention_bytes` at `now_ms` (ms since the epoch: sealed
+    /// segments only, never the active one), maps it to the last Raft index whose entry
+    /// lies entirely below it, caps that at the applied index (so never beyond what is
+    /// committed) and purges up to it through [`RaftGroup::purge_upto`].
+    ///
+    /// Returns the index purge was asked for, or `None` when nothing is due (no limits,
+    /// nothing old or large enough, or already purged). openraft deletes the segments in
+    /// the background; watch [`GroupMetrics::purged_index`] or the log start offset.
+    pub async fn apply_retention(
+        &self,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        now_ms: i64,
+        timeout: Duration,
+    ) -> Result<Option<u64>> {
+        if retention_ms.is_none() && retention_bytes.is_none() {
+            return Ok(None);
+        }
+        let Some(planned) = self
+            .log
+            .retention_upto(retention_ms, retention_bytes, now_ms)
+        else {
+            return Ok(None);
+        };
+        let m = self.metrics();
+        let Some(applied) = m.applied_index else {
+            return Ok(None);
+        };
+        let upto = planned.min(applied);
+        if m.purged_index.is_some_and(|p| p >= upto) {
+            return Ok(None);
+        }
+        self.purge_upto(upto, timeout).await.map(Some)
     }
 
     /// Stops the replica's Raft; pending writes fail. Files stay for a reopen.

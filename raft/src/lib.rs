@@ -44,7 +44,9 @@
 //! - A log id is recovered from the batch's `term`/`log_index` stamps; the index map is
 //!   rebuilt from them at open.
 //! - Partition groups never snapshot or purge on openraft's initiative: their log is
-//!   their data; retention calls [`RaftGroup::purge_upto`]. A partition snapshot is
+//!   their data; retention calls [`RaftGroup::apply_retention`] (which plans the cut on
+//!   segment boundaries, never past the applied index nor into the active segment, and
+//!   purges through [`RaftGroup::purge_upto`]). A partition snapshot is
 //!   metadata only (next offset); a metadata snapshot is the whole [`meta_sm::MetaState`].
 //! - Only this crate depends on openraft.
 //!
@@ -73,7 +75,9 @@ pub use error::{Error, Result};
 pub use group::{
     GroupConfig, GroupMetrics, MAX_PAYLOAD_ENTRIES, RaftGroup, RaftTiming, Registry, Role,
 };
-pub use log_store::{Durability, NodeStore, RECORD_BATCH_BYTES_MAX};
+pub use log_store::{
+    Durability, NodeStore, RECORD_BATCH_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+};
 pub use network::{RpcKind, Transport, TransportError};
 pub use state_machine::{AppliedState, GroupKind};
 pub use types::{Applied, GroupId, METADATA_GROUP, NodeId, Proposal, RecordBatch};

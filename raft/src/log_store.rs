@@ -55,6 +55,11 @@ const READ_CHUNK_BYTES: usize = 1024 * 1024;
 /// Largest control batch: a membership or metadata command, Qiss-encoded.
 const CONTROL_BATCH_BYTES_MAX: usize = 1024 * 1024;
 
+/// Smallest segment size [`NodeStore::with_segment_bytes`] accepts.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Largest segment size [`NodeStore::with_segment_bytes`] accepts.
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+
 /// Where the log restarts after a snapshot install emptied it: the state machine sets
 /// it when it installs a snapshot (`index` = the snapshot's last index, `next_offset` =
 /// the offset the entry after it gets), the log store reads it when a purge empties the
@@ -110,6 +115,24 @@ impl IndexMap {
         let i = index.checked_sub(self.first_index)?;
         self.entries.get(i as usize).copied()
     }
+
+    /// The last index present whose entry lies entirely below record offset `offset`
+    /// (its batch ends at or before it; `log_next` is where the last entry ends).
+    fn last_index_below(&self, offset: u64, log_next: u64) -> Option<u64> {
+        // Entries `..k` start below `offset` (bases increase with the index).
+        let k = self.entries.partition_point(|&(_, base)| base < offset);
+        let last = k.checked_sub(1)?;
+        let end = match self.entries.get(k) {
+            Some(&(_, base)) => base,
+            None => log_next,
+        };
+        let last = if end <= offset {
+            last
+        } else {
+            last.checked_sub(1)?
+        };
+        Some(self.first_index + last as u64)
+    }
 }
 
 struct Inner {
@@ -161,6 +184,7 @@ pub struct NodeStore {
     dir: PathBuf,
     meta: MetaStore,
     durability: Durability,
+    segment_bytes: u64,
 }
 
 impl NodeStore {
@@ -182,7 +206,21 @@ impl NodeStore {
             dir,
             meta,
             durability,
+            segment_bytes: LogConfig::default().segment_size_bytes_max,
         })
+    }
+
+    /// Every group log opened on this store from now on rolls its segments at this
+    /// size (default: `neo-storage`'s, 256 MiB). Retention deletes whole sealed
+    /// segments, so this is also its granularity. Clamped to 4 KiB ..= 1 GiB.
+    pub fn with_segment_bytes(mut self, segment_bytes: u64) -> NodeStore {
+        self.segment_bytes = segment_bytes.clamp(SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX);
+        self
+    }
+
+    /// The segment size of group logs opened on this store.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
     }
 
     /// Deletes the files of `group` (its log and snapshot). The group must be shut
@@ -231,8 +269,10 @@ impl LogStore {
         meta: MetaStore,
         anchor: OffsetAnchor,
         durability: Durability,
+        segment_bytes: u64,
     ) -> Result<LogStore> {
         let config = LogConfig {
+            segment_size_bytes_max: segment_bytes,
             batch_size_bytes_max: (RECORD_BATCH_BYTES_MAX.max(CONTROL_BATCH_BYTES_MAX) + 4096)
                 as u32,
             fsync: match durability {
@@ -282,6 +322,24 @@ impl LogStore {
     /// Bytes of every segment of the log.
     pub(crate) fn size_bytes(&self) -> u64 {
         self.inner.log.stats().size_bytes
+    }
+
+    /// Where retention under these limits would cut the log, as a Raft index: the last
+    /// entry that lies entirely below the oldest segment to keep (see
+    /// [`SegmentLog::retention_plan_for`]; the active segment is never due). `None`
+    /// if nothing is due. Purging up to it deletes exactly the planned segments.
+    pub(crate) fn retention_upto(
+        &self,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        now_ms: i64,
+    ) -> Option<u64> {
+        let map = self.inner.map();
+        let offset = self
+            .inner
+            .log
+            .retention_plan_for(retention_ms, retention_bytes, now_ms)?;
+        map.last_index_below(offset, self.inner.log.next_offset())
     }
 }
 
@@ -679,11 +737,124 @@ mod tests {
                 node.meta().clone(),
                 anchor.clone(),
                 Durability::Fsync,
+                SEGMENT_BYTES_MAX,
             )
             .expect("log store");
             let sm = GroupStateMachine::open(GroupKind::Partition, None, anchor).expect("sm");
             Ok((dir, log, sm))
         }
+    }
+
+    #[test]
+    fn last_index_below_is_the_last_entry_ending_at_or_before_the_offset() {
+        let map = IndexMap {
+            first_index: 5,
+            entries: [(1, 10), (1, 13), (2, 20), (2, 21)].into(),
+            last_purged: None,
+        };
+        // Entries: 5 = [10, 13), 6 = [13, 20), 7 = [20, 21), 8 = [21, 25).
+        assert_eq!(map.last_index_below(0, 25), None);
+        assert_eq!(map.last_index_below(10, 25), None);
+        assert_eq!(map.last_index_below(12, 25), None, "entry 5 straddles 12");
+        assert_eq!(map.last_index_below(13, 25), Some(5));
+        assert_eq!(
+            map.last_index_below(15, 25),
+            Some(5),
+            "entry 6 straddles 15"
+        );
+        assert_eq!(map.last_index_below(20, 25), Some(6));
+        assert_eq!(map.last_index_below(21, 25), Some(7));
+        assert_eq!(
+            map.last_index_below(24, 25),
+            Some(7),
+            "the last entry ends at 25"
+        );
+        assert_eq!(map.last_index_below(25, 25), Some(8));
+        assert_eq!(map.last_index_below(99, 25), Some(8));
+        assert_eq!(IndexMap::default().last_index_below(99, 0), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_maps_the_planned_segment_cut_to_a_raft_index() {
+        use openraft::entry::RaftEntry;
+        use openraft::type_config::TypeConfigExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let node = NodeStore::open(dir.path())
+            .expect("node store")
+            .with_segment_bytes(SEGMENT_BYTES_MIN);
+        assert_eq!(node.segment_bytes(), SEGMENT_BYTES_MIN);
+        let mut log = LogStore::open(
+            &node.group_dir(4).join("log"),
+            4,
+            node.meta().clone(),
+            OffsetAnchor::default(),
+            Durability::Fsync,
+            node.segment_bytes(),
+        )
+        .expect("open");
+        // A blank entry, then 24 batches of 3 records and ~1000 bytes, timestamps
+        // 100, 200, ...: 4 batches per 4 KiB segment.
+        let mut entries = vec![Entry::new_blank(LogId::new(1.into(), 0))];
+        for i in 1..=24u64 {
+            let b = neo_storage::testing::batch(3, i as i64 * 100, i as i64 * 100, &[7; 1000]);
+            entries.push(Entry::new_normal(
+                LogId::new(1.into(), i),
+                crate::types::Proposal::Records(crate::types::RecordBatch(Bytes::from(b))),
+            ));
+        }
+        let (tx, rx) = NeoRaft::oneshot();
+        log.append(entries, IOFlushed::signal(tx))
+            .await
+            .expect("append");
+        rx.await.expect("flush notified").expect("flushed");
+        let segments = log.inner.log.stats().segments;
+        assert!(segments >= 5, "the log rolled: {segments} segments");
+
+        assert_eq!(log.retention_upto(None, None, i64::MAX), None, "no limits");
+        assert_eq!(
+            log.retention_upto(Some(1), None, 0),
+            None,
+            "nothing old yet"
+        );
+        assert_eq!(
+            log.retention_upto(None, Some(u64::MAX), 0),
+            None,
+            "the log is below the size limit"
+        );
+
+        // Size 1: every sealed segment is due; the cut is the active segment's base.
+        let cut = log
+            .inner
+            .log
+            .retention_plan_for(None, Some(1), 0)
+            .expect("a plan");
+        let upto = log.retention_upto(None, Some(1), 0).expect("an index");
+        {
+            let map = log.inner.map();
+            let (_, next_base) = map.get(upto + 1).expect("the entry after the cut");
+            assert_eq!(next_base, cut, "entry {upto} is the last one below the cut");
+            let (_, base) = map.get(upto).expect("the entry before the cut");
+            assert!(base < cut);
+        }
+        // By age: at t = 1000 + 1, batches with timestamp < 1000 (entries 1..=9) are
+        // old; the cut is a segment boundary at or below entry 10.
+        let by_age = log.retention_upto(Some(1), None, 1001).expect("an index");
+        assert!((1..10).contains(&by_age), "{by_age}");
+        assert!(by_age < upto);
+
+        // Purging up to it deletes exactly the planned segments.
+        log.purge(LogId::new(1.into(), upto)).await.expect("purge");
+        assert_eq!(log.inner.log.start_offset(), cut);
+        assert_eq!(log.inner.log.stats().segments, 1);
+        assert_eq!(
+            log.retention_upto(None, Some(1), 0),
+            None,
+            "nothing left to cut"
+        );
+        let st = log.get_log_state().await.expect("state");
+        assert_eq!(st.last_log_id, Some(LogId::new(1.into(), 24)));
+        let got = log.try_get_log_entries(upto + 1..25).await.expect("read");
+        assert_eq!(got.len() as u64, 24 - upto);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -704,6 +875,7 @@ mod tests {
                 node.meta().clone(),
                 OffsetAnchor::default(),
                 Durability::Fsync,
+                SEGMENT_BYTES_MAX,
             )
         };
         let batch = |n: u32| {

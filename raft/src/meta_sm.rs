@@ -45,6 +45,12 @@ pub enum MetaCommand {
         /// `replicas[p]` is the replica set of partition `p`; the first node is the
         /// preferred leader.
         replicas: Vec<Vec<NodeId>>,
+        /// Retention by age: sealed segments whose newest record is older than this
+        /// many milliseconds are deleted. `None`: no age limit. `Some(0)` is refused.
+        retention_ms: Option<u64>,
+        /// Retention by size, per partition replica log: the oldest sealed segments are
+        /// deleted while the log is larger. `None`: no size limit. `Some(0)` is refused.
+        retention_bytes: Option<u64>,
     },
     /// Deletes a topic and its partitions.
     DeleteTopic {
@@ -134,6 +140,10 @@ pub struct PartitionInfo {
 pub struct TopicInfo {
     /// `partitions[p]` describes partition `p`.
     pub partitions: Vec<PartitionInfo>,
+    /// Retention by age in milliseconds (`None`: keep regardless of age).
+    pub retention_ms: Option<u64>,
+    /// Retention by size of each partition replica's log, in bytes (`None`: no limit).
+    pub retention_bytes: Option<u64>,
 }
 
 /// The whole metadata state; its Qiss encoding is the metadata group's snapshot.
@@ -195,9 +205,20 @@ impl MetaState {
                 self.nodes.remove(node_id);
                 Ok(MetaResponse::Done)
             }
-            MetaCommand::CreateTopic { name, replicas } => {
+            MetaCommand::CreateTopic {
+                name,
+                replicas,
+                retention_ms,
+                retention_bytes,
+            } => {
                 if name.is_empty() || name.len() > TOPIC_NAME_LEN_MAX {
                     return Err(invalid("topic name empty or too long"));
+                }
+                if *retention_ms == Some(0) {
+                    return Err(invalid("retention.ms must be at least 1"));
+                }
+                if *retention_bytes == Some(0) {
+                    return Err(invalid("retention.bytes must be at least 1"));
                 }
                 if replicas.is_empty() || replicas.len() > PARTITIONS_PER_TOPIC_MAX as usize {
                     return Err(invalid("partition count out of range"));
@@ -230,7 +251,14 @@ impl MetaState {
                     })
                     .collect();
                 self.next_group = first_group + replicas.len() as u64;
-                self.topics.insert(name.clone(), TopicInfo { partitions });
+                self.topics.insert(
+                    name.clone(),
+                    TopicInfo {
+                        partitions,
+                        retention_ms: *retention_ms,
+                        retention_bytes: *retention_bytes,
+                    },
+                );
                 Ok(MetaResponse::TopicCreated { first_group })
             }
             MetaCommand::DeleteTopic { name } => match self.topics.remove(name) {
@@ -285,14 +313,53 @@ mod tests {
         let r = s.apply(&MetaCommand::CreateTopic {
             name: "a".into(),
             replicas: vec![vec![1, 2, 3], vec![2, 3, 1]],
+            retention_ms: None,
+            retention_bytes: None,
         });
         assert_eq!(r, MetaResponse::TopicCreated { first_group: 1 });
         s.apply(&MetaCommand::DeleteTopic { name: "a".into() });
         let r = s.apply(&MetaCommand::CreateTopic {
             name: "a".into(),
             replicas: vec![vec![1]],
+            retention_ms: None,
+            retention_bytes: None,
         });
         assert_eq!(r, MetaResponse::TopicCreated { first_group: 3 });
+    }
+
+    #[test]
+    fn create_topic_stores_retention_and_refuses_zero() {
+        let mut s = with_nodes(&[1]);
+        let before = s.clone();
+        for (ms, bytes) in [(Some(0), None), (None, Some(0)), (Some(0), Some(0))] {
+            let r = s.apply(&MetaCommand::CreateTopic {
+                name: "r".into(),
+                replicas: vec![vec![1]],
+                retention_ms: ms,
+                retention_bytes: bytes,
+            });
+            assert!(
+                matches!(&r, MetaResponse::Refused(MetaError::Invalid { reason }) if reason.contains("retention")),
+                "{r:?}"
+            );
+        }
+        assert_eq!(s, before);
+        let r = s.apply(&MetaCommand::CreateTopic {
+            name: "r".into(),
+            replicas: vec![vec![1]],
+            retention_ms: Some(60_000),
+            retention_bytes: Some(1 << 20),
+        });
+        assert!(matches!(r, MetaResponse::TopicCreated { .. }), "{r:?}");
+        let t = &s.topics["r"];
+        assert_eq!(
+            (t.retention_ms, t.retention_bytes),
+            (Some(60_000), Some(1 << 20))
+        );
+        // The state (a snapshot) round-trips with it.
+        let bytes = qiss::to_vec(&s).expect("encode");
+        let back: MetaState = qiss::from_slice(&bytes).expect("decode");
+        assert_eq!(back, s);
     }
 
     #[test]
@@ -302,6 +369,8 @@ mod tests {
         let r = s.apply(&MetaCommand::CreateTopic {
             name: "t".into(),
             replicas: vec![vec![1, 9]],
+            retention_ms: None,
+            retention_bytes: None,
         });
         assert_eq!(
             r,
@@ -310,6 +379,8 @@ mod tests {
         let r = s.apply(&MetaCommand::CreateTopic {
             name: "t".into(),
             replicas: vec![vec![1, 1]],
+            retention_ms: None,
+            retention_bytes: None,
         });
         assert!(matches!(
             r,
@@ -319,6 +390,8 @@ mod tests {
         s.apply(&MetaCommand::CreateTopic {
             name: "t".into(),
             replicas: vec![vec![1, 2]],
+            retention_ms: None,
+            retention_bytes: None,
         });
         let r = s.apply(&MetaCommand::RemoveNode { node_id: 2 });
         assert_eq!(
@@ -331,6 +404,8 @@ mod tests {
         let r = s.apply(&MetaCommand::CreateTopic {
             name: "t".into(),
             replicas: vec![vec![1]],
+            retention_ms: None,
+            retention_bytes: None,
         });
         assert_eq!(
             r,

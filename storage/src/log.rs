@@ -367,8 +367,24 @@ impl SegmentLog {
     /// segments are ever due. No I/O: the caller decides (a Raft group purges through
     /// its log, not by itself).
     pub fn retention_plan(&self, now_ms: i64) -> Option<u64> {
+        let c = &self.shared.config;
+        self.retention_plan_for(c.retention_ms, c.retention_bytes, now_ms)
+    }
+
+    /// [`SegmentLog::retention_plan`] under the given limits instead of the log's own
+    /// config (a Raft group's log takes its topic's retention from the metadata): the
+    /// base offset of the oldest segment to keep, or `None` if nothing is due. Sealed
+    /// segments whose newest timestamp is older than `now_ms - retention_ms` are due,
+    /// and the oldest sealed segments while the whole log is larger than
+    /// `retention_bytes`. The active segment is never due. No I/O.
+    pub fn retention_plan_for(
+        &self,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        now_ms: i64,
+    ) -> Option<u64> {
         let st = lock(&self.shared.state);
-        retention_plan(&self.shared.config, &st.segments, now_ms)
+        retention_plan(retention_ms, retention_bytes, &st.segments, now_ms)
     }
 
     /// Applies [`SegmentLog::retention_plan`]; returns the new start offset if anything
@@ -1199,7 +1215,8 @@ fn evict_files(st: &mut State, open_files_max: usize) {
 
 /// The offset to purge up to under the retention limits (see `retention_plan`).
 pub(crate) fn retention_plan(
-    config: &LogConfig,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
     segments: &BTreeMap<u64, Segment>,
     now_ms: i64,
 ) -> Option<u64> {
@@ -1209,14 +1226,14 @@ pub(crate) fn retention_plan(
         v
     };
     let mut keep_from = 0usize;
-    if let Some(ms) = config.retention_ms {
+    if let Some(ms) = retention_ms {
         let cutoff = now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
         keep_from = sealed
             .iter()
             .take_while(|s| s.index.max_timestamp < cutoff)
             .count();
     }
-    if let Some(max) = config.retention_bytes {
+    if let Some(max) = retention_bytes {
         let mut total: u64 = segments.values().map(|s| s.size).sum();
         let mut n = 0;
         while n < sealed.len() && total > max {

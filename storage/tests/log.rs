@@ -229,6 +229,37 @@ fn retention_by_age_and_size_only_touches_sealed_segments() {
 }
 
 #[test]
+fn retention_plan_for_takes_its_limits_from_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    // The log's own config has no retention: only the limits passed in count.
+    let log = open(dir.path(), &small_config());
+    for i in 0..30u64 {
+        log.append(&batch(1000, 1, i as i64 * 100, i)).unwrap();
+    }
+    assert_eq!(log.retention_plan(1_000_000), None, "no limits configured");
+    assert_eq!(log.retention_plan_for(None, None, 1_000_000), None);
+    // Size: 30 000 bytes, keep at most 10 000: 5 segments of 4 000 go.
+    assert_eq!(log.retention_plan_for(None, Some(10_000), 0), Some(20));
+    // Size at or above the log's size: nothing is due.
+    assert_eq!(log.retention_plan_for(None, Some(30_000), 0), None);
+    // Age: at t=3500 with 1000 ms, batches with ts < 2500 (offsets < 25) are old; whole
+    // sealed segments of them go ([0, 24)).
+    assert_eq!(log.retention_plan_for(Some(1000), None, 3500), Some(24));
+    // Nothing is old yet.
+    assert_eq!(log.retention_plan_for(Some(1000), None, 0), None);
+    // Both: the larger cut wins.
+    assert_eq!(
+        log.retention_plan_for(Some(1000), Some(20_000), 3500),
+        Some(24)
+    );
+    assert_eq!(log.retention_plan_for(Some(1000), Some(1), 0), Some(28));
+    // However small the limits, the active segment [28, 30) stays.
+    assert_eq!(log.retention_plan_for(Some(1), Some(1), i64::MAX), Some(28));
+    // The plan does no I/O.
+    assert_eq!(log.start_offset(), 0);
+}
+
+#[test]
 fn callbacks_fire_only_after_sync_under_never() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use neo_client::admin::{RETENTION_BYTES, RETENTION_MS};
 use neo_client::{
     Acks, Admin, Client, ClusterStatus, Consumer, ConsumerRecord, Offset, Producer, ProducerConfig,
     ProducerRecord,
@@ -62,6 +63,14 @@ enum TopicCommand {
         /// Replicas per partition.
         #[arg(long, default_value_t = 1)]
         replication: u32,
+        /// Retention by age: delete data older than this many milliseconds (whole
+        /// segments). Default: keep regardless of age.
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+        retention_ms: Option<u64>,
+        /// Retention by size: keep each partition replica's log at about this many bytes
+        /// (whole segments). Default: no limit.
+        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+        retention_bytes: Option<u64>,
     },
     /// List topic names, one per line.
     List,
@@ -228,12 +237,24 @@ async fn topic(client: Client, cmd: TopicCommand) -> anyhow::Result<ExitCode> {
             name,
             partitions,
             replication,
+            retention_ms,
+            retention_bytes,
         } => {
+            let mut configs = Vec::new();
+            if let Some(ms) = retention_ms {
+                configs.push((RETENTION_MS.to_string(), ms.to_string()));
+            }
+            if let Some(b) = retention_bytes {
+                configs.push((RETENTION_BYTES.to_string(), b.to_string()));
+            }
+            let shown: String = configs.iter().map(|(k, v)| format!(", {k} {v}")).collect();
             admin
-                .create_topic(&name, partitions, replication)
+                .create_topic_with_configs(&name, partitions, replication, configs)
                 .await
                 .with_context(|| format!("create topic {name:?}"))?;
-            println!("created topic {name} (partitions {partitions}, replication {replication})");
+            println!(
+                "created topic {name} (partitions {partitions}, replication {replication}{shown})"
+            );
         }
         TopicCommand::List => {
             for name in admin.list_topics().await? {
@@ -625,11 +646,41 @@ mod tests {
                 name,
                 partitions,
                 replication,
-            }) => assert_eq!((name.as_str(), partitions, replication), ("t", 3, 3)),
+                retention_ms,
+                retention_bytes,
+            }) => {
+                assert_eq!((name.as_str(), partitions, replication), ("t", 3, 3));
+                assert_eq!((retention_ms, retention_bytes), (None, None));
+            }
             other => panic!("{other:?}"),
         }
         assert!(parse(&["topic", "create"]).is_err(), "name is required");
         assert!(parse(&["topic", "create", "t", "--partitions", "x"]).is_err());
+        let cli = parse(&[
+            "topic",
+            "create",
+            "t",
+            "--retention-ms",
+            "60000",
+            "--retention-bytes",
+            "1048576",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Topic(TopicCommand::Create {
+                retention_ms,
+                retention_bytes,
+                ..
+            }) => assert_eq!(
+                (retention_ms, retention_bytes),
+                (Some(60_000), Some(1 << 20))
+            ),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["0", "-1", "x"] {
+            assert!(parse(&["topic", "create", "t", "--retention-ms", bad]).is_err());
+            assert!(parse(&["topic", "create", "t", "--retention-bytes", bad]).is_err());
+        }
     }
 
     #[test]

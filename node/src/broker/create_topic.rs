@@ -10,8 +10,11 @@
 //! partitions this node replicates have leaders, so that a produce right after it
 //! usually finds one; others may still be electing (clients retry `NotLeader`).
 //!
-//! Topic configs (retention) are not stored in this release: a request carrying any
-//! is refused with `InvalidArgument` rather than silently ignored.
+//! Topic configs: `retention.ms` (age) and `retention.bytes` (size of each partition
+//! replica's log), each a decimal integer of at least 1, at most once. They are stored
+//! with the topic in the metadata state and enforced by every replica (`retention`).
+//! Any other key, a repeated key or a bad value is refused with `InvalidArgument`
+//! naming the key, rather than silently ignored.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -49,6 +52,50 @@ pub(crate) fn check_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Topic config key: retention by age, in milliseconds.
+pub(crate) const RETENTION_MS: &str = "retention.ms";
+/// Topic config key: retention by size of each partition replica's log, in bytes.
+pub(crate) const RETENTION_BYTES: &str = "retention.bytes";
+
+/// A topic's retention limits as given at creation.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Retention {
+    pub(crate) ms: Option<u64>,
+    pub(crate) bytes: Option<u64>,
+}
+
+/// Parses a create's configs: `retention.ms` and `retention.bytes`, each a decimal
+/// integer in `1..=u64::MAX`, each at most once. The error names the key.
+pub(crate) fn parse_topic_configs(configs: &[(String, String)]) -> Result<Retention, String> {
+    let mut r = Retention::default();
+    for (key, value) in configs {
+        let slot = match key.as_str() {
+            RETENTION_MS => &mut r.ms,
+            RETENTION_BYTES => &mut r.bytes,
+            other => {
+                return Err(format!(
+                    "unknown topic config {other:?} (supported: {RETENTION_MS}, {RETENTION_BYTES})"
+                ));
+            }
+        };
+        if slot.is_some() {
+            return Err(format!("topic config {key} given more than once"));
+        }
+        let n = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| value.parse::<u64>().ok())
+            .flatten()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                format!(
+                    "topic config {key} must be a decimal integer in 1..={}, got {value:?}",
+                    u64::MAX
+                )
+            })?;
+        *slot = Some(n);
+    }
+    Ok(r)
+}
+
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     _ctx: RequestContext,
@@ -71,11 +118,7 @@ pub(crate) async fn handle(
             "replication_factor must be at least 1",
         ));
     }
-    if !req.configs.is_empty() {
-        return Err(RpcError::invalid_argument(
-            "topic configs (retention.ms, retention.bytes, ...) are not supported yet",
-        ));
-    }
+    let retention = parse_topic_configs(&req.configs).map_err(RpcError::invalid_argument)?;
     let m = shared.meta.metrics();
     if m.role != Role::Leader {
         return Err(not_leader(&shared, m.leader, "the metadata group"));
@@ -121,6 +164,8 @@ pub(crate) async fn handle(
         .propose_meta(MetaCommand::CreateTopic {
             name: req.name.clone(),
             replicas: replicas.clone(),
+            retention_ms: retention.ms,
+            retention_bytes: retention.bytes,
         })
         .await
         .map_err(|e| raft_error(&shared, e, "the metadata group"))?;
@@ -168,6 +213,50 @@ async fn wait_for_local_leaders(shared: &Shared, first_group: u64, replicas: &[V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_configs() {
+        let c = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(parse_topic_configs(&[]), Ok(Retention::default()));
+        assert_eq!(
+            parse_topic_configs(&c(&[("retention.ms", "60000"), ("retention.bytes", "1")])),
+            Ok(Retention {
+                ms: Some(60_000),
+                bytes: Some(1)
+            })
+        );
+        assert_eq!(
+            parse_topic_configs(&c(&[("retention.bytes", "18446744073709551615")])),
+            Ok(Retention {
+                ms: None,
+                bytes: Some(u64::MAX)
+            })
+        );
+        for (bad, key) in [
+            (("retention.ms", "0"), "retention.ms"),
+            (("retention.ms", "-1"), "retention.ms"),
+            (("retention.ms", "+5"), "retention.ms"),
+            (("retention.ms", " 5"), "retention.ms"),
+            (("retention.ms", ""), "retention.ms"),
+            (("retention.bytes", "1k"), "retention.bytes"),
+            (
+                ("retention.bytes", "18446744073709551616"),
+                "retention.bytes",
+            ),
+            (("cleanup.policy", "compact"), "cleanup.policy"),
+        ] {
+            let e = parse_topic_configs(&c(&[bad])).expect_err("refused");
+            assert!(e.contains(key), "{e} should name {key}");
+        }
+        let e = parse_topic_configs(&c(&[("retention.ms", "1"), ("retention.ms", "2")]))
+            .expect_err("repeated");
+        assert!(e.contains("retention.ms"), "{e}");
+    }
 
     #[test]
     fn topic_names() {

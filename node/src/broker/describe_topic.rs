@@ -1,5 +1,6 @@
 //! `describe_topic`: one topic's partitions (as `metadata` reports them) and its
-//! configuration (none yet: topic configs are not stored in this release).
+//! configuration: the retention limits it was created with (`retention.ms`,
+//! `retention.bytes`, decimal), only those that are set.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,6 +8,9 @@ use std::sync::atomic::Ordering;
 use neo_protocol::api::{DescribeTopicRequest, TopicDescription};
 use neo_protocol::{ErrorCode, RequestContext, RpcError};
 
+use neo_raft::meta_sm::TopicInfo;
+
+use super::create_topic::{RETENTION_BYTES, RETENTION_MS};
 use super::metadata::partitions;
 use crate::node::Shared;
 
@@ -29,6 +33,18 @@ pub(crate) async fn handle(
     Ok(TopicDescription {
         name: req.name.clone(),
         partitions: partitions(&shared, t),
-        configs: Vec::new(),
+        configs: topic_configs(t),
     })
+}
+
+/// The configs a topic was created with, in a fixed order, as `(key, decimal value)`.
+pub(crate) fn topic_configs(t: &TopicInfo) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(ms) = t.retention_ms {
+        out.push((RETENTION_MS.to_string(), ms.to_string()));
+    }
+    if let Some(bytes) = t.retention_bytes {
+        out.push((RETENTION_BYTES.to_string(), bytes.to_string()));
+    }
+    out
 }
