@@ -1036,3 +1036,69 @@ async fn idempotent_batches_are_stored_once_across_failover() {
         c.kill(id).await;
     }
 }
+
+/// Kill every node while a stamped batch is appended on the leader but not committed,
+/// restart them all: whoever leads (openraft may restore the old leader in its old term,
+/// with no new blank entry) answers the retry with the first copy's offset once it
+/// commits, or stores it once; never twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotent_retry_after_every_node_restarts_is_stored_once() {
+    const PRODUCER: i64 = 43;
+    let mut c = Cluster::start(3).await;
+    let all = [1, 2, 3];
+    let leader = c.leader(&all).await;
+    let g = c.group(leader);
+    g.propose_records(stamped(PRODUCER, 0, 2))
+        .await
+        .expect("write");
+    // Cut the leader off, so the next batch is appended on it only.
+    let others: Vec<NodeId> = all.iter().copied().filter(|&id| id != leader).collect();
+    c.node(leader).filter.isolate(others.iter().copied());
+    for &id in &others {
+        c.node(id).filter.drop_to(leader);
+    }
+    let stranded = {
+        let g = g.clone();
+        tokio::spawn(async move { g.propose_records(stamped(PRODUCER, 2, 2)).await })
+    };
+    g.wait_until(DEADLINE, "appended", |m| {
+        m.last_log_index > m.committed_index
+    })
+    .await
+    .expect("appended locally");
+    drop(g);
+    for id in all {
+        c.kill(id).await;
+    }
+    let _ = stranded.await;
+    for n in &c.nodes {
+        n.filter.heal_all();
+    }
+    for id in all {
+        c.boot(id).await;
+    }
+    // The retry, until some leader answers it.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let answer = loop {
+        let l = c.leader(&all).await;
+        match c.group(l).propose_records(stamped(PRODUCER, 2, 2)).await {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "retry failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let settled = c.settle(&all).await;
+    for id in all {
+        assert_eq!(
+            stored_copies(&c.log_bytes(id), PRODUCER),
+            2,
+            "node {id}: the retried batch is stored exactly once (answer {answer:?})"
+        );
+    }
+    let _ = settled;
+    for id in c.running_ids() {
+        c.kill(id).await;
+    }
+}

@@ -133,6 +133,10 @@ pub struct RaftGroup {
     dedup_term: AtomicU64,
 }
 
+/// Bound on a new leader's wait until its whole log is applied before its first
+/// deduplicated write (the produce timeout usually ends the wait first).
+const DEDUP_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// (producer id, epoch, base sequence) of a stamped batch.
 type InflightKey = (u64, i16, i32);
 
@@ -319,8 +323,10 @@ impl RaftGroup {
     /// this partition already holds, or that is in flight on this leader, is not stored
     /// again: the answer is the first copy's offset and count. The check is exact on a
     /// leader: once per term it waits until its state machine has applied everything
-    /// committed before the term (ReadIndex), so the producer table covers every earlier
-    /// term, and the batches of its own term are in flight here or applied.
+    /// committed before the term (ReadIndex) and everything in its log at that moment (a
+    /// leader restored after a crash keeps its term and may hold an uncommitted tail), so
+    /// the producer table covers every earlier batch, and the later batches of its term
+    /// are in flight here or applied.
     pub async fn propose_records(&self, batch: Bytes) -> Result<(u64, u32)> {
         let header = Self::check_record_batch(&batch)?;
         if header.producer_id < 0 {
@@ -378,7 +384,8 @@ impl RaftGroup {
     }
 
     /// Leader only: once per term, waits until everything committed before the term is
-    /// applied (so the producer table knows every earlier batch).
+    /// applied, and everything in its log at that point (so the producer table knows
+    /// every earlier batch, including a restored leader's uncommitted tail).
     async fn catch_up_for_dedup(&self) -> Result<()> {
         let m = self.raft.metrics().borrow_watched().clone();
         if m.state != ServerState::Leader {
@@ -391,6 +398,23 @@ impl RaftGroup {
             return Ok(());
         }
         self.ensure_linearizable().await?;
+        // ReadIndex covers what was committed before the term's blank entry. A leader
+        // restored after a restart keeps its term and writes no blank entry, and its log
+        // may end in entries it appended before the crash, uncommitted then: wait until
+        // everything in the log now is applied, so the producer table knows those too.
+        // (Later entries of the term are this leader's own, tracked in flight.)
+        let last = self.metrics().last_log_index;
+        self.wait_until(DEDUP_CATCH_UP_TIMEOUT, "dedup catch-up", |m| {
+            m.role != Role::Leader || m.applied_index >= last
+        })
+        .await?;
+        let m2 = self.metrics();
+        if m2.role != Role::Leader || m2.term != m.current_term {
+            return Err(Error::NotLeader {
+                group: self.group,
+                leader: m2.leader,
+            });
+        }
         self.dedup_term.store(m.current_term, Ordering::Release);
         Ok(())
     }
