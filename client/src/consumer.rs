@@ -168,7 +168,9 @@ impl Consumer {
     }
 
     /// Records from every assigned partition, waiting up to `wait` for some to be
-    /// committed (long poll). Empty when none arrived in time.
+    /// committed (long poll). Empty when none arrived in time. An error of one
+    /// partition's fetch keeps that partition's position (nothing is skipped) and is
+    /// returned only if no other partition returned records.
     pub async fn poll(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>> {
         self.resolve_positions().await?;
         let wait_ms = wait.as_millis().min(u32::MAX as u128) as u32;
@@ -211,14 +213,32 @@ impl Consumer {
             }
         }
         drop(fetches);
+        // A partition's records and its new position are taken together, or neither: a
+        // failed fetch (or undecodable answer) of one partition leaves its position where
+        // it was and does not cost the records other partitions returned. The error is
+        // returned only when no partition returned records (it comes back next poll).
         let mut records = Vec::new();
+        let mut first_error = None;
         for (topic, partition, position, resp) in done {
-            let resp = resp?;
-            let next = decode_into(&topic, partition, position, resp.batches, &mut records)?;
-            self.positions
-                .insert((topic, partition), Offset::At(next.max(position)));
+            let mut got = Vec::new();
+            let next = resp
+                .and_then(|resp| decode_into(&topic, partition, position, resp.batches, &mut got));
+            match next {
+                Ok(next) => {
+                    records.append(&mut got);
+                    self.positions
+                        .insert((topic, partition), Offset::At(next.max(position)));
+                }
+                Err(e) => {
+                    tracing::debug!(%topic, partition, error = %e, "fetch failed; position kept");
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(records)
+        match first_error {
+            Some(e) if records.is_empty() => Err(e),
+            _ => Ok(records),
+        }
     }
 
     async fn resolve_positions(&mut self) -> Result<()> {
