@@ -1,13 +1,59 @@
 //! `neo-chaos`: a fault runner against a docker compose cluster or local processes, a
-//! workload that records every operation, and a history checker.
+//! workload that records every operation, and a history checker. The binary
+//! `neo-chaos` runs one scenario or all of them and exits non-zero on any violation;
+//! `docs/CHAOS.md` is the operator's page (commands, the last run's table).
 //!
-//! **Status: not built yet (issue 7).** This file is the map of what the crate will hold.
+//! # Layout
 //!
-//! # Layout (planned)
-//! - `workload`: producers with unique payloads and consumers; every operation recorded
-//!   as invoke/ok/fail/unknown with timestamps; a final drain after healing.
-//! - `faults`: kill -9, pause, isolate (iptables via nsenter), halves partition, packet
-//!   loss, rolling restart, kill all; the same against local processes.
-//! - `checker`: lost = 0, unexpected = 0, duplicates counted, per-partition order,
-//!   identical replica digests, failover times.
+//! | module | role |
+//! |---|---|
+//! | [`history`] | the recorded run: produces (invoke → ok / fail / unknown, µs timestamps), live reads, faults, drain, replica digests; [`Recorder`](history::Recorder) shared by every task |
+//! | [`workload`] | producers (unique payloads `{run}:{producer}:{seq}`, one partition each) and one live consumer per partition; the final drain |
+//! | [`cluster`] | [`Cluster`](cluster::Cluster): kill, stop, start, pause, resume, cut / degrade links, heal, ready, logs — over local processes ([`cluster::local`]: signals, per-node uids + iptables connmark rules) or docker compose ([`cluster::docker`]: docker CLI + iptables via `nsenter`) |
+//! | [`faults`] | [`Scenario`](faults::Scenario)s and their inject → hold → heal → settle cycles, seeded |
+//! | [`admin_http`] | the node's HTTP admin API: `/ready`, `/v1/cluster` (leaders, replicas), digests |
+//! | [`checker`] | pure: history → [`CheckReport`](checker::CheckReport) (lost, unexpected, duplicates, order, live reads, drain, digests, failover) |
+//! | [`runner`] | one scenario end to end → [`ScenarioReport`](runner::ScenarioReport) (JSON) |
+//! | [`report`] | human summary and the markdown table |
+//! | `main` | the CLI (`--mode`, `--scenario`, `--duration`, `--seed`, `--report-dir`, ...) |
+//!
+//! # A run
+//!
+//! ```text
+//! fresh cluster (temp dirs | compose down -v; up -d) ─▶ wait /ready on every node
+//!   ─▶ create topic (partitions, rf 3) ─▶ workload: producers + live consumers
+//!   ─▶ warm-up ─▶ fault cycles until --duration (inject, hold, heal, settle)
+//!   ─▶ heal everything, wait /ready ─▶ cool-down (writes continue)
+//!   ─▶ stop producers, wait until every send resolved (or its retry deadline passed)
+//!   ─▶ digests of every replica until they agree on (start, high watermark)
+//!   ─▶ drain every partition to that high watermark ─▶ check ─▶ report ─▶ teardown
+//! ```
+//!
+//! # Invariants
+//!
+//! - The checker alone decides pass / fail, from the history alone (`--check-history`
+//!   re-checks a saved history); its unit tests use hand-made histories.
+//! - A produce is `Ok` only with an acknowledged offset, `Fail` only when nothing was
+//!   sent (`Producer::send` refused it); everything else after a send is `Unknown` and
+//!   may legitimately be stored or not.
+//! - A run fails on: lost > 0, offset mismatches, unexpected > 0, order violations,
+//!   live reads missing from the final log, an incomplete drain, replica digests that
+//!   differ or are missing. Duplicates and failover times are reported, never failed on.
+//! - Every random choice comes from the printed seed; no timing is ever asserted.
+//! - Every fault is undone before the checks (links healed, nodes resumed / started),
+//!   and every cluster is torn down (processes, containers, volumes, iptables chains).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod admin_http;
+pub mod checker;
+pub mod cluster;
+pub mod faults;
+pub mod history;
+pub mod report;
+pub mod runner;
+pub mod workload;
+
+pub use checker::{CheckReport, check};
+pub use faults::Scenario;
+pub use runner::{Mode, RunConfig, ScenarioReport, Status, run_scenario};
