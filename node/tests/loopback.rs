@@ -409,6 +409,7 @@ async fn single_node_create_produce_fetch_and_errors() {
     assert_eq!(md.controller_id, Some(1));
     assert_eq!(md.topics[0].partitions.len(), 2);
     assert!(md.topics[0].partitions.iter().all(|p| p.leader == Some(1)));
+    assert!(md.topics[0].partitions.iter().all(|p| p.in_sync == vec![1]));
 
     // HTTP admin.
     let (s, body) = http_get(node.http_addr(), "/ready").await;

@@ -324,6 +324,36 @@ async fn scenario(procs: &mut [Proc], peers: &str, addrs: &[String], logs: &Path
         }
         l.expect("a leader")
     };
+    // The leader reports every replica in sync (all hold every committed entry now);
+    // a node that does not lead the partition answers in_sync empty.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    'in_sync: loop {
+        let mut seen = Vec::new();
+        for addr in addrs {
+            let Ok(c) = NeoClient::connect(addr.clone(), ClientConfig::default()).await else {
+                continue;
+            };
+            let req = MetadataRequest {
+                topics: vec!["events".into()],
+            };
+            let Ok(md) = c
+                .call::<_, MetadataResponse>(BROKER_SERVICE, "metadata", &req)
+                .await
+            else {
+                continue;
+            };
+            let p0 = md.topics[0].partitions[0].clone();
+            if !p0.in_sync.is_empty() && p0.in_sync == p0.replicas {
+                break 'in_sync;
+            }
+            seen.push(p0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "in_sync never covered every replica: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let follower = addrs.iter().find(|a| **a != leader_now).expect("follower");
     let c = NeoClient::connect(follower.clone(), ClientConfig::default())
         .await

@@ -95,6 +95,9 @@ pub struct GroupMetrics {
     pub voters: BTreeSet<NodeId>,
     /// Current learners.
     pub learners: BTreeSet<NodeId>,
+    /// Leader only (else empty): the voters that hold every committed entry (their
+    /// matched index is at least the commit index), this leader included.
+    pub in_sync: BTreeSet<NodeId>,
 }
 
 /// The role of a replica.
@@ -560,6 +563,19 @@ impl RaftGroup {
             ServerState::Shutdown => Role::Shutdown,
         };
         let membership = m.membership_config.membership();
+        let committed = m.local_committed.map(|l| l.index);
+        let in_sync = match (&m.replication, role) {
+            (Some(replication), Role::Leader) => membership
+                .voter_ids()
+                .filter(|id| {
+                    *id == self.node_id
+                        || replication
+                            .get(id)
+                            .is_some_and(|matched| matched.map(|l| l.index) >= committed)
+                })
+                .collect(),
+            _ => BTreeSet::new(),
+        };
         GroupMetrics {
             group: self.group,
             node_id: self.node_id,
@@ -573,6 +589,7 @@ impl RaftGroup {
             snapshot_index: m.snapshot.map(|l| l.index),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
+            in_sync,
         }
     }
 

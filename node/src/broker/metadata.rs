@@ -5,7 +5,9 @@
 //! A partition's leader is what this node's replica knows (with its term as the leader
 //! epoch). For a partition this node does not replicate, it cannot know: the preferred
 //! leader (first replica) is given, with epoch 0, and that replica redirects with
-//! `NotLeader` if it does not lead. `in_sync` is not tracked yet and is always empty.
+//! `NotLeader` if it does not lead. `in_sync` (the replicas holding every committed
+//! entry, in replica order) is known only to the partition's leader: other nodes answer
+//! it empty.
 //! An asked-for topic that does not exist fails the whole request with `UnknownTopic`.
 
 use std::sync::Arc;
@@ -76,18 +78,24 @@ pub(crate) fn partitions(shared: &Shared, t: &TopicInfo) -> Vec<PartitionMetadat
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let (leader, epoch) = match shared.registry.get(p.group) {
+            let (leader, epoch, in_sync) = match shared.registry.get(p.group) {
                 Some(g) => {
                     let m = g.metrics();
-                    (m.leader, m.term)
+                    let in_sync = p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .filter(|r| m.in_sync.contains(r))
+                        .collect();
+                    (m.leader, m.term, in_sync)
                 }
-                None => (p.replicas.first().copied(), 0),
+                None => (p.replicas.first().copied(), 0, Vec::new()),
             };
             PartitionMetadata {
                 partition: i as u32,
                 leader,
                 replicas: p.replicas.clone(),
-                in_sync: Vec::new(),
+                in_sync,
                 leader_epoch: epoch,
             }
         })
