@@ -12,65 +12,18 @@
 //!
 //! No timing is asserted: every wait is for an outcome, bounded by a deadline.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+mod common;
+use common::{Proc, http_get};
+
+use neo_protocol::ErrorCode;
 use neo_protocol::api::*;
-use neo_protocol::{ClientConfig, ErrorCode, NeoClient};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const SEGMENT_BYTES: u64 = 4096;
+const SEGMENT_BYTES_ARG: &str = "4096";
 const RETENTION_BYTES: u64 = 8192;
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-struct Proc {
-    id: u64,
-    client: String,
-    cluster: String,
-    http: String,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn spawn(&mut self, peers: &str, logs: &Path) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(logs.join(format!("node-{}.log", self.id)))
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_neo-node"))
-            .args(["--id", &self.id.to_string()])
-            .args(["--data-dir", &self.dir.display().to_string()])
-            .args(["--listen", &self.client])
-            .args(["--cluster-listen", &self.cluster])
-            .args(["--http-listen", &self.http])
-            .args(["--peers", peers])
-            .args(["--segment-bytes", &SEGMENT_BYTES.to_string()])
-            .args(["--retention-check-ms", "100"])
-            .args(["--log", "info,openraft=warn"])
-            .env_remove("NEO_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn neo-node");
-        self.child = Some(child);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// A batch of 8 records of ~120 bytes each, all with timestamp `ts`.
 fn batch(tag: &str, ts: i64) -> Vec<u8> {
@@ -88,8 +41,7 @@ fn values(tag: &str) -> Vec<String> {
         .collect()
 }
 
-/// Calls `method`, following `NotLeader` hints and retrying retriable errors until
-/// `DEADLINE`; a non-retriable error is returned.
+/// Calls `method`, following leaders; a non-retriable error is returned.
 async fn try_call_leader<Req, Resp>(
     addrs: &[String],
     method: &str,
@@ -99,44 +51,7 @@ where
     Req: serde::Serialize + Sync,
     Resp: serde::de::DeserializeOwned,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let config = ClientConfig {
-        connect_timeout: Duration::from_millis(500),
-        reconnect_attempts_max: 1,
-        call_timeout: Duration::from_secs(15),
-        ..ClientConfig::default()
-    };
-    let mut next = 0;
-    let mut target = addrs[0].clone();
-    loop {
-        let r = match NeoClient::connect(target.clone(), config.clone()).await {
-            Ok(c) => c.call::<Req, Resp>(BROKER_SERVICE, method, req).await,
-            Err(e) => Err(e),
-        };
-        let e = match r {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
-        };
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{method} never succeeded; last error at {target}: {e}"
-        );
-        let hint = match &e {
-            neo_protocol::Error::Rpc(r) => r.leader_hint().map(str::to_string),
-            _ => None,
-        };
-        match hint {
-            Some(h) if h != target => target = h,
-            _ => {
-                if !e.is_retriable() && !matches!(e, neo_protocol::Error::Connect { .. }) {
-                    return Err(e);
-                }
-                next += 1;
-                target = addrs[next % addrs.len()].clone();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    common::try_call_leader(addrs, 0, method, req, DEADLINE).await
 }
 
 async fn call_leader<Req, Resp>(addrs: &[String], method: &str, req: &Req) -> Resp
@@ -148,20 +63,6 @@ where
         Ok(v) => v,
         Err(e) => panic!("{method}: {e}"),
     }
-}
-
-async fn http_get(addr: &str, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    if !out.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    Some(out.split("\r\n\r\n").nth(1)?.to_string())
 }
 
 async fn digest(http: &str, topic: &str) -> Option<serde_json::Value> {
@@ -219,9 +120,6 @@ async fn consume_from(addrs: &[String], topic: &str, from: u64) -> Vec<String> {
     }
 }
 
-/// Waits until every replica reports the same log start (> 0) and the same high
-/// watermark, at least `hw` (a leader change adds a blank entry), then returns the
-/// digests.
 /// Waits (bounded) until every replica reports the same start (> 0) and high watermark
 /// (>= `hw`) and `settled` holds for each digest (retention runs on its own period, so a
 /// pass may still be due when the replicas first agree).
@@ -273,13 +171,17 @@ fn create(name: &str, configs: &[(&str, &str)]) -> CreateTopicRequest {
 async fn retention_by_size_and_age_on_three_replicas() {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut procs: Vec<Proc> = (1..=3)
-        .map(|id| Proc {
-            id,
-            client: format!("127.0.0.1:{}", free_port()),
-            cluster: format!("127.0.0.1:{}", free_port()),
-            http: format!("127.0.0.1:{}", free_port()),
-            dir: tmp.path().join(format!("node-{id}")),
-            child: None,
+        .map(|id| {
+            Proc::new(
+                id,
+                tmp.path().join(format!("node-{id}")),
+                &[
+                    "--segment-bytes",
+                    SEGMENT_BYTES_ARG,
+                    "--retention-check-ms",
+                    "100",
+                ],
+            )
         })
         .collect();
     let peers = procs

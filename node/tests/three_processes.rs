@@ -4,65 +4,16 @@
 //!
 //! No timing is asserted: every wait is for an outcome, bounded by a deadline.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
+
+mod common;
+use common::{Proc, http_json, try_call_leader};
 
 use neo_protocol::api::*;
 use neo_protocol::{ClientConfig, ErrorCode, NeoClient};
 
 const DEADLINE: Duration = Duration::from_secs(40);
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-struct Proc {
-    id: u64,
-    client: String,
-    cluster: String,
-    http: String,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn spawn(&mut self, peers: &str, logs: &Path) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(logs.join(format!("node-{}.log", self.id)))
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_neo-node"))
-            .args(["--id", &self.id.to_string()])
-            .args(["--data-dir", &self.dir.display().to_string()])
-            .args(["--listen", &self.client])
-            .args(["--cluster-listen", &self.cluster])
-            .args(["--http-listen", &self.http])
-            .args(["--peers", peers])
-            .args(["--log", "info,openraft=warn"])
-            .env_remove("NEO_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn neo-node");
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill(); // SIGKILL
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 fn batch(tag: &str, n: usize) -> Vec<u8> {
     let mut b = qiss::batch::BatchBuilder::new();
@@ -73,65 +24,16 @@ fn batch(tag: &str, n: usize) -> Vec<u8> {
     b.build().expect("build").to_vec()
 }
 
-/// Calls `method` at `start` (or the first node that answers), following `NotLeader`
-/// hints and retrying retriable errors until `DEADLINE`.
+/// Calls `method` at `start`, following leaders; panics on a non-retriable error.
 async fn call_leader<Req, Resp>(addrs: &[String], start: usize, method: &str, req: &Req) -> Resp
 where
     Req: serde::Serialize + Sync,
     Resp: serde::de::DeserializeOwned,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let config = ClientConfig {
-        connect_timeout: Duration::from_millis(500),
-        reconnect_attempts_max: 1,
-        call_timeout: Duration::from_secs(15),
-        ..ClientConfig::default()
-    };
-    let mut target = addrs[start % addrs.len()].clone();
-    let mut next = start;
-    loop {
-        let r = match NeoClient::connect(target.clone(), config.clone()).await {
-            Ok(c) => c.call::<Req, Resp>(BROKER_SERVICE, method, req).await,
-            Err(e) => Err(e),
-        };
-        let e = match r {
-            Ok(v) => return v,
-            Err(e) => e,
-        };
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{method} never succeeded; last error at {target}: {e}"
-        );
-        let hint = match &e {
-            neo_protocol::Error::Rpc(r) => r.leader_hint().map(str::to_string),
-            _ => None,
-        };
-        match hint {
-            Some(h) if h != target => target = h,
-            _ => {
-                if !e.is_retriable() && !matches!(e, neo_protocol::Error::Connect { .. }) {
-                    panic!("{method} at {target}: {e}");
-                }
-                next += 1;
-                target = addrs[next % addrs.len()].clone();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+    match try_call_leader(addrs, start, method, req, DEADLINE).await {
+        Ok(v) => v,
+        Err(e) => panic!("{method}: {e}"),
     }
-}
-
-async fn http_json(addr: &str, path: &str) -> Option<serde_json::Value> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    if !out.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    serde_json::from_str(out.split("\r\n\r\n").nth(1)?).ok()
 }
 
 fn produce_req(tag: &str) -> ProduceRequest {
@@ -189,14 +91,7 @@ async fn consume_all(addrs: &[String]) -> Vec<String> {
 async fn three_processes_survive_a_leader_kill_and_restart() {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut procs: Vec<Proc> = (1..=3)
-        .map(|id| Proc {
-            id,
-            client: format!("127.0.0.1:{}", free_port()),
-            cluster: format!("127.0.0.1:{}", free_port()),
-            http: format!("127.0.0.1:{}", free_port()),
-            dir: tmp.path().join(format!("node-{id}")),
-            child: None,
-        })
+        .map(|id| Proc::new(id, tmp.path().join(format!("node-{id}")), &[]))
         .collect();
     let peers = procs
         .iter()

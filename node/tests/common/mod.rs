@@ -1,0 +1,154 @@
+//! Helpers shared by the tests that run real `neo-node` processes: a process handle,
+//! free loopback ports, a leader-following broker call and a tiny HTTP GET.
+
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use neo_protocol::api::BROKER_SERVICE;
+use neo_protocol::{ClientConfig, NeoClient};
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// One `neo-node` process on loopback ports; killed (SIGKILL) on drop.
+pub struct Proc {
+    pub id: u64,
+    pub client: String,
+    pub cluster: String,
+    pub http: String,
+    pub dir: PathBuf,
+    /// Flags added to every start (after the addresses and `--peers`).
+    pub extra_args: Vec<String>,
+    pub child: Option<Child>,
+}
+
+impl Proc {
+    /// Node `id` on three free ports, data in `dir`; not started.
+    pub fn new(id: u64, dir: PathBuf, extra_args: &[&str]) -> Proc {
+        Proc {
+            id,
+            client: format!("127.0.0.1:{}", free_port()),
+            cluster: format!("127.0.0.1:{}", free_port()),
+            http: format!("127.0.0.1:{}", free_port()),
+            dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        }
+    }
+
+    /// Starts the process; its stderr is appended to `logs/node-{id}.log`.
+    pub fn spawn(&mut self, peers: &str, logs: &Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("node-{}.log", self.id)))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_neo-node"))
+            .args(["--id", &self.id.to_string()])
+            .args(["--data-dir", &self.dir.display().to_string()])
+            .args(["--listen", &self.client])
+            .args(["--cluster-listen", &self.cluster])
+            .args(["--http-listen", &self.http])
+            .args(["--peers", peers])
+            .args(&self.extra_args)
+            .args(["--log", "info,openraft=warn"])
+            .env_remove("NEO_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn neo-node");
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Calls `method` at `addrs[start]` (or the next node that answers), following
+/// `NotLeader` hints and retrying retriable and connect errors until `deadline` passes
+/// (then it panics); another error is returned.
+pub async fn try_call_leader<Req, Resp>(
+    addrs: &[String],
+    start: usize,
+    method: &str,
+    req: &Req,
+    deadline: Duration,
+) -> Result<Resp, neo_protocol::Error>
+where
+    Req: serde::Serialize + Sync,
+    Resp: serde::de::DeserializeOwned,
+{
+    let deadline = tokio::time::Instant::now() + deadline;
+    let config = ClientConfig {
+        connect_timeout: Duration::from_millis(500),
+        reconnect_attempts_max: 1,
+        call_timeout: Duration::from_secs(15),
+        ..ClientConfig::default()
+    };
+    let mut next = start;
+    let mut target = addrs[start % addrs.len()].clone();
+    loop {
+        let r = match NeoClient::connect(target.clone(), config.clone()).await {
+            Ok(c) => c.call::<Req, Resp>(BROKER_SERVICE, method, req).await,
+            Err(e) => Err(e),
+        };
+        let e = match r {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{method} never succeeded; last error at {target}: {e}"
+        );
+        let hint = match &e {
+            neo_protocol::Error::Rpc(r) => r.leader_hint().map(str::to_string),
+            _ => None,
+        };
+        match hint {
+            Some(h) if h != target => target = h,
+            _ => {
+                if !e.is_retriable() && !matches!(e, neo_protocol::Error::Connect { .. }) {
+                    return Err(e);
+                }
+                next += 1;
+                target = addrs[next % addrs.len()].clone();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The body of a 200 answer to `GET path` on `addr`.
+pub async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    if !out.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    Some(out.split("\r\n\r\n").nth(1)?.to_string())
+}
+
+/// [`http_get`], parsed as JSON.
+pub async fn http_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&http_get(addr, path).await?).ok()
+}
