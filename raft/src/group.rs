@@ -390,14 +390,20 @@ impl RaftGroup {
     /// applied, and everything in its log at that point (so the producer table knows
     /// every earlier batch, including a restored leader's uncommitted tail).
     async fn catch_up_for_dedup(&self) -> Result<()> {
-        let m = self.raft.metrics().borrow_watched().clone();
-        if m.state != ServerState::Leader {
+        // Every stamped produce passes here: read the three fields it needs without
+        // cloning the whole metrics (membership maps included).
+        let (state, term, leader) = {
+            let rx = self.raft.metrics();
+            let m = rx.borrow_watched();
+            (m.state, m.current_term, m.current_leader)
+        };
+        if state != ServerState::Leader {
             return Err(Error::NotLeader {
                 group: self.group,
-                leader: m.current_leader,
+                leader,
             });
         }
-        if self.dedup_term.load(Ordering::Acquire) == m.current_term {
+        if self.dedup_term.load(Ordering::Acquire) == term {
             return Ok(());
         }
         self.ensure_linearizable().await?;
@@ -412,13 +418,13 @@ impl RaftGroup {
         })
         .await?;
         let m2 = self.metrics();
-        if m2.role != Role::Leader || m2.term != m.current_term {
+        if m2.role != Role::Leader || m2.term != term {
             return Err(Error::NotLeader {
                 group: self.group,
                 leader: m2.leader,
             });
         }
-        self.dedup_term.store(m.current_term, Ordering::Release);
+        self.dedup_term.store(term, Ordering::Release);
         Ok(())
     }
 
