@@ -131,6 +131,7 @@ settings! {
     produce_timeout_ms_max, "NEO_PRODUCE_TIMEOUT_MS_MAX", "MS", "Longest a produce waits for commit (default 30000)";
     retention_check_ms, "NEO_RETENTION_CHECK_MS", "MS", "Period of the retention pass over hosted partitions (default 30000)";
     segment_bytes, "NEO_SEGMENT_BYTES", "BYTES", "Segment file size of Raft group logs; retention deletes whole segments (default 256 MiB)";
+    leader_balance_ms, "NEO_LEADER_BALANCE_MS", "MS", "Period of leader balancing: partitions led here go back to their preferred replica; 0 turns it off (default 5000)";
 }
 
 /// How this node finds its cluster.
@@ -181,6 +182,9 @@ pub struct Limits {
     /// Segment file size of every Raft group log opened by this node (partitions and
     /// metadata). Retention deletes whole sealed segments, so this is its granularity.
     pub segment_bytes: u64,
+    /// Period of leader balancing (each leader hands its partitions back to their
+    /// preferred replica once that replica is alive and caught up); 0 turns it off.
+    pub leader_balance_ms: u64,
 }
 
 impl Default for Limits {
@@ -197,6 +201,7 @@ impl Default for Limits {
             http_connections_max: 64,
             retention_check_ms: 30_000,
             segment_bytes: 256 * 1024 * 1024,
+            leader_balance_ms: 5_000,
         }
     }
 }
@@ -490,6 +495,17 @@ impl Config {
                 neo_raft::SEGMENT_BYTES_MIN,
                 neo_raft::SEGMENT_BYTES_MAX,
             )?,
+            leader_balance_ms: match num(
+                "leader_balance_ms",
+                &l.leader_balance_ms,
+                d.leader_balance_ms,
+                0,
+                86_400_000,
+            )? {
+                // Off, or at least 100 ms: each pass reads every hosted group's metrics.
+                0 => 0,
+                ms => ms.max(100),
+            },
         };
         // A produce frame carries one batch plus a small envelope; a fetch response
         // carries up to fetch_bytes_max plus at least one (possibly larger) batch.
@@ -613,6 +629,30 @@ mod tests {
         };
         let c = Config::resolve(&args, &env).expect("config");
         assert_eq!(c.limits.retention_check_ms, 100, "flag over env");
+    }
+
+    #[test]
+    fn leader_balance_setting() {
+        let d = Config::resolve(&RunArgs::default(), &no_env).expect("default config");
+        assert_eq!(d.limits.leader_balance_ms, 5_000);
+        let env = env_of(&[("NEO_LEADER_BALANCE_MS", "0")]);
+        let c = Config::resolve(&RunArgs::default(), &env).expect("config");
+        assert_eq!(c.limits.leader_balance_ms, 0, "0 turns it off");
+        let args = RunArgs {
+            leader_balance_ms: Some("5".into()),
+            ..RunArgs::default()
+        };
+        let c = Config::resolve(&args, &env).expect("config");
+        assert_eq!(
+            c.limits.leader_balance_ms, 100,
+            "flag over env, raised to 100 ms"
+        );
+        let args = RunArgs {
+            leader_balance_ms: Some("soon".into()),
+            ..RunArgs::default()
+        };
+        let e = Config::resolve(&args, &no_env).expect_err("not a number");
+        assert!(e.to_string().contains("--leader-balance-ms"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | [`config`] | flags > environment (`NEO_*`) > TOML file (`--config`) > defaults; validation with errors that name the setting. No settings = the embedded single-node default |
 //! | `node` | [`Node`]: wiring and shutdown; `Shared`, the state every handler sees |
 //! | `reconcile` | keeps the partition groups hosted here in step with the applied metadata: open + bootstrap, stop + delete |
+//! | `balance` | every `leader_balance_ms`: each partition this node leads goes back to its preferred replica (the first of its replica set) once that replica is alive and has stayed in sync for a whole period |
 //! | `retention` | every `retention_check_ms`: applies each hosted partition's topic retention (age, size) to the local replica's log |
 //! | `broker/` | the `neo.broker` Neo RPC service, one file per method (`produce`, `fetch`, `metadata`, `create_topic`, `delete_topic`, `list_topics`, `describe_topic`; groups and queues answer `UnknownMethod`) |
 //! | `http` | the admin listener: `/health`, `/ready`, `/metrics`, `/v1/cluster`, `/v1/partitions/{topic}/{p}/digest`; [`healthcheck`] |
@@ -67,6 +68,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod balance;
 pub(crate) mod broker;
 pub mod config;
 mod error;

@@ -72,6 +72,8 @@ pub(crate) struct Metrics {
     pub(crate) retention_purges: AtomicU64,
     /// Retention attempts that failed (logged; the next pass retries).
     pub(crate) retention_errors: AtomicU64,
+    /// Leader transfers this node started to hand partitions to their preferred replica.
+    pub(crate) leader_transfers: AtomicU64,
     pub(crate) produce_latency: Histogram,
     pub(crate) fetch_latency: Histogram,
     pub(crate) commit_latency: Histogram,
@@ -178,6 +180,12 @@ impl Metrics {
             "neo_retention_errors_total",
             "Retention passes over a partition replica that failed.",
             &self.retention_errors,
+        );
+        counter(
+            &mut out,
+            "neo_leader_transfers_total",
+            "Leader transfers this node started to hand partitions back to their preferred replica.",
+            &self.leader_transfers,
         );
         self.produce_latency.render(
             &mut out,

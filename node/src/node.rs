@@ -270,6 +270,12 @@ impl Node {
             shared.clone(),
             stop_rx.clone(),
         )));
+        if cfg.limits.leader_balance_ms > 0 {
+            tasks.push(tokio::spawn(crate::balance::run(
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+        }
 
         let mut server = NeoServer::new(NeoConfig {
             frame_size_bytes_max: cfg.limits.frame_size_bytes_max,

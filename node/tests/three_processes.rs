@@ -48,6 +48,31 @@ fn produce_req(tag: &str) -> ProduceRequest {
 }
 
 /// Every user batch of partition 0 read from `addr`'s leader view, as payload strings.
+/// The nodes that say they lead `events`/`partition` (by their digest endpoint).
+async fn leaders_of(procs: &[Proc], partition: u32) -> Vec<&Proc> {
+    let mut out = Vec::new();
+    for p in procs {
+        let path = format!("/v1/partitions/events/{partition}/digest");
+        if http_json(&p.http, &path)
+            .await
+            .is_some_and(|v| v["leader"] == true)
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The `events` topic as the cluster's metadata describes it.
+async fn events_topic(addrs: &[String]) -> TopicMetadata {
+    let md: MetadataResponse =
+        call_leader(addrs, 0, "metadata", &MetadataRequest { topics: vec![] }).await;
+    md.topics
+        .into_iter()
+        .find(|t| t.name == "events")
+        .expect("topic")
+}
+
 async fn consume_all(addrs: &[String]) -> Vec<String> {
     let mut offset = 0;
     let mut out = Vec::new();
@@ -91,7 +116,13 @@ async fn consume_all(addrs: &[String]) -> Vec<String> {
 async fn three_processes_survive_a_leader_kill_and_restart() {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut procs: Vec<Proc> = (1..=3)
-        .map(|id| Proc::new(id, tmp.path().join(format!("node-{id}")), &[]))
+        .map(|id| {
+            Proc::new(
+                id,
+                tmp.path().join(format!("node-{id}")),
+                &["--leader-balance-ms", "500"],
+            )
+        })
         .collect();
     let peers = procs
         .iter()
@@ -139,21 +170,9 @@ async fn scenario(procs: &mut [Proc], peers: &str, addrs: &[String], logs: &Path
     }
 
     // Find partition 0's leader and kill -9 it.
-    let md: MetadataResponse =
-        call_leader(addrs, 0, "metadata", &MetadataRequest { topics: vec![] }).await;
-    let t = md
-        .topics
-        .iter()
-        .find(|t| t.name == "events")
-        .expect("topic");
+    let t = events_topic(addrs).await;
     assert_eq!(t.partitions[0].replicas.len(), 3);
-    let mut leader = None;
-    for p in procs.iter() {
-        let v = http_json(&p.http, "/v1/partitions/events/0/digest").await;
-        if v.is_some_and(|v| v["leader"] == true) {
-            leader = Some(p.id);
-        }
-    }
+    let leader = leaders_of(procs, 0).await.first().map(|p| p.id);
     let leader = leader
         .or(t.partitions[0].leader)
         .expect("partition 0 has a leader");
@@ -208,17 +227,11 @@ async fn scenario(procs: &mut [Proc], peers: &str, addrs: &[String], logs: &Path
     }
 
     // A follower answers NotLeader with the leader's client address.
-    let leader_now = {
-        let mut l = None;
-        for p in procs.iter() {
-            if let Some(v) = http_json(&p.http, "/v1/partitions/events/0/digest").await
-                && v["leader"] == true
-            {
-                l = Some(p.client.clone());
-            }
-        }
-        l.expect("a leader")
-    };
+    let leader_now = leaders_of(procs, 0)
+        .await
+        .last()
+        .map(|p| p.client.clone())
+        .expect("a leader");
     // The leader reports every replica in sync (all hold every committed entry now);
     // a node that does not lead the partition answers in_sync empty.
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -264,5 +277,51 @@ async fn scenario(procs: &mut [Proc], peers: &str, addrs: &[String], logs: &Path
         // Leadership moved to this node in the meantime: acceptable, nothing to check.
         Ok(_) => {}
         Err(e) => panic!("unexpected error from a follower: {e}"),
+    }
+
+    // Leader balancing: with every node back and caught up, each partition ends up led
+    // by its preferred replica (the first of its replica set), whoever won the
+    // elections after the bootstrap and the kill.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let t = events_topic(addrs).await;
+        let mut leaders = Vec::new();
+        for partition in 0..t.partitions.len() as u32 {
+            let ids: Vec<u64> = leaders_of(procs, partition)
+                .await
+                .iter()
+                .map(|p| p.id)
+                .collect();
+            leaders.push(ids);
+        }
+        let balanced = t
+            .partitions
+            .iter()
+            .zip(&leaders)
+            .all(|(p, ids)| ids.contains(&p.replicas[0]));
+        if balanced {
+            let mut transfers = 0u64;
+            for p in procs.iter() {
+                let text = common::http_get(&p.http, "/metrics")
+                    .await
+                    .unwrap_or_default();
+                transfers += text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("neo_leader_transfers_total "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            eprintln!("balanced after {transfers} leader transfers");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partitions never went back to their preferred leaders: replicas {:?}, led by {leaders:?}",
+            t.partitions
+                .iter()
+                .map(|p| p.replicas.clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
