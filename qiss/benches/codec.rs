@@ -299,6 +299,41 @@ fn p_metadata(m: &Metadata) -> PMetadata {
     }
 }
 
+// ---- the operations ----------------------------------------------------------------
+//
+// One function per measured operation, shared by the criterion benches and by the
+// instruction-counting mode below, so both measure exactly the same code.
+
+fn qiss_encode<T: Serialize>(v: &T) -> Vec<u8> {
+    qiss::to_vec(black_box(v)).unwrap()
+}
+fn bincode_encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serialize(black_box(v)).unwrap()
+}
+/// prost's real-use encode: `encode_to_vec` sizes the buffer with an `encoded_len` pass
+/// first, as bincode's `serialize` does.
+fn prost_encode<M: prost::Message>(m: &M) -> Vec<u8> {
+    black_box(m).encode_to_vec()
+}
+fn qiss_decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> T {
+    qiss::from_slice(black_box(b)).unwrap()
+}
+fn bincode_decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> T {
+    bincode::deserialize(black_box(b)).unwrap()
+}
+fn prost_decode<M: prost::Message + Default>(b: &[u8]) -> M {
+    M::decode(black_box(b)).unwrap()
+}
+fn qiss_roundtrip<T: Serialize + for<'a> Deserialize<'a>>(v: &T) -> T {
+    qiss_decode(&qiss_encode(v))
+}
+fn bincode_roundtrip<T: Serialize + for<'a> Deserialize<'a>>(v: &T) -> T {
+    bincode_decode(&bincode_encode(v))
+}
+fn prost_roundtrip<M: prost::Message + Default>(m: &M) -> M {
+    prost_decode(&prost_encode(m))
+}
+
 // ---- benches ---------------------------------------------------------------------
 
 /// The same six measurements for any value that has an owned serde form, a borrowed
@@ -316,35 +351,108 @@ macro_rules! codec_group {
 
         let mut g = $c.benchmark_group($name);
         g.bench_function("encode+decode/qiss", |bch| {
-            bch.iter(|| {
-                let bytes = qiss::to_vec(black_box(&value)).unwrap();
-                black_box(qiss::from_slice::<$owned>(&bytes).unwrap())
-            })
+            bch.iter(|| black_box(qiss_roundtrip::<$owned>(&value)))
         });
         g.bench_function("encode+decode/bincode", |bch| {
-            bch.iter(|| {
-                let bytes = bincode::serialize(black_box(&value)).unwrap();
-                black_box(bincode::deserialize::<$owned>(&bytes).unwrap())
-            })
+            bch.iter(|| black_box(bincode_roundtrip::<$owned>(&value)))
         });
         g.bench_function("encode+decode/prost", |bch| {
-            bch.iter(|| {
-                let bytes = black_box(&pv).encode_to_vec();
-                black_box(<$prost_ty>::decode(&bytes[..]).unwrap())
-            })
+            bch.iter(|| black_box(prost_roundtrip::<$prost_ty>(&pv)))
         });
         g.bench_function("decode_borrowed/qiss", |bch| {
-            bch.iter(|| black_box(qiss::from_slice::<$borrowed>(black_box(&q)).unwrap()))
+            bch.iter(|| black_box(qiss_decode::<$borrowed>(&q)))
         });
         g.bench_function("decode_borrowed/bincode", |bch| {
-            bch.iter(|| black_box(bincode::deserialize::<$borrowed>(black_box(&b)).unwrap()))
+            bch.iter(|| black_box(bincode_decode::<$borrowed>(&b)))
         });
         g.bench_function("decode/prost", |bch| {
-            bch.iter(|| black_box(<$prost_ty>::decode(black_box(&p[..])).unwrap()))
+            bch.iter(|| black_box(prost_decode::<$prost_ty>(&p)))
         });
         g.finish();
         (q.len(), b.len(), p.len())
     }};
+}
+
+/// Instruction-counting mode, for callgrind: `QISS_COUNT=<value>/<op>` runs one
+/// operation [`COUNT_ITERS`] times inside [`count_loop`] and exits, e.g.
+///
+/// ```sh
+/// QISS_COUNT=message_1KiB/roundtrip/qiss valgrind --tool=callgrind \
+///   --collect-atstart=no '--toggle-collect=*count_loop*' --callgrind-out-file=/dev/null \
+///   target/release/deps/codec-<hash>
+/// ```
+///
+/// and the "Collected" total divided by [`COUNT_ITERS`] is instructions per operation
+/// (building the values is outside `count_loop`, so it is not counted). Ops:
+/// `roundtrip|encode|decode|decode_borrowed` / `qiss|bincode`, and
+/// `roundtrip|encode|decode` / `prost`.
+macro_rules! count_op {
+    ($op:expr, $value:expr, $owned:ty, $borrowed:ty, $prost:expr, $prost_ty:ty) => {{
+        let value: $owned = $value;
+        let pv: $prost_ty = $prost;
+        let q = qiss::to_vec(&value).unwrap();
+        let b = bincode::serialize(&value).unwrap();
+        let p = pv.encode_to_vec();
+        match $op {
+            "roundtrip/qiss" => count_loop(|| drop(black_box(qiss_roundtrip::<$owned>(&value)))),
+            "roundtrip/bincode" => {
+                count_loop(|| drop(black_box(bincode_roundtrip::<$owned>(&value))))
+            }
+            "roundtrip/prost" => count_loop(|| drop(black_box(prost_roundtrip::<$prost_ty>(&pv)))),
+            "encode/qiss" => count_loop(|| drop(black_box(qiss_encode(&value)))),
+            "encode/bincode" => count_loop(|| drop(black_box(bincode_encode(&value)))),
+            "encode/prost" => count_loop(|| drop(black_box(prost_encode(&pv)))),
+            "decode/qiss" => count_loop(|| drop(black_box(qiss_decode::<$owned>(&q)))),
+            "decode/bincode" => count_loop(|| drop(black_box(bincode_decode::<$owned>(&b)))),
+            "decode/prost" => count_loop(|| drop(black_box(prost_decode::<$prost_ty>(&p)))),
+            "decode_borrowed/qiss" => count_loop(|| drop(black_box(qiss_decode::<$borrowed>(&q)))),
+            "decode_borrowed/bincode" => {
+                count_loop(|| drop(black_box(bincode_decode::<$borrowed>(&b))))
+            }
+            other => panic!("unknown op {other}"),
+        }
+    }};
+}
+
+/// Iterations of one operation in counting mode.
+const COUNT_ITERS: u32 = 2000;
+
+#[inline(never)]
+fn count_loop(mut f: impl FnMut()) {
+    for _ in 0..COUNT_ITERS {
+        f();
+    }
+}
+
+fn count(spec: &str) {
+    let (value, op) = spec.split_once('/').expect("QISS_COUNT=<value>/<op>");
+    let len = match value {
+        "message_100B" => 100,
+        "message_1KiB" => 1024,
+        "message_64KiB" => 64 * 1024,
+        "metadata" => {
+            let m = metadata();
+            count_op!(
+                op,
+                m.clone(),
+                Metadata,
+                MetadataRef<'_>,
+                p_metadata(&m),
+                PMetadata
+            );
+            return;
+        }
+        other => panic!("unknown value {other}"),
+    };
+    let m = message(len);
+    count_op!(
+        op,
+        m.clone(),
+        Message,
+        MessageRef<'_>,
+        p_message(&m),
+        PMessage
+    );
 }
 
 fn sizes_line(name: &str, (q, b, p): (usize, usize, usize)) {
@@ -450,6 +558,10 @@ fn batch(c: &mut Criterion) {
 }
 
 fn main() {
+    if let Ok(spec) = std::env::var("QISS_COUNT") {
+        count(&spec);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     codec(&mut c);
     batch(&mut c);

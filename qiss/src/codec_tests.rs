@@ -321,6 +321,54 @@ fn nesting_is_bounded() {
 }
 
 #[test]
+fn to_vec_reserves_enough_up_front() {
+    use crate::ser::{FIRST_CAPACITY, capacity_for};
+    #[derive(Serialize)]
+    struct Big<'a> {
+        id: u64,
+        timestamp: i64,
+        names: Vec<String>,
+        #[serde(with = "serde_bytes")]
+        payload: &'a [u8],
+        ratio: f64,
+    }
+    for len in [0, 1, 100, 255, 256, 1024, 5000, 70_000] {
+        let payload = vec![7u8; len];
+        let v = Big {
+            id: u64::MAX,
+            timestamp: i64::MIN,
+            names: vec!["trace-id".into(), "é".repeat(40)],
+            payload: &payload,
+            ratio: 0.5,
+        };
+        let bytes = to_vec(&v).unwrap();
+        // Strings and bytes counted exactly, every varint at its longest: an upper
+        // bound when the integers are few, so the payload never makes `to_vec` grow.
+        let cap = capacity_for(&v);
+        assert!(cap >= bytes.len(), "{len}: {cap} < {}", bytes.len());
+        assert!(cap <= bytes.len() + 7 * 10, "{len}: {cap} too generous");
+    }
+    // Integer-heavy values get a quarter of their bound (at least the first buffer)
+    // and grow from there; the encoding is the same either way.
+    let many: Vec<u64> = (0..10_000).collect();
+    let cap = capacity_for(&many);
+    assert_eq!(cap, (10 + 10_000 * 10) / 4);
+    assert_eq!(
+        to_vec(&many).unwrap().len() as u64,
+        serialized_size(&many).unwrap()
+    );
+    assert_eq!(capacity_for(&[1u64, 2, 3][..]), 40);
+    // A value the serializer refuses gets the default, and the real pass reports it.
+    struct Refuses;
+    impl Serialize for Refuses {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq((0..3).filter(|_| true))
+        }
+    }
+    assert_eq!(capacity_for(&Refuses), FIRST_CAPACITY);
+}
+
+#[test]
 fn unsupported_shapes() {
     assert!(matches!(
         from_slice::<serde::de::IgnoredAny>(&[0]),

@@ -187,11 +187,13 @@ impl<'de> Deserializer<'de> {
         let position = self.pos;
         let len = self.varint(varint::MAX_LEN_U64)?;
         let remaining = (self.input.len() - self.pos) as u64;
-        if len > self.length_max || len > remaining {
+        // One compare against the tighter bound instead of two.
+        let limit = self.length_max.min(remaining);
+        if len > limit {
             return Err(Error::LengthLimit {
                 position,
                 len,
-                limit: self.length_max.min(remaining),
+                limit,
             });
         }
         let start = self.pos;
@@ -444,6 +446,18 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'_, 'de> {
         }
         self.left -= 1;
         seed.deserialize(&mut *self.de).map(Some)
+    }
+
+    // serde's default forwards to `next_element_seed` but is not marked inline, and
+    // derived code calls it once per field: forced inline so that the compiler's
+    // inlining budget never turns every field of a struct into a call.
+    #[inline(always)]
+    fn next_element<T: de::Deserialize<'de>>(&mut self) -> Result<Option<T>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        T::deserialize(&mut *self.de).map(Some)
     }
 
     #[inline]

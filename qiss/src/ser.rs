@@ -23,11 +23,21 @@ use crate::varint;
 pub(crate) trait Output {
     fn put(&mut self, bytes: &[u8]) -> Result<()>;
     fn put_byte(&mut self, byte: u8) -> Result<()>;
+    /// Writes a varint of at least two bytes (`v >= 0x80`).
     #[inline]
     fn put_varint(&mut self, v: u64) -> Result<()> {
         let mut buf = [0u8; varint::MAX_LEN_U64];
         let n = varint::encode_u64(v, &mut buf);
         self.put(&buf[..n])
+    }
+    /// Writes any varint.
+    #[inline(always)]
+    fn varint(&mut self, v: u64) -> Result<()> {
+        if v < 0x80 {
+            self.put_byte(v as u8)
+        } else {
+            self.put_varint(v)
+        }
     }
 }
 
@@ -85,13 +95,70 @@ impl Output for SizeOutput {
     }
 }
 
+/// Bounds the encoded size from above without looking at integer values: every varint
+/// counts as its longest form. Strings, byte strings and floats are counted exactly.
+/// Everything it does is an addition of a constant or of a length, so after inlining a
+/// struct's fields fold into a handful of instructions (an exact sizing pass has to
+/// measure every varint, which cost integer-heavy structs more than it saved).
+struct BoundOutput {
+    /// Bytes of strings, byte strings and fixed-width fields: exact.
+    bulk: usize,
+    /// Bytes of varints and single-byte fields: an upper bound.
+    scalars: usize,
+}
+
+impl Output for BoundOutput {
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.bulk = self.bulk.wrapping_add(bytes.len());
+        Ok(())
+    }
+    #[inline(always)]
+    fn put_byte(&mut self, _: u8) -> Result<()> {
+        self.scalars = self.scalars.wrapping_add(1);
+        Ok(())
+    }
+    #[inline(always)]
+    fn varint(&mut self, _: u64) -> Result<()> {
+        self.scalars = self.scalars.wrapping_add(varint::MAX_LEN_U64);
+        Ok(())
+    }
+}
+
+/// The capacity [`to_vec`] starts with. Room for a typical RPC body; a value whose
+/// integers alone could need more (a long sequence of integers) gets a quarter of their
+/// bound, since varints are mostly far shorter than their longest form, and grows
+/// geometrically from there if that is not enough.
+pub(crate) const FIRST_CAPACITY: usize = 256;
+
+/// How much room [`to_vec`] reserves up front for `value`: enough for its strings and
+/// byte strings exactly, plus a guess for its integers, so that a value with a large
+/// payload is allocated once and written without a reallocation (which would copy
+/// the bytes before the payload and cost a second allocation).
+#[inline(always)]
+pub(crate) fn capacity_for<T: ?Sized + Serialize>(value: &T) -> usize {
+    let mut bound = Serializer {
+        out: BoundOutput {
+            bulk: 0,
+            scalars: 0,
+        },
+    };
+    match value.serialize(&mut bound) {
+        Ok(()) => {
+            let BoundOutput { bulk, scalars } = bound.out;
+            let scalars = scalars.min(FIRST_CAPACITY.max(scalars / 4));
+            // Overflow is impossible for a real value (its bytes exist in memory), but
+            // the counters wrap rather than panic, and a wrapped bound is only a guess.
+            bulk.saturating_add(scalars)
+        }
+        // The real pass reports the error.
+        Err(_) => FIRST_CAPACITY,
+    }
+}
+
 /// Encodes `value` into a new buffer.
 pub fn to_vec<T: ?Sized + Serialize>(value: &T) -> Result<Vec<u8>> {
-    // Room for a typical RPC body, so small values never reallocate. A value with a
-    // large payload reallocates once, when the payload is appended, and that copies
-    // only the bytes before it: cheaper than a sizing pass over every value (measured
-    // with the bench; a sizing pass cost integer-heavy structs the most).
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(capacity_for(value));
     value.serialize(&mut Serializer { out: &mut out })?;
     Ok(out)
 }
@@ -123,11 +190,7 @@ pub(crate) struct Serializer<O> {
 impl<O: Output> Serializer<O> {
     #[inline(always)]
     fn varint(&mut self, v: u64) -> Result<()> {
-        if v < 0x80 {
-            self.out.put_byte(v as u8)
-        } else {
-            self.out.put_varint(v)
-        }
+        self.out.varint(v)
     }
 
     #[inline(always)]
