@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 mod common;
-use common::{Proc, http_get};
+use common::{Proc, dump_logs, http_get, start_cluster};
 
 use neo_protocol::ErrorCode;
 use neo_protocol::api::*;
@@ -170,42 +170,21 @@ fn create(name: &str, configs: &[(&str, &str)]) -> CreateTopicRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_by_size_and_age_on_three_replicas() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut procs: Vec<Proc> = (1..=3)
-        .map(|id| {
-            Proc::new(
-                id,
-                tmp.path().join(format!("node-{id}")),
-                &[
-                    "--segment-bytes",
-                    SEGMENT_BYTES_ARG,
-                    "--retention-check-ms",
-                    "100",
-                ],
-            )
-        })
-        .collect();
-    let peers = procs
-        .iter()
-        .map(|p| format!("{}={}", p.id, p.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
-    for p in &mut procs {
-        p.spawn(&peers, tmp.path());
-    }
-    let addrs: Vec<String> = procs.iter().map(|p| p.client.clone()).collect();
+    let (procs, _, addrs) = start_cluster(tmp.path(), 3, |_| {
+        [
+            "--segment-bytes",
+            SEGMENT_BYTES_ARG,
+            "--retention-check-ms",
+            "100",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
     let outcome =
         futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(scenario(&procs, &addrs)))
             .await;
     if outcome.is_err() {
-        for p in &procs {
-            let log = std::fs::read_to_string(tmp.path().join(format!("node-{}.log", p.id)))
-                .unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- node {} log tail ---", p.id);
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
+        dump_logs(tmp.path(), procs.iter().map(|p| p.id));
         panic!("scenario failed (node logs above)");
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 mod common;
-use common::{Proc, http_json, try_call_leader};
+use common::{Proc, dump_logs, http_json, leaders_of, start_cluster, try_call_leader};
 
 use neo_protocol::api::*;
 use neo_protocol::{ClientConfig, ErrorCode, NeoClient};
@@ -47,22 +47,6 @@ fn produce_req(tag: &str) -> ProduceRequest {
     }
 }
 
-/// Every user batch of partition 0 read from `addr`'s leader view, as payload strings.
-/// The nodes that say they lead `events`/`partition` (by their digest endpoint).
-async fn leaders_of(procs: &[Proc], partition: u32) -> Vec<&Proc> {
-    let mut out = Vec::new();
-    for p in procs {
-        let path = format!("/v1/partitions/events/{partition}/digest");
-        if http_json(&p.http, &path)
-            .await
-            .is_some_and(|v| v["leader"] == true)
-        {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// The `events` topic as the cluster's metadata describes it.
 async fn events_topic(addrs: &[String]) -> TopicMetadata {
     let md: MetadataResponse =
@@ -73,6 +57,7 @@ async fn events_topic(addrs: &[String]) -> TopicMetadata {
         .expect("topic")
 }
 
+/// Every user batch of partition 0 read from `addr`'s leader view, as payload strings.
 async fn consume_all(addrs: &[String]) -> Vec<String> {
     let mut offset = 0;
     let mut out = Vec::new();
@@ -115,36 +100,13 @@ async fn consume_all(addrs: &[String]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_survive_a_leader_kill_and_restart() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut procs: Vec<Proc> = (1..=3)
-        .map(|id| {
-            Proc::new(
-                id,
-                tmp.path().join(format!("node-{id}")),
-                &["--leader-balance-ms", "500"],
-            )
-        })
-        .collect();
-    let peers = procs
-        .iter()
-        .map(|p| format!("{}={}", p.id, p.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
-    for p in &mut procs {
-        p.spawn(&peers, tmp.path());
-    }
-    let addrs: Vec<String> = procs.iter().map(|p| p.client.clone()).collect();
+    let (mut procs, peers, addrs) = start_cluster(tmp.path(), 3, |_| {
+        vec!["--leader-balance-ms".into(), "500".into()]
+    });
     let result = std::panic::AssertUnwindSafe(scenario(&mut procs, &peers, &addrs, tmp.path()));
     let outcome = futures::FutureExt::catch_unwind(result).await;
     if outcome.is_err() {
-        for p in &procs {
-            let log = std::fs::read_to_string(tmp.path().join(format!("node-{}.log", p.id)))
-                .unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- node {} log tail ---", p.id);
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
+        dump_logs(tmp.path(), procs.iter().map(|p| p.id));
         panic!("scenario failed (node logs above)");
     }
 }
@@ -172,7 +134,7 @@ async fn scenario(procs: &mut [Proc], peers: &str, addrs: &[String], logs: &Path
     // Find partition 0's leader and kill -9 it.
     let t = events_topic(addrs).await;
     assert_eq!(t.partitions[0].replicas.len(), 3);
-    let leader = leaders_of(procs, 0).await.first().map(|p| p.id);
+    let leader = leaders_of(procs, "events", 0).await.first().map(|p| p.id);
     let leader = leader
         .or(t.partitions[0].leader)
         .expect("partition 0 has a leader");
@@ -227,7 +189,7 @@ async fn scenario(procs: &mut [Proc], peers: &str, addrs: &[String], logs: &Path
     }
 
     // A follower answers NotLeader with the leader's client address.
-    let leader_now = leaders_of(procs, 0)
+    let leader_now = leaders_of(procs, "events", 0)
         .await
         .last()
         .map(|p| p.client.clone())
@@ -287,7 +249,7 @@ async fn scenario(procs: &mut [Proc], peers: &str, addrs: &[String], logs: &Path
         let t = events_topic(addrs).await;
         let mut leaders = Vec::new();
         for partition in 0..t.partitions.len() as u32 {
-            let ids: Vec<u64> = leaders_of(procs, partition)
+            let ids: Vec<u64> = leaders_of(procs, "events", partition)
                 .await
                 .iter()
                 .map(|p| p.id)

@@ -101,7 +101,7 @@ pub(crate) fn batch_to_entry(batch: Bytes) -> Result<Entry, Error> {
             source,
         })?
     } else {
-        EntryPayload::Normal(Proposal::Records(RecordBatch(
+        EntryPayload::Normal(Proposal::Records(RecordBatch::new(
             batch.slice(..h.batch_length as usize),
         )))
     };

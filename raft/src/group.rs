@@ -21,7 +21,9 @@ use crate::meta_sm::{MetaCommand, MetaResponse, MetaState};
 use crate::network::{NetworkFactory, Router, RpcKind, SnapshotHead, Transport, WireResult};
 use crate::producers::{ProducedBatch, Seen};
 use crate::state_machine::{AppliedState, GroupKind, GroupStateMachine, SharedProducers};
-use crate::types::{Applied, GroupId, NeoRaft, NodeId, Proposal, RecordBatch, Snapshot};
+use crate::types::{
+    Applied, GroupId, LocalAck, LocalAckResult, NeoRaft, NodeId, Proposal, RecordBatch, Snapshot,
+};
 
 /// Timing of a group's Raft. Defaults suit a LAN; tests on a loaded 2-core machine use
 /// the same values (no timing is asserted, only eventual outcomes).
@@ -190,10 +192,10 @@ fn write_error(group: GroupId, e: RaftError<NeoRaft, ClientWriteError<NeoRaft>>)
 async fn write_records(
     raft: &Raft<NeoRaft, GroupStateMachine>,
     group: GroupId,
-    batch: Bytes,
+    batch: RecordBatch,
 ) -> Result<(u64, u32)> {
     let resp = raft
-        .client_write(Proposal::Records(RecordBatch(batch)))
+        .client_write(Proposal::Records(batch))
         .await
         .map_err(|e| write_error(group, e))?;
     match resp.data {
@@ -331,9 +333,40 @@ impl RaftGroup {
     /// the producer table covers every earlier batch, and the later batches of its term
     /// are in flight here or applied.
     pub async fn propose_records(&self, batch: Bytes) -> Result<(u64, u32)> {
+        self.propose(batch, false).await
+    }
+
+    /// `acks=leader`: like [`RaftGroup::propose_records`] (the same checks, the same
+    /// idempotent-producer rules, and the batch goes on to commit as usual), but answers
+    /// as soon as this leader's own log holds the batch durably (after its
+    /// `fdatasync`, or once written with `--fsync interval`), before any follower has
+    /// it. A batch acknowledged this way is lost if this leader fails before a quorum
+    /// stores it (its entry is then truncated by the next leader): the trade `acks=leader`
+    /// makes for latency. A leader that steps down before appending the batch answers
+    /// `NotLeader`.
+    pub async fn propose_records_leader_ack(&self, batch: Bytes) -> Result<(u64, u32)> {
+        self.propose(batch, true).await
+    }
+
+    async fn propose(&self, batch: Bytes, leader_ack: bool) -> Result<(u64, u32)> {
         let header = Self::check_record_batch(&batch)?;
+        let (ack, local) = if leader_ack {
+            let (ack, rx) = LocalAck::channel();
+            (ack, Some(rx))
+        } else {
+            (LocalAck::default(), None)
+        };
+        let batch = RecordBatch(batch, ack);
         if header.producer_id < 0 {
-            return write_records(&self.raft, self.group, batch).await;
+            let Some(local) = local else {
+                return write_records(&self.raft, self.group, batch).await;
+            };
+            self.leader_or_not_leader()?;
+            self.raft
+                .client_write_ff(Proposal::Records(batch), None)
+                .await
+                .map_err(|e| fatal(self.group, e))?;
+            return self.local_ack(local).await;
         }
         let key: InflightKey = (
             header.producer_id as u64,
@@ -377,13 +410,56 @@ impl RaftGroup {
         // commit: a retry meanwhile waits for it instead of storing a second copy.
         let raft = self.raft.clone();
         let group = self.group;
-        tokio::spawn(async move {
+        let write = tokio::spawn(async move {
             let r = write_records(&raft, group, batch).await;
             drop(guard);
             r
-        })
-        .await
-        .map_err(|e| fatal(self.group, e))?
+        });
+        match local {
+            // The write (and the in-flight entry a retry would wait on) goes on to
+            // commit in its task; this caller answers at the local flush.
+            Some(local) => self.local_ack(local).await,
+            None => write.await.map_err(|e| fatal(self.group, e))?,
+        }
+    }
+
+    /// `Ok` if this replica leads, else `NotLeader` with the leader it knows of.
+    fn leader_or_not_leader(&self) -> Result<()> {
+        let rx = self.raft.metrics();
+        let m = rx.borrow_watched();
+        if m.state == ServerState::Leader {
+            Ok(())
+        } else {
+            Err(Error::NotLeader {
+                group: self.group,
+                leader: m.current_leader,
+            })
+        }
+    }
+
+    /// Waits for the log store to report the proposed batch durable in the local log.
+    async fn local_ack(
+        &self,
+        local: tokio::sync::oneshot::Receiver<LocalAckResult>,
+    ) -> Result<(u64, u32)> {
+        match local.await {
+            Ok(Ok(offsets)) => Ok(offsets),
+            // The local flush failed, or the entry was cut before it was synced (this
+            // leader lost its leadership): not stored here.
+            Ok(Err(reason)) => Err(Error::Storage {
+                subject: "log",
+                verb: "append",
+                reason,
+            }),
+            // Dropped without being appended: leadership ended before the append.
+            Err(_) => Err(self
+                .leader_or_not_leader()
+                .err()
+                .unwrap_or(Error::NotLeader {
+                    group: self.group,
+                    leader: None,
+                })),
+        }
     }
 
     /// Leader only: once per term, waits until everything committed before the term is
@@ -469,7 +545,7 @@ impl RaftGroup {
             });
         }
         self.raft
-            .client_write_ff(Proposal::Records(RecordBatch(batch)), None)
+            .client_write_ff(Proposal::Records(RecordBatch::new(batch)), None)
             .await
             .map_err(|e| fatal(self.group, e))
     }

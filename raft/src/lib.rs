@@ -80,4 +80,6 @@ pub use log_store::{
 };
 pub use network::{RpcKind, Transport, TransportError};
 pub use state_machine::{AppliedState, GroupKind};
-pub use types::{Applied, GroupId, METADATA_GROUP, NodeId, Proposal, RecordBatch};
+pub use types::{
+    Applied, GroupId, LocalAck, LocalAckResult, METADATA_GROUP, NodeId, Proposal, RecordBatch,
+};

@@ -39,12 +39,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use neo_storage::{FsyncPolicy, LogConfig, MetaConfig, MetaStore, RaftField, SegmentLog};
+use openraft::EntryPayload;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use qiss::batch::BatchHeader;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::types::{Entry, GroupId, LogId, NeoRaft, Vote};
+use crate::types::{Entry, GroupId, LocalAck, LogId, NeoRaft, Proposal, RecordBatch, Vote};
 
 /// Largest record batch a partition group accepts (the producer's batch limit).
 pub const RECORD_BATCH_BYTES_MAX: usize = 1024 * 1024;
@@ -573,6 +574,8 @@ impl RaftLogStorage<NeoRaft> for LogStore {
     {
         let inner = &self.inner;
         let mut end = None;
+        // acks=leader waiters of this call's entries: (notification, offset, count).
+        let mut acks: Vec<(LocalAck, u64, u32)> = Vec::new();
         {
             let mut map = inner.map();
             for entry in entries {
@@ -589,6 +592,12 @@ impl RaftLogStorage<NeoRaft> for LogStore {
                 let base = inner.log.next_offset();
                 let batch = codec::entry_to_batch(&entry, base)
                     .map_err(|e| io_err("log entry", "encode", e))?;
+                if let EntryPayload::Normal(Proposal::Records(RecordBatch(b, ack))) = &entry.payload
+                    && ack.is_set()
+                {
+                    let count = BatchHeader::parse(b).map_or(0, |h| h.record_count);
+                    acks.push((ack.clone(), base, count));
+                }
                 let appended = inner
                     .log
                     .append_at(&batch)
@@ -600,13 +609,23 @@ impl RaftLogStorage<NeoRaft> for LogStore {
                 end = Some(appended.next_offset);
             }
         }
+        let fire = move |r: Result<(), String>| {
+            for (ack, base, count) in acks {
+                ack.fire(r.clone().map(|()| (base, count)));
+            }
+        };
         match end {
             // Looser durability, by request: written to the OS is reported flushed; the
             // storage flusher syncs on its interval (see `Durability::IntervalMs`).
             Some(_) if matches!(inner.durability, Durability::IntervalMs(_)) => {
+                fire(Ok(()));
                 callback.io_completed(Ok(()))
             }
             Some(end) => inner.log.notify_durable(end, move |r| {
+                fire(match &r {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                });
                 let r = match r {
                     // openraft itself truncated these entries after appending them (a
                     // follower meeting a new leader's conflicting log); the cut was
@@ -799,7 +818,7 @@ mod tests {
             let b = neo_storage::testing::batch(3, i as i64 * 100, i as i64 * 100, &[7; 1000]);
             entries.push(Entry::new_normal(
                 LogId::new(1.into(), i),
-                crate::types::Proposal::Records(crate::types::RecordBatch(Bytes::from(b))),
+                crate::types::Proposal::Records(crate::types::RecordBatch::new(Bytes::from(b))),
             ));
         }
         let (tx, rx) = NeoRaft::oneshot();
@@ -880,7 +899,7 @@ mod tests {
         };
         let batch = |n: u32| {
             let b = neo_storage::testing::batch(n, 1, 1, b"payload");
-            crate::types::Proposal::Records(crate::types::RecordBatch(Bytes::from(b)))
+            crate::types::Proposal::Records(crate::types::RecordBatch::new(Bytes::from(b)))
         };
         let entries = vec![
             Entry::new_blank(LogId::new(1.into(), 0)),

@@ -7,6 +7,7 @@
 //! recovered from the `term`/`log_index` stamps of a record batch, which carry no node id.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -64,8 +65,74 @@ impl fmt::Display for Proposal {
 
 /// An encoded Qiss record batch (header + records), kept as shared bytes so that it is
 /// never copied between the producer's frame, the log store and the replication stream.
+///
+/// The second field exists only in the memory of the replica that proposed the batch
+/// (never encoded, never replicated, equal to every other): `acks=leader` waits on it
+/// for the leader's own log to hold the batch durably.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordBatch(#[serde(with = "bytes_serde")] pub Bytes);
+pub struct RecordBatch(
+    #[serde(with = "bytes_serde")] pub Bytes,
+    #[serde(skip)] pub LocalAck,
+);
+
+impl RecordBatch {
+    /// A batch without a local acknowledgement.
+    pub fn new(batch: Bytes) -> RecordBatch {
+        RecordBatch(batch, LocalAck::default())
+    }
+}
+
+/// What `acks=leader` learns from the log store: the batch's first offset and record
+/// count once its entry is durable in this replica's log, or why it will not be.
+pub type LocalAckResult = std::result::Result<(u64, u32), String>;
+
+/// A one-shot notification fired by the log store once the entry carrying it is
+/// durable in the local log (after `fdatasync`, or written with `--fsync interval`).
+/// Clones share it; it fires at most once. An entry that is never appended drops it,
+/// and the waiter sees the channel closed.
+#[derive(Clone, Default)]
+pub struct LocalAck(Option<Arc<Mutex<Option<tokio::sync::oneshot::Sender<LocalAckResult>>>>>);
+
+impl LocalAck {
+    /// A notification and the receiver that waits for it.
+    pub fn channel() -> (LocalAck, tokio::sync::oneshot::Receiver<LocalAckResult>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (LocalAck(Some(Arc::new(Mutex::new(Some(tx))))), rx)
+    }
+
+    /// Whether anyone waits on this one.
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Fires the notification (only the first call of all clones counts).
+    pub fn fire(&self, result: LocalAckResult) {
+        if let Some(slot) = &self.0
+            && let Some(tx) = slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+impl PartialEq for LocalAck {
+    /// Never part of an entry's identity.
+    fn eq(&self, _: &LocalAck) -> bool {
+        true
+    }
+}
+
+impl Eq for LocalAck {}
+
+impl fmt::Debug for LocalAck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_set() {
+            "LocalAck(set)"
+        } else {
+            "LocalAck"
+        })
+    }
+}
 
 /// The result of applying one entry, returned to the proposer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

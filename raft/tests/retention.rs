@@ -7,50 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use neo_raft::{
-    GroupConfig, GroupId, GroupKind, NodeId, NodeStore, RaftGroup, RaftTiming, Role, RpcKind,
-    Transport, TransportError,
-};
+use neo_raft::{GroupConfig, GroupKind, NodeStore, RaftGroup, RaftTiming, Role};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A one-node group never sends anything.
-struct NoPeers;
-
-impl Transport for NoPeers {
-    fn send(
-        &self,
-        target: NodeId,
-        _group: GroupId,
-        _kind: RpcKind,
-        _body: Bytes,
-        _timeout: Duration,
-    ) -> BoxFuture<'static, Result<Bytes, TransportError>> {
-        Box::pin(async move {
-            Err(TransportError::Unreachable {
-                target,
-                reason: "no peers".into(),
-            })
-        })
-    }
-
-    fn send_snapshot(
-        &self,
-        target: NodeId,
-        _group: GroupId,
-        _head: Bytes,
-        _data: Bytes,
-        _timeout: Duration,
-    ) -> BoxFuture<'static, Result<Bytes, TransportError>> {
-        Box::pin(async move {
-            Err(TransportError::Unreachable {
-                target,
-                reason: "no peers".into(),
-            })
-        })
-    }
-}
+mod common;
+use common::NoPeers;
 
 fn batch(ts: i64, seed: u8) -> Bytes {
     let mut b = qiss::batch::BatchBuilder::new();

@@ -14,13 +14,15 @@
 //! than the remembered window gets `DuplicateSequence`. The request's `producer` stamp
 //! is informational: the header (covered by the CRC) is what counts.
 //!
-//! - `all` (and `leader`, see below): `RaftGroup::propose_records`, answered once a
-//!   quorum has the batch on disk and it is applied, with its base offset; bounded by
-//!   the request's `timeout_ms` (at most `produce_timeout_ms_max`), after which the
-//!   answer is `NotEnoughReplicas` (the batch may still commit later).
-//! - `leader`: openraft reports no "appended on the leader" event through the facade
-//!   (only commit and apply), so there is no correct way to answer at local append.
-//!   `acks=leader` therefore gets exactly `acks=all`'s behaviour and guarantee today.
+//! - `all`: `RaftGroup::propose_records`, answered once a quorum has the batch on disk
+//!   and it is applied, with its base offset; bounded by the request's `timeout_ms` (at
+//!   most `produce_timeout_ms_max`), after which the answer is `NotEnoughReplicas` (the
+//!   batch may still commit later).
+//! - `leader`: `RaftGroup::propose_records_leader_ack`, answered with the base offset as
+//!   soon as the leader's own log holds the batch durably (the log store fires a
+//!   notification carried by the entry after its `fdatasync`), before any follower has
+//!   it; the batch then commits as usual. Same timeout and errors as `all`. The trade:
+//!   a batch acknowledged this way is lost if the leader fails before a quorum stores it.
 //! - `none`: the batch is handed to the leader's Raft (`propose_records_ff`) and the
 //!   answer goes out at once, before the batch is written anywhere, with
 //!   `base_offset = u64::MAX` ([`OFFSET_UNKNOWN`]): the batch may be lost.
@@ -137,11 +139,16 @@ async fn produce(
                 req.timeout_ms.min(max)
             };
             let started = Instant::now();
-            let proposed = tokio::time::timeout(
-                Duration::from_millis(u64::from(timeout_ms)),
-                group.propose_records(batch),
-            )
-            .await;
+            let leader_only = req.acks == Acks::Leader;
+            let proposed =
+                tokio::time::timeout(Duration::from_millis(u64::from(timeout_ms)), async {
+                    if leader_only {
+                        group.propose_records_leader_ack(batch).await
+                    } else {
+                        group.propose_records(batch).await
+                    }
+                })
+                .await;
             let (base_offset, record_count) = match proposed {
                 Ok(r) => r.map_err(|e| raft_error(shared, e, &what))?,
                 Err(_) => {
@@ -153,7 +160,9 @@ async fn produce(
                     ));
                 }
             };
-            shared.metrics.commit_latency.observe(started.elapsed());
+            if !leader_only {
+                shared.metrics.commit_latency.observe(started.elapsed());
+            }
             Ok((
                 ProduceResponse {
                     base_offset,

@@ -152,3 +152,57 @@ pub async fn http_get(addr: &str, path: &str) -> Option<String> {
 pub async fn http_json(addr: &str, path: &str) -> Option<serde_json::Value> {
     serde_json::from_str(&http_get(addr, path).await?).ok()
 }
+
+/// Starts nodes `1..=n`, data under `tmp/node-{id}`, logs in `tmp`, node `id` with
+/// `args(id)` added to its flags; returns them, their `--peers` list and their client
+/// addresses.
+pub fn start_cluster(
+    tmp: &Path,
+    n: u64,
+    args: impl Fn(u64) -> Vec<String>,
+) -> (Vec<Proc>, String, Vec<String>) {
+    let mut procs: Vec<Proc> = (1..=n)
+        .map(|id| {
+            let a = args(id);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            Proc::new(id, tmp.join(format!("node-{id}")), &a)
+        })
+        .collect();
+    let peers = procs
+        .iter()
+        .map(|p| format!("{}={}", p.id, p.cluster))
+        .collect::<Vec<_>>()
+        .join(",");
+    for p in &mut procs {
+        p.spawn(&peers, tmp);
+    }
+    let addrs = procs.iter().map(|p| p.client.clone()).collect();
+    (procs, peers, addrs)
+}
+
+/// Prints the last 40 lines of each node's log in `tmp` (after a failed scenario).
+pub fn dump_logs(tmp: &Path, ids: impl IntoIterator<Item = u64>) {
+    for id in ids {
+        let log = std::fs::read_to_string(tmp.join(format!("node-{id}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!("--- node {id} log tail ---");
+        for l in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("{l}");
+        }
+    }
+}
+
+/// The nodes that say they lead `topic`/`partition` (by their digest endpoint).
+pub async fn leaders_of<'a>(procs: &'a [Proc], topic: &str, partition: u32) -> Vec<&'a Proc> {
+    let mut out = Vec::new();
+    for p in procs {
+        let path = format!("/v1/partitions/{topic}/{partition}/digest");
+        if http_json(&p.http, &path)
+            .await
+            .is_some_and(|v| v["leader"] == true)
+        {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -1,0 +1,113 @@
+//! `acks=leader` on one replica: `propose_records_leader_ack` answers with the same
+//! offsets the committed batch gets, keeps the idempotent-producer rules (a retry of a
+//! stamped batch answers the first copy's offset, never stores a second copy), and a
+//! replica that does not lead answers `NotLeader`. (That it answers before followers
+//! store the batch is tested with real processes in `node/tests/acks.rs`.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use neo_raft::{Error, GroupConfig, GroupKind, NodeStore, RaftGroup, RaftTiming, Role};
+
+mod common;
+use common::NoPeers;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn batch(records: usize, producer: Option<(i64, i32)>) -> Bytes {
+    let mut b = qiss::batch::BatchBuilder::new();
+    if let Some((id, seq)) = producer {
+        b.producer(id, 0, seq);
+    }
+    for i in 0..records {
+        b.push(1, None, &[], format!("v{i}").as_bytes())
+            .expect("push");
+    }
+    b.build().expect("build")
+}
+
+async fn open(dir: &std::path::Path, group: u64) -> Arc<RaftGroup> {
+    let store = NodeStore::open(dir).expect("store");
+    RaftGroup::open(
+        GroupConfig {
+            group,
+            node_id: 1,
+            kind: GroupKind::Partition,
+            timing: RaftTiming::PARTITION,
+            snapshot_every_entries: 0,
+        },
+        &store,
+        Arc::new(NoPeers),
+    )
+    .await
+    .expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_ack_answers_the_offsets_the_batch_commits_at() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let g = open(dir.path(), 1).await;
+
+    // Not bootstrapped: not a leader.
+    match g.propose_records_leader_ack(batch(1, None)).await {
+        Err(Error::NotLeader { .. }) => {}
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+
+    g.bootstrap(&BTreeMap::from([(1, "unused:1".to_string())]))
+        .await
+        .expect("bootstrap");
+    g.wait_until(DEADLINE, "leader", |m| m.role == Role::Leader)
+        .await
+        .expect("leads");
+
+    // Interleaved acks=all and acks=leader writes get consecutive offsets.
+    let mut next = None;
+    for i in 0..20 {
+        let (base, n) = if i % 2 == 0 {
+            g.propose_records_leader_ack(batch(3, None)).await
+        } else {
+            g.propose_records(batch(3, None)).await
+        }
+        .expect("propose");
+        assert_eq!(n, 3);
+        if let Some(next) = next {
+            assert_eq!(base, next, "write {i}");
+        }
+        next = Some(base + 3);
+    }
+    // The acks=leader batches commit too: all 60 records are applied and readable.
+    let end = next.expect("offsets");
+    g.wait_until(DEADLINE, "applied", |_| g.applied().next_offset >= end)
+        .await
+        .expect("applied");
+    let (bytes, _) = g.read_log(end - 60, 1 << 20).expect("read");
+    let mut records = 0;
+    let mut rest = bytes.clone();
+    while !rest.is_empty() {
+        let h = qiss::batch::check(&rest).expect("batch");
+        if !h.is_control() {
+            records += h.record_count;
+        }
+        rest = rest.slice(h.batch_length as usize..);
+    }
+    assert_eq!(records, 60);
+
+    // An idempotent producer's batch under acks=leader, sent three times: one copy.
+    let stamped = batch(2, Some((77, 0)));
+    let first = g
+        .propose_records_leader_ack(stamped.clone())
+        .await
+        .expect("first");
+    let again = g
+        .propose_records_leader_ack(stamped.clone())
+        .await
+        .expect("retry");
+    let all = g.propose_records(stamped).await.expect("retry, acks=all");
+    assert_eq!(first, again);
+    assert_eq!(first, all);
+    let (after, _) = g.propose_records(batch(1, None)).await.expect("after");
+    assert_eq!(after, first.0 + 2, "no second copy was stored");
+}
