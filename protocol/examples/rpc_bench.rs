@@ -9,7 +9,8 @@
 //!
 //! `cargo run --release -p neo-protocol --example rpc_bench -- --json`
 //! Options: `--sequential N` (round trips per latency run), `--pipelined N` (calls per
-//! throughput run), `--json` (JSON lines only).
+//! throughput run), `--systems neo,tcp-floor` (run only these; default: all three),
+//! `--json` (JSON lines only).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -346,12 +347,25 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let systems: Vec<String> = args
+        .iter()
+        .position(|a| a == "--systems")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_else(|| vec!["tcp-floor".into(), "neo".into(), "tonic".into()]);
+    let wanted = |name: &str| systems.iter().any(|s| s == name);
     let reports = runtime.block_on(async {
-        vec![
-            bench_floor(sequential, pipelined).await,
-            bench_neo(sequential, pipelined).await,
-            bench_tonic(sequential, pipelined / 4).await,
-        ]
+        let mut reports = Vec::new();
+        if wanted("tcp-floor") {
+            reports.push(bench_floor(sequential, pipelined).await);
+        }
+        if wanted("neo") {
+            reports.push(bench_neo(sequential, pipelined).await);
+        }
+        if wanted("tonic") {
+            reports.push(bench_tonic(sequential, pipelined / 4).await);
+        }
+        reports
     });
     for r in &reports {
         println!(
@@ -359,10 +373,11 @@ fn main() {
             r.system, r.p50_us, r.p99_us, r.calls_per_s
         );
     }
-    if !json {
-        let floor = &reports[0];
-        let neo = &reports[1];
-        let tonic = &reports[2];
+    let find = |name: &str| reports.iter().find(|r| r.system == name);
+    if !json
+        && let (Some(floor), Some(neo), Some(tonic)) =
+            (find("tcp-floor"), find("neo"), find("tonic"))
+    {
         println!(
             "neo p50 / floor p50      = {:.2} (goal <= 1.2)",
             neo.p50_us / floor.p50_us

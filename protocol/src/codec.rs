@@ -2,66 +2,17 @@
 //! `Decoder`/`Encoder`, so a socket half becomes a stream/sink of [`Frame`]s.
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, Encoder};
-use tokio_util::sync::CancellationToken;
 
-use crate::error::RpcError;
 use crate::frame::{self, EncodeOptions, Frame, FrameError};
 
-/// Frames a writer takes off its queue per write (bounds one batch's memory along with
-/// the frame size).
+/// Frames handled per batch: a server connection answers up to this many buffered
+/// requests (and takes up to this many queued replies) per write.
 pub(crate) const WRITE_BATCH_FRAMES_MAX: usize = 256;
 /// Initial size of read and write buffers: room for many small frames per syscall.
 pub(crate) const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// A write buffer that grew past this (after a large frame) is given back.
 pub(crate) const WRITE_BUFFER_RETAIN_BYTES_MAX: usize = 1024 * 1024;
-
-/// The writer half of a connection (server and client alike): take every queued frame
-/// (up to a batch), encode them into one buffer, write once. This is the hot path's
-/// main saving: 64 pipelined frames cost one syscall, not 64. Ends when every sender
-/// is gone (after flushing) or when `stop` fires.
-pub(crate) async fn write_loop<W>(
-    mut writer: W,
-    mut rx: mpsc::Receiver<Frame>,
-    options: EncodeOptions,
-    stop: CancellationToken,
-) -> std::io::Result<()>
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut batch: Vec<Frame> = Vec::with_capacity(WRITE_BATCH_FRAMES_MAX);
-    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
-    loop {
-        let received = tokio::select! {
-            received = rx.recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX) => received,
-            _ = stop.cancelled() => return Ok(()),
-        };
-        if received == 0 {
-            break;
-        }
-        for frame in batch.drain(..) {
-            if let Err(err) = frame::encode(&frame, &options, &mut buf) {
-                // A frame the peer could not accept becomes an error reply instead.
-                let reply = RpcError::new(err.error_code(), format!("frame not sent: {err}"));
-                let reply = reply.to_frame(frame.correlation_id, frame.service_id, frame.method_id);
-                let _ = frame::encode(&reply, &options, &mut buf);
-            }
-        }
-        tokio::select! {
-            written = writer.write_all(&buf) => written?,
-            _ = stop.cancelled() => return Ok(()),
-        }
-        writer.flush().await?;
-        if buf.capacity() > WRITE_BUFFER_RETAIN_BYTES_MAX {
-            buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
-        } else {
-            buf.clear();
-        }
-    }
-    writer.shutdown().await
-}
 
 /// Frame codec with its limits. Cheap to copy; one per connection half.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

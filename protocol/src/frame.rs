@@ -422,10 +422,31 @@ pub fn encode(
     options: &EncodeOptions,
     dst: &mut BytesMut,
 ) -> Result<(), FrameError> {
+    encode_parts(
+        frame.kind,
+        frame.service_id,
+        frame.method_id,
+        frame.correlation_id,
+        &frame.body,
+        options,
+        dst,
+    )
+}
+
+/// [`encode`] from the frame's parts, for callers that do not own a [`Frame`].
+pub(crate) fn encode_parts(
+    kind: Kind,
+    service_id: u16,
+    method_id: u16,
+    correlation_id: u64,
+    plain_body: &[u8],
+    options: &EncodeOptions,
+    dst: &mut BytesMut,
+) -> Result<(), FrameError> {
     let mut flag_bits = 0u8;
     let compressed;
-    let mut body: &[u8] = &frame.body;
-    if body.len() >= options.compression_threshold_bytes && !frame.kind.body_must_be_empty() {
+    let mut body: &[u8] = plain_body;
+    if body.len() >= options.compression_threshold_bytes && !kind.body_must_be_empty() {
         // Level 1 zstd; a failure or a body that does not shrink is sent as is.
         if let Ok(out) = zstd::bulk::compress(body, ZSTD_LEVEL)
             && out.len() < body.len()
@@ -437,12 +458,12 @@ pub fn encode(
     }
     let frame_len = HEADER_LEN as u64 + body.len() as u64;
     // The receiver bounds the decompressed body too, so check the plain length as well.
-    let plain_len = HEADER_LEN as u64 + frame.body.len() as u64;
+    let plain_len = HEADER_LEN as u64 + plain_body.len() as u64;
     if frame_len.max(plain_len) > options.frame_size_bytes_max as u64 {
         return Err(FrameError::TooLarge {
             len: frame_len.max(plain_len),
             max: options.frame_size_bytes_max,
-            correlation_id: frame.correlation_id,
+            correlation_id,
         });
     }
     let crc = if options.checksum_bodies && !body.is_empty() {
@@ -454,12 +475,12 @@ pub fn encode(
     dst.reserve(HEADER_LEN + body.len());
     dst.put_u16(MAGIC);
     dst.put_u8(VERSION);
-    dst.put_u8(frame.kind as u8);
+    dst.put_u8(kind as u8);
     dst.put_u8(flag_bits);
     dst.put_u8(0);
-    dst.put_u16(frame.service_id);
-    dst.put_u16(frame.method_id);
-    dst.put_u64(frame.correlation_id);
+    dst.put_u16(service_id);
+    dst.put_u16(method_id);
+    dst.put_u64(correlation_id);
     dst.put_u32(body.len() as u32);
     dst.put_u32(crc);
     dst.put_slice(body);

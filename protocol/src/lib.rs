@@ -35,13 +35,13 @@
 //! | module | role |
 //! |---|---|
 //! | [`frame`] | the header layout, [`Kind`]s, flags, [`frame::decode`] / [`frame::encode`]: pure functions, no I/O |
-//! | [`codec`] | [`FrameCodec`]: the frame functions as a tokio-util `Decoder`/`Encoder`; the batching writer loop |
+//! | [`codec`] | [`FrameCodec`]: the frame functions as a tokio-util `Decoder`/`Encoder`; buffer and batch sizes |
 //! | `server` | [`NeoServer`], [`NeoConfig`], accept loop + connection limit, graceful shutdown |
 //! | `server::connection` | one connection: read, dispatch, batched writes, in-flight limit, heartbeats, drain |
 //! | `server::registry` | [`ServiceBuilder`], [`MethodBuilder`], handlers, the id table, `neo.system/describe` |
 //! | `server::context` | [`RequestContext`]: peer address, mTLS identity, principal |
 //! | `server::shutdown` | the broadcast shutdown signal each connection listens to |
-//! | [`client`] | [`NeoClient`]: one multiplexed connection, timeouts, cancel, reconnect, subscriptions |
+//! | [`client`] | [`NeoClient`]: one multiplexed connection (callers write, a reader task completes), timeouts, cancel, reconnect, subscriptions |
 //! | [`tls`] | rustls (ring) config builders, [`PeerIdentity`] |
 //! | [`auth`] | the [`Authenticator`] trait of the handshake, [`Principal`] |
 //! | [`error`] | the crate's [`Error`], wire [`ErrorCode`]s, [`RpcError`] |
@@ -50,17 +50,21 @@
 //! # Request flow
 //!
 //! ```text
-//! client task ─ call() ─▶ pending[id] = oneshot ─▶ writer queue ─▶ writer task ─▶ socket
-//!                                                                                  │
-//! server: reader loop ◀─ FramedRead ◀──────────────────────────────────────────────┘
+//! client: call() ─ one lock: pending[id] = Waiting, encode into the shared out buffer
+//!   └─ first caller of a burst: yield once, then write the whole buffer itself ─▶ socket
+//!      (socket full / caller gone / ping, pong, cancel: the writer task writes)     │
+//!                                                                                   │
+//! server: read loop ◀─ FramedRead ◀─────────────────────────────────────────────────┘
 //!   ├─ lookup (service_id, method_id) in the registry → UnknownService/UnknownMethod
 //!   ├─ sync handler: run inline, reply
 //!   └─ async / event handler: take an in-flight permit (or reply Busy), spawn with
-//!      the method timeout; Cancel aborts it
-//!        └─▶ writer queue ─▶ writer task (one write per batch) ─▶ socket
-//!                                                                   │
-//! client: reader task ◀──────────────────────────────────────────────┘
-//!   └─ pending.remove(id).send(reply) ─▶ call() returns
+//!      the method timeout; Cancel aborts it (its reply comes back through a queue)
+//!        └─▶ out buffer: every reply of one read batch in one write ─▶ socket
+//!                                                                        │
+//! client: reader task ◀─ read_buf, decode every whole frame ◀────────────┘
+//!   └─ one lock for the batch: pending[id] = Done(reply), collect wakers;
+//!      unlock, wake ─▶ call() takes its reply
+//!   └─ one timer for all calls, armed for the earliest deadline ─▶ Timeout + Cancel
 //! ```
 //!
 //! # Invariants

@@ -148,10 +148,12 @@ where
             next = frames.next() => {
                 // Handle every frame already buffered (up to a batch) before writing,
                 // so pipelined requests are answered with one write.
+                // One clock read per batch, not per frame.
+                let now = Instant::now();
                 let mut next = next;
                 let mut handled = 1;
                 loop {
-                    if let Some(outcome) = conn.on_next(next) {
+                    if let Some(outcome) = conn.on_next(next, now) {
                         break Some(outcome);
                     }
                     if handled >= WRITE_BATCH_FRAMES_MAX {
@@ -167,7 +169,16 @@ where
             _ = ticker.tick() => {
                 let silent_for = conn.last_frame_at.elapsed();
                 let idle = conn.inflight.available_permits() == config.inflight_requests_max;
-                if silent_for >= dead_after {
+                // After a stall (a loaded machine) the tick may win the race against a
+                // frame already in the socket: look before judging the peer dead.
+                let waiting = if silent_for >= dead_after {
+                    frames.next().now_or_never()
+                } else {
+                    None
+                };
+                if let Some(next) = waiting {
+                    conn.on_next(next, Instant::now())
+                } else if silent_for >= dead_after {
                     tracing::debug!(peer = %conn.peer.addr, ?silent_for, "peer missed heartbeats");
                     Some(Outcome::DeadPeer)
                 } else if idle && conn.last_request_at.elapsed() >= config.idle_timeout {
@@ -485,7 +496,11 @@ impl Conn {
     }
 
     /// Handle what the frame stream produced; `Some` ends the connection.
-    fn on_next(&mut self, next: Option<std::result::Result<Frame, FrameError>>) -> Option<Outcome> {
+    fn on_next(
+        &mut self,
+        next: Option<std::result::Result<Frame, FrameError>>,
+        now: Instant,
+    ) -> Option<Outcome> {
         let frame = match next {
             None | Some(Err(FrameError::Io(_))) => return Some(Outcome::PeerClosed),
             Some(Err(err)) => {
@@ -496,7 +511,7 @@ impl Conn {
             }
             Some(Ok(frame)) => frame,
         };
-        self.last_frame_at = Instant::now();
+        self.last_frame_at = now;
         if matches!(frame.kind, Kind::Request | Kind::Auth | Kind::Cancel) {
             self.last_request_at = self.last_frame_at;
         }
