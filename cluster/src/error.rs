@@ -43,6 +43,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Cluster TLS material was refused.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A Raft group failed.
     #[error(transparent)]
     Raft(#[from] neo_raft::Error),
@@ -50,3 +53,20 @@ pub enum Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `e` and its sources: tonic's connect errors say "transport error" on top and the
+/// useful part (refused, TLS handshake failure) underneath.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        // Some layers repeat their source's text in their own.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

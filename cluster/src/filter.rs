@@ -1,9 +1,11 @@
 //! A fault filter on the client side of the transport, for partition tests: drop every
 //! RPC this node sends to chosen peers (as raft-rs's and TiKV's simulated transports).
 //! Both directions of a link are cut by filtering on both nodes; [`crate::Transport`]
-//! consults the filter before each RPC and answers "unreachable" without sending.
+//! consults the filter before each RPC and answers "unreachable" without sending, and
+//! before each snapshot chunk, so that cutting a link also cuts a transfer part-way.
+//! [`NetFilter::cut_snapshot_after`] cuts one snapshot transfer after a number of chunks.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use neo_raft::NodeId;
@@ -12,6 +14,8 @@ use neo_raft::NodeId;
 #[derive(Debug, Clone, Default)]
 pub struct NetFilter {
     blocked: Arc<RwLock<BTreeSet<NodeId>>>,
+    /// One-shot: the next snapshot transfer to the peer ends after this many chunks.
+    snapshot_cuts: Arc<RwLock<BTreeMap<NodeId, u64>>>,
 }
 
 impl NetFilter {
@@ -43,5 +47,23 @@ impl NetFilter {
     /// Whether RPCs to `peer` are dropped.
     pub fn is_blocked(&self, peer: NodeId) -> bool {
         self.blocked.read().expect("filter lock").contains(&peer)
+    }
+
+    /// Ends the next snapshot transfer to `peer` after `chunks` chunks have been sent,
+    /// as if the link broke there (the receiver keeps what arrived; the sender's retry
+    /// resumes). One-shot: later transfers are not cut.
+    pub fn cut_snapshot_after(&self, peer: NodeId, chunks: u64) {
+        self.snapshot_cuts
+            .write()
+            .expect("filter lock")
+            .insert(peer, chunks);
+    }
+
+    /// Takes the pending snapshot cut for `peer`, if any.
+    pub(crate) fn take_snapshot_cut(&self, peer: NodeId) -> Option<u64> {
+        self.snapshot_cuts
+            .write()
+            .expect("filter lock")
+            .remove(&peer)
     }
 }

@@ -8,16 +8,17 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | `proto/raft.proto` → [`pb::raft`] | Raft RPCs of every group: AppendEntries, Vote, PreVote, TransferLeader, InstallSnapshot (client stream of chunks); each carries a `group_id` |
+//! | `proto/raft.proto` → [`pb::raft`] | Raft RPCs of every group: AppendEntries, Vote, PreVote, TransferLeader, InstallSnapshot (client stream of chunks, resumable), SnapshotResume (where a retry resumes); each carries a `group_id` |
 //! | `proto/membership.proto` → [`pb::membership`] | Join, Leave, Status |
 //! | `proto/health.proto` → [`pb::health`] | node heartbeats |
-//! | `transport` | [`GrpcTransport`]: `neo_raft::Transport` over one lazily connected tonic channel per peer, shared by all groups; consults the [`NetFilter`] first |
-//! | `server` | [`serve`]: the Raft service (dispatch by group id to the node's `neo_raft::Registry`), Membership and Health, with graceful then forced shutdown |
-//! | `filter` | [`NetFilter`]: drop / isolate / heal per peer, for partition tests |
+//! | `transport` | [`GrpcTransport`]: `neo_raft::Transport` over one lazily connected tonic channel per peer, shared by all groups; consults the [`NetFilter`] first; sends snapshots resumably and counts them ([`SnapshotStats`]) |
+//! | `server` | [`serve`] / [`serve_with_tls`]: the Raft service (dispatch by group id to the node's `neo_raft::Registry`; keeps interrupted snapshot transfers for resuming), Membership and Health, with graceful then forced shutdown |
+//! | [`tls`] | [`ClusterTls`]: optional mutual TLS between nodes (node certificate + key + cluster CA, PEM, checked when loaded; typed [`TlsError`]); the server-name rule |
+//! | `filter` | [`NetFilter`]: drop / isolate / heal per peer, and cut one snapshot transfer after N chunks, for partition tests |
 //! | [`membership`] | `--peers` parsing, join (registers the node's cluster and client addresses, then learner, then voter up to [`membership::METADATA_VOTERS_MAX`]), leave, status; clients follow leader hints |
 //! | [`health`] | [`HealthMonitor`]: one heartbeat per peer per interval, independent of the number of groups |
 //! | [`placement`] | pure functions: spread replica sets and preferred leaders evenly; leader moves back to preferred leaders |
-//! | [`limits`] | named limits: message size, HTTP/2 windows, snapshot chunk size, connect timeout |
+//! | [`limits`] | named limits: message size, HTTP/2 windows, snapshot chunk size and partial-transfer bounds, connect and TLS handshake timeouts |
 //! | `error` | the one [`Error`] enum |
 //!
 //! # Request flow
@@ -26,25 +27,45 @@
 //! leader's openraft ─► neo_raft Router ─► GrpcTransport::send(target, group, kind, body)
 //!     ─► [filter] ─► tonic channel to target ─► RaftService::append_entries
 //!     ─► Registry::handle(group, kind, body) ─► follower's Raft ─► reply body
-//! snapshot: GrpcTransport::send_snapshot ─► stream of SnapshotChunk (1 MiB each, head in
-//!     the first) ─► server reassembles (in order, bounded) ─► Registry::handle_snapshot
+//! snapshot: GrpcTransport::send_snapshot ─► SnapshotResume probe (bytes already held)
+//!     ─► stream of SnapshotChunk from there (1 MiB each, head in the first, whole-snapshot
+//!     CRC32 in each) ─► server reassembles (in order, bounded; a broken stream's prefix
+//!     is kept) ─► CRC check ─► Registry::handle_snapshot
 //! ```
+//!
+//! # Cluster TLS
+//!
+//! Off by default (plaintext). To turn it on, load [`ClusterTls::from_pem_files`] once
+//! and pass the same value to [`GrpcTransport::with_tls`], [`serve_with_tls`] and
+//! [`membership::join_with_tls`] / [`membership::leave_with_tls`] /
+//! [`membership::status_with_tls`]. Servers then require client certificates of the
+//! cluster CA; clients verify peers against the CA and the host of the peer address (or
+//! one fixed name, [`ClusterTls::with_server_name`]). Rules in [`tls`].
+//!
+//! # Resumable snapshot transfer
+//!
+//! The receiver keeps the prefix of a broken transfer (keyed by group and the transfer's
+//! head, size and CRC32: the head encodes the sender's vote, hence its node id, and the
+//! snapshot id), at most one per group, [`limits::SNAPSHOT_PARTIALS_BYTES_MAX`] in all,
+//! each for [`limits::SNAPSHOT_PARTIAL_TTL_MS`]. The sender's retry asks how much is held
+//! and streams only the rest; the whole snapshot's CRC32 is checked before installing.
 //!
 //! # Invariants
 //!
 //! - One channel per peer, whatever the number of groups; the group id is in every RPC.
 //! - Both ends bound messages by [`limits::RPC_MESSAGE_BYTES_MAX`], sized for the largest
 //!   AppendEntries (`neo_raft::MAX_PAYLOAD_ENTRIES` × `neo_raft::RECORD_BATCH_BYTES_MAX`).
-//! - Every RPC has a deadline; a snapshot transfer has one overall deadline and no
+//! - Every RPC has a deadline; a snapshot transfer (probe and stream, and the one restart
+//!   from byte 0 if the receiver's kept part vanished) has one overall deadline and no
 //!   per-chunk timeout, so it cannot retry forever.
+//! - With cluster TLS on, nothing is served to, or sent to, a peer without a certificate
+//!   of the cluster CA.
 //! - Placement and balancing decisions are free of I/O; the caller sends the RPCs.
 //!
 //! # Planned (not built yet)
 //!
-//! - Optional mTLS between nodes (tonic's rustls feature, identities from `neo-security`).
 //! - Pipelined replication (openraft's stream-append over a bidirectional gRPC stream);
 //!   today each follower has one AppendEntries in flight per group.
-//! - Resumable snapshot transfer (restart from the last acknowledged chunk).
 //! - Running [`placement::leader_moves`] periodically (the node wiring, in `neo-node`,
 //!   bootstraps the metadata group from `--peers`, registers through
 //!   [`membership::join_with_client_addr`] and opens partition groups from the metadata,
@@ -59,6 +80,7 @@ pub mod limits;
 pub mod membership;
 pub mod placement;
 mod server;
+pub mod tls;
 mod transport;
 
 /// Code generated from `proto/*.proto` by tonic/prost (via protox, no system `protoc`).
@@ -81,5 +103,6 @@ pub mod pb {
 pub use error::{Error, Result};
 pub use filter::NetFilter;
 pub use health::HealthMonitor;
-pub use server::{ControlPlane, RaftService, ServerHandle, serve};
-pub use transport::GrpcTransport;
+pub use server::{ControlPlane, RaftService, ServerHandle, serve, serve_with_tls};
+pub use tls::{ClusterTls, TlsError};
+pub use transport::{GrpcTransport, SnapshotStats};

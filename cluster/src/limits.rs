@@ -21,3 +21,18 @@ pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 
 /// HTTP/2 flow-control window per connection (shared by every group's RPCs to a peer).
 pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
+/// How long a TLS handshake between nodes may take (both ends), when cluster TLS is on.
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+
+/// How long a receiver keeps the part of an interrupted snapshot transfer it already
+/// has, for the sender's retry of the same snapshot to resume from.
+pub const SNAPSHOT_PARTIAL_TTL_MS: u64 = 60_000;
+
+/// Most bytes of interrupted snapshot transfers a receiver keeps, over all groups (at
+/// most one per group); the oldest are dropped first.
+pub const SNAPSHOT_PARTIALS_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// Most bytes a receiver reserves up front for an incoming snapshot (the buffer grows
+/// with the chunks that actually arrive, up to the announced total).
+pub const SNAPSHOT_PREALLOC_BYTES_MAX: u64 = 64 * 1024 * 1024;

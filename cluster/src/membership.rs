@@ -1,22 +1,29 @@
 //! Membership: static bootstrap from `--peers`, join (learner, then voter), leave, and
 //! status. Join and leave run on the metadata group's leader; any other node answers
 //! with a leader hint, and [`join`] follows it.
+//!
+//! The client calls ([`join`], [`leave`], [`status`]) are plaintext; their `_with_tls`
+//! forms use mutual TLS with the node's [`ClusterTls`] when one is given (a cluster
+//! with TLS on refuses plaintext clients).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use neo_raft::meta_sm::{MetaCommand, MetaResponse};
 use neo_raft::{METADATA_GROUP, NodeId, RaftGroup, Registry};
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, error_chain};
 use crate::health::HealthMonitor;
+use crate::limits::CONNECT_TIMEOUT_MS;
 use crate::pb::membership::membership_client::MembershipClient;
 use crate::pb::membership::membership_server::Membership;
 use crate::pb::membership::{
     ChangeReply, JoinRequest, LeaveRequest, NodeStatus, StatusReply, StatusRequest,
 };
+use crate::tls::{ClusterTls, scheme};
 
 /// Most voters of the metadata group; later joiners stay learners (design.md).
 pub const METADATA_VOTERS_MAX: usize = 5;
@@ -216,20 +223,34 @@ enum Change<'a> {
     },
 }
 
-async fn change_at_leader(seed: &str, change: Change<'_>) -> Result<()> {
-    let mut target = seed.to_string();
-    for _ in 0..REDIRECTS_MAX {
-        let channel = Endpoint::from_shared(format!("http://{target}"))
+/// Connects to the control plane at `target` (`host:port`), over mutual TLS with `tls`.
+async fn connect(target: &str, tls: Option<&ClusterTls>) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("{}://{target}", scheme(tls)))
+        .map_err(|e| Error::BadAddress {
+            node: 0,
+            addr: target.to_string(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
+    let endpoint = match tls {
+        Some(tls) => endpoint
+            .tls_config(tls.client_config())
             .map_err(|e| Error::BadAddress {
                 node: 0,
-                addr: target.clone(),
-                reason: e.to_string(),
-            })?
-            .connect()
-            .await
-            .map_err(|e| Error::Rpc {
-                reason: format!("connect {target}: {e}"),
-            })?;
+                addr: target.to_string(),
+                reason: format!("tls: {e}"),
+            })?,
+        None => endpoint,
+    };
+    endpoint.connect().await.map_err(|e| Error::Rpc {
+        reason: format!("connect {target}: {}", error_chain(&e)),
+    })
+}
+
+async fn change_at_leader(seed: &str, change: Change<'_>, tls: Option<&ClusterTls>) -> Result<()> {
+    let mut target = seed.to_string();
+    for _ in 0..REDIRECTS_MAX {
+        let channel = connect(&target, tls).await?;
         let mut client = MembershipClient::new(channel);
         let reply = match change {
             Change::Join {
@@ -248,7 +269,7 @@ async fn change_at_leader(seed: &str, change: Change<'_>) -> Result<()> {
             Change::Leave { node_id } => client.leave(LeaveRequest { node_id }).await,
         }
         .map_err(|s| Error::Rpc {
-            reason: s.to_string(),
+            reason: error_chain(&s),
         })?
         .into_inner();
         if reply.ok {
@@ -284,6 +305,17 @@ pub async fn join_with_client_addr(
     addr: &str,
     client_addr: &str,
 ) -> Result<()> {
+    join_with_tls(seed, node_id, addr, client_addr, None).await
+}
+
+/// [`join_with_client_addr`] over mutual TLS when `tls` is given.
+pub async fn join_with_tls(
+    seed: &str,
+    node_id: NodeId,
+    addr: &str,
+    client_addr: &str,
+    tls: Option<&ClusterTls>,
+) -> Result<()> {
     change_at_leader(
         seed,
         Change::Join {
@@ -291,6 +323,7 @@ pub async fn join_with_client_addr(
             addr,
             client_addr,
         },
+        tls,
     )
     .await
 }
@@ -298,28 +331,28 @@ pub async fn join_with_client_addr(
 /// Asks the cluster at `seed` to remove node `node_id` from the metadata group and the
 /// node registry (refused while it still hosts partition replicas). Follows leader hints.
 pub async fn leave(seed: &str, node_id: NodeId) -> Result<()> {
-    change_at_leader(seed, Change::Leave { node_id }).await
+    leave_with_tls(seed, node_id, None).await
+}
+
+/// [`leave`] over mutual TLS when `tls` is given.
+pub async fn leave_with_tls(seed: &str, node_id: NodeId, tls: Option<&ClusterTls>) -> Result<()> {
+    change_at_leader(seed, Change::Leave { node_id }, tls).await
 }
 
 /// Asks the node at `addr` for its view of the cluster.
 pub async fn status(addr: &str) -> Result<StatusReply> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::BadAddress {
-            node: 0,
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?
-        .connect()
-        .await
-        .map_err(|e| Error::Rpc {
-            reason: format!("connect {addr}: {e}"),
-        })?;
+    status_with_tls(addr, None).await
+}
+
+/// [`status`] over mutual TLS when `tls` is given.
+pub async fn status_with_tls(addr: &str, tls: Option<&ClusterTls>) -> Result<StatusReply> {
+    let channel = connect(addr, tls).await?;
     MembershipClient::new(channel)
         .status(StatusRequest {})
         .await
         .map(|r| r.into_inner())
         .map_err(|s| Error::Rpc {
-            reason: s.to_string(),
+            reason: error_chain(&s),
         })
 }
 

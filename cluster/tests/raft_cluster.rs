@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use neo_cluster::{ControlPlane, GrpcTransport, HealthMonitor, NetFilter, ServerHandle};
+use neo_cluster::{
+    ClusterTls, ControlPlane, GrpcTransport, HealthMonitor, NetFilter, ServerHandle,
+};
 use neo_raft::meta_sm::{MetaCommand, MetaResponse};
 use neo_raft::{
     GroupConfig, GroupKind, METADATA_GROUP, NodeId, NodeStore, RaftGroup, RaftTiming, Registry,
@@ -37,11 +39,14 @@ struct Node {
     dir: PathBuf,
     filter: NetFilter,
     health: HealthMonitor,
+    /// Mutual TLS on the control plane, when the cluster runs with it.
+    tls: Option<ClusterTls>,
     running: Option<Running>,
 }
 
 struct Running {
     group: Arc<RaftGroup>,
+    transport: GrpcTransport,
     server: ServerHandle,
     stop_health: tokio::sync::watch::Sender<bool>,
 }
@@ -51,6 +56,16 @@ struct Cluster {
     nodes: Vec<Node>,
     kind: GroupKind,
     snapshot_every_entries: u64,
+    opts: Opts,
+}
+
+/// Optional settings of a test cluster.
+#[derive(Default)]
+struct Opts {
+    /// Every node gets a certificate of this PKI and runs the control plane over mTLS.
+    pki: Option<Pki>,
+    /// Snapshot chunk size of every node's transport (default: the crate's).
+    snapshot_chunk_bytes: Option<usize>,
 }
 
 impl Cluster {
@@ -67,19 +82,32 @@ impl Cluster {
         kind: GroupKind,
         snapshot_every_entries: u64,
     ) -> Cluster {
+        Cluster::start_opts(n, voters, kind, snapshot_every_entries, Opts::default()).await
+    }
+
+    /// [`Cluster::start_with`], with `opts`.
+    async fn start_opts(
+        n: u64,
+        voters: u64,
+        kind: GroupKind,
+        snapshot_every_entries: u64,
+        opts: Opts,
+    ) -> Cluster {
         let tmp = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
         for id in 1..=n {
-            // Reserve a port; the node rebinds the same one on every (re)start.
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let addr = l.local_addr().expect("addr");
-            drop(l);
+            // A free port; the node rebinds the same one on every (re)start.
+            let addr = free_addr();
             nodes.push(Node {
                 id,
                 addr,
                 dir: tmp.path().join(format!("node-{id}")),
                 filter: NetFilter::new(),
                 health: HealthMonitor::new(),
+                tls: opts
+                    .pki
+                    .as_ref()
+                    .map(|pki| pki.node_tls(&format!("node-{id}"))),
                 running: None,
             });
         }
@@ -88,6 +116,7 @@ impl Cluster {
             nodes,
             kind,
             snapshot_every_entries,
+            opts,
         };
         for id in 1..=n {
             c.boot(id).await;
@@ -120,6 +149,16 @@ impl Cluster {
         ids.iter().map(|&id| self.group(id)).collect()
     }
 
+    /// Node `id`'s transport (running).
+    fn transport(&self, id: NodeId) -> GrpcTransport {
+        self.node(id)
+            .running
+            .as_ref()
+            .expect("node running")
+            .transport
+            .clone()
+    }
+
     fn running_ids(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
@@ -132,9 +171,13 @@ impl Cluster {
     async fn boot(&mut self, id: NodeId) {
         let peers: Vec<(NodeId, SocketAddr)> = self.nodes.iter().map(|n| (n.id, n.addr)).collect();
         let (kind, snapshot_every_entries) = (self.kind, self.snapshot_every_entries);
+        let chunk_bytes = self.opts.snapshot_chunk_bytes;
         let node = &mut self.nodes[(id - 1) as usize];
         assert!(node.running.is_none(), "node {id} already running");
-        let transport = GrpcTransport::new(node.filter.clone());
+        let mut transport = GrpcTransport::with_tls(node.filter.clone(), node.tls.clone());
+        if let Some(bytes) = chunk_bytes {
+            transport = transport.with_snapshot_chunk_bytes(bytes);
+        }
         for (pid, paddr) in peers {
             if pid != id {
                 transport.set_peer(pid, &paddr.to_string()).expect("peer");
@@ -167,7 +210,7 @@ impl Cluster {
         };
         let (stop_health, stop_rx) = tokio::sync::watch::channel(false);
         node.health.spawn(id, transport.clone(), stop_rx);
-        let group = RaftGroup::open(cfg, &store, Arc::new(transport))
+        let group = RaftGroup::open(cfg, &store, Arc::new(transport.clone()))
             .await
             .expect("open group");
         let registry = Arc::new(Registry::new());
@@ -180,7 +223,7 @@ impl Cluster {
                     registry: registry.clone(),
                     health: node.health.clone(),
                 };
-                match neo_cluster::serve(node.addr, plane).await {
+                match neo_cluster::serve_with_tls(node.addr, plane, node.tls.as_ref()).await {
                     Ok(s) => break s,
                     Err(e) if tries < 100 => {
                         tries += 1;
@@ -193,6 +236,7 @@ impl Cluster {
         };
         node.running = Some(Running {
             group,
+            transport,
             server,
             stop_health,
         });
@@ -273,6 +317,33 @@ impl Cluster {
         }
         out
     }
+}
+
+/// A loopback address with a free port for a node that binds it later (and again on
+/// every restart). Taken below the kernel's ephemeral range when there is room, where
+/// no outgoing connection (the tests make many) can grab it between a node's stop and
+/// its restart; distinct for every call in this process.
+fn free_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    if ephemeral_low > LOW + 1_000 {
+        let span = ephemeral_low - LOW;
+        // Spread concurrent test processes over the span.
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let port = LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+                return l.local_addr().expect("addr");
+            }
+        }
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
 }
 
 /// A valid record batch of `records` records whose payload names `seq`.
@@ -806,8 +877,7 @@ async fn two_hundred_partitions_on_three_nodes_elect_and_commit() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let mut addrs = Vec::new();
     for _ in 0..3 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        addrs.push(l.local_addr().expect("addr"));
+        addrs.push(free_addr());
     }
     let members: BTreeMap<NodeId, String> = addrs
         .iter()
@@ -1101,4 +1171,410 @@ async fn idempotent_retry_after_every_node_restarts_is_stored_once() {
     for id in c.running_ids() {
         c.kill(id).await;
     }
+}
+
+/// A test CA issuing node certificates for loopback: IP SAN 127.0.0.1, DNS SANs
+/// `localhost` and `neo-cluster` (the fixed server name), both key usages.
+struct Pki {
+    ca_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().expect("ca key");
+        let ca_pem = params.self_signed(&key).expect("ca cert").pem();
+        Pki {
+            ca_pem,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// PEMs of a node certificate and its key.
+    fn node_pems(&self, common_name: &str) -> (String, String) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.subject_alt_names = vec![
+            SanType::IpAddress("127.0.0.1".parse().expect("ip")),
+            SanType::DnsName("localhost".try_into().expect("dns")),
+            SanType::DnsName("neo-cluster".try_into().expect("dns")),
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn node_tls(&self, common_name: &str) -> ClusterTls {
+        let (cert, key) = self.node_pems(common_name);
+        ClusterTls::from_pem(cert, key, self.ca_pem.clone()).expect("cluster tls")
+    }
+}
+
+/// The metadata group on 3 voters over mTLS: they elect and replicate; a 4th node with
+/// a certificate of the same CA joins over mTLS (and so do status calls); clients
+/// without a certificate, with one from another CA, in plaintext, or checking the
+/// wrong server name are refused, and the cluster goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mtls_cluster_elects_replicates_and_refuses_strangers() {
+    use neo_cluster::membership;
+    let pki = Pki::new("neo test cluster ca");
+    let ca_pem = pki.ca_pem.clone();
+    let opts = Opts {
+        pki: Some(pki),
+        snapshot_chunk_bytes: None,
+    };
+    let c = Cluster::start_opts(4, 3, GroupKind::Metadata, 1_000, opts).await;
+    let voters = [1, 2, 3];
+    for id in voters {
+        let r = propose_meta(
+            &c.groups(&voters),
+            MetaCommand::RegisterNode {
+                node_id: id,
+                addr: c.node(id).addr.to_string(),
+                client_addr: String::new(),
+            },
+        )
+        .await;
+        assert_eq!(r, MetaResponse::Done);
+    }
+    for t in 0..10 {
+        let r = propose_meta(
+            &c.groups(&voters),
+            MetaCommand::CreateTopic {
+                name: format!("t{t}"),
+                replicas: vec![vec![1, 2, 3]],
+                retention_ms: None,
+                retention_bytes: None,
+            },
+        )
+        .await;
+        assert!(matches!(r, MetaResponse::TopicCreated { .. }), "{r:?}");
+    }
+    let leader = c.settle(&voters).await;
+    for id in voters {
+        assert_eq!(c.group(id).local_meta().topics.len(), 10, "node {id}");
+    }
+    let follower = voters
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("follower");
+    let seed = c.node(follower).addr.to_string();
+    let tls1 = c.node(1).tls.clone().expect("tls");
+
+    // Strangers. A plaintext client:
+    let err = membership::status(&seed)
+        .await
+        .expect_err("plaintext refused");
+    eprintln!("plaintext client: {err}");
+    // A TLS client that trusts the CA but has no certificate of its own:
+    let no_cert = {
+        let ca = tonic::transport::Certificate::from_pem(&ca_pem);
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{seed}"))
+            .expect("endpoint")
+            .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(ca))
+            .expect("tls config");
+        match endpoint.connect().await {
+            Err(e) => Err(e.to_string()),
+            Ok(ch) => neo_cluster::pb::membership::membership_client::MembershipClient::new(ch)
+                .status(neo_cluster::pb::membership::StatusRequest {})
+                .await
+                .map(|_| ())
+                .map_err(|s| s.to_string()),
+        }
+    };
+    eprintln!("client without a certificate: {no_cert:?}");
+    assert!(
+        no_cert.is_err(),
+        "a client without a certificate is refused"
+    );
+    // A node whose certificate another CA signed (it trusts that CA only):
+    let other = Pki::new("another ca").node_tls("intruder");
+    let err = membership::status_with_tls(&seed, Some(&other))
+        .await
+        .expect_err("a certificate of another CA is refused");
+    eprintln!("client of another CA: {err}");
+    membership::join_with_tls(&seed, 9, "127.0.0.1:1", "", Some(&other))
+        .await
+        .expect_err("a stranger cannot join");
+    // A certificate of another CA, but trusting ours: the server still refuses it.
+    let (cert, key) = Pki::new("a third ca").node_pems("intruder-2");
+    let half = ClusterTls::from_pem(cert, key, ca_pem.clone()).expect("tls");
+    let err = membership::status_with_tls(&seed, Some(&half))
+        .await
+        .expect_err("a client certificate of another CA is refused");
+    eprintln!("client certificate of another CA: {err}");
+    // Its Raft transport gets nowhere either.
+    let stranger = GrpcTransport::with_tls(NetFilter::new(), Some(half));
+    stranger
+        .set_peer(leader, &c.node(leader).addr.to_string())
+        .expect("peer");
+    assert!(
+        !stranger.heartbeat(9, leader).await,
+        "stranger heartbeat answered"
+    );
+    // A member checking a server name the certificates do not carry:
+    let wrong_name = tls1.clone().with_server_name("not-neo").expect("name");
+    let err = membership::status_with_tls(&seed, Some(&wrong_name))
+        .await
+        .expect_err("wrong server name refused");
+    eprintln!("wrong server name: {err}");
+    // ... and one they do carry.
+    let fixed_name = tls1.clone().with_server_name("neo-cluster").expect("name");
+    membership::status_with_tls(&seed, Some(&fixed_name))
+        .await
+        .expect("fixed server name accepted");
+    let voters_seen = membership::status_with_tls(&seed, Some(&tls1))
+        .await
+        .expect("status over mTLS");
+    assert_eq!(voters_seen.nodes.len(), 3, "{voters_seen:?}");
+    let registered = c.group(leader).local_meta().nodes.len();
+    assert_eq!(registered, 3, "the stranger registered nothing");
+
+    // Node 4 (a certificate of the cluster CA) joins over mTLS and catches up.
+    let tls4 = c.node(4).tls.clone().expect("tls");
+    let addr4 = c.node(4).addr.to_string();
+    membership::join_with_tls(&seed, 4, &addr4, "", Some(&tls4))
+        .await
+        .expect("join over mTLS");
+    let all = [1, 2, 3, 4];
+    let leader = c.settle(&all).await;
+    assert!(c.group(leader).metrics().voters.contains(&4));
+    let r = propose_meta(
+        &c.groups(&all),
+        MetaCommand::CreateTopic {
+            name: "after".into(),
+            replicas: vec![vec![1, 2, 3]],
+            retention_ms: None,
+            retention_bytes: None,
+        },
+    )
+    .await;
+    assert!(matches!(r, MetaResponse::TopicCreated { .. }), "{r:?}");
+    c.settle(&all).await;
+    for id in all {
+        assert_eq!(c.group(id).local_meta().topics.len(), 11, "node {id}");
+    }
+    let mut c = c;
+    for id in c.running_ids() {
+        c.kill(id).await;
+    }
+}
+
+/// A snapshot transfer cut part-way is resumed: the retry sends only the chunks the
+/// receiver lacks, and the new member ends with the leader's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshot_transfer_resumes_after_a_cut() {
+    const CHUNK: usize = 256;
+    const CUT_AFTER: u64 = 3;
+    let opts = Opts {
+        pki: None,
+        snapshot_chunk_bytes: Some(CHUNK),
+    };
+    let mut c = Cluster::start_opts(4, 3, GroupKind::Metadata, 20, opts).await;
+    let voters = [1, 2, 3];
+    for id in voters {
+        let r = propose_meta(
+            &c.groups(&voters),
+            MetaCommand::RegisterNode {
+                node_id: id,
+                addr: c.node(id).addr.to_string(),
+                client_addr: String::new(),
+            },
+        )
+        .await;
+        assert_eq!(r, MetaResponse::Done);
+    }
+    for t in 0..60 {
+        let r = propose_meta(
+            &c.groups(&voters),
+            MetaCommand::CreateTopic {
+                name: format!("topic-with-a-longish-name-{t}"),
+                replicas: vec![vec![1, 2, 3]],
+                retention_ms: None,
+                retention_bytes: None,
+            },
+        )
+        .await;
+        assert!(matches!(r, MetaResponse::TopicCreated { .. }), "{r:?}");
+    }
+    let leader = c.settle(&voters).await;
+    assert!(
+        c.group(leader).metrics().purged_index.is_some(),
+        "log purged"
+    );
+    // The next snapshot transfer to node 4, from whichever voter leads, breaks after
+    // CUT_AFTER chunks.
+    for id in voters {
+        c.node(id).filter.cut_snapshot_after(4, CUT_AFTER);
+    }
+    let addr4 = c.node(4).addr.to_string();
+    on_leader(&c.groups(&voters), |g| {
+        let addr4 = addr4.clone();
+        async move { g.add_learner(4, addr4).await }
+    })
+    .await;
+    let leader = c.leader(&voters).await;
+    let last = c.group(leader).metrics().last_log_index.expect("log");
+    c.applied(&[4], last).await;
+
+    let s = voters
+        .iter()
+        .map(|&id| c.transport(id).snapshot_stats())
+        .fold(neo_cluster::SnapshotStats::default(), |a, b| {
+            neo_cluster::SnapshotStats {
+                attempts: a.attempts + b.attempts,
+                resumed: a.resumed + b.resumed,
+                chunks_sent: a.chunks_sent + b.chunks_sent,
+                bytes_sent: a.bytes_sent + b.bytes_sent,
+                bytes_skipped: a.bytes_skipped + b.bytes_skipped,
+                completed: a.completed + b.completed,
+            }
+        });
+    eprintln!("snapshot transfer stats: {s:?}");
+    // One cut attempt, then one resumed attempt that completed.
+    assert_eq!((s.attempts, s.resumed, s.completed), (2, 1, 1), "{s:?}");
+    let cut_bytes = CUT_AFTER * CHUNK as u64;
+    assert_eq!(
+        s.bytes_skipped, cut_bytes,
+        "resumed after the cut chunks: {s:?}"
+    );
+    let total = s.bytes_sent - cut_bytes + s.bytes_skipped;
+    let total_chunks = total.div_ceil(CHUNK as u64);
+    assert!(
+        total_chunks > CUT_AFTER + 1,
+        "a multi-chunk snapshot: {s:?}"
+    );
+    let retry_chunks = s.chunks_sent - CUT_AFTER;
+    assert_eq!(retry_chunks, total_chunks - CUT_AFTER, "{s:?}");
+    assert!(retry_chunks < total_chunks);
+    assert_eq!(s.bytes_sent, total, "every byte sent exactly once: {s:?}");
+
+    // Node 4 holds the leader's state.
+    let m = c.group(4).metrics();
+    assert!(
+        m.snapshot_index.is_some(),
+        "node 4 installed a snapshot: {m:?}"
+    );
+    assert_eq!(c.group(4).local_meta(), c.group(leader).local_meta());
+    assert_eq!(c.group(4).local_meta().topics.len(), 60);
+    for id in c.running_ids() {
+        c.kill(id).await;
+    }
+}
+
+/// The receiver's side of resumable snapshot transfer, on the wire: a stream that ends
+/// early keeps its prefix (the probe reports it), only the same snapshot resumes it, a
+/// resume from the wrong offset is refused (the sender then restarts from 0), and the
+/// whole snapshot's CRC32 is checked before it is handed to the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_receiver_keeps_resumes_and_checks_transfers() {
+    use neo_cluster::pb::raft::raft_client::RaftClient;
+    use neo_cluster::pb::raft::{SnapshotChunk, SnapshotProbe};
+    const GROUP: u64 = 77;
+    const CHUNK: usize = 100;
+    let plane = ControlPlane {
+        node_id: 1,
+        // No group 77 here: a transfer that passes every check ends in "unknown group".
+        registry: Arc::new(Registry::new()),
+        health: HealthMonitor::new(),
+    };
+    let server = neo_cluster::serve("127.0.0.1:0".parse().expect("addr"), plane)
+        .await
+        .expect("serve");
+    let mut client = RaftClient::connect(format!("http://{}", server.local_addr()))
+        .await
+        .expect("connect");
+    let data: Vec<u8> = (0..1_000u32).map(|i| (i % 251) as u8).collect();
+    let crc = crc32fast::hash(&data);
+    let head = Bytes::from_static(b"vote+meta of snapshot 1");
+    let chunks = |from: usize, to: usize, head: &Bytes, crc: u32| {
+        (from..to)
+            .step_by(CHUNK)
+            .enumerate()
+            .map(|(i, start)| SnapshotChunk {
+                group_id: GROUP,
+                head: if i == 0 { head.clone() } else { Bytes::new() },
+                offset: start as u64,
+                total_len: data.len() as u64,
+                data: Bytes::copy_from_slice(&data[start..(start + CHUNK).min(data.len())]),
+                crc32: Some(crc),
+            })
+            .collect::<Vec<_>>()
+    };
+    let probe = |head: &Bytes| SnapshotProbe {
+        group_id: GROUP,
+        head: head.clone(),
+        total_len: data.len() as u64,
+        crc32: crc,
+    };
+
+    // Three chunks, then the stream ends: refused, and the 300 bytes are kept.
+    let s = client
+        .install_snapshot(tokio_stream::iter(chunks(0, 300, &head, crc)))
+        .await
+        .expect_err("a short stream is refused");
+    assert_eq!(s.code(), tonic::Code::Aborted, "{s:?}");
+    assert_eq!(held(&client, probe(&head)).await, 300);
+    // Another snapshot (another head) resumes nothing.
+    let other = Bytes::from_static(b"vote+meta of snapshot 2");
+    assert_eq!(held(&client, probe(&other)).await, 0);
+
+    // Resuming at the wrong offset is refused, and drops the kept part.
+    let s = client
+        .install_snapshot(tokio_stream::iter(chunks(200, 1_000, &head, crc)))
+        .await
+        .expect_err("wrong offset");
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+    assert_eq!(held(&client, probe(&head)).await, 0);
+
+    // Cut again after 5 chunks, resume at 500: all checks pass, the registry is asked
+    // to install (and answers "unknown group").
+    let _ = client
+        .install_snapshot(tokio_stream::iter(chunks(0, 500, &head, crc)))
+        .await
+        .expect_err("short");
+    assert_eq!(held(&client, probe(&head)).await, 500);
+    let s = client
+        .install_snapshot(tokio_stream::iter(chunks(500, 1_000, &head, crc)))
+        .await
+        .expect_err("no such group");
+    assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}");
+    assert_eq!(
+        held(&client, probe(&head)).await,
+        0,
+        "nothing kept after install"
+    );
+
+    // A whole transfer whose bytes do not match the announced CRC is refused.
+    let s = client
+        .install_snapshot(tokio_stream::iter(chunks(0, 1_000, &head, crc ^ 1)))
+        .await
+        .expect_err("bad crc");
+    assert_eq!(s.code(), tonic::Code::DataLoss, "{s:?}");
+    server.shutdown().await;
+}
+
+/// What the receiver holds of the transfer `probe` names.
+async fn held(
+    client: &neo_cluster::pb::raft::raft_client::RaftClient<tonic::transport::Channel>,
+    probe: neo_cluster::pb::raft::SnapshotProbe,
+) -> u64 {
+    let mut client = client.clone();
+    client
+        .snapshot_resume(probe)
+        .await
+        .expect("probe")
+        .into_inner()
+        .offset
 }

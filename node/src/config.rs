@@ -131,6 +131,10 @@ settings! {
     produce_timeout_ms_max, "NEO_PRODUCE_TIMEOUT_MS_MAX", "MS", "Longest a produce waits for commit (default 30000)";
     retention_check_ms, "NEO_RETENTION_CHECK_MS", "MS", "Period of the retention pass over hosted partitions (default 30000)";
     segment_bytes, "NEO_SEGMENT_BYTES", "BYTES", "Segment file size of Raft group logs; retention deletes whole segments (default 256 MiB)";
+    cluster_tls_cert, "NEO_CLUSTER_TLS_CERT", "FILE", "Cluster mTLS: this node's certificate chain, PEM (with --cluster-tls-key and --cluster-tls-ca)";
+    cluster_tls_key, "NEO_CLUSTER_TLS_KEY", "FILE", "Cluster mTLS: this node's private key, PEM";
+    cluster_tls_ca, "NEO_CLUSTER_TLS_CA", "FILE", "Cluster mTLS: the cluster CA certificate(s), PEM; peers must present a certificate it signed";
+    cluster_tls_server_name, "NEO_CLUSTER_TLS_SERVER_NAME", "NAME", "Cluster mTLS: check every peer's certificate against this DNS name instead of the host of its address";
     leader_balance_ms, "NEO_LEADER_BALANCE_MS", "MS", "Period of leader balancing: partitions led here go back to their preferred replica; 0 turns it off (default 5000)";
 }
 
@@ -233,6 +237,34 @@ pub struct Config {
     pub durability: Durability,
     /// Named limits.
     pub limits: Limits,
+    /// Mutual TLS on the control plane (port 7071); `None`: plaintext.
+    pub cluster_tls: Option<ClusterTlsFiles>,
+}
+
+/// The PEM files of cluster mTLS (checked when the config is resolved, loaded again at
+/// start by [`ClusterTlsFiles::load`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTlsFiles {
+    /// This node's certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The cluster CA certificate(s).
+    pub ca: PathBuf,
+    /// Name every peer certificate is checked against; `None`: the host of the peer's
+    /// address (a DNS or IP SAN of its certificate).
+    pub server_name: Option<String>,
+}
+
+impl ClusterTlsFiles {
+    /// Reads and checks the files.
+    pub fn load(&self) -> Result<neo_cluster::ClusterTls, neo_cluster::TlsError> {
+        let tls = neo_cluster::ClusterTls::from_pem_files(&self.cert, &self.key, &self.ca)?;
+        match &self.server_name {
+            Some(name) => tls.with_server_name(name.clone()),
+            None => Ok(tls),
+        }
+    }
 }
 
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -396,6 +428,43 @@ impl Config {
                 ),
             });
         }
+        let cluster_tls = match (&l.cluster_tls_cert, &l.cluster_tls_key, &l.cluster_tls_ca) {
+            (None, None, None) => {
+                if l.cluster_tls_server_name.is_some() {
+                    return Err(ConfigError::Conflict {
+                        reason: "--cluster-tls-server-name needs --cluster-tls-cert, \
+                                 --cluster-tls-key and --cluster-tls-ca"
+                            .into(),
+                    });
+                }
+                None
+            }
+            (Some(cert), Some(key), Some(ca)) => {
+                let files = ClusterTlsFiles {
+                    cert: PathBuf::from(cert),
+                    key: PathBuf::from(key),
+                    ca: PathBuf::from(ca),
+                    server_name: l.cluster_tls_server_name.clone(),
+                };
+                if let Err(e) = files.load() {
+                    return Err(ConfigError::Conflict {
+                        reason: format!(
+                            "cluster TLS (--cluster-tls-cert {cert}, --cluster-tls-key {key}, \
+                             --cluster-tls-ca {ca}): {e}"
+                        ),
+                    });
+                }
+                Some(files)
+            }
+            _ => {
+                return Err(ConfigError::Conflict {
+                    reason: "cluster TLS needs all three of --cluster-tls-cert, \
+                             --cluster-tls-key and --cluster-tls-ca \
+                             (NEO_CLUSTER_TLS_CERT / _KEY / _CA)"
+                        .into(),
+                });
+            }
+        };
         let log_format = match l.log_format.as_deref().map(str::trim) {
             None | Some("human") => LogFormat::Human,
             Some("json") => LogFormat::Json,
@@ -542,6 +611,7 @@ impl Config {
             log_filter,
             durability,
             limits,
+            cluster_tls,
         })
     }
 }

@@ -25,6 +25,10 @@ pub enum Error {
     /// The control plane failed.
     #[error(transparent)]
     Cluster(#[from] neo_cluster::Error),
+    /// The cluster TLS files could not be loaded (they were readable when the config
+    /// was resolved).
+    #[error("cluster TLS: {0}")]
+    ClusterTls(#[from] neo_cluster::TlsError),
     /// The Neo RPC server failed.
     #[error(transparent)]
     Protocol(#[from] neo_protocol::Error),

@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     /// This node's replica of the metadata group.
     pub(crate) meta: Arc<RaftGroup>,
     pub(crate) health: HealthMonitor,
+    /// Mutual TLS of the control plane, if configured (membership calls use it).
+    pub(crate) cluster_tls: Option<neo_cluster::ClusterTls>,
     pub(crate) metrics: Metrics,
     /// Turns `true` once: the node is shutting down (long polls return at once).
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -172,7 +174,11 @@ impl Node {
         let (stop, stop_rx) = watch::channel(false);
         let registry = Arc::new(Registry::new());
         let health = HealthMonitor::new();
-        let transport = GrpcTransport::new(NetFilter::new());
+        let cluster_tls = match &cfg.cluster_tls {
+            Some(files) => Some(files.load()?),
+            None => None,
+        };
+        let transport = GrpcTransport::with_tls(NetFilter::new(), cluster_tls.clone());
 
         // Control plane first: its bound address is the default advertised one.
         let plane = ControlPlane {
@@ -180,7 +186,8 @@ impl Node {
             registry: registry.clone(),
             health: health.clone(),
         };
-        let cluster = neo_cluster::serve(cfg.cluster_listen, plane).await?;
+        let cluster =
+            neo_cluster::serve_with_tls(cfg.cluster_listen, plane, cluster_tls.as_ref()).await?;
         let cluster_addr = cluster.local_addr();
         let advertise_cluster = cfg
             .advertise_cluster
@@ -244,6 +251,7 @@ impl Node {
             registry,
             meta,
             health: health.clone(),
+            cluster_tls,
             metrics: Metrics::default(),
             shutdown: stop_rx.clone(),
             registered,
@@ -379,11 +387,12 @@ async fn register(
 ) {
     let mut backoff = REGISTER_BACKOFF_MS.0;
     loop {
-        let attempt = neo_cluster::membership::join_with_client_addr(
+        let attempt = neo_cluster::membership::join_with_tls(
             &seed,
             shared.node_id,
             &shared.advertise_cluster,
             &shared.advertise_client,
+            shared.cluster_tls.as_ref(),
         );
         let r = tokio::select! {
             r = attempt => r,

@@ -117,6 +117,10 @@ pub enum Role {
     Shutdown,
 }
 
+/// Deadline of one whole snapshot transfer to a follower (every chunk, then the
+/// install); an interrupted transfer resumes where it stopped at the next attempt.
+pub const SNAPSHOT_TRANSFER_TIMEOUT_MS: u64 = 60_000;
+
 /// Most entries in one AppendEntries request.
 pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
@@ -244,6 +248,9 @@ impl RaftGroup {
             // Bounds an AppendEntries request: at most this many entries of at most
             // RECORD_BATCH_BYTES_MAX each (neo-cluster sizes its gRPC limit from it).
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
+            // openraft's default (200 ms) is the deadline of a whole snapshot transfer
+            // (send + install), too short for any real metadata snapshot.
+            install_snapshot_timeout: SNAPSHOT_TRANSFER_TIMEOUT_MS,
             ..Default::default()
         }
         .validate()

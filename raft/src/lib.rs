@@ -74,6 +74,7 @@ mod types;
 pub use error::{Error, Result};
 pub use group::{
     GroupConfig, GroupMetrics, MAX_PAYLOAD_ENTRIES, RaftGroup, RaftTiming, Registry, Role,
+    SNAPSHOT_TRANSFER_TIMEOUT_MS,
 };
 pub use log_store::{
     Durability, NodeStore, RECORD_BATCH_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
