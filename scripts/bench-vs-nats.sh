@@ -7,9 +7,10 @@
 #
 #   scripts/bench-vs-nats.sh            # builds, installs Debian's nats-server if missing
 #
-# Both sides are measured the same way: K tasks share one client connection, each takes
-# the next of N message numbers, sends one B-byte message and waits for its ack; latency
-# is send -> ack, throughput is N / (first send -> last ack). Neo: `neo bench produce
+# Both sides are measured the same way: one task on one client connection keeps K
+# B-byte messages awaiting their ack (it sends until K are outstanding, then waits for
+# the oldest ack before sending more) until N are acknowledged; latency is each
+# message's send call -> its ack, throughput is N / (first send -> last ack). Neo: `neo bench produce
 # --acks all` (ack after commit on a quorum, every replica fdatasyncs before it counts,
 # `--fsync always`). NATS: scripts/bench/nats-bench (async-nats, JetStream publish + ack).
 #
@@ -20,7 +21,7 @@
 #   BENCH_MSGS_K1         messages per row with 1 in flight (default 5000)
 #   BENCH_MSGS_K256_100   messages per 100 B row with 256 in flight (default 300000)
 #   BENCH_MSGS_K256_1K    messages per 1 KiB row with 256 in flight (default 100000)
-#   BENCH_GOAL_INFLIGHT   in flight of the single-node 100 B throughput row (default 1024)
+#   BENCH_GOAL_INFLIGHT   in flight of the single-node 100 B throughput row (default 4096)
 #   BENCH_GOAL_MSGS       messages of that row (default 2000000)
 #   BENCH_PORT_BASE       first of the loopback ports used (default 38000; 40 ports)
 #   BENCH_DIR             parent of the temporary data directories (default: /var/tmp;
@@ -35,7 +36,7 @@ NB_TARGET="$TARGET/nats-bench"
 N_K1="${BENCH_MSGS_K1:-5000}"
 N_K256_100="${BENCH_MSGS_K256_100:-300000}"
 N_K256_1K="${BENCH_MSGS_K256_1K:-100000}"
-GOAL_K="${BENCH_GOAL_INFLIGHT:-1024}"
+GOAL_K="${BENCH_GOAL_INFLIGHT:-4096}"
 GOAL_N="${BENCH_GOAL_MSGS:-2000000}"
 PORT="${BENCH_PORT_BASE:-38000}"
 BENCH_DIR="${BENCH_DIR:-/var/tmp}"

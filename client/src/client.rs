@@ -156,6 +156,15 @@ impl Client {
 
     /// The partition count of `topic` (from the cache; refreshed once if unknown).
     pub async fn partition_count(&self, topic: &str) -> Result<u32> {
+        {
+            // The common case (fresh cache, known topic) under one lock.
+            let cache = self.cache();
+            if !cache.needs_refresh(Instant::now(), self.inner.config.metadata_age_max)
+                && let Some(n) = cache.partition_count(topic)
+            {
+                return Ok(n);
+            }
+        }
         self.ensure_fresh().await?;
         if let Some(n) = self.cache().partition_count(topic) {
             return Ok(n);

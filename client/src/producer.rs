@@ -13,6 +13,15 @@
 //!                          ◀── base_offset + index in the batch
 //! ```
 //!
+//! Cost per record: `send` reads the clock once (the record's timestamp), takes one
+//! buffer permit, locks the producer's queues twice (the topic's partition count, which
+//! it takes from the client's metadata cache at most every 100 ms, then the batch), and
+//! appends the record to its batch's buffer; the topic name is shared (`Arc<str>`) by
+//! its queues and jobs, never copied per record.
+//! The records of a batch share one completion (outcome, time of the answer, the
+//! wakers of the tasks that wait); a [`Delivery`] is that completion plus the record's
+//! index, and resolves to the batch's base offset plus that index.
+//!
 //! Batching rule: a partition's open batch is sent when it reaches
 //! `batch_size_bytes`, or when `linger` has passed since its first record, or on
 //! [`Producer::flush`], but only while the partition has fewer than
@@ -27,23 +36,26 @@
 //! sent again. With `idempotence` on (the default), every batch carries a
 //! [`ProducerStamp`] (random producer id, per-partition sequence) in the request and in
 //! the batch header; the partition leader recognises a batch it already holds (among
-//! the producer's last 8 batches on that partition, the broker's `RECENT_BATCHES`) and
-//! answers with the first copy's offset instead of storing it again. A retry of an
-//! older batch the partition holds gets `DuplicateSequence` (not stored again). With `idempotence` off, a retried
+//! the producer's last 8 batches on that partition with their offsets, plus the ranges
+//! of sequences it applied) and answers with the first copy's offset instead of storing
+//! it again. A retry of an older batch the partition holds gets `DuplicateSequence`
+//! (not stored again). With `idempotence` off, a retried
 //! batch can be stored twice.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use neo_protocol::api::{Acks, ProduceRequest, ProduceResponse, ProducerStamp};
 use qiss::batch::{BatchBuilder, Compression, HEADER_LEN};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
 use crate::client::Client;
@@ -54,6 +66,13 @@ use crate::retry::RetryPolicy;
 /// Largest batch a broker stores (the Raft layer's `RECORD_BATCH_BYTES_MAX`, 1 MiB);
 /// `batch_size_bytes` is capped to it.
 pub const BATCH_SIZE_BYTES_LIMIT: usize = 1024 * 1024;
+
+/// How long `send` trusts a topic's partition count before asking the client's
+/// metadata cache again (which refreshes it when it is stale or old).
+const PARTITION_COUNT_TTL_MS: i64 = 100;
+
+/// Initial buffer of a new batch (it grows up to `batch_size_bytes` as records come).
+const BATCH_CAPACITY_INITIAL: usize = 16 * 1024;
 
 /// Every knob of a [`Producer`], named, units last.
 #[derive(Debug, Clone)]
@@ -162,18 +181,150 @@ pub struct RecordMetadata {
 
 /// The outcome of one `send`: resolves when the record's batch is acknowledged (or
 /// failed for good).
-#[derive(Debug)]
+///
+/// Every record of a batch shares one completion with the others (the batch's answer
+/// and the time it came); a `Delivery` is that completion and the record's index in
+/// the batch, so its offset is the batch's base offset plus the index.
 pub struct Delivery {
-    rx: oneshot::Receiver<Result<RecordMetadata>>,
+    batch: Arc<BatchCompletion>,
+    index: u32,
+    /// Where this delivery's waker sits in the batch's waker list, once polled.
+    waker_slot: Option<usize>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("partition", &self.batch.partition)
+            .field("index", &self.index)
+            .field("done", &self.batch.outcome.get().is_some())
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// The outcome if the batch is already answered (or failed), without waiting.
+    pub fn result(&self) -> Option<Result<RecordMetadata>> {
+        self.batch
+            .outcome
+            .get()
+            .map(|(outcome, _)| outcome.record(self.batch.partition, self.index))
+    }
+
+    /// When the producer got the broker's answer for this record's batch (or gave up
+    /// on it); `None` while it is pending. With `acks = none`: when the batch was
+    /// handed over. Lets a caller measure a record's latency exactly (send call ->
+    /// answer) without awaiting every `Delivery` as it completes.
+    pub fn completed_at(&self) -> Option<std::time::Instant> {
+        self.batch.outcome.get().map(|(_, at)| *at)
+    }
 }
 
 impl Future for Delivery {
     type Output = Result<RecordMetadata>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(Error::ProducerClosed)))
+        if let Some(result) = self.result() {
+            return Poll::Ready(result);
+        }
+        let this = &mut *self;
+        let mut wakers = this.batch.lock_wakers();
+        // Completion sets the outcome before it takes the wakers (under this lock),
+        // so either it is visible here or our waker is in the list it takes.
+        if let Some((outcome, _)) = this.batch.outcome.get() {
+            return Poll::Ready(outcome.record(this.batch.partition, this.index));
+        }
+        match this.waker_slot {
+            Some(slot) if slot < wakers.len() => {
+                if !wakers[slot].will_wake(cx.waker()) {
+                    wakers[slot] = cx.waker().clone();
+                }
+            }
+            _ => {
+                this.waker_slot = Some(wakers.len());
+                wakers.push(cx.waker().clone());
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// How a batch ended.
+#[derive(Debug)]
+enum Outcome {
+    /// Acknowledged; the base offset (`None` with `acks = none`).
+    Acked(Option<u64>),
+    /// Failed for good.
+    Failed(Arc<Error>),
+    /// Dropped unsent (the producer and its runtime went away).
+    Closed,
+}
+
+impl Outcome {
+    fn record(&self, partition: u32, index: u32) -> Result<RecordMetadata> {
+        match self {
+            Outcome::Acked(base) => Ok(RecordMetadata {
+                partition,
+                offset: base.map(|b| b + u64::from(index)),
+            }),
+            Outcome::Failed(err) => Err(Error::BatchFailed(Arc::clone(err))),
+            Outcome::Closed => Err(Error::ProducerClosed),
+        }
+    }
+}
+
+/// The one completion every record of a batch shares.
+#[derive(Debug)]
+struct BatchCompletion {
+    partition: u32,
+    /// Set once, with the time it was set.
+    outcome: OnceLock<(Outcome, std::time::Instant)>,
+    /// Tasks waiting on a `Delivery` of this batch.
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl BatchCompletion {
+    fn lock_wakers(&self) -> MutexGuard<'_, Vec<Waker>> {
+        self.wakers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Set the outcome (the first call wins) and wake every waiting delivery.
+    fn complete(&self, outcome: Outcome) {
+        if self
+            .outcome
+            .set((outcome, std::time::Instant::now()))
+            .is_err()
+        {
+            return;
+        }
+        let wakers = std::mem::take(&mut *self.lock_wakers());
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// Completes a batch exactly once and gives its buffer permits back; if dropped first
+/// (the job never ran: runtime shut down, producer dropped), the records get
+/// `ProducerClosed`.
+#[derive(Debug)]
+struct Completer {
+    completion: Arc<BatchCompletion>,
+    buffer: Arc<Semaphore>,
+    /// Buffer permits the batch's records hold.
+    permits: usize,
+}
+
+impl Completer {
+    fn complete(&mut self, outcome: Outcome) {
+        self.completion.complete(outcome);
+        self.buffer.add_permits(std::mem::take(&mut self.permits));
+    }
+}
+
+impl Drop for Completer {
+    fn drop(&mut self) {
+        self.complete(Outcome::Closed);
     }
 }
 
@@ -198,9 +349,90 @@ struct Shared {
     producer_id: u64,
 }
 
+/// FNV-1a: topic names are short and picked by the application, so `send`'s
+/// per-record lookup needs no DoS-resistant (and slower) SipHash.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    topics: HashMap<String, HashMap<u32, PartitionQueue>>,
+    /// Topic name -> its partitions' queues, indexed by partition.
+    topics: HashMap<Arc<str>, TopicQueues, BuildHasherDefault<Fnv>>,
+}
+
+#[derive(Debug)]
+struct TopicQueues {
+    /// The topic's name, shared by its jobs and timers (never copied per record).
+    name: Arc<str>,
+    /// Partition count from the client's metadata and when it was read (ms since the
+    /// epoch): `send` asks the metadata cache at most every [`PARTITION_COUNT_TTL_MS`]
+    /// per topic instead of per record.
+    partition_count: Option<(u32, i64)>,
+    partitions: Vec<PartitionQueue>,
+}
+
+impl State {
+    /// `topic`'s entry, created on first use.
+    fn topic(&mut self, topic: &str) -> &mut TopicQueues {
+        if !self.topics.contains_key(topic) {
+            let name: Arc<str> = Arc::from(topic);
+            self.topics.insert(
+                Arc::clone(&name),
+                TopicQueues {
+                    name,
+                    partition_count: None,
+                    partitions: Vec::new(),
+                },
+            );
+        }
+        self.topics.get_mut(topic).expect("inserted above")
+    }
+
+    /// `topic`'s partition count if it was read from the metadata less than
+    /// [`PARTITION_COUNT_TTL_MS`] before `now_ms` (a clock that went back counts as
+    /// old).
+    fn partition_count(&self, topic: &str, now_ms: i64) -> Option<u32> {
+        let (count, at) = self.topics.get(topic)?.partition_count?;
+        (0..PARTITION_COUNT_TTL_MS)
+            .contains(&now_ms.wrapping_sub(at))
+            .then_some(count)
+    }
+
+    /// The queue of `topic`/`partition`, created on first use, with the topic's name.
+    fn queue(&mut self, topic: &str, partition: u32) -> (&Arc<str>, &mut PartitionQueue) {
+        let t = self.topic(topic);
+        let p = partition as usize;
+        if t.partitions.len() <= p {
+            t.partitions.resize_with(p + 1, PartitionQueue::default);
+        }
+        (&t.name, &mut t.partitions[p])
+    }
+
+    /// The queue of `topic`/`partition`, if it exists.
+    fn existing(&mut self, topic: &str, partition: u32) -> Option<&mut PartitionQueue> {
+        self.topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(partition as usize))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -221,19 +453,13 @@ impl PartitionQueue {
 #[derive(Debug)]
 struct OpenBatch {
     builder: BatchBuilder,
-    waiters: Vec<Waiter>,
+    completer: Completer,
     opened_at: Instant,
-}
-
-#[derive(Debug)]
-struct Waiter {
-    tx: oneshot::Sender<Result<RecordMetadata>>,
-    _permit: OwnedSemaphorePermit,
 }
 
 /// A batch taken out of its queue, to be sent by a job.
 struct Job {
-    topic: String,
+    topic: Arc<str>,
     partition: u32,
     batch: OpenBatch,
     sequence: u32,
@@ -249,7 +475,7 @@ impl Producer {
     pub fn with_config(client: Client, mut config: ProducerConfig) -> Producer {
         config.batch_size_bytes = config.batch_size_bytes.clamp(1, BATCH_SIZE_BYTES_LIMIT);
         config.partition_inflight_batches_max = config.partition_inflight_batches_max.max(1);
-        config.buffer_records_max = config.buffer_records_max.max(1);
+        config.buffer_records_max = config.buffer_records_max.clamp(1, Semaphore::MAX_PERMITS);
         Producer {
             shared: Arc::new(Shared {
                 client,
@@ -275,35 +501,54 @@ impl Producer {
     /// when the broker acknowledged it. Fails right away for an unknown topic or
     /// partition or a record that cannot fit a batch.
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery> {
+        self.send_ref(&record).await
+    }
+
+    /// [`Producer::send`] of a borrowed record: the record is copied into its batch
+    /// and not kept, so a caller sending the same topic, key or value many times
+    /// need not clone them per record.
+    pub async fn send_ref(&self, record: &ProducerRecord) -> Result<Delivery> {
         let shared = &self.shared;
-        let count = shared.client.partition_count(&record.topic).await?;
-        let partition = shared
+        // One clock read per record: its timestamp, and the age of the cached count.
+        let now = now_ms();
+        let cached = shared.lock().partition_count(&record.topic, now);
+        let mut count = match cached {
+            Some(count) => count,
+            None => shared.fetch_partition_count(&record.topic, now).await?,
+        };
+        let mut chosen = shared
             .partitioner
-            .choose(record.partition, record.key.as_deref(), count)
-            .ok_or_else(|| Error::UnknownPartition {
-                topic: record.topic.clone(),
-                partition: record.partition.unwrap_or(0),
-                count,
-            })?;
-        let permit = Arc::clone(&shared.buffer)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::ProducerClosed)?;
-        let (tx, rx) = oneshot::channel();
-        let timestamp = record.timestamp_ms.unwrap_or_else(now_ms);
+            .choose(record.partition, record.key.as_deref(), count);
+        if chosen.is_none() && cached.is_some() {
+            // Out of range by the cached count: ask the metadata before refusing.
+            count = shared.fetch_partition_count(&record.topic, now).await?;
+            chosen = shared
+                .partitioner
+                .choose(record.partition, record.key.as_deref(), count);
+        }
+        let partition = chosen.ok_or_else(|| Error::UnknownPartition {
+            topic: record.topic.clone(),
+            partition: record.partition.unwrap_or(0),
+            count,
+        })?;
+        let permit = match shared.buffer.try_acquire() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => shared
+                .buffer
+                .acquire()
+                .await
+                .map_err(|_| Error::ProducerClosed)?,
+            Err(TryAcquireError::Closed) => return Err(Error::ProducerClosed),
+        };
+        let timestamp = record.timestamp_ms.unwrap_or(now);
         let headers: Vec<(&str, &[u8])> = record
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_ref()))
             .collect();
-        let (jobs, linger_timer) = {
+        let (delivery, jobs, linger_topic) = {
             let mut state = shared.lock();
-            let queue = state
-                .topics
-                .entry(record.topic.clone())
-                .or_default()
-                .entry(partition)
-                .or_default();
+            let (name, queue) = state.queue(&record.topic, partition);
             let batch_size = shared.config.batch_size_bytes;
             if let Some(open) = &queue.open {
                 let grow = open.builder.record_len(
@@ -317,16 +562,27 @@ impl Producer {
                     queue.ready.push_back(full);
                 }
             }
-            let mut linger_timer = false;
+            let mut linger_topic = None;
             if queue.open.is_none() {
-                let mut builder = BatchBuilder::new();
+                let mut builder =
+                    BatchBuilder::with_capacity(batch_size.min(BATCH_CAPACITY_INITIAL));
                 builder.records_length_max((BATCH_SIZE_BYTES_LIMIT - HEADER_LEN) as u32);
                 queue.open = Some(OpenBatch {
                     builder,
-                    waiters: Vec::new(),
+                    completer: Completer {
+                        completion: Arc::new(BatchCompletion {
+                            partition,
+                            outcome: OnceLock::new(),
+                            wakers: Mutex::new(Vec::new()),
+                        }),
+                        buffer: Arc::clone(&shared.buffer),
+                        permits: 0,
+                    },
                     opened_at: Instant::now(),
                 });
-                linger_timer = !shared.config.linger.is_zero();
+                if !shared.config.linger.is_zero() {
+                    linger_topic = Some(Arc::clone(name));
+                }
             }
             let open = queue.open.as_mut().expect("opened above");
             let pushed =
@@ -336,33 +592,35 @@ impl Producer {
                 if open.builder.is_empty() {
                     queue.open = None;
                 }
-                return Err(err.into());
+                return Err(err.into()); // the permit goes back as it drops
             }
-            open.waiters.push(Waiter {
-                tx,
-                _permit: permit,
-            });
+            // The batch holds the record's permit until it completes.
+            permit.forget();
+            open.completer.permits += 1;
+            let delivery = Delivery {
+                batch: Arc::clone(&open.completer.completion),
+                index: open.builder.len() - 1,
+                waker_slot: None,
+            };
             if open.builder.encoded_len() >= batch_size {
                 let full = queue.open.take().expect("open");
                 queue.ready.push_back(full);
             }
-            (
-                shared.take_jobs(&record.topic, partition, queue),
-                linger_timer,
-            )
+            let name = Arc::clone(name);
+            let jobs = shared.take_jobs(&name, partition, queue);
+            (delivery, jobs, linger_topic)
         };
         for job in jobs {
             spawn_job(Arc::clone(&self.shared), job);
         }
-        if linger_timer {
+        if let Some(topic) = linger_topic {
             let shared = Arc::clone(&self.shared);
-            let topic = record.topic;
             tokio::spawn(async move {
                 tokio::time::sleep(shared.config.linger).await;
                 shared.kick(&topic, partition);
             });
         }
-        Ok(Delivery { rx })
+        Ok(delivery)
     }
 
     /// [`Producer::send`] and wait for the acknowledgement.
@@ -379,15 +637,17 @@ impl Producer {
             let notified = shared.progress.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let keys: Vec<(String, u32)> = {
+            let keys: Vec<(Arc<str>, u32)> = {
                 let state = shared.lock();
                 state
                     .topics
-                    .iter()
-                    .flat_map(|(t, ps)| {
-                        ps.iter()
+                    .values()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .enumerate()
                             .filter(|(_, q)| !q.is_idle())
-                            .map(move |(p, _)| (t.clone(), *p))
+                            .map(move |(p, _)| (Arc::clone(&t.name), p as u32))
                     })
                     .collect()
             };
@@ -408,15 +668,19 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `topic`'s partition count from the client (its metadata cache, refreshed as
+    /// needed), remembered for the next records.
+    async fn fetch_partition_count(&self, topic: &str, now_ms: i64) -> Result<u32> {
+        let count = self.client.partition_count(topic).await?;
+        self.lock().topic(topic).partition_count = Some((count, now_ms));
+        Ok(count)
+    }
+
     /// Dispatch what may go now on one partition.
-    fn kick(self: &Arc<Self>, topic: &str, partition: u32) {
+    fn kick(self: &Arc<Self>, topic: &Arc<str>, partition: u32) {
         let jobs = {
             let mut state = self.lock();
-            let Some(queue) = state
-                .topics
-                .get_mut(topic)
-                .and_then(|ps| ps.get_mut(&partition))
-            else {
+            let Some(queue) = state.existing(topic, partition) else {
                 return;
             };
             self.take_jobs(topic, partition, queue)
@@ -427,7 +691,7 @@ impl Shared {
     }
 
     /// The batches of `queue` that may be sent now (see the module doc's rule).
-    fn take_jobs(&self, topic: &str, partition: u32, queue: &mut PartitionQueue) -> Vec<Job> {
+    fn take_jobs(&self, topic: &Arc<str>, partition: u32, queue: &mut PartitionQueue) -> Vec<Job> {
         let mut jobs = Vec::new();
         let linger = self.config.linger;
         let flushing = self.flushing.load(Ordering::SeqCst) > 0;
@@ -445,7 +709,7 @@ impl Shared {
             queue.next_sequence = sequence.wrapping_add(batch.builder.len());
             queue.inflight += 1;
             jobs.push(Job {
-                topic: topic.to_string(),
+                topic: Arc::clone(topic),
                 partition,
                 batch,
                 sequence,
@@ -455,14 +719,10 @@ impl Shared {
     }
 
     /// A job ended: free its slot and dispatch what waits.
-    fn job_done(self: &Arc<Self>, topic: &str, partition: u32) {
+    fn job_done(self: &Arc<Self>, topic: &Arc<str>, partition: u32) {
         {
             let mut state = self.lock();
-            if let Some(queue) = state
-                .topics
-                .get_mut(topic)
-                .and_then(|ps| ps.get_mut(&partition))
-            {
+            if let Some(queue) = state.existing(topic, partition) {
                 queue.inflight = queue.inflight.saturating_sub(1);
             }
         }
@@ -484,7 +744,7 @@ async fn run_job(shared: Arc<Shared>, job: Job) {
     } = job;
     let OpenBatch {
         mut builder,
-        waiters,
+        mut completer,
         ..
     } = batch;
     let config = &shared.config;
@@ -501,16 +761,17 @@ async fn run_job(shared: Arc<Shared>, job: Job) {
         Err(err) => Err(Error::from(err)),
         Ok(bytes) => {
             let request = ProduceRequest {
-                topic: topic.clone(),
+                topic: topic.to_string(),
                 partition,
                 acks: config.acks,
                 timeout_ms: config.produce_timeout.as_millis().min(u32::MAX as u128) as u32,
                 producer: stamp,
-                records: bytes.to_vec(),
+                // The builder's own buffer, not a copy (it is the only reference).
+                records: Vec::from(bytes),
             };
             if config.acks == Acks::None {
                 // Nothing is awaited: the records count as sent once handed over.
-                resolve(waiters, partition, Ok(None));
+                completer.complete(Outcome::Acked(None));
                 let once: Result<ProduceResponse> = shared
                     .client
                     .call_partition_once(
@@ -542,26 +803,12 @@ async fn run_job(shared: Arc<Shared>, job: Job) {
                 .map(|resp| Some(resp.base_offset))
         }
     };
-    resolve(waiters, partition, outcome);
+    // Every record of the batch: base offset + its index in the batch.
+    completer.complete(match outcome {
+        Ok(base) => Outcome::Acked(base),
+        Err(err) => Outcome::Failed(Arc::new(err)),
+    });
     shared.job_done(&topic, partition);
-}
-
-/// Tell every waiter of a batch where its record went (base offset + index).
-fn resolve(waiters: Vec<Waiter>, partition: u32, outcome: Result<Option<u64>>) {
-    match outcome {
-        Ok(base) => {
-            for (i, waiter) in waiters.into_iter().enumerate() {
-                let offset = base.map(|b| b + i as u64);
-                let _ = waiter.tx.send(Ok(RecordMetadata { partition, offset }));
-            }
-        }
-        Err(err) => {
-            let err = Arc::new(err);
-            for waiter in waiters {
-                let _ = waiter.tx.send(Err(Error::BatchFailed(Arc::clone(&err))));
-            }
-        }
-    }
 }
 
 fn now_ms() -> i64 {

@@ -499,3 +499,166 @@ async fn connect_fails_when_no_seed_answers() {
     );
     assert!(Client::connect(&Vec::<String>::new()).await.is_err());
 }
+
+/// Every record of a batch shares one completion: each still gets its own offset, in
+/// send order, across many batches, and a delivery can be read without awaiting it.
+#[tokio::test]
+async fn offsets_are_per_record_in_order_across_batches() {
+    let shared = Shared::default();
+    let addrs = start(1, &shared).await;
+    let client = Client::connect_with(&addrs, fast_config()).await.unwrap();
+    Admin::new(client.clone())
+        .create_topic("t", 1, 1)
+        .await
+        .unwrap();
+    // ~10 records of 100 B per batch, one batch in flight at a time.
+    let producer = Producer::with_config(
+        client,
+        ProducerConfig {
+            linger: Duration::ZERO,
+            batch_size_bytes: 1024,
+            ..ProducerConfig::default()
+        },
+    );
+    let record = ProducerRecord::new("t", vec![b'x'; 100]);
+    let started = std::time::Instant::now();
+    let mut deliveries = Vec::new();
+    for i in 0..300 {
+        let d = if i % 2 == 0 {
+            producer.send_ref(&record).await.unwrap()
+        } else {
+            producer.send(record.clone()).await.unwrap()
+        };
+        deliveries.push(d);
+    }
+    producer.flush().await;
+    let batches = lock(&shared).produce_requests;
+    assert!(
+        (30..300).contains(&batches),
+        "records share batches ({batches} requests)"
+    );
+    for (i, d) in deliveries.into_iter().enumerate() {
+        let now = d.result().expect("flush waited for every batch").unwrap();
+        assert_eq!(now.offset, Some(i as u64));
+        let at = d.completed_at().expect("completed");
+        assert!(at >= started);
+        assert_eq!(d.await.unwrap(), now, "awaiting gives the same answer");
+    }
+}
+
+/// Deliveries of one batch awaited by many tasks at once all wake up, each with its
+/// own offset.
+#[tokio::test]
+async fn one_batch_wakes_every_waiting_task() {
+    let shared = Shared::default();
+    let addrs = start(1, &shared).await;
+    let client = Client::connect_with(&addrs, fast_config()).await.unwrap();
+    Admin::new(client.clone())
+        .create_topic("t", 1, 1)
+        .await
+        .unwrap();
+    let producer = Producer::with_config(
+        client,
+        ProducerConfig {
+            linger: Duration::from_secs(600),
+            ..ProducerConfig::default()
+        },
+    );
+    let mut tasks = Vec::new();
+    for i in 0..50u64 {
+        let d = producer
+            .send(ProducerRecord::new("t", format!("{i}")))
+            .await
+            .unwrap();
+        assert!(d.result().is_none(), "linger holds the batch");
+        tasks.push(tokio::spawn(async move { (i, d.await) }));
+    }
+    tokio::task::yield_now().await;
+    producer.flush().await;
+    assert_eq!(lock(&shared).produce_requests, 1);
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        assert_eq!(r.unwrap().offset, Some(i));
+    }
+}
+
+/// Batches redirected by NotLeader are retried; every record still gets its own
+/// offset, in order, and nothing is stored twice.
+#[tokio::test]
+async fn retries_after_not_leader_keep_per_record_offsets() {
+    let shared = Shared::default();
+    let addrs = start(2, &shared).await;
+    {
+        let mut c = lock(&shared);
+        c.topics.insert("t".into(), vec![2]);
+        // The first metadata answers claim broker 1 leads (it refuses with NotLeader).
+        c.claimed_leader = Some(1);
+        c.claim_for = 3;
+    }
+    let client = Client::connect_with(&addrs[..1], fast_config())
+        .await
+        .unwrap();
+    let producer = Producer::with_config(
+        client,
+        ProducerConfig {
+            linger: Duration::ZERO,
+            batch_size_bytes: 512,
+            ..ProducerConfig::default()
+        },
+    );
+    let record = ProducerRecord::new("t", vec![b'y'; 50]);
+    let mut deliveries = Vec::new();
+    for _ in 0..100 {
+        deliveries.push(producer.send_ref(&record).await.unwrap());
+    }
+    for (i, d) in deliveries.into_iter().enumerate() {
+        assert_eq!(d.await.unwrap().offset, Some(i as u64));
+    }
+    let c = lock(&shared);
+    assert!(c.not_leader_replies >= 1, "some batch was redirected");
+    assert_eq!(
+        c.logs[&("t".to_string(), 0)].next_offset,
+        100,
+        "no duplicate"
+    );
+}
+
+/// A batch that never gets sent (its runtime went away with the producer) fails its
+/// records with `ProducerClosed` instead of leaving them pending forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsent_batch_fails_with_producer_closed() {
+    let shared = Shared::default();
+    let addrs = start(1, &shared).await;
+    {
+        lock(&shared).topics.insert("t".into(), vec![1]);
+    }
+    // The brokers run on this test's runtime: wait for the other one off it.
+    let other = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = Client::connect_with(&addrs, fast_config()).await.unwrap();
+            let producer = Producer::with_config(
+                client,
+                ProducerConfig {
+                    linger: Duration::from_secs(600),
+                    ..ProducerConfig::default()
+                },
+            );
+            // Not awaited here: it is awaited on the test's runtime once `rt` is gone.
+            Some(producer.send(ProducerRecord::new("t", "x")).await.unwrap())
+        })
+        // `rt` drops here, with the linger timer and the producer's state.
+    });
+    let delivery = tokio::task::spawn_blocking(move || other.join().unwrap())
+        .await
+        .unwrap()
+        .expect("sent");
+    let err = tokio::time::timeout(Duration::from_secs(5), delivery)
+        .await
+        .expect("resolved, not pending")
+        .unwrap_err();
+    assert!(matches!(err, Error::ProducerClosed), "{err:?}");
+}

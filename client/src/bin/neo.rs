@@ -1,10 +1,9 @@
 //! `neo`: the command-line client of a Neo cluster. The contract (commands, flags,
 //! output formats, exit statuses) is documented in `docs/cli.md`; scripts rely on it.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -12,8 +11,8 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use neo_client::admin::{RETENTION_BYTES, RETENTION_MS};
 use neo_client::{
-    Acks, Admin, Client, ClusterStatus, Consumer, ConsumerRecord, Offset, Producer, ProducerConfig,
-    ProducerRecord,
+    Acks, Admin, Client, ClientConfig, ClusterStatus, Consumer, ConsumerRecord, Delivery, Offset,
+    Producer, ProducerConfig, ProducerRecord,
 };
 use serde::Serialize;
 
@@ -177,6 +176,22 @@ enum BenchCommand {
         /// Acknowledgement mode.
         #[arg(long, value_enum, default_value = "all")]
         acks: AcksArg,
+        /// Batches in flight per partition (the producer's
+        /// `partition_inflight_batches_max`); messages sent while every slot is busy
+        /// wait in the next batch, so fewer slots make fewer, larger batches.
+        #[arg(long, default_value_t = BENCH_BATCHES_INFLIGHT, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        batches_inflight: u32,
+        /// How long a batch may wait for more messages, in microseconds (0: sent as
+        /// soon as a slot is free).
+        #[arg(long, default_value_t = 0)]
+        linger_us: u64,
+        /// A batch is sent once it reaches this many bytes (at most 1 MiB).
+        #[arg(long, default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
+        batch_bytes: u64,
+        /// Compress Neo RPC frames of 64 KiB and more (the client's default). Off in
+        /// the bench: its values are all `x`, and NATS compresses nothing either.
+        #[arg(long)]
+        rpc_compression: bool,
     },
     /// Read a topic from the beginning until nothing new arrives.
     Consume {
@@ -214,7 +229,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = Client::connect(&cli.server)
+    let mut config = ClientConfig::default();
+    if let Command::Bench(BenchCommand::Produce {
+        rpc_compression: false,
+        ..
+    }) = &cli.command
+    {
+        // The bench's values are all `x`: compressing the frames would measure zstd.
+        config.rpc.compression_threshold_bytes = usize::MAX;
+    }
+    let client = Client::connect_with(&cli.server, config)
         .await
         .with_context(|| format!("cannot reach the cluster at {}", cli.server.join(",")))?;
     match cli.command {
@@ -514,6 +538,55 @@ fn report(msgs: u64, bytes: u64, elapsed: Duration, mut latencies_us: Vec<u64>) 
     }
 }
 
+/// Default of `neo bench produce --batches-inflight` (measurements in
+/// docs/BENCHMARKS.md, "Neo vs NATS JetStream").
+const BENCH_BATCHES_INFLIGHT: u32 = 1;
+
+/// `neo bench produce`'s load: `inflight` messages awaiting their acknowledgement at
+/// all times. One task sends until `inflight` are outstanding, then waits for the
+/// oldest and retires every acknowledged message at the front of the window before
+/// sending more. A message's latency is its own: from just before its `send` call to
+/// the moment the producer received its batch's answer ([`Delivery::completed_at`]),
+/// not to when this loop got round to looking at it. The record is built once and
+/// sent by reference: nothing is allocated per message but the producer's batch.
+async fn bench_produce(
+    producer: &Producer,
+    topic: String,
+    msgs: u64,
+    size: usize,
+    inflight: usize,
+) -> anyhow::Result<BenchReport> {
+    let record = ProducerRecord::new(topic, Bytes::from(vec![b'x'; size]));
+    let mut window: VecDeque<(Instant, Delivery)> = VecDeque::with_capacity(inflight);
+    let mut latencies = Vec::with_capacity(usize::try_from(msgs).unwrap_or(0).min(1 << 28));
+    let mut sent = 0u64;
+    let started = Instant::now();
+    let mut last_ack = started;
+    while sent < msgs || !window.is_empty() {
+        while window.len() < inflight && sent < msgs {
+            let t0 = Instant::now();
+            let delivery = producer.send_ref(&record).await?;
+            window.push_back((t0, delivery));
+            sent += 1;
+        }
+        if let Some((_, oldest)) = window.front_mut() {
+            (&mut *oldest).await?;
+        }
+        while let Some((t0, delivery)) = window.front() {
+            let Some(result) = delivery.result() else {
+                break;
+            };
+            result?;
+            let at = delivery.completed_at().unwrap_or_else(Instant::now);
+            latencies.push(at.saturating_duration_since(*t0).as_micros() as u64);
+            last_ack = last_ack.max(at);
+            window.pop_front();
+        }
+    }
+    let elapsed = last_ack.saturating_duration_since(started);
+    Ok(report(msgs, msgs * size as u64, elapsed, latencies))
+}
+
 async fn bench(client: Client, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Produce {
@@ -522,6 +595,10 @@ async fn bench(client: Client, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             size,
             inflight,
             acks,
+            batches_inflight,
+            linger_us,
+            batch_bytes,
+            ..
         } => {
             client.partition_count(&topic).await?;
             let inflight = inflight.max(1);
@@ -530,39 +607,14 @@ async fn bench(client: Client, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 ProducerConfig {
                     acks: acks.into(),
                     // Batches form from the messages that wait for a free slot.
-                    linger: Duration::ZERO,
-                    partition_inflight_batches_max: if inflight > 1 { 4 } else { 1 },
+                    linger: Duration::from_micros(linger_us),
+                    partition_inflight_batches_max: batches_inflight as usize,
+                    batch_size_bytes: batch_bytes as usize,
+                    buffer_records_max: ProducerConfig::default().buffer_records_max.max(inflight),
                     ..ProducerConfig::default()
                 },
             );
-            let value = Bytes::from(vec![b'x'; size]);
-            let next = Arc::new(AtomicU64::new(0));
-            let started = Instant::now();
-            let workers: Vec<_> = (0..inflight)
-                .map(|_| {
-                    let producer = producer.clone();
-                    let next = Arc::clone(&next);
-                    let topic = topic.clone();
-                    let value = value.clone();
-                    tokio::spawn(async move {
-                        let mut latencies = Vec::new();
-                        while next.fetch_add(1, Ordering::Relaxed) < msgs {
-                            let t0 = Instant::now();
-                            producer
-                                .send_and_wait(ProducerRecord::new(topic.clone(), value.clone()))
-                                .await?;
-                            latencies.push(t0.elapsed().as_micros() as u64);
-                        }
-                        Ok::<_, neo_client::Error>(latencies)
-                    })
-                })
-                .collect();
-            let mut latencies = Vec::with_capacity(msgs as usize);
-            for worker in workers {
-                latencies.extend(worker.await??);
-            }
-            let elapsed = started.elapsed();
-            let r = report(msgs, msgs * size as u64, elapsed, latencies);
+            let r = bench_produce(&producer, topic, msgs, size, inflight).await?;
             println!("{}", serde_json::to_string(&r)?);
         }
         BenchCommand::Consume {
@@ -767,6 +819,52 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(&["bench", "produce", "--topic", "t"]).is_err());
+        let base = [
+            "bench", "produce", "--topic", "t", "--msgs", "1", "--size", "1",
+        ];
+        match parse(&base).unwrap().command {
+            Command::Bench(BenchCommand::Produce {
+                batches_inflight,
+                linger_us,
+                batch_bytes,
+                rpc_compression,
+                ..
+            }) => assert_eq!(
+                (batches_inflight, linger_us, batch_bytes, rpc_compression),
+                (BENCH_BATCHES_INFLIGHT, 0, 256 * 1024, false)
+            ),
+            other => panic!("{other:?}"),
+        }
+        let with = |extra: &[&str]| parse(&[&base[..], extra].concat());
+        match with(&[
+            "--batches-inflight",
+            "3",
+            "--linger-us",
+            "500",
+            "--batch-bytes",
+            "65536",
+            "--rpc-compression",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Bench(BenchCommand::Produce {
+                batches_inflight,
+                linger_us,
+                batch_bytes,
+                rpc_compression,
+                ..
+            }) => assert_eq!(
+                (batches_inflight, linger_us, batch_bytes, rpc_compression),
+                (3, 500, 65536, true)
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Out of range: a usage error, not a panic or a silent clamp.
+        assert!(with(&["--batches-inflight", "0"]).is_err());
+        assert!(with(&["--batch-bytes", "0"]).is_err());
+        assert!(with(&["--batch-bytes", "2000000"]).is_err());
+        assert!(with(&["--linger-us", "-1"]).is_err());
         assert!(parse(&["bench", "consume", "--topic", "t"]).is_ok());
         match parse(&["cluster", "status", "--format", "json"])
             .unwrap()

@@ -1,9 +1,10 @@
 //! `nats-bench`: the NATS JetStream half of `scripts/bench-vs-nats.sh`.
 //!
 //! `produce` measures exactly what `neo bench produce` measures (client/src/bin/neo.rs):
-//! K tasks share one connection; each takes the next of N message numbers, publishes one
-//! B-byte message and waits for its JetStream publish acknowledgement; the latency of a
-//! message is publish call -> ack received. Throughput is N over the wall time from the
+//! one task on one connection keeps K B-byte messages awaiting their JetStream publish
+//! acknowledgement (it publishes until K are outstanding, then waits for the oldest ack
+//! before publishing the next); the latency of a message is publish call -> ack
+//! received. Throughput is N over the wall time from the
 //! first publish to the last ack. It prints the same JSON line as `neo bench`:
 //! `{"msgs","bytes","elapsed_s","msgs_per_s","mb_per_s","p50_us","p99_us","p999_us"}`,
 //! percentiles by nearest rank, like `neo bench`.
@@ -12,11 +13,10 @@
 //! name of the server that leads it, so the load can go straight to the leader as Neo's
 //! producer goes straight to the partition leader.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, context::ContextBuilder, stream};
+use async_nats::jetstream::{self, context::ContextBuilder, context::PublishAckFuture, stream};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
@@ -137,28 +137,27 @@ async fn main() -> Res<()> {
                 .backpressure_on_inflight(true)
                 .build(client.clone());
             let value = Bytes::from(vec![b'x'; size]);
-            let next = Arc::new(AtomicU64::new(0));
-            let started = Instant::now();
-            let workers: Vec<_> = (0..inflight)
-                .map(|_| {
-                    let js = js.clone();
-                    let next = Arc::clone(&next);
-                    let subject = subject.clone();
-                    let value = value.clone();
-                    tokio::spawn(async move {
-                        let mut latencies = Vec::new();
-                        while next.fetch_add(1, Ordering::Relaxed) < msgs {
-                            let t0 = Instant::now();
-                            js.publish(subject.clone(), value.clone()).await?.await?;
-                            latencies.push(t0.elapsed().as_micros() as u64);
-                        }
-                        Ok::<_, async_nats::jetstream::context::PublishError>(latencies)
-                    })
-                })
-                .collect();
+            let subject = async_nats::Subject::from(subject);
+            // One task keeps `inflight` publishes awaiting their ack (the same loop as
+            // `neo bench produce`): send until the window is full, then wait for the
+            // oldest ack. JetStream acks one message at a time and in order on a
+            // stream, so each ack's latency is taken when it arrives at the front.
+            let mut window: VecDeque<(Instant, PublishAckFuture)> =
+                VecDeque::with_capacity(inflight);
             let mut latencies = Vec::with_capacity(msgs as usize);
-            for w in workers {
-                latencies.extend(w.await??);
+            let mut sent = 0u64;
+            let started = Instant::now();
+            while sent < msgs || !window.is_empty() {
+                while window.len() < inflight && sent < msgs {
+                    let t0 = Instant::now();
+                    let ack = js.publish(subject.clone(), value.clone()).await?;
+                    window.push_back((t0, ack));
+                    sent += 1;
+                }
+                if let Some((t0, ack)) = window.pop_front() {
+                    ack.await?;
+                    latencies.push(t0.elapsed().as_micros() as u64);
+                }
             }
             let elapsed = started.elapsed();
             latencies.sort_unstable();
