@@ -106,7 +106,8 @@ impl Error {
     }
 
     /// Whether the cached metadata is probably wrong after this error (wrong leader,
-    /// dead connection), so that the next attempt should refresh it first.
+    /// dead connection, a leader cut off from its followers), so that the next attempt
+    /// should refresh it first.
     pub fn invalidates_metadata(&self) -> bool {
         match self {
             Error::Broker(err) => matches!(
@@ -116,6 +117,9 @@ impl Error {
                         | ErrorCode::UnknownTopic
                         | ErrorCode::UnknownPartition
                         | ErrorCode::ShuttingDown
+                        // A leader that cannot commit is often isolated while the
+                        // others have elected a new one: ask the cluster again.
+                        | ErrorCode::NotEnoughReplicas
                 )
             ),
             Error::Transport(_) | Error::LeaderNotAvailable { .. } => true,
@@ -177,6 +181,16 @@ mod tests {
             "no",
         )));
         assert!(!unknown.is_retriable());
+
+        let no_quorum = Error::from(neo_protocol::Error::Rpc(RpcError::new(
+            ErrorCode::NotEnoughReplicas,
+            "not committed within 5000 ms",
+        )));
+        assert!(no_quorum.is_retriable());
+        assert!(
+            no_quorum.invalidates_metadata(),
+            "an isolated leader: look again"
+        );
 
         let closed = Error::from(neo_protocol::Error::ConnectionClosed);
         assert!(closed.is_retriable());

@@ -33,13 +33,23 @@ fn args() -> Args {
         seconds: 5,
         dir: None,
     };
+    let usage = |why: String| -> ! {
+        eprintln!("commit_bench: {why}\nusage: commit_bench [--json] [--seconds N] [--dir PATH]");
+        std::process::exit(2)
+    };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
         match x.as_str() {
             "--json" => a.json = true,
-            "--seconds" => a.seconds = it.next().and_then(|s| s.parse().ok()).expect("--seconds N"),
-            "--dir" => a.dir = Some(it.next().expect("--dir PATH").into()),
-            other => panic!("unknown argument {other}"),
+            "--seconds" => match it.next().and_then(|s| s.parse().ok()) {
+                Some(n) if n > 0 => a.seconds = n,
+                _ => usage("--seconds needs a positive number".into()),
+            },
+            "--dir" => match it.next() {
+                Some(d) => a.dir = Some(d.into()),
+                None => usage("--dir needs a path".into()),
+            },
+            other => usage(format!("unknown argument {other}")),
         }
     }
     a
