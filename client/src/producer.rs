@@ -731,6 +731,10 @@ impl Shared {
     }
 }
 
+/// Margin past the retry policy's deadline plus one call timeout after which a batch
+/// job is failed regardless of what it waits on.
+const JOB_DEADLINE_SLACK: Duration = Duration::from_secs(5);
+
 fn spawn_job(shared: Arc<Shared>, job: Job) {
     tokio::spawn(run_job(shared, job));
 }
@@ -789,18 +793,39 @@ async fn run_job(shared: Arc<Shared>, job: Job) {
                 return;
             }
             let call_timeout = config.produce_timeout + Duration::from_secs(2);
-            shared
-                .client
-                .call_partition::<_, ProduceResponse>(
+            // Every attempt and wait is bounded by the retry policy; this outer bound
+            // guarantees that a batch (and the partition queue behind it) can never
+            // wait forever, whatever a connection does.
+            let job_deadline = config.retry.deadline + call_timeout + JOB_DEADLINE_SLACK;
+            let sent = tokio::time::timeout(
+                job_deadline,
+                shared.client.call_partition::<_, ProduceResponse>(
                     &topic,
                     partition,
                     "produce",
                     &request,
                     call_timeout,
                     config.retry,
-                )
-                .await
-                .map(|resp| Some(resp.base_offset))
+                ),
+            )
+            .await;
+            match sent {
+                Ok(result) => result.map(|resp| Some(resp.base_offset)),
+                Err(_) => {
+                    tracing::warn!(
+                        %topic,
+                        partition,
+                        ?job_deadline,
+                        "produce batch outlived its retry deadline; failing it"
+                    );
+                    Err(Error::DeadlineExceeded {
+                        deadline: job_deadline,
+                        last: Box::new(Error::Transport(neo_protocol::Error::Timeout {
+                            after: job_deadline,
+                        })),
+                    })
+                }
+            }
         }
     };
     // Every record of the batch: base offset + its index in the batch.
