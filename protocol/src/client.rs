@@ -398,23 +398,17 @@ impl Connection {
     /// transport is polled with a no-op waker, so nothing is ever left half-written
     /// by a caller going away. Whatever the socket does not take at once (it is full)
     /// goes to the writer task, as does a queue that keeps refilling.
-    ///
-    /// `release`: give the write half back afterwards. Without it, one write is made
-    /// and the caller keeps the write half if it could write everything (`true`: it
-    /// must call again, with `release`, or hand the half to the writer task).
-    fn flush_now(&self, release: bool) -> bool {
+    fn flush_now(&self) {
         let mut wakeups = Wakeups::new();
         for _ in 0..2 {
             let mut buf = {
                 let mut state = self.lock();
                 if state.closed.is_some() {
-                    return false;
+                    return;
                 }
                 if state.out.is_empty() {
-                    if release {
-                        state.writing = false;
-                    }
-                    return !release;
+                    state.writing = false;
+                    return;
                 }
                 let mut buf = std::mem::take(&mut state.spare);
                 std::mem::swap(&mut buf, &mut state.out);
@@ -452,7 +446,7 @@ impl Connection {
             }
             if failed {
                 self.fail_all(Closed::Eof);
-                return false;
+                return;
             }
             let mut state = self.lock();
             if blocked {
@@ -462,14 +456,11 @@ impl Connection {
                 Self::hand_to_writer(&mut state, &mut wakeups);
                 drop(state);
                 wake_all(&mut wakeups);
-                return false;
+                return;
             }
             if buf.capacity() <= WRITE_BUFFER_RETAIN_BYTES_MAX {
                 buf.clear();
                 state.spare = buf;
-            }
-            if !release {
-                return true;
             }
         }
         // Still refilling: let the writer task take over.
@@ -481,7 +472,6 @@ impl Connection {
         }
         drop(state);
         wake_all(&mut wakeups);
-        false
     }
 
     /// Queue a control frame (ping, pong, cancel) regardless of the caller bound; if
@@ -746,16 +736,9 @@ impl Connection {
     }
 }
 
-/// The duty of a caller that took the write half in [`Connection::start`]: write its
-/// own frame at once, so the server starts on it, then yield once (every other ready
-/// caller queues its frame meanwhile) and write all of those in one more syscall. If
-/// the caller goes away in between, the writer task takes the duty over.
-///
-/// Why not only the one write after the yield: a burst of calls then goes out as one
-/// block that the server cannot start on before the last call is queued, and client
-/// and server take turns, each idle while the other works. On a quiet machine each
-/// turn waits for an idle CPU to wake up (tens of µs on a VM) and with 64 calls in
-/// flight Neo did 0.6-0.7× the throughput of a raw TCP pipeline.
+/// The duty of a caller that took the write half in [`Connection::start`]: yield once
+/// (so every other ready caller queues its frame behind this one), then write them all
+/// in one syscall. If the caller goes away first, the writer task takes the duty over.
 struct FlushDuty<'c> {
     conn: &'c Connection,
     done: bool,
@@ -763,11 +746,6 @@ struct FlushDuty<'c> {
 
 impl FlushDuty<'_> {
     async fn run(mut self) {
-        if !self.conn.flush_now(false) {
-            // The writer task has the write half now (or the connection is closed).
-            self.done = true;
-            return;
-        }
         let mut yielded = false;
         std::future::poll_fn(|cx| {
             if yielded {
@@ -780,7 +758,7 @@ impl FlushDuty<'_> {
         })
         .await;
         self.done = true;
-        self.conn.flush_now(true);
+        self.conn.flush_now();
     }
 }
 
