@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result, error_chain};
@@ -481,9 +481,13 @@ fn spawn_server(
     })
     .max_decoding_message_size(RPC_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(RPC_MESSAGE_BYTES_MAX);
+    // `Server::tcp_nodelay` is ignored by `serve_with_incoming*`: the accepted sockets
+    // get TCP_NODELAY here. Without it a follower's AppendEntries answer (headers, then
+    // data and trailers in separate small writes) waited for the leader's delayed ACK:
+    // ~40 ms stalls, the 3-node produce p999 (measured: docs/BENCHMARKS.md).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(
         builder
-            .tcp_nodelay(true)
             // A 64-entry AppendEntries is ~1 MiB: let it arrive without waiting for
             // WINDOW_UPDATEs every 64 KiB (HTTP/2's default window).
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
@@ -491,7 +495,7 @@ fn spawn_server(
             .add_service(svc)
             .add_service(membership)
             .add_service(health)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop),
+            .serve_with_incoming_shutdown(incoming, stop),
     )
 }
 
