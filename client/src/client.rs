@@ -120,7 +120,10 @@ impl Client {
     }
 
     /// Fetch metadata now (all topics), from the controller, a known broker or a seed,
-    /// whichever answers first. Concurrent callers share one refresh.
+    /// whichever answers first. Concurrent callers share one refresh. If that answer
+    /// leaves partitions without a leader (a leader cut off from its followers gives
+    /// none for its partitions; a broker may also lag), the other candidates are asked
+    /// too and fill those in ([`MetadataCache::merge_leaders`]), until none is left.
     pub async fn refresh_metadata(&self) -> Result<()> {
         let seen = self.cache().generation();
         let _single = self.inner.refreshing.lock().await;
@@ -129,6 +132,7 @@ impl Client {
         }
         let mut tried = Vec::new();
         let mut last = String::from("no address to try");
+        let mut applied = false;
         for address in self.candidates(None) {
             let request = MetadataRequest { topics: Vec::new() };
             let result: Result<MetadataResponse> = self
@@ -141,8 +145,16 @@ impl Client {
                 .await;
             match result {
                 Ok(response) => {
-                    self.cache().apply(&response, &[], Instant::now());
-                    return Ok(());
+                    let mut cache = self.cache();
+                    if applied {
+                        cache.merge_leaders(&response);
+                    } else {
+                        cache.apply(&response, &[], Instant::now());
+                        applied = true;
+                    }
+                    if cache.leaderless() == 0 {
+                        return Ok(());
+                    }
                 }
                 Err(err) => {
                     tracing::debug!(%address, error = %err, "metadata request failed");
@@ -150,6 +162,9 @@ impl Client {
                     tried.push(address);
                 }
             }
+        }
+        if applied {
+            return Ok(());
         }
         Err(Error::NoBrokerReachable { tried, last })
     }

@@ -140,6 +140,47 @@ impl MetadataCache {
         self.generation += 1;
     }
 
+    /// How many cached partitions have no leader whose address is known.
+    pub fn leaderless(&self) -> usize {
+        self.topics
+            .values()
+            .flatten()
+            .filter(|p| {
+                p.leader_address_hint.is_none()
+                    && !p.leader.is_some_and(|id| self.brokers.contains_key(&id))
+            })
+            .count()
+    }
+
+    /// Fill in leaders from another broker's metadata `response`: each cached partition
+    /// with no known leader takes the leader `response` gives it, if any, and so does
+    /// one whose cached leader is of an older epoch (term) than `response`'s. Brokers
+    /// and topics are not changed (a broker behind on the metadata log may not know
+    /// them yet). One broker's view can lag: a leader cut off from its followers gives
+    /// no leader for its partitions, and the follower side knows the new one.
+    pub fn merge_leaders(&mut self, response: &MetadataResponse) {
+        for topic in &response.topics {
+            let Some(cached) = self.topics.get_mut(&topic.name) else {
+                continue;
+            };
+            for p in &topic.partitions {
+                let Some(leader) = p.leader.filter(|id| self.brokers.contains_key(id)) else {
+                    continue;
+                };
+                let Some(c) = cached.iter_mut().find(|c| c.partition == p.partition) else {
+                    continue;
+                };
+                let known = c.leader.is_some_and(|id| self.brokers.contains_key(&id));
+                if !known || p.leader_epoch > c.leader_epoch {
+                    c.leader = Some(leader);
+                    c.leader_epoch = p.leader_epoch;
+                    c.leader_address_hint = None;
+                    c.in_sync = p.in_sync.clone();
+                }
+            }
+        }
+    }
+
     /// Apply a `NotLeader` hint: `address` now leads `topic`/`partition`. Returns
     /// whether the hint could be used (the partition is cached).
     pub fn apply_leader_hint(&mut self, topic: &str, partition: u32, address: &str) -> bool {
@@ -333,6 +374,53 @@ mod tests {
         cache.apply(&response(Some(1)), &[], t0);
         assert_eq!(cache.generation(), generation + 1);
         assert!(!cache.needs_refresh(t0, Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn merge_fills_leaderless_partitions_and_newer_epochs_only() {
+        let mut cache = MetadataCache::new();
+        // The first broker to answer leads partition 1 but lost its quorum: no leader.
+        let mut first = response(Some(1));
+        first.topics[0].partitions[1].leader = None;
+        cache.apply(&first, &[], Instant::now());
+        assert_eq!(cache.leaderless(), 1);
+        assert_eq!(cache.leader("t", 1), LeaderLookup::NoLeader);
+
+        // Another broker still names the old leader of epoch 1 for every partition, and
+        // a new leader of epoch 2 for partition 2.
+        let mut second = response(Some(1));
+        second.topics[0].partitions[0].leader = Some(3);
+        second.topics[0].partitions[0].leader_epoch = 2;
+        second.topics[0].partitions[2].leader = Some(2); // same epoch: ignored
+        cache.merge_leaders(&second);
+        assert_eq!(cache.leaderless(), 0);
+        // Partitions are listed in reverse: index 0 of the response is partition 2.
+        assert_eq!(
+            cache.leader("t", 2),
+            LeaderLookup::Address("127.0.0.1:7030".into()),
+            "a newer epoch wins"
+        );
+        assert_eq!(
+            cache.leader("t", 0),
+            LeaderLookup::Address("127.0.0.1:7010".into()),
+            "the same epoch does not replace a known leader"
+        );
+        assert_eq!(
+            cache.leader("t", 1),
+            LeaderLookup::Address("127.0.0.1:7010".into()),
+            "a leaderless partition takes what another broker knows"
+        );
+
+        // A leader outside the broker list, and a topic not cached, change nothing.
+        let mut third = response(Some(9));
+        third.topics[0].name = "other".into();
+        cache.merge_leaders(&third);
+        cache.merge_leaders(&response(Some(9)));
+        assert_eq!(cache.topics(), vec!["t".to_string()]);
+        assert_eq!(
+            cache.leader("t", 1),
+            LeaderLookup::Address("127.0.0.1:7010".into())
+        );
     }
 
     #[test]

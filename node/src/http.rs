@@ -155,11 +155,11 @@ async fn route(shared: &Arc<Shared>, head: &[u8]) -> Reply {
 }
 
 fn ready(shared: &Shared) -> Reply {
-    let meta_leader = shared.meta.metrics().leader;
+    let meta_leader = shared.meta.metrics().serving_leader();
     let leaderless: Vec<u64> = shared
         .partition_groups()
         .iter()
-        .filter(|g| g.metrics().leader.is_none())
+        .filter(|g| g.metrics().serving_leader().is_none())
         .map(|g| g.id())
         .collect();
     let registered = *shared.registered.borrow();
@@ -197,7 +197,7 @@ fn cluster(shared: &Shared) -> serde_json::Value {
             let leader = shared
                 .registry
                 .get(p.group)
-                .and_then(|g| g.metrics().leader);
+                .and_then(|g| g.metrics().serving_leader());
             partitions.push(json!({
                 "topic": name,
                 "partition": i,

@@ -83,7 +83,7 @@ impl Shared {
 
     /// The current metadata leader (controller), if known.
     pub(crate) fn controller(&self) -> Option<NodeId> {
-        self.meta.metrics().leader
+        self.meta.metrics().serving_leader()
     }
 
     pub(crate) fn partition(&self, topic: &str, partition: u32) -> Result<PartitionRef, Lookup> {

@@ -1,8 +1,9 @@
 //! The one error type of `neo-raft`.
 //!
 //! Fatal vs retriable: [`Error::Storage`] and [`Error::Fatal`] mean the group stopped (its
-//! log or state machine failed) and must be reopened; [`Error::NotLeader`] and
-//! [`Error::Busy`] are retriable at the leader hint or later; the rest describe bad input.
+//! log or state machine failed) and must be reopened; [`Error::NotLeader`],
+//! [`Error::QuorumLost`] and [`Error::Busy`] are retriable at the leader hint, at the new
+//! leader or later; the rest describe bad input.
 
 use crate::types::{GroupId, NodeId};
 
@@ -16,6 +17,20 @@ pub enum Error {
         group: GroupId,
         /// The node believed to lead, if any.
         leader: Option<NodeId>,
+    },
+    /// This replica leads the group but no quorum of voters has answered it for at
+    /// least the minimum election timeout: it cannot commit, and the others are
+    /// electing (or have elected) another leader. Look for the new leader and retry.
+    #[error(
+        "group {group}: this leader lost contact with a quorum of its voters{}",
+        if *written { "; the write is in its log and may still commit" } else { "" }
+    )]
+    QuorumLost {
+        /// The group.
+        group: GroupId,
+        /// Whether the write was already in this leader's log (its outcome is then
+        /// unknown: it commits if the next leader holds it) or was refused before.
+        written: bool,
     },
     /// The group cannot take more work right now (a queue is full); retry later.
     #[error("group {group}: busy")]

@@ -100,6 +100,19 @@ pub struct GroupMetrics {
     /// Leader only (else empty): the voters that hold every committed entry (their
     /// matched index is at least the commit index), this leader included.
     pub in_sync: BTreeSet<NodeId>,
+    /// Leader only: no quorum of voters has answered this leader for at least the
+    /// minimum election timeout (see [`RaftGroup::quorum_lost`]). The rest of the group
+    /// is electing, or has elected, another leader: clients should look elsewhere.
+    pub quorum_lost: bool,
+}
+
+impl GroupMetrics {
+    /// The leader a client should be sent to: `leader`, except when this replica leads
+    /// but has lost contact with a quorum (then `None`: it cannot commit, and another
+    /// leader is being elected).
+    pub fn serving_leader(&self) -> Option<NodeId> {
+        if self.quorum_lost { None } else { self.leader }
+    }
 }
 
 /// The role of a replica.
@@ -140,6 +153,9 @@ pub struct RaftGroup {
     /// The term in which this replica, as leader, last caught its state machine up to
     /// everything committed before its term (`u64::MAX`: never).
     dedup_term: AtomicU64,
+    /// A leader that no quorum answered for this long has lost its quorum: the minimum
+    /// election timeout, after which the followers start electing another leader.
+    quorum_loss_after: Duration,
 }
 
 /// Bound on a new leader's wait until its whole log is applied before its first
@@ -165,6 +181,19 @@ impl Drop for InflightGuard {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// See [`RaftGroup::quorum_lost`].
+fn quorum_lost_in(m: &openraft::RaftMetrics<NeoRaft>, after: Duration) -> bool {
+    m.state == ServerState::Leader
+        && m.membership_config
+            .membership()
+            .voter_ids()
+            .nth(1)
+            .is_some()
+        && m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|acked| openraft::Instant::elapsed(&**acked) >= after)
 }
 
 fn fatal(group: GroupId, e: impl std::fmt::Display) -> Error {
@@ -294,6 +323,7 @@ impl RaftGroup {
             producers,
             inflight: Arc::default(),
             dedup_term: AtomicU64::new(u64::MAX),
+            quorum_loss_after: Duration::from_millis(cfg.timing.election_min_ms),
         }))
     }
 
@@ -357,6 +387,7 @@ impl RaftGroup {
 
     async fn propose(&self, batch: Bytes, leader_ack: bool) -> Result<(u64, u32)> {
         let header = Self::check_record_batch(&batch)?;
+        self.check_quorum(false)?;
         let (ack, local) = if leader_ack {
             let (ack, rx) = LocalAck::channel();
             (ack, Some(rx))
@@ -366,7 +397,9 @@ impl RaftGroup {
         let batch = RecordBatch(batch, ack);
         if header.producer_id < 0 {
             let Some(local) = local else {
-                return write_records(&self.raft, self.group, batch).await;
+                return self
+                    .await_write(write_records(&self.raft, self.group, batch))
+                    .await;
             };
             self.leader_or_not_leader()?;
             self.raft
@@ -426,7 +459,10 @@ impl RaftGroup {
             // The write (and the in-flight entry a retry would wait on) goes on to
             // commit in its task; this caller answers at the local flush.
             Some(local) => self.local_ack(local).await,
-            None => write.await.map_err(|e| fatal(self.group, e))?,
+            None => {
+                self.await_write(async { write.await.map_err(|e| fatal(self.group, e))? })
+                    .await
+            }
         }
     }
 
@@ -544,6 +580,7 @@ impl RaftGroup {
     /// lost, crash) and its offset is not known to the caller.
     pub async fn propose_records_ff(&self, batch: Bytes) -> Result<()> {
         Self::check_record_batch(&batch)?;
+        self.check_quorum(false)?;
         let m = self.metrics();
         if m.role != Role::Leader {
             return Err(Error::NotLeader {
@@ -559,11 +596,15 @@ impl RaftGroup {
 
     /// Proposes a metadata command; returns its committed outcome.
     pub async fn propose_meta(&self, cmd: MetaCommand) -> Result<MetaResponse> {
+        self.check_quorum(false)?;
         let resp = self
-            .raft
-            .client_write(Proposal::Meta(cmd))
-            .await
-            .map_err(|e| write_error(self.group, e))?;
+            .await_write(async {
+                self.raft
+                    .client_write(Proposal::Meta(cmd))
+                    .await
+                    .map_err(|e| write_error(self.group, e))
+            })
+            .await?;
         match resp.data {
             Applied::Meta(r) => Ok(r),
             other => Err(fatal(
@@ -679,6 +720,59 @@ impl RaftGroup {
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
             in_sync,
+            quorum_lost: quorum_lost_in(&m, self.quorum_loss_after),
+        }
+    }
+
+    /// Whether this replica leads a group of more than one voter and no quorum of them
+    /// has acknowledged anything it sent for at least the minimum election timeout
+    /// (openraft's `last_quorum_acked`, advanced by every heartbeat and append answer).
+    /// Such a leader cannot commit, and the followers it lost are electing a new
+    /// leader, so it refuses new writes (`QuorumLost`) and stops answering the writes
+    /// it is waiting on, instead of holding them until their timeouts; metadata gives
+    /// no leader for its groups (see [`GroupMetrics::serving_leader`]). openraft itself
+    /// keeps it leader until it hears of a higher term (there is no check-quorum step
+    /// down), so this is Neo's check, made at every write and every ~quarter of the
+    /// timeout while a write waits.
+    pub fn quorum_lost(&self) -> bool {
+        quorum_lost_in(
+            &self.raft.metrics().borrow_watched(),
+            self.quorum_loss_after,
+        )
+    }
+
+    /// `Err(QuorumLost)` if [`RaftGroup::quorum_lost`].
+    fn check_quorum(&self, written: bool) -> Result<()> {
+        if self.quorum_lost() {
+            Err(Error::QuorumLost {
+                group: self.group,
+                written,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits for a write's outcome, or until this leader loses its quorum (then
+    /// `QuorumLost` with `written`: the entry is in this leader's log and may still
+    /// commit, if this leader is heard from again before another is elected, or if the
+    /// next leader holds the entry).
+    async fn await_write<T>(&self, write: impl Future<Output = Result<T>>) -> Result<T> {
+        let tick = (self.quorum_loss_after / 4).max(Duration::from_millis(20));
+        let lost = async {
+            loop {
+                tokio::time::sleep(tick).await;
+                if self.quorum_lost() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = write => r,
+            () = lost => Err(Error::QuorumLost {
+                group: self.group,
+                written: true,
+            }),
         }
     }
 

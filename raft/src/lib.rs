@@ -48,13 +48,15 @@
 //!   segment boundaries, never past the applied index nor into the active segment, and
 //!   purges through [`RaftGroup::purge_upto`]). A partition snapshot is
 //!   metadata only (next offset); a metadata snapshot is the whole [`meta_sm::MetaState`].
+//! - A leader of more than one voter that no quorum has answered for the minimum
+//!   election timeout takes no new write and stops waiting on the ones in its log
+//!   ([`Error::QuorumLost`]), and names no leader ([`GroupMetrics::serving_leader`]):
+//!   openraft has no check-quorum step-down, so [`RaftGroup::quorum_lost`] is Neo's.
 //! - Only this crate depends on openraft.
 //!
 //! # Planned (not built yet)
 //!
 //! - Consumer groups, users and ACLs in the metadata state.
-//! - Resumable snapshot transfer (today a failed transfer restarts from the first chunk;
-//!   it is bounded by one overall timeout, never per chunk).
 //! - A persisted checkpoint of the index map, so that open does not scan the whole log.
 //! - Moving log writes off the async executor (`spawn_blocking`) if segment rolls show up
 //!   in latency.

@@ -87,7 +87,7 @@ pub(crate) fn partitions(shared: &Shared, t: &TopicInfo) -> Vec<PartitionMetadat
                         .copied()
                         .filter(|r| m.in_sync.contains(r))
                         .collect();
-                    (m.leader, m.term, in_sync)
+                    (m.serving_leader(), m.term, in_sync)
                 }
                 None => (p.replicas.first().copied(), 0, Vec::new()),
             };

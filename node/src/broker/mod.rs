@@ -152,6 +152,17 @@ pub(crate) fn raft_error(shared: &Shared, e: neo_raft::Error, what: &str) -> Rpc
     use neo_raft::Error as E;
     match e {
         E::NotLeader { leader, .. } => not_leader(shared, leader, what),
+        // Refused before it was written: nothing to wait for, the client looks for the
+        // new leader.
+        E::QuorumLost { written: false, .. } => {
+            let mut n = RpcError::not_leader(None);
+            n.message = format!("{what}: {e}");
+            n
+        }
+        // In this leader's log: the outcome is unknown, as after a produce timeout.
+        E::QuorumLost { written: true, .. } => {
+            RpcError::new(ErrorCode::NotEnoughReplicas, format!("{what}: {e}"))
+        }
         E::Busy { .. } => RpcError::new(ErrorCode::Busy, format!("{what}: {e}")),
         E::DuplicateSequence { .. } => {
             RpcError::new(ErrorCode::DuplicateSequence, format!("{what}: {e}"))
