@@ -15,6 +15,16 @@ pub const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// How long a new connection attempt to a peer may take.
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
 
+/// Deadline of one membership change call (`join`, `leave`) at one node: the leader
+/// registers the node, adds it as a learner of the metadata group and waits for it to
+/// catch up (a snapshot and a short log), then may make it a voter. A node that accepts
+/// the connection and never answers (frozen, or cut off from its quorum) costs this
+/// long per attempt instead of blocking the caller for ever.
+pub const MEMBERSHIP_CALL_TIMEOUT_MS: u64 = 30_000;
+
+/// Deadline of one `status` call (answered from the node's own state).
+pub const STATUS_CALL_TIMEOUT_MS: u64 = 5_000;
+
 /// HTTP/2 flow-control window per stream, both ends: a whole AppendEntries of 64 16-KiB
 /// entries fits without waiting for a window update.
 pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result, error_chain};
 use crate::health::HealthMonitor;
-use crate::limits::CONNECT_TIMEOUT_MS;
+use crate::limits::{CONNECT_TIMEOUT_MS, MEMBERSHIP_CALL_TIMEOUT_MS, STATUS_CALL_TIMEOUT_MS};
 use crate::pb::membership::membership_client::MembershipClient;
 use crate::pb::membership::membership_server::Membership;
 use crate::pb::membership::{
@@ -223,15 +223,17 @@ enum Change<'a> {
     },
 }
 
-/// Connects to the control plane at `target` (`host:port`), over mutual TLS with `tls`.
-async fn connect(target: &str, tls: Option<&ClusterTls>) -> Result<Channel> {
+/// Connects to the control plane at `target` (`host:port`), over mutual TLS with `tls`;
+/// every call on the channel fails with `DeadlineExceeded` after `call_timeout_ms`.
+async fn connect(target: &str, tls: Option<&ClusterTls>, call_timeout_ms: u64) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(format!("{}://{target}", scheme(tls)))
         .map_err(|e| Error::BadAddress {
             node: 0,
             addr: target.to_string(),
             reason: e.to_string(),
         })?
-        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .timeout(Duration::from_millis(call_timeout_ms));
     let endpoint = match tls {
         Some(tls) => endpoint
             .tls_config(tls.client_config())
@@ -250,7 +252,7 @@ async fn connect(target: &str, tls: Option<&ClusterTls>) -> Result<Channel> {
 async fn change_at_leader(seed: &str, change: Change<'_>, tls: Option<&ClusterTls>) -> Result<()> {
     let mut target = seed.to_string();
     for _ in 0..REDIRECTS_MAX {
-        let channel = connect(&target, tls).await?;
+        let channel = connect(&target, tls, MEMBERSHIP_CALL_TIMEOUT_MS).await?;
         let mut client = MembershipClient::new(channel);
         let reply = match change {
             Change::Join {
@@ -346,7 +348,7 @@ pub async fn status(addr: &str) -> Result<StatusReply> {
 
 /// [`status`] over mutual TLS when `tls` is given.
 pub async fn status_with_tls(addr: &str, tls: Option<&ClusterTls>) -> Result<StatusReply> {
-    let channel = connect(addr, tls).await?;
+    let channel = connect(addr, tls, STATUS_CALL_TIMEOUT_MS).await?;
     MembershipClient::new(channel)
         .status(StatusRequest {})
         .await
@@ -380,5 +382,28 @@ mod tests {
                 "{bad:?} must be refused"
             );
         }
+    }
+
+    /// A node that accepts the connection and never answers must not hold a caller
+    /// for ever: the call ends with an error at its deadline.
+    #[tokio::test]
+    async fn a_silent_node_fails_the_call_at_its_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        // Accept and hold every connection, reading nothing.
+        let _silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(60), status(&addr))
+            .await
+            .expect("status must end by its own deadline");
+        assert!(matches!(r, Err(Error::Rpc { .. })), "{r:?}");
+        assert!(started.elapsed() >= Duration::from_millis(STATUS_CALL_TIMEOUT_MS));
     }
 }
