@@ -320,30 +320,9 @@ impl Cluster {
 }
 
 /// A loopback address with a free port for a node that binds it later (and again on
-/// every restart). Taken below the kernel's ephemeral range when there is room, where
-/// no outgoing connection (the tests make many) can grab it between a node's stop and
-/// its restart; distinct for every call in this process.
+/// every restart), below the ephemeral range (see `neo_tests::ports`).
 fn free_addr() -> SocketAddr {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    const LOW: u32 = 20_000;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(0);
-    if ephemeral_low > LOW + 1_000 {
-        let span = ephemeral_low - LOW;
-        // Spread concurrent test processes over the span.
-        let start = std::process::id().wrapping_mul(7_919) % span;
-        for _ in 0..span {
-            let port = LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
-                return l.local_addr().expect("addr");
-            }
-        }
-    }
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    neo_tests::free_addr()
 }
 
 /// A valid record batch of `records` records whose payload names `seq`.

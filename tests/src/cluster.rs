@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -72,10 +72,9 @@ impl std::fmt::Debug for TestCluster {
     }
 }
 
-/// A loopback port nothing listens on right now (bind to 0, read it, close).
+/// A loopback port nothing listens on right now (see [`crate::ports`]).
 fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
+    Ok(crate::ports::free_addr())
 }
 
 impl TestCluster {

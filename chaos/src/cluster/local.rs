@@ -20,7 +20,7 @@
 //! ones of dead runs at the next start).
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -83,9 +83,10 @@ fn mark(id: u64) -> String {
     format!("0x{:x}", 0x4e43_0000u32 + id as u32)
 }
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now, below the ephemeral range (see
+/// `neo_tests::ports`).
 fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    Ok(neo_tests::free_addr())
 }
 
 /// Whether iptables can be used for network faults here (root + iptables); the reason

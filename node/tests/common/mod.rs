@@ -10,33 +10,9 @@ use std::time::Duration;
 use neo_protocol::api::BROKER_SERVICE;
 use neo_protocol::{ClientConfig, NeoClient};
 
-/// A free loopback port for a node that binds it later (and again on every restart).
-/// Taken below the kernel's ephemeral range when there is room: a port picked from
-/// that range can be grabbed by any outgoing connection (the nodes make many) before
-/// the node binds it, which failed a CI run with "Address already in use". Distinct
-/// for every call in this process.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    const LOW: u32 = 20_000;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(0);
-    if ephemeral_low > LOW + 1_000 {
-        let span = ephemeral_low - LOW;
-        // Spread the test processes (one per test file) over the span.
-        let start = std::process::id().wrapping_mul(7_919) % span;
-        for _ in 0..span {
-            let port = LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
-                return l.local_addr().expect("addr").port();
-            }
-        }
-    }
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+/// A free loopback port for a node that binds it later, below the ephemeral range
+/// (see `neo_tests::ports`).
+pub use neo_tests::free_port;
 
 /// One `neo-node` process on loopback ports; killed (SIGKILL) on drop.
 pub struct Proc {
