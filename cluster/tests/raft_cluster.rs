@@ -487,6 +487,11 @@ async fn minority_commits_nothing_and_healing_converges() {
     let all = [1, 2, 3];
     let mut acked = write_all(c.groups(&all), 0..200, 8).await;
     let old = c.settle(&all).await;
+    // An idempotent producer's first batch: the leader's once-per-term catch-up is done.
+    c.group(old)
+        .propose_records(stamped(7, 0, 1))
+        .await
+        .expect("stamped batch");
 
     // Cut the leader off from both followers, in both directions.
     let majority: Vec<NodeId> = all.iter().copied().filter(|&id| id != old).collect();
@@ -494,10 +499,19 @@ async fn minority_commits_nothing_and_healing_converges() {
     for &id in &majority {
         c.node(id).filter.drop_to(old);
     }
-    let committed_before = c.group(old).metrics().committed_index;
     let stranded = {
         let g = c.group(old);
         tokio::spawn(async move { g.propose_records(batch(999_999, 1)).await })
+    };
+    // A stamped batch in flight, and a retry of it that waits for the first copy.
+    let stamped_first = {
+        let g = c.group(old);
+        tokio::spawn(async move { g.propose_records(stamped(7, 1, 1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stamped_retry = {
+        let g = c.group(old);
+        tokio::spawn(async move { g.propose_records(stamped(7, 1, 1)).await })
     };
 
     // The isolated leader notices within about the minimum election timeout (800 ms
@@ -512,6 +526,13 @@ async fn minority_commits_nothing_and_healing_converges() {
         ),
         "the isolated leader's waiting write must end with QuorumLost: {stranded:?}"
     );
+    for (what, task) in [("first copy", stamped_first), ("retry", stamped_retry)] {
+        let r = tokio::time::timeout(Duration::from_secs(10), task).await;
+        assert!(
+            matches!(r, Ok(Ok(Err(neo_raft::Error::QuorumLost { .. })))),
+            "the stamped {what} must end with QuorumLost: {r:?}"
+        );
+    }
     let refused = c.group(old).propose_records(batch(999_998, 1)).await;
     assert!(
         matches!(
@@ -523,6 +544,9 @@ async fn minority_commits_nothing_and_healing_converges() {
     let m = c.group(old).metrics();
     assert!(m.quorum_lost && m.role == Role::Leader, "{m:?}");
     assert_eq!(m.serving_leader(), None);
+    // Read here, well after the cut: the metrics of the last commits before it (sent
+    // asynchronously by openraft) have arrived.
+    let committed_before = m.committed_index;
 
     // The majority elects a leader and goes on.
     acked.extend(write_all(c.groups(&majority), 200..600, 8).await);

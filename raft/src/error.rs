@@ -23,13 +23,14 @@ pub enum Error {
     /// electing (or have elected) another leader. Look for the new leader and retry.
     #[error(
         "group {group}: this leader lost contact with a quorum of its voters{}",
-        if *written { "; the write is in its log and may still commit" } else { "" }
+        if *written { "; the write may be in its log and may still commit" } else { "" }
     )]
     QuorumLost {
         /// The group.
         group: GroupId,
-        /// Whether the write was already in this leader's log (its outcome is then
-        /// unknown: it commits if the next leader holds it) or was refused before.
+        /// `true`: the write had been accepted and may be in this leader's log (its
+        /// outcome is unknown: it commits if the next leader holds it); `false`: it was
+        /// refused before anything was written.
         written: bool,
     },
     /// The group cannot take more work right now (a queue is full); retry later.

@@ -388,6 +388,19 @@ impl RaftGroup {
     async fn propose(&self, batch: Bytes, leader_ack: bool) -> Result<(u64, u32)> {
         let header = Self::check_record_batch(&batch)?;
         self.check_quorum(false)?;
+        // Every wait below (the once-per-term ReadIndex, a retry waiting for its first
+        // copy in flight, the commit or the local flush) ends if this leader loses its
+        // quorum meanwhile; a write already handed to Raft goes on in its own task.
+        self.await_write(self.propose_checked(batch, header, leader_ack))
+            .await
+    }
+
+    async fn propose_checked(
+        &self,
+        batch: Bytes,
+        header: qiss::batch::BatchHeader,
+        leader_ack: bool,
+    ) -> Result<(u64, u32)> {
         let (ack, local) = if leader_ack {
             let (ack, rx) = LocalAck::channel();
             (ack, Some(rx))
@@ -397,9 +410,7 @@ impl RaftGroup {
         let batch = RecordBatch(batch, ack);
         if header.producer_id < 0 {
             let Some(local) = local else {
-                return self
-                    .await_write(write_records(&self.raft, self.group, batch))
-                    .await;
+                return write_records(&self.raft, self.group, batch).await;
             };
             self.leader_or_not_leader()?;
             self.raft
@@ -459,10 +470,7 @@ impl RaftGroup {
             // The write (and the in-flight entry a retry would wait on) goes on to
             // commit in its task; this caller answers at the local flush.
             Some(local) => self.local_ack(local).await,
-            None => {
-                self.await_write(async { write.await.map_err(|e| fatal(self.group, e))? })
-                    .await
-            }
+            None => write.await.map_err(|e| fatal(self.group, e))?,
         }
     }
 
@@ -754,9 +762,9 @@ impl RaftGroup {
     }
 
     /// Waits for a write's outcome, or until this leader loses its quorum (then
-    /// `QuorumLost` with `written`: the entry is in this leader's log and may still
+    /// `QuorumLost` with `written`: the entry may be in this leader's log and may still
     /// commit, if this leader is heard from again before another is elected, or if the
-    /// next leader holds the entry).
+    /// next leader holds it; a write that had not reached Raft yet is simply dropped).
     async fn await_write<T>(&self, write: impl Future<Output = Result<T>>) -> Result<T> {
         let tick = (self.quorum_loss_after / 4).max(Duration::from_millis(20));
         let lost = async {
