@@ -1216,51 +1216,28 @@ async fn idempotent_retry_after_every_node_restarts_is_stored_once() {
     }
 }
 
-/// A test CA issuing node certificates for loopback: IP SAN 127.0.0.1, DNS SANs
-/// `localhost` and `neo-cluster` (the fixed server name), both key usages.
-struct Pki {
-    ca_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
+/// The test CA (`neo_tests::TestPki`), issuing node certificates for loopback and
+/// the name `neo-cluster`.
+struct Pki(neo_tests::TestPki);
 
 impl Pki {
     fn new(name: &str) -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().expect("ca key");
-        let ca_pem = params.self_signed(&key).expect("ca cert").pem();
-        Pki {
-            ca_pem,
-            issuer: Issuer::new(params, key),
-        }
+        Pki(neo_tests::TestPki::new(name))
     }
 
     /// PEMs of a node certificate and its key.
     fn node_pems(&self, common_name: &str) -> (String, String) {
-        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.subject_alt_names = vec![
-            SanType::IpAddress("127.0.0.1".parse().expect("ip")),
-            SanType::DnsName("localhost".try_into().expect("dns")),
-            SanType::DnsName("neo-cluster".try_into().expect("dns")),
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("cert");
-        (cert.pem(), key.serialize_pem())
+        self.0
+            .leaf(common_name, &["127.0.0.1", "localhost", "neo-cluster"])
+    }
+
+    fn ca_pem(&self) -> String {
+        self.0.ca_pem().to_string()
     }
 
     fn node_tls(&self, common_name: &str) -> ClusterTls {
         let (cert, key) = self.node_pems(common_name);
-        ClusterTls::from_pem(cert, key, self.ca_pem.clone()).expect("cluster tls")
+        ClusterTls::from_pem(cert, key, self.ca_pem()).expect("cluster tls")
     }
 }
 
@@ -1272,7 +1249,7 @@ impl Pki {
 async fn mtls_cluster_elects_replicates_and_refuses_strangers() {
     use neo_cluster::membership;
     let pki = Pki::new("neo test cluster ca");
-    let ca_pem = pki.ca_pem.clone();
+    let ca_pem = pki.ca_pem();
     let opts = Opts {
         pki: Some(pki),
         snapshot_chunk_bytes: None,

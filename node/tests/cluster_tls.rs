@@ -19,51 +19,29 @@ use neo_protocol::api::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A test CA issuing node certificates for loopback (IP SAN 127.0.0.1, both key usages).
-struct Pki {
-    ca_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
+/// The test CA (`neo_tests::TestPki`), issuing node certificates for loopback (IP SAN
+/// 127.0.0.1).
+struct Pki(neo_tests::TestPki);
 
 impl Pki {
     fn new(name: &str) -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().expect("ca key");
-        let ca_pem = params.self_signed(&key).expect("ca cert").pem();
-        Pki {
-            ca_pem,
-            issuer: Issuer::new(params, key),
-        }
+        Pki(neo_tests::TestPki::new(name))
     }
 
     /// Writes `node-{id}.crt`, `node-{id}.key` and `ca.crt` into `dir`; returns the
     /// three TLS flags pointing at them.
     fn node_flags(&self, dir: &Path, id: u64) -> Vec<String> {
-        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
         std::fs::create_dir_all(dir).expect("pki dir");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("neo node {id}"));
-        params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("cert");
+        let (cert, key) = self.0.leaf(&format!("neo node {id}"), &["127.0.0.1"]);
         let path = |name: String| -> PathBuf { dir.join(name) };
         let (crt, k, ca) = (
             path(format!("node-{id}.crt")),
             path(format!("node-{id}.key")),
             path("ca.crt".into()),
         );
-        std::fs::write(&crt, cert.pem()).expect("write cert");
-        std::fs::write(&k, key.serialize_pem()).expect("write key");
-        std::fs::write(&ca, &self.ca_pem).expect("write ca");
+        std::fs::write(&crt, cert).expect("write cert");
+        std::fs::write(&k, key).expect("write key");
+        std::fs::write(&ca, self.0.ca_pem()).expect("write ca");
         vec![
             "--cluster-tls-cert".into(),
             crt.display().to_string(),

@@ -6,6 +6,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`cluster`] | [`TestCluster`]: start N `neo-node` processes on free loopback ports with static `--peers`, wait for `/ready`, kill -9, restart on the same data dir, node logs for failure messages |
+//! | [`pki`] | [`TestPki`]: a throwaway CA and leaf certificates (PEM) for mutual-TLS tests (shared with the `neo-cluster` and `neo-node` tests) |
 //! | [`ports`] | [`free_port`]: loopback ports for nodes to bind later, below the ephemeral range (shared with `neo-chaos` and the `neo-node` tests) |
 //! | `tests/cluster.rs` | 3 nodes, 3 partitions × replication 3, 100k messages through the client while the leader of a partition is killed; exactly-once and per-partition order of acknowledged messages; the killed node restarts, rejoins and catches up |
 //! | `tests/cli.rs` | the `neo` CLI contract of `docs/cli.md`, by running the built binary |
@@ -27,7 +28,9 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod pki;
 pub mod ports;
 
 pub use cluster::{TestCluster, binary};
+pub use pki::TestPki;
 pub use ports::{free_addr, free_port};
