@@ -97,7 +97,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         for id in 1..=n {
             // A free port; the node rebinds the same one on every (re)start.
-            let addr = free_addr();
+            let addr = neo_tests::free_addr();
             nodes.push(Node {
                 id,
                 addr,
@@ -317,12 +317,6 @@ impl Cluster {
         }
         out
     }
-}
-
-/// A loopback address with a free port for a node that binds it later (and again on
-/// every restart), below the ephemeral range (see `neo_tests::ports`).
-fn free_addr() -> SocketAddr {
-    neo_tests::free_addr()
 }
 
 /// A valid record batch of `records` records whose payload names `seq`.
@@ -920,7 +914,7 @@ async fn two_hundred_partitions_on_three_nodes_elect_and_commit() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let mut addrs = Vec::new();
     for _ in 0..3 {
-        addrs.push(free_addr());
+        addrs.push(neo_tests::free_addr());
     }
     let members: BTreeMap<NodeId, String> = addrs
         .iter()

@@ -387,7 +387,7 @@ impl RaftGroup {
 
     async fn propose(&self, batch: Bytes, leader_ack: bool) -> Result<(u64, u32)> {
         let header = Self::check_record_batch(&batch)?;
-        self.check_quorum(false)?;
+        self.check_quorum()?;
         // Every wait below (the once-per-term ReadIndex, a retry waiting for its first
         // copy in flight, the commit or the local flush) ends if this leader loses its
         // quorum meanwhile; a write already handed to Raft goes on in its own task.
@@ -588,14 +588,8 @@ impl RaftGroup {
     /// lost, crash) and its offset is not known to the caller.
     pub async fn propose_records_ff(&self, batch: Bytes) -> Result<()> {
         Self::check_record_batch(&batch)?;
-        self.check_quorum(false)?;
-        let m = self.metrics();
-        if m.role != Role::Leader {
-            return Err(Error::NotLeader {
-                group: self.group,
-                leader: m.leader,
-            });
-        }
+        self.check_quorum()?;
+        self.leader_or_not_leader()?;
         self.raft
             .client_write_ff(Proposal::Records(RecordBatch::new(batch)), None)
             .await
@@ -604,7 +598,7 @@ impl RaftGroup {
 
     /// Proposes a metadata command; returns its committed outcome.
     pub async fn propose_meta(&self, cmd: MetaCommand) -> Result<MetaResponse> {
-        self.check_quorum(false)?;
+        self.check_quorum()?;
         let resp = self
             .await_write(async {
                 self.raft
@@ -749,12 +743,12 @@ impl RaftGroup {
         )
     }
 
-    /// `Err(QuorumLost)` if [`RaftGroup::quorum_lost`].
-    fn check_quorum(&self, written: bool) -> Result<()> {
+    /// `Err(QuorumLost)` (nothing written) if [`RaftGroup::quorum_lost`].
+    fn check_quorum(&self) -> Result<()> {
         if self.quorum_lost() {
             Err(Error::QuorumLost {
                 group: self.group,
-                written,
+                written: false,
             })
         } else {
             Ok(())

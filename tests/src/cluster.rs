@@ -72,11 +72,6 @@ impl std::fmt::Debug for TestCluster {
     }
 }
 
-/// A loopback port nothing listens on right now (see [`crate::ports`]).
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(crate::ports::free_addr())
-}
-
 impl TestCluster {
     /// Start `n` nodes and wait until each reports `/ready`.
     pub fn start(n: u64) -> anyhow::Result<TestCluster> {
@@ -86,9 +81,9 @@ impl TestCluster {
         for id in 1..=n {
             specs.push(NodeSpec {
                 id,
-                client: free_port()?,
-                cluster: free_port()?,
-                http: free_port()?,
+                client: crate::ports::free_addr(),
+                cluster: crate::ports::free_addr(),
+                http: crate::ports::free_addr(),
                 data_dir: root.path().join(format!("node-{id}")),
             });
         }

@@ -8,6 +8,7 @@
 //! running side by side (one per test file) start at different points of the range.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Lowest port handed out (below it: well-known and registered services).
@@ -16,10 +17,7 @@ const LOW: u32 = 20_000;
 /// A loopback port nothing listens on right now, preferably below the ephemeral range.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(0);
+    let ephemeral_low = ephemeral_low();
     if ephemeral_low > LOW + 1_000 {
         let span = ephemeral_low - LOW;
         // Spread the processes over the span.
@@ -39,6 +37,17 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
 }
 
+/// The first port of the kernel's ephemeral range (0 if unknown), read once.
+fn ephemeral_low() -> u32 {
+    static LOW_EPHEMERAL: OnceLock<u32> = OnceLock::new();
+    *LOW_EPHEMERAL.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(0)
+    })
+}
+
 /// [`free_port`] on 127.0.0.1.
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()))
@@ -50,9 +59,7 @@ mod tests {
 
     #[test]
     fn ports_are_distinct_bindable_and_below_the_ephemeral_range() {
-        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok());
+        let ephemeral_low = Some(ephemeral_low() as u16).filter(|&l| l > 0);
         let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
         let mut unique = ports.clone();
         unique.sort_unstable();

@@ -83,12 +83,6 @@ fn mark(id: u64) -> String {
     format!("0x{:x}", 0x4e43_0000u32 + id as u32)
 }
 
-/// A loopback port nothing listens on right now, below the ephemeral range (see
-/// `neo_tests::ports`).
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(neo_tests::free_addr())
-}
-
 /// Whether iptables can be used for network faults here (root + iptables); the reason
 /// when not.
 pub fn network_probe() -> Result<(), String> {
@@ -182,9 +176,9 @@ impl LocalCluster {
             let uid = options.separate_uids.then(|| uid_base() + id as u32);
             nodes.push(Node {
                 id,
-                client: free_port()?,
-                cluster: free_port()?,
-                http: free_port()?,
+                client: neo_tests::free_addr(),
+                cluster: neo_tests::free_addr(),
+                http: neo_tests::free_addr(),
                 data_dir: root.path().join(format!("node-{id}")),
                 log: root.path().join(format!("node-{id}.log")),
                 child: None,

@@ -147,6 +147,13 @@ pub(crate) fn lookup_error(e: Lookup, topic: &str, partition: u32) -> RpcError {
     }
 }
 
+/// `NotLeader` without a hint (the client refreshes its metadata), with `message`.
+fn no_leader_known(message: String) -> RpcError {
+    let mut n = RpcError::not_leader(None);
+    n.message = message;
+    n
+}
+
 /// The wire error of a failed Raft operation on a group about `what`.
 pub(crate) fn raft_error(shared: &Shared, e: neo_raft::Error, what: &str) -> RpcError {
     use neo_raft::Error as E;
@@ -154,11 +161,7 @@ pub(crate) fn raft_error(shared: &Shared, e: neo_raft::Error, what: &str) -> Rpc
         E::NotLeader { leader, .. } => not_leader(shared, leader, what),
         // Refused before it was written: nothing to wait for, the client looks for the
         // new leader.
-        E::QuorumLost { written: false, .. } => {
-            let mut n = RpcError::not_leader(None);
-            n.message = format!("{what}: {e}");
-            n
-        }
+        E::QuorumLost { written: false, .. } => no_leader_known(format!("{what}: {e}")),
         // In this leader's log: the outcome is unknown, as after a produce timeout.
         E::QuorumLost { written: true, .. } => {
             RpcError::new(ErrorCode::NotEnoughReplicas, format!("{what}: {e}"))
@@ -179,9 +182,7 @@ pub(crate) fn raft_error(shared: &Shared, e: neo_raft::Error, what: &str) -> Rpc
                     format!("{what}: node shutting down"),
                 )
             } else {
-                let mut n = RpcError::not_leader(None);
-                n.message = format!("{what}: replica stopped: {e}");
-                n
+                no_leader_known(format!("{what}: replica stopped: {e}"))
             }
         }
         other => RpcError::internal(format!("{what}: {other}")),
