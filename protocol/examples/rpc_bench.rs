@@ -10,7 +10,9 @@
 //! `cargo run --release -p neo-protocol --example rpc_bench -- --json`
 //! Options: `--sequential N` (round trips per latency run), `--pipelined N` (calls per
 //! throughput run), `--systems neo,tcp-floor` (run only these; default: all three),
-//! `--json` (JSON lines only).
+//! `--in-task` (the clients run inside a spawned runtime task, as most applications
+//! call, instead of on the thread that blocks on the runtime), `--json` (JSON lines
+//! only).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -341,6 +343,7 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let json = args.iter().any(|a| a == "--json");
+    let in_task = args.iter().any(|a| a == "--in-task");
     let sequential = arg(&args, "--sequential", 20_000);
     let pipelined = arg(&args, "--pipelined", 200_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -353,8 +356,8 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|v| v.split(',').map(str::to_owned).collect())
         .unwrap_or_else(|| vec!["tcp-floor".into(), "neo".into(), "tonic".into()]);
-    let wanted = |name: &str| systems.iter().any(|s| s == name);
-    let reports = runtime.block_on(async {
+    let bench = async move {
+        let wanted = |name: &str| systems.iter().any(|s| s == name);
         let mut reports = Vec::new();
         if wanted("tcp-floor") {
             reports.push(bench_floor(sequential, pipelined).await);
@@ -366,7 +369,12 @@ fn main() {
             reports.push(bench_tonic(sequential, pipelined / 4).await);
         }
         reports
-    });
+    };
+    let reports = if in_task {
+        runtime.block_on(async { tokio::spawn(bench).await.unwrap() })
+    } else {
+        runtime.block_on(bench)
+    };
     for r in &reports {
         println!(
             "{{\"system\":\"{}\",\"p50_us\":{:.1},\"p99_us\":{:.1},\"calls_per_s\":{:.0}}}",

@@ -5,6 +5,7 @@
 //!  call() ─┼─▶ the first caller to find nobody writing owns the write half: it yields
 //!  call() ─┘   once (the other ready callers append behind it), then writes all of
 //!              `out` in one syscall, synchronously ──────────────────────────▶ socket
+//!              (a lone call, none other pending, writes at once: no yield)
 //!              (a full socket, a caller that went away, or a control frame hand the
 //!              write half to the writer task, the slow path)
 //!  reader task: read_buf → decode every whole frame → one lock: pending[id] = Done,
@@ -307,7 +308,7 @@ impl Connection {
     ///
     /// `Ok(true)`: the caller owns the write half now and must flush (see
     /// [`FlushDuty`]).
-    async fn start(&self, outgoing: Outgoing, slot: impl FnOnce() -> Slot) -> Result<bool> {
+    async fn start(&self, outgoing: Outgoing, slot: impl FnOnce() -> Slot) -> Result<Flush> {
         let mut outgoing = outgoing;
         if outgoing.body.len() >= ENCODE_UNLOCKED_BYTES_MIN {
             let mut encoded = BytesMut::new();
@@ -331,7 +332,7 @@ impl Connection {
         cx: &mut Context<'_>,
         outgoing: &Outgoing,
         slot: &mut Option<impl FnOnce() -> Slot>,
-    ) -> Poll<Result<bool>> {
+    ) -> Poll<Result<Flush>> {
         let mut guard = self.lock();
         if let Some(closed) = &guard.closed {
             return Poll::Ready(Err(closed.to_error()));
@@ -376,8 +377,15 @@ impl Connection {
         }
         state.calls.insert(outgoing.id, slot);
         // Nobody is writing: this caller flushes, after letting the other ready callers
-        // queue their frames behind its own.
-        let flush = !state.writing;
+        // queue their frames behind its own; at once if no other call is pending (a
+        // lone call, nobody to wait for).
+        let flush = if state.writing {
+            Flush::No
+        } else if state.calls.len() == 1 {
+            Flush::Now
+        } else {
+            Flush::AfterYield
+        };
         state.writing = true;
         drop(guard);
         if poke_timer {
@@ -738,15 +746,35 @@ impl Connection {
 
 /// The duty of a caller that took the write half in [`Connection::start`]: yield once
 /// (so every other ready caller queues its frame behind this one), then write them all
-/// in one syscall. If the caller goes away first, the writer task takes the duty over.
+/// in one syscall; a lone call (no other call pending: nobody to wait for) writes at
+/// once. Inside a tokio task the yield costs more than a reschedule: the runtime wakes
+/// an idle worker for the yielded task, which then bounces between workers (a lone
+/// call's round trip from a task: p50 28 µs with the yield, 16 µs without; see
+/// docs/BENCHMARKS.md). If the caller goes away first, the writer task takes the duty
+/// over.
 struct FlushDuty<'c> {
     conn: &'c Connection,
     done: bool,
 }
 
+/// What [`Connection::start`] asks of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flush {
+    /// Someone else writes.
+    No,
+    /// Write, after yielding once.
+    AfterYield,
+    /// Write now.
+    Now,
+}
+
 impl FlushDuty<'_> {
-    async fn run(mut self) {
-        let mut yielded = false;
+    async fn run(mut self, flush: Flush) {
+        if flush == Flush::No {
+            self.done = true;
+            return;
+        }
+        let mut yielded = flush == Flush::Now;
         std::future::poll_fn(|cx| {
             if yielded {
                 Poll::Ready(())
@@ -939,14 +967,12 @@ impl NeoClient {
             id,
             armed: true,
         };
-        if flush {
-            FlushDuty {
-                conn: &conn,
-                done: false,
-            }
-            .run()
-            .await;
+        FlushDuty {
+            conn: &conn,
+            done: false,
         }
+        .run(flush)
+        .await;
         Ok(Subscription {
             rx,
             guard,
@@ -1031,10 +1057,8 @@ impl NeoClient {
         };
         // Without a flush in between, the waker registered by `start` is the one of
         // this very poll: the first look at the reply can be skipped.
-        let mut registered = !flush;
-        if flush {
-            FlushDuty { conn, done: false }.run().await;
-        }
+        let mut registered = flush != Flush::AfterYield;
+        FlushDuty { conn, done: false }.run(flush).await;
         let reply = std::future::poll_fn(|cx| {
             if std::mem::take(&mut registered) {
                 return Poll::Pending;
@@ -1453,6 +1477,49 @@ mod tests {
         (addr, accepted)
     }
 
+    /// A client connected to a scripted server, and the server's ends.
+    async fn scripted_client() -> (
+        NeoClient,
+        mpsc::UnboundedReceiver<Frame>,
+        tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let (addr, accepted) = scripted_server().await;
+        let client = NeoClient::connect(addr, ClientConfig::default())
+            .await
+            .unwrap();
+        let (rx, write) = accepted.await.unwrap();
+        (client, rx, write)
+    }
+
+    /// One spawned call per body; returns them and the requests the server got.
+    async fn spawn_calls(
+        client: &NeoClient,
+        rx: &mut mpsc::UnboundedReceiver<Frame>,
+        bodies: &[&'static [u8]],
+    ) -> (Vec<tokio::task::JoinHandle<Result<Bytes>>>, Vec<Frame>) {
+        let calls: Vec<_> = bodies
+            .iter()
+            .map(|b| tokio::spawn(call(client, b)))
+            .collect();
+        let mut requests = Vec::new();
+        for _ in 0..bodies.len() {
+            requests.push(next_request(rx).await);
+        }
+        (calls, requests)
+    }
+
+    /// One more call, answered with its own body: the connection still works.
+    async fn assert_still_works(
+        client: &NeoClient,
+        rx: &mut mpsc::UnboundedReceiver<Frame>,
+        write: &mut tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let after = tokio::spawn(call(client, b"after"));
+        let request = next_request(rx).await;
+        reply(write, &request, request.body.clone()).await;
+        assert_eq!(&after.await.unwrap().unwrap()[..], b"after");
+    }
+
     async fn reply(write: &mut tokio::net::tcp::OwnedWriteHalf, request: &Frame, body: Bytes) {
         let mut buf = BytesMut::new();
         let frame = Frame {
@@ -1543,20 +1610,9 @@ mod tests {
 
     #[tokio::test]
     async fn replies_out_of_order_reach_their_callers() {
-        let (addr, accepted) = scripted_server().await;
-        let client = NeoClient::connect(addr, ClientConfig::default())
-            .await
-            .unwrap();
-        let (mut rx, mut write) = accepted.await.unwrap();
+        let (client, mut rx, mut write) = scripted_client().await;
         let bodies: [&'static [u8]; 5] = [b"a", b"bb", b"ccc", b"dddd", b"eeeee"];
-        let calls: Vec<_> = bodies
-            .iter()
-            .map(|b| tokio::spawn(call(&client, b)))
-            .collect();
-        let mut requests = Vec::new();
-        for _ in 0..bodies.len() {
-            requests.push(next_request(&mut rx).await);
-        }
+        let (calls, requests) = spawn_calls(&client, &mut rx, &bodies).await;
         // Answer in reverse order, each with its own request's body doubled.
         for request in requests.iter().rev() {
             let body = Bytes::from([&request.body[..], &request.body[..]].concat());
@@ -1569,12 +1625,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replies_in_one_read_all_reach_their_callers_before_a_bad_frame_ends_it() {
+        let (client, mut rx, mut write) = scripted_client().await;
+        let bodies: [&'static [u8]; 4] = [b"a", b"bb", b"ccc", b"dddd"];
+        let (calls, requests) = spawn_calls(&client, &mut rx, &bodies).await;
+        let unanswered = tokio::spawn(call(&client, b"never answered"));
+        next_request(&mut rx).await;
+        // Every reply, reversed, in one write (one read for the client), then a frame
+        // with a bad magic: the replies before it are routed, then the connection ends.
+        let mut buf = BytesMut::new();
+        for request in requests.iter().rev() {
+            let frame = Frame {
+                kind: Kind::Response,
+                service_id: request.service_id,
+                method_id: request.method_id,
+                correlation_id: request.correlation_id,
+                body: request.body.clone(),
+            };
+            frame::encode(&frame, &EncodeOptions::default(), &mut buf).unwrap();
+        }
+        buf.extend_from_slice(&[0xde; HEADER_LEN]);
+        write.write_all(&buf).await.unwrap();
+        for (body, call) in bodies.iter().zip(calls) {
+            assert_eq!(&call.await.unwrap().unwrap()[..], *body);
+        }
+        let err = unanswered.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Frame(_)), "{err:?}");
+    }
+
+    #[tokio::test]
     async fn a_call_times_out_while_others_complete() {
-        let (addr, accepted) = scripted_server().await;
-        let client = NeoClient::connect(addr, ClientConfig::default())
-            .await
-            .unwrap();
-        let (mut rx, mut write) = accepted.await.unwrap();
+        let (client, mut rx, mut write) = scripted_client().await;
         let slow = {
             let client = client.clone();
             tokio::spawn(async move {
@@ -1611,19 +1692,12 @@ mod tests {
         assert_eq!(cancel.kind, Kind::Cancel);
         assert_eq!(cancel.correlation_id, slow_request.correlation_id);
         reply(&mut write, &slow_request, Bytes::from_static(b"late")).await;
-        let after = tokio::spawn(call(&client, b"after"));
-        let request = next_request(&mut rx).await;
-        reply(&mut write, &request, request.body.clone()).await;
-        assert_eq!(&after.await.unwrap().unwrap()[..], b"after");
+        assert_still_works(&client, &mut rx, &mut write).await;
     }
 
     #[tokio::test]
     async fn a_dropped_connection_fails_every_pending_call() {
-        let (addr, accepted) = scripted_server().await;
-        let client = NeoClient::connect(addr, ClientConfig::default())
-            .await
-            .unwrap();
-        let (mut rx, write) = accepted.await.unwrap();
+        let (client, mut rx, write) = scripted_client().await;
         let calls: Vec<_> = (0..10).map(|_| tokio::spawn(call(&client, b"x"))).collect();
         for _ in 0..10 {
             next_request(&mut rx).await;
@@ -1641,11 +1715,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_dropped_before_flushing_still_gets_its_frame_written() {
-        let (addr, accepted) = scripted_server().await;
-        let client = NeoClient::connect(addr, ClientConfig::default())
-            .await
-            .unwrap();
-        let (mut rx, mut write) = accepted.await.unwrap();
+        let (client, mut rx, mut write) = scripted_client().await;
+        // A call in flight, so that the next one batches (yields before writing)
+        // instead of writing at once as a lone call does.
+        let earlier = tokio::spawn(call(&client, b"earlier"));
+        let earlier_request = next_request(&mut rx).await;
         // Poll once: the call registers, takes the flush duty and yields; then drop it.
         {
             let mut first = Box::pin(call(&client, b"first"));
@@ -1659,20 +1733,44 @@ mod tests {
             (cancel.kind, cancel.correlation_id),
             (Kind::Cancel, request.correlation_id)
         );
-        // And the connection still works.
-        let second = tokio::spawn(call(&client, b"second"));
-        let request = next_request(&mut rx).await;
-        reply(&mut write, &request, request.body.clone()).await;
-        assert_eq!(&second.await.unwrap().unwrap()[..], b"second");
+        assert_still_works(&client, &mut rx, &mut write).await;
+        reply(&mut write, &earlier_request, earlier_request.body.clone()).await;
+        assert_eq!(&earlier.await.unwrap().unwrap()[..], b"earlier");
+    }
+
+    #[tokio::test]
+    async fn a_lone_call_is_written_at_once_and_a_call_behind_others_batches() {
+        let (client, mut rx, mut write) = scripted_client().await;
+        let conn = client.connection().await.unwrap();
+        // Alone: the call's first poll writes its frame (no yield first).
+        let mut lone = Box::pin(call(&client, b"lone"));
+        assert!(futures::poll!(lone.as_mut()).is_pending());
+        assert!(
+            !conn.lock().writing,
+            "a lone call flushes within its first poll"
+        );
+        let lone_request = next_request(&mut rx).await;
+        // Behind a pending call: the first poll takes the flush duty and yields, so
+        // that other ready callers can join the write.
+        let mut batched = Box::pin(call(&client, b"batched"));
+        assert!(futures::poll!(batched.as_mut()).is_pending());
+        assert!(
+            conn.lock().writing,
+            "the duty is pending until the caller's next poll"
+        );
+        assert!(futures::poll!(batched.as_mut()).is_pending());
+        assert!(!conn.lock().writing);
+        let batched_request = next_request(&mut rx).await;
+        for request in [&lone_request, &batched_request] {
+            reply(&mut write, request, request.body.clone()).await;
+        }
+        assert_eq!(&lone.await.unwrap()[..], b"lone");
+        assert_eq!(&batched.await.unwrap()[..], b"batched");
     }
 
     #[tokio::test]
     async fn cancelling_a_call_tells_the_server() {
-        let (addr, accepted) = scripted_server().await;
-        let client = NeoClient::connect(addr, ClientConfig::default())
-            .await
-            .unwrap();
-        let (mut rx, _write) = accepted.await.unwrap();
+        let (client, mut rx, _write) = scripted_client().await;
         let token = CancellationToken::new();
         let call = {
             let client = client.clone();

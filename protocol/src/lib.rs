@@ -51,7 +51,8 @@
 //!
 //! ```text
 //! client: call() ─ one lock: pending[id] = Waiting, encode into the shared out buffer
-//!   └─ first caller of a burst: yield once, then write the whole buffer itself ─▶ socket
+//!   └─ first caller of a burst: yield once (a lone call: no yield), then write the
+//!      whole buffer itself ─────────────────────────────────────────────────────▶ socket
 //!      (socket full / caller gone / ping, pong, cancel: the writer task writes)     │
 //!                                                                                   │
 //! server: read loop ◀─ FramedRead ◀─────────────────────────────────────────────────┘
