@@ -11,9 +11,11 @@
 //! Options: `--sequential N` (round trips per latency run), `--pipelined N` (calls per
 //! throughput run), `--systems neo,tcp-floor` (run only these; default: all three),
 //! `--in-task` (the clients run inside a spawned runtime task, as most applications
-//! call, instead of on the thread that blocks on the runtime), `--json` (JSON lines
-//! only).
+//! call, instead of on the thread that blocks on the runtime), `--server-process`
+//! (each server runs in a child process of this binary with its own runtime, instead
+//! of sharing the clients' runtime), `--json` (JSON lines only).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,18 +89,84 @@ where
     calls as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn bench_neo(sequential: usize, pipelined: usize) -> Report {
-    let mut server = NeoServer::new(NeoConfig::default());
-    server
-        .register(
-            ServiceBuilder::new("bench")
-                .method(MethodBuilder::new("echo").raw_sync_handler(|_, body| Ok(body))),
-        )
-        .unwrap();
-    let handle = server
-        .start(TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .unwrap();
-    let client = NeoClient::connect(handle.local_addr().to_string(), ClientConfig::default())
+/// Start `system`'s echo server on a free loopback port, in the current runtime; it
+/// serves until the process ends.
+async fn serve(system: &str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    match system {
+        "neo" => {
+            let mut server = NeoServer::new(NeoConfig::default());
+            server
+                .register(
+                    ServiceBuilder::new("bench")
+                        .method(MethodBuilder::new("echo").raw_sync_handler(|_, body| Ok(body))),
+                )
+                .unwrap();
+            // Leaked: the server lives as long as the benchmark.
+            std::mem::forget(server.start(listener).unwrap());
+        }
+        "tcp-floor" => {
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    tokio::spawn(floor_server(socket));
+                }
+            });
+        }
+        "tonic" => {
+            let incoming = tonic::codegen::tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .tcp_nodelay(true)
+                    .add_service(grpc::EchoServer)
+                    .serve_with_incoming(incoming),
+            );
+        }
+        other => panic!("unknown system {other:?}"),
+    }
+    addr
+}
+
+/// Where the servers run: in the benchmark's own runtime, or each in a child process
+/// of this binary (`--server-process`: client and server do not share a runtime, as
+/// in production).
+struct Servers {
+    in_process: bool,
+    children: Vec<std::process::Child>,
+}
+
+impl Servers {
+    async fn start(&mut self, system: &str) -> SocketAddr {
+        if self.in_process {
+            return serve(system).await;
+        }
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--serve", system])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        self.children.push(child);
+        line.trim().parse().unwrap()
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn bench_neo(addr: SocketAddr, sequential: usize, pipelined: usize) -> Report {
+    let client = NeoClient::connect(addr.to_string(), ClientConfig::default())
         .await
         .unwrap();
     let (service_id, method_id) = client.resolve("bench", "echo").await.unwrap();
@@ -116,7 +184,6 @@ async fn bench_neo(sequential: usize, pipelined: usize) -> Report {
     };
     let (p50_us, p99_us) = latency(sequential, call).await;
     let calls_per_s = throughput(pipelined, call).await;
-    handle.shutdown().await;
     Report {
         system: "neo",
         p50_us,
@@ -147,14 +214,7 @@ async fn floor_server(socket: TcpStream) -> std::io::Result<()> {
     }
 }
 
-async fn bench_floor(sequential: usize, pipelined: usize) -> Report {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(floor_server(socket));
-        }
-    });
+async fn bench_floor(addr: SocketAddr, sequential: usize, pipelined: usize) -> Report {
     let mut frame = Vec::with_capacity(4 + PAYLOAD_BYTES);
     frame.extend_from_slice(&(PAYLOAD_BYTES as u32).to_be_bytes());
     frame.extend_from_slice(&[7u8; PAYLOAD_BYTES]);
@@ -210,7 +270,6 @@ async fn bench_floor(sequential: usize, pipelined: usize) -> Report {
         batch.clear();
     }
     let elapsed = reader.await.unwrap();
-    server.abort();
     Report {
         system: "tcp-floor",
         p50_us,
@@ -284,17 +343,8 @@ mod grpc {
     }
 }
 
-async fn bench_tonic(sequential: usize, pipelined: usize) -> Report {
+async fn bench_tonic(addr: SocketAddr, sequential: usize, pipelined: usize) -> Report {
     use tonic::codegen::http::uri::PathAndQuery;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let incoming = tonic::codegen::tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(grpc::EchoServer)
-            .serve_with_incoming(incoming),
-    );
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .tcp_nodelay(true)
@@ -323,7 +373,6 @@ async fn bench_tonic(sequential: usize, pipelined: usize) -> Report {
     };
     let (p50_us, p99_us) = latency(sequential, call).await;
     let calls_per_s = throughput(pipelined, call).await;
-    server.abort();
     Report {
         system: "tonic",
         p50_us,
@@ -350,6 +399,19 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if let Some(system) = args
+        .iter()
+        .position(|a| a == "--serve")
+        .and_then(|i| args.get(i + 1))
+    {
+        // A child of `--server-process`: serve, print the address, and stay until the
+        // parent closes our stdin (or kills us).
+        println!("{}", runtime.block_on(serve(system)));
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        return;
+    }
+    let in_process = !args.iter().any(|a| a == "--server-process");
     let systems: Vec<String> = args
         .iter()
         .position(|a| a == "--systems")
@@ -358,15 +420,22 @@ fn main() {
         .unwrap_or_else(|| vec!["tcp-floor".into(), "neo".into(), "tonic".into()]);
     let bench = async move {
         let wanted = |name: &str| systems.iter().any(|s| s == name);
+        let mut servers = Servers {
+            in_process,
+            children: Vec::new(),
+        };
         let mut reports = Vec::new();
         if wanted("tcp-floor") {
-            reports.push(bench_floor(sequential, pipelined).await);
+            let addr = servers.start("tcp-floor").await;
+            reports.push(bench_floor(addr, sequential, pipelined).await);
         }
         if wanted("neo") {
-            reports.push(bench_neo(sequential, pipelined).await);
+            let addr = servers.start("neo").await;
+            reports.push(bench_neo(addr, sequential, pipelined).await);
         }
         if wanted("tonic") {
-            reports.push(bench_tonic(sequential, pipelined / 4).await);
+            let addr = servers.start("tonic").await;
+            reports.push(bench_tonic(addr, sequential, pipelined / 4).await);
         }
         reports
     };
