@@ -141,18 +141,22 @@ impl Servers {
             return serve(system).await;
         }
         use std::io::BufRead;
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        let exe = std::env::current_exe().expect("path of this benchmark");
+        let mut child = std::process::Command::new(exe)
             .args(["--serve", system])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .unwrap();
+            .expect("start the server process");
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::io::BufReader::new(stdout)
             .read_line(&mut line)
-            .unwrap();
+            .expect("read the server's address");
         self.children.push(child);
-        line.trim().parse().unwrap()
+        line.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{system} server printed {line:?}, not its address"))
     }
 }
 

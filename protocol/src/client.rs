@@ -768,25 +768,28 @@ enum Flush {
     Now,
 }
 
-impl FlushDuty<'_> {
-    async fn run(mut self, flush: Flush) {
+impl<'c> FlushDuty<'c> {
+    /// Carry out what [`Connection::start`] asked of its caller.
+    async fn carry_out(conn: &'c Connection, flush: Flush) {
         if flush == Flush::No {
-            self.done = true;
             return;
         }
-        let mut yielded = flush == Flush::Now;
-        std::future::poll_fn(|cx| {
-            if yielded {
-                Poll::Ready(())
-            } else {
-                yielded = true;
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-        })
-        .await;
-        self.done = true;
-        self.conn.flush_now();
+        let mut duty = FlushDuty { conn, done: false };
+        if flush == Flush::AfterYield {
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if yielded {
+                    Poll::Ready(())
+                } else {
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+        duty.done = true;
+        conn.flush_now();
     }
 }
 
@@ -967,12 +970,7 @@ impl NeoClient {
             id,
             armed: true,
         };
-        FlushDuty {
-            conn: &conn,
-            done: false,
-        }
-        .run(flush)
-        .await;
+        FlushDuty::carry_out(&conn, flush).await;
         Ok(Subscription {
             rx,
             guard,
@@ -1058,7 +1056,7 @@ impl NeoClient {
         // Without a flush in between, the waker registered by `start` is the one of
         // this very poll: the first look at the reply can be skipped.
         let mut registered = flush != Flush::AfterYield;
-        FlushDuty { conn, done: false }.run(flush).await;
+        FlushDuty::carry_out(conn, flush).await;
         let reply = std::future::poll_fn(|cx| {
             if std::mem::take(&mut registered) {
                 return Poll::Pending;
