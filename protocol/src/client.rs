@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -51,7 +51,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthOk;
-use crate::codec::{READ_BUFFER_BYTES, WRITE_BATCH_FRAMES_MAX, WRITE_BUFFER_RETAIN_BYTES_MAX};
+use crate::codec::{
+    READ_BUFFER_BYTES, READ_ROOM_BYTES_MIN, WRITE_BATCH_FRAMES_MAX, WRITE_BUFFER_RETAIN_BYTES_MAX,
+};
 use crate::error::{Error, Result, RpcError};
 use crate::frame::{
     self, EncodeOptions, FRAME_SIZE_BYTES_MAX_DEFAULT, Frame, FrameError, HEADER_LEN, Kind,
@@ -155,8 +157,6 @@ impl CallOptions {
 /// Outgoing frames at least this large are encoded before taking the connection's lock
 /// (and copied in under it), so a big or compressed body never holds up the reader.
 const ENCODE_UNLOCKED_BYTES_MIN: usize = 16 * 1024;
-/// The reader grows its buffer when less than this much room is left for a read.
-const READ_ROOM_BYTES_MIN: usize = 4 * 1024;
 
 /// One call in the pending table.
 enum Slot {
@@ -252,6 +252,14 @@ struct State {
     /// The earliest deadline the reader's timer is armed for (`None`: not armed). May
     /// be earlier than every pending deadline (the call completed); never later.
     timer_at: Option<Instant>,
+    /// The correlation id of the next call (from 1).
+    next_id: u64,
+    /// Frames the reader routed from its latest read. More than one means several
+    /// callers were answered at once (pipelining): the first of them to start a new
+    /// call is not a lone call, even if it finds no other call pending (the others
+    /// have only picked up their replies so far), and it waits for them to queue
+    /// their calls behind its own (see [`FlushDuty`]).
+    last_read_frames: usize,
 }
 
 /// Wakers collected under the lock, woken after it is released.
@@ -271,7 +279,6 @@ struct Connection {
     io: Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
     /// Mirrors `state.closed.is_some()`, read without the lock on every call.
     closed: AtomicBool,
-    next_id: AtomicU64,
     /// Stops the reader and writer (client dropped, or connection failed).
     stop: CancellationToken,
     /// Tells the reader that a call's deadline is earlier than its timer.
@@ -288,9 +295,9 @@ struct Outgoing {
     kind: Kind,
     service_id: u16,
     method_id: u16,
-    id: u64,
     body: Bytes,
-    /// The whole frame, encoded before taking the lock (large bodies).
+    /// The whole frame, encoded before taking the lock (large bodies), with correlation
+    /// id 0: the id is set under the lock.
     encoded: Option<BytesMut>,
 }
 
@@ -304,11 +311,17 @@ impl Connection {
     }
 
     /// Register a call and queue its request in one critical section. Waits while
-    /// `outbound_queue_frames_max` frames are queued.
+    /// `outbound_queue_frames_max` frames are queued, until `wait_until` (the call's
+    /// deadline and timeout; `None`: no bound).
     ///
-    /// `Ok(true)`: the caller owns the write half now and must flush (see
-    /// [`FlushDuty`]).
-    async fn start(&self, outgoing: Outgoing, slot: impl FnOnce() -> Slot) -> Result<Flush> {
+    /// The common case, room in the queue, is one synchronous step: no timer is
+    /// built unless the call has to wait.
+    async fn start(
+        &self,
+        outgoing: Outgoing,
+        slot: impl FnOnce() -> Slot,
+        wait_until: Option<(Instant, Duration)>,
+    ) -> Result<(Flush, u64)> {
         let mut outgoing = outgoing;
         if outgoing.body.len() >= ENCODE_UNLOCKED_BYTES_MIN {
             let mut encoded = BytesMut::new();
@@ -316,7 +329,7 @@ impl Connection {
                 outgoing.kind,
                 outgoing.service_id,
                 outgoing.method_id,
-                outgoing.id,
+                0,
                 &outgoing.body,
                 &self.options,
                 &mut encoded,
@@ -324,7 +337,20 @@ impl Connection {
             outgoing.encoded = Some(encoded);
         }
         let mut slot = Some(slot);
-        std::future::poll_fn(|cx| self.poll_start(cx, &outgoing, &mut slot)).await
+        let first =
+            std::future::poll_fn(|cx| Poll::Ready(self.poll_start(cx, &outgoing, &mut slot)));
+        if let Poll::Ready(started) = first.await {
+            return started;
+        }
+        // The queue is full (a peer that stopped reading): wait for room, boxed so the
+        // timer does not weigh on every call's future.
+        let room = std::future::poll_fn(|cx| self.poll_start(cx, &outgoing, &mut slot));
+        match wait_until {
+            None => room.await,
+            Some((deadline, timeout)) => Box::pin(tokio::time::timeout_at(deadline, room))
+                .await
+                .unwrap_or(Err(Error::Timeout { after: timeout })),
+        }
     }
 
     fn poll_start(
@@ -332,7 +358,7 @@ impl Connection {
         cx: &mut Context<'_>,
         outgoing: &Outgoing,
         slot: &mut Option<impl FnOnce() -> Slot>,
-    ) -> Poll<Result<Flush>> {
+    ) -> Poll<Result<(Flush, u64)>> {
         let mut guard = self.lock();
         if let Some(closed) = &guard.closed {
             return Poll::Ready(Err(closed.to_error()));
@@ -345,14 +371,20 @@ impl Connection {
             return Poll::Ready(Err(Error::ConnectionClosed));
         };
         let state = &mut *guard;
+        // Ids are handed out under the lock: no atomic of its own per call.
+        let id = state.next_id;
         match &outgoing.encoded {
-            Some(encoded) => state.out.extend_from_slice(encoded),
+            Some(encoded) => {
+                let at = state.out.len() + frame::CORRELATION_ID_OFFSET;
+                state.out.extend_from_slice(encoded);
+                state.out[at..at + 8].copy_from_slice(&id.to_be_bytes());
+            }
             None => {
                 if let Err(err) = frame::encode_parts(
                     outgoing.kind,
                     outgoing.service_id,
                     outgoing.method_id,
-                    outgoing.id,
+                    id,
                     &outgoing.body,
                     &self.options,
                     &mut state.out,
@@ -361,6 +393,7 @@ impl Connection {
                 }
             }
         }
+        state.next_id += 1;
         state.out_frames += 1;
         let mut slot = make_slot();
         if let Slot::Waiting { waker, .. } = &mut slot {
@@ -375,13 +408,13 @@ impl Connection {
             state.timer_at = Some(*deadline);
             poke_timer = true;
         }
-        state.calls.insert(outgoing.id, slot);
+        state.calls.insert(id, slot);
         // Nobody is writing: this caller flushes, after letting the other ready callers
         // queue their frames behind its own; at once if no other call is pending (a
         // lone call, nobody to wait for).
         let flush = if state.writing {
             Flush::No
-        } else if state.calls.len() == 1 {
+        } else if state.calls.len() == 1 && state.last_read_frames <= 1 {
             Flush::Now
         } else {
             Flush::AfterYield
@@ -391,7 +424,7 @@ impl Connection {
         if poke_timer {
             self.timer_changed.notify_one();
         }
-        Poll::Ready(Ok(flush))
+        Poll::Ready(Ok((flush, id)))
     }
 
     /// Give the write half to the writer task (the lock held); its waker goes to
@@ -617,6 +650,7 @@ impl Connection {
         let mut lagged = Vec::new();
         {
             let mut state = self.lock();
+            state.last_read_frames = frames.len();
             for frame in frames.drain(..) {
                 if let Err(closed) = Self::route(&mut state, frame, wakeups, &mut lagged) {
                     outcome = Err(closed);
@@ -955,16 +989,14 @@ impl NeoClient {
         let conn = self.connection().await?;
         self.check_size(&body)?;
         let (tx, rx) = mpsc::channel(self.inner.config.subscription_events_max.max(1));
-        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let outgoing = Outgoing {
             kind: Kind::Request,
             service_id,
             method_id,
-            id,
             body,
             encoded: None,
         };
-        let flush = conn.start(outgoing, move || Slot::Stream(tx)).await?;
+        let (flush, id) = conn.start(outgoing, move || Slot::Stream(tx), None).await?;
         let guard = CallGuard {
             conn: Arc::clone(&conn),
             id,
@@ -1019,33 +1051,28 @@ impl NeoClient {
     ) -> Result<Bytes> {
         self.check_size(&body)?;
         let timeout = options.timeout.unwrap_or(self.inner.config.call_timeout);
-        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let outgoing = Outgoing {
             kind,
             service_id,
             method_id,
-            id,
             body,
             encoded: None,
         };
         // Once registered, the reader's timer enforces the deadline: no timer per
         // call. Before that, a call waiting for room in a full outbound queue (a peer
-        // that stopped reading) is bounded by the same deadline; the timer is only
-        // armed if the call has to wait.
+        // that stopped reading) is bounded by the same deadline.
         let deadline = deadline_after(timeout);
-        let flush = match tokio::time::timeout_at(
-            deadline,
-            conn.start(outgoing, || Slot::Waiting {
-                waker: None,
-                deadline,
-                timeout,
-            }),
-        )
-        .await
-        {
-            Ok(flush) => flush?,
-            Err(_) => return Err(Error::Timeout { after: timeout }),
-        };
+        let (flush, id) = conn
+            .start(
+                outgoing,
+                || Slot::Waiting {
+                    waker: None,
+                    deadline,
+                    timeout,
+                },
+                Some((deadline, timeout)),
+            )
+            .await?;
         // From here on, leaving early (cancel, the caller dropping this future) sends a
         // Cancel. (A timeout is cancelled by the reader that detects it.)
         let mut guard = CallGuard {
@@ -1199,9 +1226,10 @@ where
             writer: None,
             room: Vec::new(),
             timer_at: None,
+            next_id: 1,
+            last_read_frames: 0,
         }),
         closed: AtomicBool::new(false),
-        next_id: AtomicU64::new(1),
         stop,
         timer_changed: Notify::new(),
         options: config.encode_options(),
@@ -1764,6 +1792,49 @@ mod tests {
         }
         assert_eq!(&lone.await.unwrap()[..], b"lone");
         assert_eq!(&batched.await.unwrap()[..], b"batched");
+    }
+
+    #[tokio::test]
+    async fn the_first_call_after_a_batch_of_replies_waits_for_the_other_callers() {
+        let (client, mut rx, mut write) = scripted_client().await;
+        let conn = client.connection().await.unwrap();
+        let (calls, requests) = spawn_calls(&client, &mut rx, &[b"a", b"b"]).await;
+        // Both replies in one write, so the reader routes them from one read.
+        let mut both = BytesMut::new();
+        for request in &requests {
+            let response = Frame {
+                kind: Kind::Response,
+                ..request.clone()
+            };
+            frame::encode(&response, &EncodeOptions::default(), &mut both).unwrap();
+        }
+        write.write_all(&both).await.unwrap();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        // No call is pending now, but two callers were just answered: pipelining, the
+        // other one is about to call again, so this call waits a turn for it.
+        let mut next = Box::pin(call(&client, b"next"));
+        assert!(futures::poll!(next.as_mut()).is_pending());
+        assert!(
+            conn.lock().writing,
+            "the write waits for the caller's next poll"
+        );
+        assert!(futures::poll!(next.as_mut()).is_pending());
+        assert!(!conn.lock().writing);
+        let request = next_request(&mut rx).await;
+        reply(&mut write, &request, request.body.clone()).await;
+        assert_eq!(&next.await.unwrap()[..], b"next");
+        // After a read that answered only it, a lone caller writes at once again.
+        let mut lone = Box::pin(call(&client, b"lone"));
+        assert!(futures::poll!(lone.as_mut()).is_pending());
+        assert!(
+            !conn.lock().writing,
+            "a lone call flushes within its first poll"
+        );
+        let request = next_request(&mut rx).await;
+        reply(&mut write, &request, request.body.clone()).await;
+        assert_eq!(&lone.await.unwrap()[..], b"lone");
     }
 
     #[tokio::test]

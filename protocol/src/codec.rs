@@ -11,6 +11,9 @@ use crate::frame::{self, EncodeOptions, Frame, FrameError};
 pub(crate) const WRITE_BATCH_FRAMES_MAX: usize = 256;
 /// Initial size of read and write buffers: room for many small frames per syscall.
 pub(crate) const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// A read buffer is grown (by `READ_BUFFER_BYTES`) when less than this much room is
+/// left for the next read.
+pub(crate) const READ_ROOM_BYTES_MIN: usize = 4 * 1024;
 /// A write buffer that grew past this (after a large frame) is given back.
 pub(crate) const WRITE_BUFFER_RETAIN_BYTES_MAX: usize = 1024 * 1024;
 

@@ -24,6 +24,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Length of the fixed header in bytes.
 pub const HEADER_LEN: usize = 26;
+/// Where the correlation id sits in the header.
+pub(crate) const CORRELATION_ID_OFFSET: usize = 10;
 /// First two bytes of every frame: "NR" (Neo RPC).
 pub const MAGIC: u16 = 0x4E52;
 /// The protocol version this crate speaks.
@@ -508,6 +510,13 @@ mod tests {
         let mut buf = BytesMut::new();
         encode(frame, options, &mut buf).unwrap();
         buf
+    }
+
+    #[test]
+    fn the_correlation_id_sits_where_the_client_patches_it() {
+        let buf = encoded(&sample(), &EncodeOptions::default());
+        let at = CORRELATION_ID_OFFSET;
+        assert_eq!(buf[at..at + 8], sample().correlation_id.to_be_bytes());
     }
 
     #[test]

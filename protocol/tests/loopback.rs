@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use common::*;
 use neo_protocol::frame::{HEADER_LEN, Kind};
 use neo_protocol::{
     CallOptions, CancellationToken, ClientConfig, Error, ErrorCode, EventSink, MethodBuilder,
     NeoConfig, RequestContext, RpcError, ServiceBuilder,
 };
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, mpsc};
 
 fn code(result: Result<impl std::fmt::Debug, Error>) -> Option<ErrorCode> {
@@ -700,5 +701,60 @@ async fn handlers_see_their_context() {
     assert!(no_principal && no_identity);
     assert_eq!(service_id, 1);
     assert_eq!(calls.load(Ordering::Relaxed), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn frames_cut_anywhere_across_reads_are_all_answered() {
+    let server = start(NeoConfig::default(), vec![echo_service()]).await;
+    let mut wire = BytesMut::new();
+    let bodies: [&'static [u8]; 4] = [b"", b"a", b"hello world", &[9u8; 300]];
+    for (i, body) in bodies.iter().enumerate() {
+        wire.extend_from_slice(&encode(&request(1, 1, i as u64 + 1, body)));
+    }
+    let mut socket = raw_connect(&server).await;
+    // Cut mid-header, mid-body and between frames; pause so each piece is its own read.
+    let cuts = [3, 30, 40, 27 + 26 + 5, wire.len() - 100, wire.len()];
+    let mut from = 0;
+    for to in cuts {
+        send(&mut socket, &wire[from..to]).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        from = to;
+    }
+    socket.shutdown().await.unwrap();
+    let frames = read_frames_until_eof(&mut socket).await;
+    let got: Vec<(u64, Vec<u8>)> = frames
+        .iter()
+        .map(|f| (f.correlation_id, f.body.to_vec()))
+        .collect();
+    let want: Vec<(u64, Vec<u8>)> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| (i as u64 + 1, body.to_vec()))
+        .collect();
+    assert_eq!(got, want);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn large_concurrent_calls_each_get_their_own_reply() {
+    // Bodies this large are encoded before the client takes its lock, and get their
+    // correlation id under it; the server reads each over many socket reads.
+    let server = start(NeoConfig::default(), vec![echo_service()]).await;
+    let client = client(&server).await;
+    let calls = (0..4u8).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let body: Bytes = (0..200_000u32)
+                .map(|n| (n as u8).wrapping_mul(31).wrapping_add(i))
+                .collect::<Vec<u8>>()
+                .into();
+            let reply = client.call_raw("echo", "echo", body.clone()).await.unwrap();
+            assert!(reply == body, "call {i} got another call's reply");
+        })
+    });
+    for call in calls.collect::<Vec<_>>() {
+        tokio::time::timeout(WAIT, call).await.unwrap().unwrap();
+    }
     server.shutdown().await;
 }

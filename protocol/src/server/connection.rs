@@ -4,9 +4,10 @@
 //! are written by the same task.
 //!
 //! ```text
-//!  socket ─read─▶ FramedRead ─▶ dispatch ─┬─ sync handler (inline) ──────────▶ out buffer
-//!                                         ├─ async handler (spawned) ─┐           │
-//!                                         └─ event handler (spawned) ─┴▶ mpsc ──▶ out buffer
+//!  socket ─read─▶ read buffer ─▶ decode ─▶ dispatch ─┬─ sync handler (inline) ─▶ out buffer
+//!                                                     ├─ async handler (spawned) ─┐  │
+//!                                                     └─ event handler (spawned) ─┴▶ mpsc
+//!                                                                          ──▶ out buffer
 //!  socket ◀──────────────── one write per step ◀──────────────────────────────────┘
 //! ```
 //!
@@ -24,19 +25,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures::{FutureExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 
 use crate::auth::{AuthOk, PeerInfo};
 use crate::codec::{
-    FrameCodec, READ_BUFFER_BYTES, WRITE_BATCH_FRAMES_MAX, WRITE_BUFFER_RETAIN_BYTES_MAX,
+    READ_BUFFER_BYTES, READ_ROOM_BYTES_MIN, WRITE_BATCH_FRAMES_MAX, WRITE_BUFFER_RETAIN_BYTES_MAX,
 };
 use crate::error::{ErrorCode, Result, RpcError};
-use crate::frame::{self, EncodeOptions, Frame, FrameError, Kind};
+use crate::frame::{self, EncodeOptions, Frame, Kind};
 use crate::server::ServerShared;
 use crate::server::context::{ConnectionInfo, RequestContext};
 use crate::server::registry::{DESCRIBE_METHOD_ID, EventSink, Handler, SYSTEM_SERVICE_ID};
@@ -108,7 +108,8 @@ where
     // straight into `out`.
     let (tx, mut rx) = mpsc::channel::<Frame>(config.outbound_queue_frames_max.max(1));
     let mut writer = writer;
-    let mut frames = FramedRead::with_capacity(reader, FrameCodec::new(options), READ_BUFFER_BYTES);
+    let mut reader = reader;
+    let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let info = Arc::new(ConnectionInfo {
         peer_addr: peer.addr,
         identity: peer.identity.clone(),
@@ -145,26 +146,10 @@ where
                 }
                 None
             }
-            next = frames.next() => {
-                // Handle every frame already buffered (up to a batch) before writing,
-                // so pipelined requests are answered with one write.
-                // One clock read per batch, not per frame.
-                let now = Instant::now();
-                let mut next = next;
-                let mut handled = 1;
-                loop {
-                    if let Some(outcome) = conn.on_next(next, now) {
-                        break Some(outcome);
-                    }
-                    if handled >= WRITE_BATCH_FRAMES_MAX {
-                        break None;
-                    }
-                    match frames.next().now_or_never() {
-                        Some(more) => next = more,
-                        None => break None,
-                    }
-                    handled += 1;
-                }
+            read = reader.read_buf(&mut input) => {
+                // Handle every whole frame the read brought before writing, so
+                // pipelined requests are answered with one write.
+                conn.on_read(read, &mut input)
             }
             _ = ticker.tick() => {
                 let silent_for = conn.last_frame_at.elapsed();
@@ -172,12 +157,12 @@ where
                 // After a stall (a loaded machine) the tick may win the race against a
                 // frame already in the socket: look before judging the peer dead.
                 let waiting = if silent_for >= dead_after {
-                    frames.next().now_or_never()
+                    reader.read_buf(&mut input).now_or_never()
                 } else {
                     None
                 };
-                if let Some(next) = waiting {
-                    conn.on_next(next, Instant::now())
+                if let Some(read) = waiting {
+                    conn.on_read(read, &mut input)
                 } else if silent_for >= dead_after {
                     tracing::debug!(peer = %conn.peer.addr, ?silent_for, "peer missed heartbeats");
                     Some(Outcome::DeadPeer)
@@ -192,6 +177,9 @@ where
                 }
             }
         };
+        if input.capacity() - input.len() < READ_ROOM_BYTES_MIN {
+            input.reserve(READ_BUFFER_BYTES);
+        }
         // One write for everything this step produced. A peer that does not read
         // stalls only its own connection (TCP backpressure).
         if !conn.out.is_empty() && conn.flush(&mut writer).await.is_err() {
@@ -495,29 +483,34 @@ impl Conn {
         Ok(())
     }
 
-    /// Handle what the frame stream produced; `Some` ends the connection.
-    fn on_next(
-        &mut self,
-        next: Option<std::result::Result<Frame, FrameError>>,
-        now: Instant,
-    ) -> Option<Outcome> {
-        let frame = match next {
-            None | Some(Err(FrameError::Io(_))) => return Some(Outcome::PeerClosed),
-            Some(Err(err)) => {
-                tracing::debug!(peer = %self.peer.addr, %err, "malformed frame");
-                let reply = RpcError::new(err.error_code(), err.to_string());
-                self.push(reply.to_frame(err.correlation_id(), 0, 0));
-                return Some(Outcome::Malformed);
-            }
-            Some(Ok(frame)) => frame,
-        };
-        self.last_frame_at = now;
-        if matches!(frame.kind, Kind::Request | Kind::Auth | Kind::Cancel) {
-            self.last_request_at = self.last_frame_at;
+    /// Handle what a read brought: every whole frame now in `input` (one clock
+    /// reading for them all). `Some` ends the connection: the peer left (a frame cut
+    /// short by the end of the stream included), or sent a malformed frame, or a
+    /// frame that closes it.
+    fn on_read(&mut self, read: std::io::Result<usize>, input: &mut BytesMut) -> Option<Outcome> {
+        if !matches!(read, Ok(n) if n > 0) {
+            return Some(Outcome::PeerClosed);
         }
-        match self.on_frame(frame) {
-            Flow::Continue => None,
-            Flow::Close(outcome) => Some(outcome),
+        let now = Instant::now();
+        let frame_size_bytes_max = self.options.frame_size_bytes_max;
+        loop {
+            let frame = match frame::decode(input, frame_size_bytes_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return None,
+                Err(err) => {
+                    tracing::debug!(peer = %self.peer.addr, %err, "malformed frame");
+                    let reply = RpcError::new(err.error_code(), err.to_string());
+                    self.push(reply.to_frame(err.correlation_id(), 0, 0));
+                    return Some(Outcome::Malformed);
+                }
+            };
+            self.last_frame_at = now;
+            if matches!(frame.kind, Kind::Request | Kind::Auth | Kind::Cancel) {
+                self.last_request_at = now;
+            }
+            if let Flow::Close(outcome) = self.on_frame(frame) {
+                return Some(outcome);
+            }
         }
     }
 
