@@ -108,7 +108,7 @@ pub mod server;
 pub mod tls;
 
 pub use auth::{AuthOk, Authenticator, PeerInfo, Principal, StaticTokens};
-pub use client::{CallOptions, ClientConfig, NeoClient, Subscription};
+pub use client::{Call, CallOptions, ClientConfig, NeoClient, Subscription};
 pub use codec::FrameCodec;
 pub use error::{Error, ErrorCode, Result, RpcError};
 pub use frame::{Frame, Kind};

@@ -76,7 +76,9 @@ enum Flow {
 struct Conn {
     shared: Arc<ServerShared>,
     tx: mpsc::Sender<Frame>,
-    info: Arc<ConnectionInfo>,
+    /// The context handed to sync handlers, re-aimed at each request (no `Arc`
+    /// traffic per request); async handlers get a clone.
+    ctx: RequestContext,
     peer: PeerInfo,
     authenticated: bool,
     inflight: Arc<Semaphore>,
@@ -120,7 +122,7 @@ where
         authenticated: shared.authenticator.is_none(),
         shared,
         tx,
-        info,
+        ctx: RequestContext::new(info, 0, 0, 0),
         peer,
         inflight: Arc::new(Semaphore::new(config.inflight_requests_max)),
         tasks: Arc::new(Mutex::new(HashMap::new())),
@@ -255,11 +257,13 @@ impl Conn {
                     principal: principal.name.clone(),
                 })
                 .unwrap_or_default();
-                self.info = Arc::new(ConnectionInfo {
-                    peer_addr: self.info.peer_addr,
-                    identity: self.info.identity.clone(),
+                let info = self.ctx.connection();
+                let info = Arc::new(ConnectionInfo {
+                    peer_addr: info.peer_addr,
+                    identity: info.identity.clone(),
                     principal: Some(principal),
                 });
+                self.ctx.set_connection(info);
                 self.authenticated = true;
                 let reply = Frame {
                     kind: Kind::Response,
@@ -286,12 +290,11 @@ impl Conn {
     }
 
     fn on_request(&mut self, frame: Frame) -> Flow {
-        let shared = Arc::clone(&self.shared);
         if frame.service_id == SYSTEM_SERVICE_ID {
             let reply = if frame.method_id == DESCRIBE_METHOD_ID {
                 Frame {
                     kind: Kind::Response,
-                    body: shared.registry.describe_body(),
+                    body: self.shared.registry.describe_body(),
                     ..frame
                 }
             } else {
@@ -304,19 +307,17 @@ impl Conn {
             self.push(reply);
             return Flow::Continue;
         }
-        let entry = match shared.registry.lookup(frame.service_id, frame.method_id) {
+        let entry = match self
+            .shared
+            .registry
+            .lookup(frame.service_id, frame.method_id)
+        {
             Ok(entry) => entry,
             Err(err) => {
                 self.reply_error(&frame, err);
                 return Flow::Continue;
             }
         };
-        let ctx = RequestContext::new(
-            Arc::clone(&self.info),
-            frame.correlation_id,
-            frame.service_id,
-            frame.method_id,
-        );
         let Frame {
             service_id,
             method_id,
@@ -324,11 +325,14 @@ impl Conn {
             body,
             ..
         } = frame;
+        self.ctx.aim(correlation_id, service_id, method_id);
         let handler = match &entry.handler {
             Handler::Sync(f) => {
-                // Inline: no task, no allocation beyond the reply. A panic is the
-                // handler's bug, reported as Internal; the connection lives on.
-                let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(&ctx, body)))
+                // Inline: no task, no allocation beyond the reply, no reference count
+                // touched. A panic is the handler's bug, reported as Internal; the
+                // connection lives on.
+                let ctx = &self.ctx;
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(ctx, body)))
                     .unwrap_or_else(|_| Err(RpcError::internal("handler panicked")));
                 let reply = match result {
                     Ok(body) => Frame {
@@ -345,6 +349,9 @@ impl Conn {
             }
             other => other.clone(),
         };
+        let timeout = entry.timeout;
+        let shared = Arc::clone(&self.shared);
+        let ctx = self.ctx.clone();
         let request = Frame {
             kind: Kind::Request,
             service_id,
@@ -383,9 +390,7 @@ impl Conn {
         let mut map = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let (join, streaming) = match handler {
             Handler::Async(f) => {
-                let timeout = entry
-                    .timeout
-                    .unwrap_or(shared.config.request_timeout_default);
+                let timeout = timeout.unwrap_or(shared.config.request_timeout_default);
                 let join = tokio::spawn(async move {
                     let run = AssertUnwindSafe(async move {
                         tokio::time::timeout(timeout, f(ctx, body)).await

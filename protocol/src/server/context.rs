@@ -40,6 +40,23 @@ impl RequestContext {
         }
     }
 
+    /// Point the context at another request on the same connection.
+    pub(crate) fn aim(&mut self, correlation_id: u64, service_id: u16, method_id: u16) {
+        self.correlation_id = correlation_id;
+        self.service_id = service_id;
+        self.method_id = method_id;
+    }
+
+    /// The connection's facts.
+    pub(crate) fn connection(&self) -> &Arc<ConnectionInfo> {
+        &self.conn
+    }
+
+    /// New facts about the connection (the handshake established a principal).
+    pub(crate) fn set_connection(&mut self, conn: Arc<ConnectionInfo>) {
+        self.conn = conn;
+    }
+
     /// The client's socket address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.conn.peer_addr
