@@ -42,6 +42,7 @@
 //! | `server::context` | [`RequestContext`]: peer address, mTLS identity, principal |
 //! | `server::shutdown` | the broadcast shutdown signal each connection listens to |
 //! | [`client`] | [`NeoClient`]: one multiplexed connection (callers write, a reader task completes), timeouts, cancel, reconnect, subscriptions |
+//! | `client::call` | [`Call`]: one unary call's future, a hand-written state machine (begin, dial, start, flush, wait) |
 //! | [`tls`] | rustls (ring) config builders, [`PeerIdentity`] |
 //! | [`auth`] | the [`Authenticator`] trait of the handshake, [`Principal`] |
 //! | [`error`] | the crate's [`Error`], wire [`ErrorCode`]s, [`RpcError`] |
@@ -51,11 +52,12 @@
 //!
 //! ```text
 //! client: call() ─ one lock: pending[id] = Waiting, encode into the shared out buffer
-//!   └─ first caller of a burst: yield once (a lone call: no yield), then write the
+//!   └─ first caller of a burst: yield once (a lone call, none other pending and no
+//!      batch of replies just in: no yield), then write the
 //!      whole buffer itself ─────────────────────────────────────────────────────▶ socket
 //!      (socket full / caller gone / ping, pong, cancel: the writer task writes)     │
 //!                                                                                   │
-//! server: read loop ◀─ FramedRead ◀─────────────────────────────────────────────────┘
+//! server: read loop ◀─ read buffer: every whole frame of a read ◀───────────────────┘
 //!   ├─ lookup (service_id, method_id) in the registry → UnknownService/UnknownMethod
 //!   ├─ sync handler: run inline, reply
 //!   └─ async / event handler: take an in-flight permit (or reply Busy), spawn with
