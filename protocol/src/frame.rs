@@ -20,7 +20,7 @@
 //! waiting for a body whose declared length is above the limit, so a hostile length
 //! never makes us buffer or allocate more than `frame_size_bytes_max`.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// Length of the fixed header in bytes.
 pub const HEADER_LEN: usize = 26;
@@ -260,24 +260,27 @@ pub fn parse_header(buf: &[u8], frame_size_bytes_max: usize) -> Result<Option<He
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
-    let mut b = &buf[2..HEADER_LEN];
-    let version = b.get_u8();
+    // A fixed-size view: the field reads below need no bounds checks.
+    let Ok(h) = <&[u8; HEADER_LEN]>::try_from(&buf[..HEADER_LEN]) else {
+        return Ok(None);
+    };
+    let version = h[2];
     if version != VERSION {
         return Err(FrameError::UnsupportedVersion { found: version });
     }
-    let kind_byte = b.get_u8();
+    let kind_byte = h[3];
     let kind = Kind::from_u8(kind_byte).ok_or(FrameError::UnknownKind { found: kind_byte })?;
-    let flags = b.get_u8();
-    let reserved = b.get_u8();
+    let flags = h[4];
+    let reserved = h[5];
     if flags & !flags::KNOWN != 0 || reserved != 0 {
         return Err(FrameError::ReservedBits { flags, reserved });
     }
-    let service_id = b.get_u16();
-    let method_id = b.get_u16();
-    let correlation_id = b.get_u64();
-    let body_len = b.get_u32();
-    let crc32 = b.get_u32();
-    debug_assert!(b.is_empty());
+    let service_id = u16::from_be_bytes([h[6], h[7]]);
+    let method_id = u16::from_be_bytes([h[8], h[9]]);
+    let correlation_id =
+        u64::from_be_bytes([h[10], h[11], h[12], h[13], h[14], h[15], h[16], h[17]]);
+    let body_len = u32::from_be_bytes([h[18], h[19], h[20], h[21]]);
+    let crc32 = u32::from_be_bytes([h[22], h[23], h[24], h[25]]);
     let frame_len = HEADER_LEN as u64 + u64::from(body_len);
     if frame_len > frame_size_bytes_max as u64 {
         return Err(FrameError::TooLarge {
@@ -474,18 +477,22 @@ pub(crate) fn encode_parts(
     } else {
         0
     };
+    // The header is built on the stack and copied in once (one capacity check, not
+    // eleven).
+    let mut header = [0u8; HEADER_LEN];
+    header[0..2].copy_from_slice(&MAGIC.to_be_bytes());
+    header[2] = VERSION;
+    header[3] = kind as u8;
+    header[4] = flag_bits;
+    // header[5]: reserved, 0.
+    header[6..8].copy_from_slice(&service_id.to_be_bytes());
+    header[8..10].copy_from_slice(&method_id.to_be_bytes());
+    header[CORRELATION_ID_OFFSET..18].copy_from_slice(&correlation_id.to_be_bytes());
+    header[18..22].copy_from_slice(&(body.len() as u32).to_be_bytes());
+    header[22..26].copy_from_slice(&crc.to_be_bytes());
     dst.reserve(HEADER_LEN + body.len());
-    dst.put_u16(MAGIC);
-    dst.put_u8(VERSION);
-    dst.put_u8(kind as u8);
-    dst.put_u8(flag_bits);
-    dst.put_u8(0);
-    dst.put_u16(service_id);
-    dst.put_u16(method_id);
-    dst.put_u64(correlation_id);
-    dst.put_u32(body.len() as u32);
-    dst.put_u32(crc);
-    dst.put_slice(body);
+    dst.extend_from_slice(&header);
+    dst.extend_from_slice(body);
     Ok(())
 }
 

@@ -9,13 +9,14 @@
 //!    ▼
 //!  Start: one lock registers the call and queues its frame ─(queue full: wait for
 //!    │    room, until the call's deadline)
-//!    ├─(flush duty, others may join: yield once)─▶ Flush: write ─┐
-//!    ├─(flush duty, a lone call: write now)──────────────────────┤
-//!    └─(someone else writes)─────────────────────────────────────┴▶ Wait: the reply,
-//!                                                                    or the cancel token
+//!    ├─(flush duty, others may join: yield once)──▶ Wait: write first ─┐
+//!    ├─(flush duty, a lone call: write now)─────────────────────────────┤
+//!    └─(someone else writes)────────────────────────────────────────────┴▶ Wait: the
+//!                                                              reply, or the cancel token
 //! ```
 //!
-//! Dropped while registered (`Flush`, `Wait`), the call is forgotten and the server told
+//! The hot steps run in place (no move of the state per poll). Dropped while
+//! registered (`Wait`), the call is forgotten and the server told
 //! to stop (`Cancel`); a pending flush duty goes to the writer task first, so frames
 //! other callers queued behind this one still go out.
 
@@ -49,8 +50,7 @@ impl std::fmt::Debug for Call<'_> {
         let step = match &self.step {
             Step::Begin { .. } => "begin",
             Step::Dial(..) => "dial",
-            Step::Start { .. } => "start",
-            Step::Flush(_) => "flush",
+            Step::Start(_) => "start",
             Step::Wait(_) => "wait",
             Step::Done => "done",
         };
@@ -78,22 +78,24 @@ enum Step<'c> {
     },
     /// No live connection: dialing.
     Dial(Dialing<'c>, Request),
-    /// Register the call and queue its frame. `room`: the deadline's timer, built
-    /// (boxed) only if the outbound queue is full and the call has to wait.
-    Start {
-        conn: Arc<Connection>,
-        outgoing: Outgoing,
-        cancel: Option<tokio_util::sync::CancellationToken>,
-        deadline: Instant,
-        timeout: Duration,
-        room: Option<Pin<Box<Sleep>>>,
-    },
-    /// Registered, owning the flush duty: yielded once, writes on the next poll.
-    Flush(Registered),
+    /// Waiting for room in a full outbound queue to register.
+    Start(Unregistered),
     /// Registered: waiting for the reply (or the cancel token).
     Wait(Registered),
     /// Finished (or failed before registering): nothing to clean up.
     Done,
+}
+
+/// A call ready to register and queue its frame.
+struct Unregistered {
+    conn: Arc<Connection>,
+    outgoing: Outgoing,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+    deadline: Instant,
+    timeout: Duration,
+    /// The deadline's timer, built (boxed) only if the outbound queue is full and the
+    /// call has to wait for room.
+    room: Option<Pin<Box<Sleep>>>,
 }
 
 /// A call in the connection's pending table.
@@ -102,6 +104,8 @@ struct Registered {
     id: u64,
     /// Boxed: only calls with a token pay for it.
     cancel: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// The call owns the flush duty and has yielded once: it writes on its next poll.
+    flush: bool,
 }
 
 impl<'c> Call<'c> {
@@ -127,30 +131,59 @@ impl<'c> Call<'c> {
             step: Step::Begin { conn, request },
         }
     }
+}
 
-    /// From `Begin`: the step after it, for this connection.
-    fn start(&self, conn: Arc<Connection>, request: Request) -> Result<Step<'c>> {
-        let timeout = request
-            .options
-            .timeout
-            .unwrap_or(self.client.inner.config.call_timeout);
-        // Once registered, the reader's timer enforces the deadline: no timer per call.
-        let deadline = deadline_after(timeout);
-        let outgoing = Outgoing::new(
-            request.kind,
-            request.service_id,
-            request.method_id,
-            request.body,
-            &conn.options,
-        )?;
-        Ok(Step::Start {
-            conn,
-            outgoing,
-            cancel: request.options.cancel,
+impl Call<'_> {
+    /// One attempt to register the call (see [`Connection::poll_start`]); sets the
+    /// step it leads to. `None`: go on polling (a cancel token needs watching).
+    fn register(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut call: Unregistered,
+    ) -> Option<Poll<Result<Bytes>>> {
+        let (deadline, timeout) = (call.deadline, call.timeout);
+        let slot = || Slot::Waiting {
+            waker: None,
             deadline,
             timeout,
-            room: None,
-        })
+        };
+        let (flush, id) = match call.conn.poll_start(cx, &call.outgoing, slot) {
+            Poll::Ready(Ok(started)) => started,
+            Poll::Ready(Err(err)) => return Some(Poll::Ready(Err(err))),
+            Poll::Pending => {
+                // The outbound queue is full (a peer that stopped reading): wait for
+                // room, until the call's deadline.
+                let timer = call
+                    .room
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Some(Poll::Ready(Err(Error::Timeout { after: timeout })));
+                }
+                self.step = Step::Start(call);
+                return Some(Poll::Pending);
+            }
+        };
+        if flush == Flush::Now {
+            call.conn.flush_now();
+        }
+        let watch_cancel = call.cancel.is_some();
+        self.step = Step::Wait(Registered {
+            conn: call.conn,
+            id,
+            cancel: call.cancel.map(|token| Box::pin(token.cancelled_owned())),
+            flush: flush == Flush::AfterYield,
+        });
+        if flush == Flush::AfterYield {
+            cx.waker().wake_by_ref();
+            return Some(Poll::Pending);
+        }
+        // `poll_start` registered this poll's waker for the reply: unless a cancel
+        // token needs watching too, there is nothing to look at yet.
+        if watch_cancel {
+            None
+        } else {
+            Some(Poll::Pending)
+        }
     }
 }
 
@@ -160,8 +193,27 @@ impl Future for Call<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Bytes>> {
         let this = self.get_mut();
         loop {
-            // Every arm puts back the step it leaves the call in; returning without
-            // doing so leaves `Done` (nothing to clean up on drop).
+            // The hot step, in place.
+            if let Step::Wait(call) = &mut this.step {
+                if std::mem::take(&mut call.flush) {
+                    call.conn.flush_now();
+                }
+                if let Poll::Ready(result) = call.conn.poll_reply(cx, call.id) {
+                    // The slot is gone: nothing left to cancel.
+                    this.step = Step::Done;
+                    return Poll::Ready(result);
+                }
+                if let Some(cancelled) = &mut call.cancel
+                    && cancelled.as_mut().poll(cx).is_ready()
+                {
+                    call.conn.abandon(call.id);
+                    this.step = Step::Done;
+                    return Poll::Ready(Err(Error::Cancelled));
+                }
+                return Poll::Pending;
+            }
+            // The other steps move on: each arm sets the step it leads to; returning
+            // without doing so leaves `Done` (nothing to clean up on drop).
             match std::mem::replace(&mut this.step, Step::Done) {
                 Step::Begin { conn, request } => {
                     this.client.check_size(&request.body)?;
@@ -172,7 +224,31 @@ impl Future for Call<'_> {
                             continue;
                         }
                     };
-                    this.step = this.start(conn, request)?;
+                    let timeout = request
+                        .options
+                        .timeout
+                        .unwrap_or(this.client.inner.config.call_timeout);
+                    // Once registered, the reader's timer enforces the deadline: no
+                    // timer per call.
+                    let deadline = deadline_after(timeout);
+                    let outgoing = Outgoing::new(
+                        request.kind,
+                        request.service_id,
+                        request.method_id,
+                        request.body,
+                        &conn.options,
+                    )?;
+                    let call = Unregistered {
+                        conn,
+                        outgoing,
+                        cancel: request.options.cancel,
+                        deadline,
+                        timeout,
+                        room: None,
+                    };
+                    if let Some(poll) = this.register(cx, call) {
+                        return poll;
+                    }
                 }
                 Step::Dial(mut dial, request) => match dial.as_mut().poll(cx) {
                     Poll::Pending => {
@@ -186,81 +262,13 @@ impl Future for Call<'_> {
                         }
                     }
                 },
-                Step::Start {
-                    conn,
-                    outgoing,
-                    cancel,
-                    deadline,
-                    timeout,
-                    mut room,
-                } => {
-                    let slot = || Slot::Waiting {
-                        waker: None,
-                        deadline,
-                        timeout,
-                    };
-                    let (flush, id) = match conn.poll_start(cx, &outgoing, slot) {
-                        Poll::Ready(started) => started?,
-                        Poll::Pending => {
-                            // The outbound queue is full (a peer that stopped reading):
-                            // wait for room, until the call's deadline.
-                            let timer = room.get_or_insert_with(|| {
-                                Box::pin(tokio::time::sleep_until(deadline))
-                            });
-                            if timer.as_mut().poll(cx).is_ready() {
-                                return Poll::Ready(Err(Error::Timeout { after: timeout }));
-                            }
-                            this.step = Step::Start {
-                                conn,
-                                outgoing,
-                                cancel,
-                                deadline,
-                                timeout,
-                                room,
-                            };
-                            return Poll::Pending;
-                        }
-                    };
-                    let call = Registered {
-                        conn,
-                        id,
-                        cancel: cancel.map(|token| Box::pin(token.cancelled_owned())),
-                    };
-                    match flush {
-                        Flush::AfterYield => {
-                            this.step = Step::Flush(call);
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                        Flush::Now => call.conn.flush_now(),
-                        Flush::No => {}
-                    }
-                    let watch_cancel = call.cancel.is_some();
-                    this.step = Step::Wait(call);
-                    // `poll_start` registered this poll's waker for the reply: unless a
-                    // cancel token needs watching too, there is nothing to look at yet.
-                    if !watch_cancel {
-                        return Poll::Pending;
+                Step::Start(call) => {
+                    if let Some(poll) = this.register(cx, call) {
+                        return poll;
                     }
                 }
-                Step::Flush(call) => {
-                    call.conn.flush_now();
-                    this.step = Step::Wait(call);
-                }
-                Step::Wait(mut call) => {
-                    if let Poll::Ready(result) = call.conn.poll_reply(cx, call.id) {
-                        // The slot is gone: nothing left to cancel.
-                        return Poll::Ready(result);
-                    }
-                    if let Some(cancelled) = &mut call.cancel
-                        && cancelled.as_mut().poll(cx).is_ready()
-                    {
-                        call.conn.abandon(call.id);
-                        return Poll::Ready(Err(Error::Cancelled));
-                    }
-                    this.step = Step::Wait(call);
-                    return Poll::Pending;
-                }
+                // Handled in place above.
+                step @ Step::Wait(_) => this.step = step,
                 Step::Done => panic!("`Call` polled after it completed"),
             }
         }
@@ -269,17 +277,16 @@ impl Future for Call<'_> {
 
 impl Drop for Call<'_> {
     fn drop(&mut self) {
-        let call = match std::mem::replace(&mut self.step, Step::Done) {
-            Step::Flush(call) => {
-                // Frames queued behind this one still go out.
-                let mut wakeups = Wakeups::new();
-                Connection::hand_to_writer(&mut call.conn.lock(), &mut wakeups);
-                wake_all(&mut wakeups);
-                call
-            }
-            Step::Wait(call) => call,
-            _ => return,
+        let Step::Wait(call) = std::mem::replace(&mut self.step, Step::Done) else {
+            return;
         };
+        if call.flush {
+            // The flush duty is still this call's: frames queued behind its own go out
+            // through the writer task.
+            let mut wakeups = Wakeups::new();
+            Connection::hand_to_writer(&mut call.conn.lock(), &mut wakeups);
+            wake_all(&mut wakeups);
+        }
         // Left before its reply: forget it, and tell the server to stop.
         call.conn.abandon(call.id);
     }
