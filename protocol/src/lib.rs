@@ -42,7 +42,8 @@
 //! | `server::context` | [`RequestContext`]: peer address, mTLS identity, principal |
 //! | `server::shutdown` | the broadcast shutdown signal each connection listens to |
 //! | [`client`] | [`NeoClient`]: one multiplexed connection (callers write, a reader task completes), timeouts, cancel, reconnect, subscriptions |
-//! | `client::call` | [`Call`]: one unary call's future, a hand-written state machine (begin, dial, start, flush, wait) |
+//! | `client::call` | [`Call`]: one unary call's future, a hand-written state machine (begin, dial, start, wait) |
+//! | `client::calls` | the pending-call table: correlation id = generation and index, no hashing |
 //! | [`tls`] | rustls (ring) config builders, [`PeerIdentity`] |
 //! | [`auth`] | the [`Authenticator`] trait of the handshake, [`Principal`] |
 //! | [`error`] | the crate's [`Error`], wire [`ErrorCode`]s, [`RpcError`] |

@@ -13,8 +13,10 @@
 //!  call() ◀── woken: takes its reply out of pending[id]
 //! ```
 //!
-//! - Calls are multiplexed by correlation id (from 1; 0 is the connection itself), so
-//!   any number of tasks pipeline on one socket. The client is an `Arc`: clone freely.
+//! - Calls are multiplexed by correlation id, so any number of tasks pipeline on one
+//!   socket. An id indexes the pending table directly (entry index and generation, see
+//!   `calls`; never 0, which is the connection itself). The client is an `Arc`: clone
+//!   freely.
 //! - A round trip costs one cross-thread wake on the client (reader → caller), as a
 //!   raw TCP client would: no hand-off to a writer task, no per-call channel, timer or
 //!   allocation. The pending table and the outgoing buffer share one mutex, held only
@@ -30,8 +32,6 @@
 //!   connection after `heartbeat_misses_max` silent intervals; pending calls then fail
 //!   with a retriable error and the next call reconnects (with exponential backoff).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,8 +50,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod call;
+mod calls;
 
 pub use call::Call;
+
+use calls::Calls;
 
 use crate::auth::AuthOk;
 use crate::codec::{
@@ -200,29 +203,6 @@ impl Closed {
     }
 }
 
-/// Hashes correlation ids (sequential u64s) with one multiplication (Fibonacci
-/// hashing) instead of SipHash: the table is hit twice per call.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.write_u64(self.0.rotate_left(8) ^ u64::from(*byte));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type Calls = HashMap<u64, Slot, BuildHasherDefault<IdHasher>>;
-
 /// Everything callers, the reader and the writer share, behind one mutex that is held
 /// only for table updates and `memcpy`s (never across an `.await` or a syscall).
 struct State {
@@ -255,8 +235,6 @@ struct State {
     /// The earliest deadline the reader's timer is armed for (`None`: not armed). May
     /// be earlier than every pending deadline (the call completed); never later.
     timer_at: Option<Instant>,
-    /// The correlation id of the next call (from 1).
-    next_id: u64,
     /// Frames the reader routed from its latest read. More than one means several
     /// callers were answered at once (pipelining): the first of them to start a new
     /// call is not a lone call, even if it finds no other call pending (the others
@@ -370,9 +348,15 @@ impl Connection {
             guard.room.push(cx.waker().clone());
             return Poll::Pending;
         }
+        if !guard.calls.has_room() {
+            return Poll::Ready(Err(Error::Rpc(RpcError::new(
+                crate::error::ErrorCode::Busy,
+                "too many calls in flight on one connection",
+            ))));
+        }
         let state = &mut *guard;
         // Ids are handed out under the lock: no atomic of its own per call.
-        let id = state.next_id;
+        let id = state.calls.next_id();
         match &outgoing.encoded {
             Some(encoded) => {
                 let at = state.out.len() + frame::CORRELATION_ID_OFFSET;
@@ -393,7 +377,6 @@ impl Connection {
                 }
             }
         }
-        state.next_id += 1;
         state.out_frames += 1;
         let mut slot = make_slot();
         if let Slot::Waiting { waker, .. } = &mut slot {
@@ -408,7 +391,7 @@ impl Connection {
             state.timer_at = Some(*deadline);
             poke_timer = true;
         }
-        state.calls.insert(id, slot);
+        state.calls.insert(slot);
         // Nobody is writing: this caller flushes, after letting the other ready callers
         // queue their frames behind its own; at once if no other call is pending (a
         // lone call, nobody to wait for).
@@ -530,7 +513,7 @@ impl Connection {
     /// The reply of call `id`, once it is in.
     fn poll_reply(&self, cx: &mut Context<'_>, id: u64) -> Poll<Result<Bytes>> {
         let mut state = self.lock();
-        match state.calls.get_mut(&id) {
+        match state.calls.get_mut(id) {
             Some(Slot::Waiting { waker, .. }) => {
                 match waker {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -538,7 +521,7 @@ impl Connection {
                 }
                 Poll::Pending
             }
-            Some(Slot::Done(_)) => match state.calls.remove(&id) {
+            Some(Slot::Done(_)) => match state.calls.remove(id) {
                 Some(Slot::Done(result)) => Poll::Ready(result),
                 _ => Poll::Ready(Err(Error::ConnectionClosed)),
             },
@@ -553,7 +536,7 @@ impl Connection {
         {
             let mut state = self.lock();
             let still_running = matches!(
-                state.calls.remove(&id),
+                state.calls.remove(id),
                 Some(Slot::Waiting { .. } | Slot::Stream(_))
             );
             if still_running && state.closed.is_none() {
@@ -610,7 +593,7 @@ impl Connection {
                     if *deadline <= now {
                         wakeups.extend(waker.take());
                         *slot = Slot::Done(Err(Error::Timeout { after: *timeout }));
-                        expired.push(*id);
+                        expired.push(id);
                     } else if next.is_none_or(|at| *deadline < at) {
                         next = Some(*deadline);
                     }
@@ -688,7 +671,7 @@ impl Connection {
                 } else {
                     Err(Error::Rpc(RpcError::from_body(&frame.body)))
                 };
-                match state.calls.get_mut(&frame.correlation_id) {
+                match state.calls.get_mut(frame.correlation_id) {
                     Some(slot @ Slot::Waiting { .. }) => {
                         if let Slot::Waiting { waker, .. } = slot {
                             wakeups.extend(waker.take());
@@ -697,7 +680,7 @@ impl Connection {
                     }
                     // `Response` ends a stream: dropping the sender ends it.
                     Some(Slot::Stream(_)) => {
-                        if let Some(Slot::Stream(tx)) = state.calls.remove(&frame.correlation_id)
+                        if let Some(Slot::Stream(tx)) = state.calls.remove(frame.correlation_id)
                             && let Err(err) = result
                         {
                             let _ = tx.try_send(Err(err));
@@ -709,7 +692,7 @@ impl Connection {
                 Ok(())
             }
             Kind::Event => {
-                let Some(Slot::Stream(tx)) = state.calls.get(&frame.correlation_id) else {
+                let Some(Slot::Stream(tx)) = state.calls.get(frame.correlation_id) else {
                     return Ok(());
                 };
                 match tx.try_send(Ok(frame.body)) {
@@ -718,13 +701,13 @@ impl Connection {
                         // Cut off a subscriber that fell behind instead of stalling the
                         // connection for every other call.
                         let capacity = tx.max_capacity();
-                        if let Some(Slot::Stream(tx)) = state.calls.remove(&frame.correlation_id) {
+                        if let Some(Slot::Stream(tx)) = state.calls.remove(frame.correlation_id) {
                             Self::queue_control(state, Kind::Cancel, frame.correlation_id, wakeups);
                             lagged.push((tx, capacity));
                         }
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
-                        state.calls.remove(&frame.correlation_id);
+                        state.calls.remove(frame.correlation_id);
                     }
                 }
                 Ok(())
@@ -1164,7 +1147,6 @@ where
             writer: None,
             room: Vec::new(),
             timer_at: None,
-            next_id: 1,
             last_read_frames: 0,
         }),
         closed: AtomicBool::new(false),
