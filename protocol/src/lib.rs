@@ -58,7 +58,7 @@
 //!      whole buffer itself ─────────────────────────────────────────────────────▶ socket
 //!      (socket full / caller gone / ping, pong, cancel: the writer task writes)     │
 //!                                                                                   │
-//! server: read loop ◀─ read buffer: every whole frame of a read ◀───────────────────┘
+//! server: read loop ◀─ read buffer: whole frames, up to a batch per write ◀─────────┘
 //!   ├─ lookup (service_id, method_id) in the registry → UnknownService/UnknownMethod
 //!   ├─ sync handler: run inline, reply
 //!   └─ async / event handler: take an in-flight permit (or reply Busy), spawn with

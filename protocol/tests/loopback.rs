@@ -758,3 +758,21 @@ async fn large_concurrent_calls_each_get_their_own_reply() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_burst_larger_than_a_batch_is_answered_in_full() {
+    // More requests in one write than the server handles per step: the rest are
+    // handled from its buffer in the next steps, without waiting for another read.
+    let server = start(NeoConfig::default(), vec![echo_service()]).await;
+    let mut wire = BytesMut::new();
+    for id in 1..=600u64 {
+        wire.extend_from_slice(&encode(&request(1, 1, id, b"x")));
+    }
+    let mut socket = raw_connect(&server).await;
+    send(&mut socket, &wire).await;
+    socket.shutdown().await.unwrap();
+    let frames = read_frames_until_eof(&mut socket).await;
+    let ids: Vec<u64> = frames.iter().map(|f| f.correlation_id).collect();
+    assert_eq!(ids, (1..=600u64).collect::<Vec<_>>());
+    server.shutdown().await;
+}

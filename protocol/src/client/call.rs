@@ -30,9 +30,7 @@ use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{
-    CallOptions, Connection, Flush, NeoClient, Outgoing, Slot, Wakeups, deadline_after, wake_all,
-};
+use super::{CallOptions, Connection, Flush, NeoClient, Outgoing, Slot, deadline_after};
 use crate::error::{Error, Result};
 use crate::frame::Kind;
 
@@ -281,11 +279,7 @@ impl Drop for Call<'_> {
             return;
         };
         if call.flush {
-            // The flush duty is still this call's: frames queued behind its own go out
-            // through the writer task.
-            let mut wakeups = Wakeups::new();
-            Connection::hand_to_writer(&mut call.conn.lock(), &mut wakeups);
-            wake_all(&mut wakeups);
+            call.conn.give_flush_to_writer();
         }
         // Left before its reply: forget it, and tell the server to stop.
         call.conn.abandon(call.id);

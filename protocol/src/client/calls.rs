@@ -32,9 +32,12 @@ impl Calls {
         generation << INDEX_BITS | index as u64
     }
 
-    fn entry_mut(&mut self, id: u64) -> Option<&mut Entry> {
-        let entry = self.entries.get_mut((id & INDEX_MASK) as usize)?;
-        (entry.generation == id >> INDEX_BITS && entry.slot.is_some()).then_some(entry)
+    /// The index of pending call `id`: its entry exists, is in use, and is of the
+    /// id's generation.
+    fn index_of(&self, id: u64) -> Option<usize> {
+        let index = (id & INDEX_MASK) as usize;
+        let entry = self.entries.get(index)?;
+        (entry.generation == id >> INDEX_BITS && entry.slot.is_some()).then_some(index)
     }
 
     /// The id the next [`Calls::insert`] will return.
@@ -72,24 +75,21 @@ impl Calls {
     }
 
     pub(super) fn get(&self, id: u64) -> Option<&Slot> {
-        let entry = self.entries.get((id & INDEX_MASK) as usize)?;
-        if entry.generation != id >> INDEX_BITS {
-            return None;
-        }
-        entry.slot.as_ref()
+        self.entries[self.index_of(id)?].slot.as_ref()
     }
 
     pub(super) fn get_mut(&mut self, id: u64) -> Option<&mut Slot> {
-        self.entry_mut(id)?.slot.as_mut()
+        let index = self.index_of(id)?;
+        self.entries[index].slot.as_mut()
     }
 
     pub(super) fn remove(&mut self, id: u64) -> Option<Slot> {
-        let entry = self.entry_mut(id)?;
-        let slot = entry.slot.take();
+        let index = self.index_of(id)?;
+        let entry = &mut self.entries[index];
         entry.generation += 1;
-        self.free.push((id & INDEX_MASK) as u32);
+        self.free.push(index as u32);
         self.len -= 1;
-        slot
+        entry.slot.take()
     }
 
     pub(super) fn len(&self) -> usize {

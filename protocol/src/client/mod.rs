@@ -238,8 +238,8 @@ struct State {
     /// Frames the reader routed from its latest read. More than one means several
     /// callers were answered at once (pipelining): the first of them to start a new
     /// call is not a lone call, even if it finds no other call pending (the others
-    /// have only picked up their replies so far), and it waits for them to queue
-    /// their calls behind its own (see [`FlushDuty`]).
+    /// have only picked up their replies so far), and it yields for them to queue
+    /// their calls behind its own (`Flush::AfterYield`).
     last_read_frames: usize,
 }
 
@@ -416,6 +416,14 @@ impl Connection {
         state.writing = true;
         state.writer_turn = true;
         wakeups.extend(state.writer.take());
+    }
+
+    /// A caller that owned the flush duty goes away before writing: the writer task
+    /// writes what it (and the callers behind it) queued.
+    fn give_flush_to_writer(&self) {
+        let mut wakeups = Wakeups::new();
+        Self::hand_to_writer(&mut self.lock(), &mut wakeups);
+        wake_all(&mut wakeups);
     }
 
     /// Write everything queued, synchronously, as the owner of the write half: the
@@ -761,7 +769,8 @@ impl Connection {
     }
 }
 
-/// The duty of a caller that took the write half in [`Connection::start`]: yield once
+/// The duty of a subscriber that took the write half in [`Connection::start`] (a unary
+/// [`Call`] carries out the same duty as steps of its own): yield once
 /// (so every other ready caller queues its frame behind this one), then write them all
 /// in one syscall; a lone call (no other call pending: nobody to wait for) writes at
 /// once. Inside a tokio task the yield costs more than a reschedule: the runtime wakes
@@ -813,9 +822,7 @@ impl<'c> FlushDuty<'c> {
 impl Drop for FlushDuty<'_> {
     fn drop(&mut self) {
         if !self.done {
-            let mut wakeups = Wakeups::new();
-            Connection::hand_to_writer(&mut self.conn.lock(), &mut wakeups);
-            wake_all(&mut wakeups);
+            self.conn.give_flush_to_writer();
         }
     }
 }

@@ -85,6 +85,9 @@ struct Conn {
     tasks: Tasks,
     /// Frames encoded and waiting for the next write.
     out: BytesMut,
+    /// The last step stopped at `WRITE_BATCH_FRAMES_MAX` frames: more whole frames may
+    /// be in the read buffer, to handle before reading again.
+    more_buffered: bool,
     options: EncodeOptions,
     /// Any frame counts for heartbeats; only requests count against `idle_timeout`.
     last_frame_at: Instant,
@@ -127,6 +130,7 @@ where
         inflight: Arc::new(Semaphore::new(config.inflight_requests_max)),
         tasks: Arc::new(Mutex::new(HashMap::new())),
         out: BytesMut::with_capacity(READ_BUFFER_BYTES),
+        more_buffered: false,
         options,
         last_frame_at: now,
         last_request_at: now,
@@ -140,7 +144,11 @@ where
     let mut batch: Vec<Frame> = Vec::with_capacity(WRITE_BATCH_FRAMES_MAX);
 
     let outcome = loop {
-        let step = tokio::select! {
+        let step = if conn.more_buffered {
+            // The last step stopped at a batch: the rest is already read.
+            conn.on_buffered(&mut input)
+        } else {
+            tokio::select! {
             _ = shutdown.recv() => Some(Outcome::Shutdown),
             _ = rx.recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX) => {
                 for frame in batch.drain(..) {
@@ -149,8 +157,8 @@ where
                 None
             }
             read = reader.read_buf(&mut input) => {
-                // Handle every whole frame the read brought before writing, so
-                // pipelined requests are answered with one write.
+                // Handle the whole frames the read brought (up to a batch) before
+                // writing, so pipelined requests are answered with one write.
                 conn.on_read(read, &mut input)
             }
             _ = ticker.tick() => {
@@ -177,6 +185,7 @@ where
                     }
                     None
                 }
+            }
             }
         };
         if input.capacity() - input.len() < READ_ROOM_BYTES_MIN {
@@ -488,17 +497,23 @@ impl Conn {
         Ok(())
     }
 
-    /// Handle what a read brought: every whole frame now in `input` (one clock
-    /// reading for them all). `Some` ends the connection: the peer left (a frame cut
-    /// short by the end of the stream included), or sent a malformed frame, or a
-    /// frame that closes it.
+    /// Handle what a read brought (see [`Conn::on_buffered`]). `Some` ends the
+    /// connection: the peer left (a frame cut short by the end of the stream
+    /// included), or sent a malformed frame, or a frame that closes it.
     fn on_read(&mut self, read: std::io::Result<usize>, input: &mut BytesMut) -> Option<Outcome> {
         if !matches!(read, Ok(n) if n > 0) {
             return Some(Outcome::PeerClosed);
         }
+        self.on_buffered(input)
+    }
+
+    /// Handle the whole frames in `input`, up to `WRITE_BATCH_FRAMES_MAX` per step
+    /// (one clock reading for them all); `more_buffered` says whether it stopped short.
+    fn on_buffered(&mut self, input: &mut BytesMut) -> Option<Outcome> {
         let now = Instant::now();
         let frame_size_bytes_max = self.options.frame_size_bytes_max;
-        loop {
+        self.more_buffered = false;
+        for _ in 0..WRITE_BATCH_FRAMES_MAX {
             let frame = match frame::decode(input, frame_size_bytes_max) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return None,
@@ -517,6 +532,8 @@ impl Conn {
                 return Some(outcome);
             }
         }
+        self.more_buffered = true;
+        None
     }
 
     /// End the connection's work. On shutdown: end subscriptions with `ShuttingDown`
