@@ -1,15 +1,21 @@
 //! Neo RPC against its baselines, in one run on loopback, 100-byte payloads:
 //!
-//! - `neo`: Neo RPC echo (raw-bytes sync handler; client calls by id),
+//! - `neo`: Neo RPC echo (raw-bytes sync handler; client calls by id); its 64 calls in
+//!   flight are kept going by one `Pipeline` (default options), which sends a call as
+//!   each reply comes in, as the floor's writer and reader do with frames,
+//! - `neo-calls`: the same server, 64 calls in flight as 64 `Call` futures in a
+//!   `FuturesUnordered` (independent calls, each with its own future and wake-up),
 //! - `tonic`: a tonic gRPC unary echo (service and client written by hand, prost codec),
 //! - `tcp-floor`: raw tokio TCP, u32 length prefix + payload, echoed back (the floor).
 //!
-//! For each: p50/p99 of sequential round trips, and calls/s with 64 calls in flight on
-//! one connection (the floor: 64 pipelined frames).
+//! For each: p50/p99 of sequential round trips (for Neo: `call_raw_by_id(..).await`),
+//! and calls/s with 64 calls in flight on one connection (the floor: 64 pipelined
+//! frames).
 //!
 //! `cargo run --release -p neo-protocol --example rpc_bench -- --json`
 //! Options: `--sequential N` (round trips per latency run), `--pipelined N` (calls per
-//! throughput run), `--systems neo,tcp-floor` (run only these; default: all three),
+//! throughput run), `--systems neo,tcp-floor` (run only these; default: all four),
+//! `--write-batch N` (the `neo` pipeline writes every N requests instead of its default),
 //! `--in-task` (the clients run inside a spawned runtime task, as most applications
 //! call, instead of on the thread that blocks on the runtime), `--server-process`
 //! (each server runs in a child process of this binary with its own runtime, instead
@@ -169,7 +175,23 @@ impl Drop for Servers {
     }
 }
 
-async fn bench_neo(addr: SocketAddr, sequential: usize, pipelined: usize) -> Report {
+/// How Neo keeps 64 calls in flight in the throughput run.
+#[derive(Clone, Copy, PartialEq)]
+enum NeoWindow {
+    /// One [`neo_protocol::Pipeline`]: the calling task sends, and sends again as each
+    /// reply comes in (the counterpart of the floor's writer and reader).
+    Pipeline,
+    /// One `Call` future per call in a `FuturesUnordered` (64 independent calls).
+    Calls,
+}
+
+async fn bench_neo(
+    addr: SocketAddr,
+    sequential: usize,
+    pipelined: usize,
+    window: NeoWindow,
+    write_batch: Option<usize>,
+) -> Report {
     let client = NeoClient::connect(addr.to_string(), ClientConfig::default())
         .await
         .unwrap();
@@ -187,9 +209,45 @@ async fn bench_neo(addr: SocketAddr, sequential: usize, pipelined: usize) -> Rep
         }
     };
     let (p50_us, p99_us) = latency(sequential, call).await;
-    let calls_per_s = throughput(pipelined, call).await;
+    let calls_per_s = match window {
+        NeoWindow::Calls => throughput(pipelined, call).await,
+        NeoWindow::Pipeline => {
+            let run = |n: usize| {
+                let (client, payload) = (&client, &payload);
+                async move {
+                    let mut pipe = client.pipeline().await.unwrap();
+                    if let Some(frames) = write_batch {
+                        pipe = pipe.with_write_batch(frames);
+                    }
+                    let mut sent = 0;
+                    while sent < IN_FLIGHT.min(n) {
+                        pipe.send(service_id, method_id, payload.clone())
+                            .await
+                            .unwrap();
+                        sent += 1;
+                    }
+                    while let Some((_, reply)) = pipe.recv().await {
+                        assert_eq!(reply.unwrap().len(), PAYLOAD_BYTES);
+                        if sent < n {
+                            pipe.send(service_id, method_id, payload.clone())
+                                .await
+                                .unwrap();
+                            sent += 1;
+                        }
+                    }
+                }
+            };
+            run(pipelined / 10).await;
+            let start = Instant::now();
+            run(pipelined).await;
+            pipelined as f64 / start.elapsed().as_secs_f64()
+        }
+    };
     Report {
-        system: "neo",
+        system: match window {
+            NeoWindow::Pipeline => "neo",
+            NeoWindow::Calls => "neo-calls",
+        },
         p50_us,
         p99_us,
         calls_per_s,
@@ -399,6 +457,10 @@ fn main() {
     let in_task = args.iter().any(|a| a == "--in-task");
     let sequential = arg(&args, "--sequential", 20_000);
     let pipelined = arg(&args, "--pipelined", 200_000);
+    let write_batch = args
+        .iter()
+        .any(|a| a == "--write-batch")
+        .then(|| arg(&args, "--write-batch", usize::MAX));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -421,7 +483,11 @@ fn main() {
         .position(|a| a == "--systems")
         .and_then(|i| args.get(i + 1))
         .map(|v| v.split(',').map(str::to_owned).collect())
-        .unwrap_or_else(|| vec!["tcp-floor".into(), "neo".into(), "tonic".into()]);
+        .unwrap_or_else(|| {
+            ["tcp-floor", "neo", "neo-calls", "tonic"]
+                .map(str::to_owned)
+                .to_vec()
+        });
     let bench = async move {
         let wanted = |name: &str| systems.iter().any(|s| s == name);
         let mut servers = Servers {
@@ -435,7 +501,20 @@ fn main() {
         }
         if wanted("neo") {
             let addr = servers.start("neo").await;
-            reports.push(bench_neo(addr, sequential, pipelined).await);
+            reports.push(
+                bench_neo(
+                    addr,
+                    sequential,
+                    pipelined,
+                    NeoWindow::Pipeline,
+                    write_batch,
+                )
+                .await,
+            );
+        }
+        if wanted("neo-calls") {
+            let addr = servers.start("neo").await;
+            reports.push(bench_neo(addr, sequential, pipelined, NeoWindow::Calls, None).await);
         }
         if wanted("tonic") {
             let addr = servers.start("tonic").await;
@@ -471,5 +550,11 @@ fn main() {
             "neo calls/s / floor      = {:.2} (goal >= 0.8)",
             neo.calls_per_s / floor.calls_per_s
         );
+        if let Some(calls) = find("neo-calls") {
+            println!(
+                "neo-calls calls/s / floor = {:.2}",
+                calls.calls_per_s / floor.calls_per_s
+            );
+        }
     }
 }

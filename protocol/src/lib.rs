@@ -44,6 +44,7 @@
 //! | [`client`] | [`NeoClient`]: one multiplexed connection (callers write, a reader task completes), timeouts, cancel, reconnect, subscriptions |
 //! | `client::call` | [`Call`]: one unary call's future, a hand-written state machine (begin, dial, start, wait) |
 //! | `client::calls` | the pending-call table: correlation id = generation and index, no hashing |
+//! | `client::pipeline` | [`Pipeline`]: a window of calls driven by one task (send, recv), no future or wake-up per call, written in half-window batches |
 //! | [`tls`] | rustls (ring) config builders, [`PeerIdentity`] |
 //! | [`auth`] | the [`Authenticator`] trait of the handshake, [`Principal`] |
 //! | [`error`] | the crate's [`Error`], wire [`ErrorCode`]s, [`RpcError`] |
@@ -68,6 +69,8 @@
 //! client: reader task ◀─ read_buf, decode every whole frame ◀────────────┘
 //!   └─ one lock for the batch: pending[id] = Done(reply), collect wakers;
 //!      unlock, wake ─▶ call() takes its reply
+//!      (a Pipeline's call: its reply goes to the pipeline's queue, its slot is
+//!      freed, and the pipeline is woken once per read)
 //!   └─ one timer for all calls, armed for the earliest deadline ─▶ Timeout + Cancel
 //! ```
 //!
@@ -94,6 +97,7 @@
 //! | `heartbeat_interval` × `heartbeat_misses_max` | 5 s × 3 | both sides | peer declared dead, closed |
 //! | method `timeout` / `request_timeout_default` | 30 s | server (async handlers) | `Timeout` reply |
 //! | `call_timeout` | 30 s | client | `Error::Timeout`, `Cancel` sent |
+//! | [`PIPELINE_WRITE_BATCH_FRAMES_DEFAULT`] | 32 | client `Pipeline` | queued requests written without waiting for `recv` |
 //! | `compression_threshold_bytes` | 64 KiB | both sides | body zstd-compressed |
 //! | `subscription_events_max` | 1024 | client | subscription cut off with `Lagged` |
 //! | `shutdown_drain_timeout` | 30 s | server | in-flight requests aborted |
@@ -111,7 +115,10 @@ pub mod server;
 pub mod tls;
 
 pub use auth::{AuthOk, Authenticator, PeerInfo, Principal, StaticTokens};
-pub use client::{Call, CallOptions, ClientConfig, NeoClient, Subscription};
+pub use client::{
+    Call, CallOptions, ClientConfig, NeoClient, PIPELINE_WRITE_BATCH_FRAMES_DEFAULT, Pipeline,
+    Subscription,
+};
 pub use codec::FrameCodec;
 pub use error::{Error, ErrorCode, Result, RpcError};
 pub use frame::{Frame, Kind};

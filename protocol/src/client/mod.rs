@@ -28,10 +28,15 @@
 //! - Writes never tear a frame: a caller writes only within one poll (the transport
 //!   polled with a no-op waker) and hands whatever the socket did not take to the
 //!   writer task.
+//! - [`Pipeline`] (`pipeline`): one task keeps a window of calls going with `send`
+//!   and `recv`; its calls are slots like any other (same ids, timeouts, cancels),
+//!   but a reply goes to the pipeline's queue, so there is no future, waker or
+//!   wake-up per call, and requests go out in half-window batches.
 //! - The reader pings a silent server every `heartbeat_interval` and drops the
 //!   connection after `heartbeat_misses_max` silent intervals; pending calls then fail
 //!   with a retriable error and the next call reconnects (with exponential backoff).
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,8 +56,10 @@ use tokio_util::sync::CancellationToken;
 
 mod call;
 mod calls;
+mod pipeline;
 
 pub use call::Call;
+pub use pipeline::{PIPELINE_WRITE_BATCH_FRAMES_DEFAULT, Pipeline};
 
 use calls::Calls;
 
@@ -179,6 +186,41 @@ enum Slot {
     Done(Result<Bytes>),
     /// A subscription: events and its end go to this queue.
     Stream(mpsc::Sender<Result<Bytes>>),
+    /// A call of a [`Pipeline`]: its outcome goes to the pipeline's queue
+    /// (`State::pipes[pipe]`), and the slot is gone.
+    Piped {
+        pipe: u32,
+        deadline: Instant,
+        timeout: Duration,
+    },
+}
+
+impl Slot {
+    /// When the reader's timer fails the call (`None`: never, a subscription).
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Slot::Waiting { deadline, .. } | Slot::Piped { deadline, .. } => Some(*deadline),
+            Slot::Done(_) | Slot::Stream(_) => None,
+        }
+    }
+}
+
+/// The outcomes of a [`Pipeline`]'s calls, in the order they came in, until the
+/// pipeline takes them (all at once, under one lock).
+#[derive(Default)]
+struct PipeQueue {
+    outcomes: VecDeque<(u64, Result<Bytes>)>,
+    /// The pipeline, waiting for an outcome.
+    waker: Option<Waker>,
+}
+
+impl PipeQueue {
+    /// Queue call `id`'s outcome and collect the pipeline's waker (the first outcome
+    /// of a batch wakes it; the rest ride along).
+    fn push(&mut self, id: u64, outcome: Result<Bytes>, wakeups: &mut Wakeups) {
+        self.outcomes.push_back((id, outcome));
+        wakeups.extend(self.waker.take());
+    }
 }
 
 /// Why a connection ended, kept to tell late callers.
@@ -241,6 +283,17 @@ struct State {
     /// have only picked up their replies so far), and it yields for them to queue
     /// their calls behind its own (`Flush::AfterYield`).
     last_read_frames: usize,
+    /// The open pipelines' queues, by index (`None`: free).
+    pipes: Vec<Option<PipeQueue>>,
+}
+
+impl State {
+    /// Deliver a piped call's outcome to its pipeline (dropped if it has gone).
+    fn deliver(&mut self, pipe: u32, id: u64, outcome: Result<Bytes>, wakeups: &mut Wakeups) {
+        if let Some(Some(queue)) = self.pipes.get_mut(pipe as usize) {
+            queue.push(id, outcome, wakeups);
+        }
+    }
 }
 
 /// Wakers collected under the lock, woken after it is released.
@@ -385,10 +438,10 @@ impl Connection {
             *waker = Some(cx.waker().clone());
         }
         let mut poke_timer = false;
-        if let Slot::Waiting { deadline, .. } = &slot
-            && state.timer_at.is_none_or(|at| *deadline < at)
+        if let Some(deadline) = slot.deadline()
+            && state.timer_at.is_none_or(|at| deadline < at)
         {
-            state.timer_at = Some(*deadline);
+            state.timer_at = Some(deadline);
             poke_timer = true;
         }
         state.calls.insert(slot);
@@ -533,7 +586,9 @@ impl Connection {
                 Some(Slot::Done(result)) => Poll::Ready(result),
                 _ => Poll::Ready(Err(Error::ConnectionClosed)),
             },
-            Some(Slot::Stream(_)) | None => Poll::Ready(Err(Error::ConnectionClosed)),
+            Some(Slot::Stream(_) | Slot::Piped { .. }) | None => {
+                Poll::Ready(Err(Error::ConnectionClosed))
+            }
         }
     }
 
@@ -545,7 +600,7 @@ impl Connection {
             let mut state = self.lock();
             let still_running = matches!(
                 state.calls.remove(id),
-                Some(Slot::Waiting { .. } | Slot::Stream(_))
+                Some(Slot::Waiting { .. } | Slot::Stream(_) | Slot::Piped { .. })
             );
             if still_running && state.closed.is_none() {
                 Self::queue_control(&mut state, Kind::Cancel, id, &mut wakeups);
@@ -561,7 +616,12 @@ impl Connection {
             let mut state = self.lock();
             self.closed.store(true, Ordering::Release);
             let reason = state.closed.clone().unwrap_or(closed);
-            state.calls.retain(|_, slot| match slot {
+            // From now on nothing registers here: a caller that took this connection
+            // just before it ended gets the reason instead of waiting forever (the
+            // reader and its timer are gone).
+            state.closed = Some(reason.clone());
+            let mut piped = Vec::new();
+            state.calls.retain(|id, slot| match slot {
                 Slot::Waiting { waker, .. } => {
                     wakeups.extend(waker.take());
                     *slot = Slot::Done(Err(reason.to_error()));
@@ -572,7 +632,14 @@ impl Connection {
                     let _ = tx.try_send(Err(reason.to_error()));
                     false
                 }
+                Slot::Piped { pipe, .. } => {
+                    piped.push((*pipe, id));
+                    false
+                }
             });
+            for (pipe, id) in piped {
+                state.deliver(pipe, id, Err(reason.to_error()), &mut wakeups);
+            }
             state.timer_at = None;
             state.out.clear();
             state.out_frames = 0;
@@ -591,21 +658,43 @@ impl Connection {
         let next = {
             let mut state = self.lock();
             let mut next: Option<Instant> = None;
+            let mut piped = Vec::new();
             for (id, slot) in state.calls.iter_mut() {
-                if let Slot::Waiting {
-                    waker,
-                    deadline,
-                    timeout,
-                } = slot
-                {
-                    if *deadline <= now {
+                match slot {
+                    Slot::Waiting {
+                        waker,
+                        deadline,
+                        timeout,
+                    } if *deadline <= now => {
                         wakeups.extend(waker.take());
                         *slot = Slot::Done(Err(Error::Timeout { after: *timeout }));
                         expired.push(id);
-                    } else if next.is_none_or(|at| *deadline < at) {
-                        next = Some(*deadline);
+                    }
+                    Slot::Piped {
+                        pipe,
+                        deadline,
+                        timeout,
+                    } if *deadline <= now => {
+                        piped.push((*pipe, id, *timeout));
+                        expired.push(id);
+                    }
+                    slot => {
+                        if let Some(deadline) = slot.deadline()
+                            && next.is_none_or(|at| deadline < at)
+                        {
+                            next = Some(deadline);
+                        }
                     }
                 }
+            }
+            for (pipe, id, timeout) in piped {
+                state.calls.remove(id);
+                state.deliver(
+                    pipe,
+                    id,
+                    Err(Error::Timeout { after: timeout }),
+                    &mut wakeups,
+                );
             }
             if state.closed.is_none() {
                 for id in expired {
@@ -685,6 +774,11 @@ impl Connection {
                             wakeups.extend(waker.take());
                         }
                         *slot = Slot::Done(result);
+                    }
+                    Some(Slot::Piped { pipe, .. }) => {
+                        let pipe = *pipe;
+                        state.calls.remove(frame.correlation_id);
+                        state.deliver(pipe, frame.correlation_id, result, wakeups);
                     }
                     // `Response` ends a stream: dropping the sender ends it.
                     Some(Slot::Stream(_)) => {
@@ -1020,15 +1114,7 @@ impl NeoClient {
     }
 
     fn check_size(&self, body: &Bytes) -> Result<()> {
-        let max = self.inner.config.frame_size_bytes_max;
-        if HEADER_LEN + body.len() > max {
-            return Err(Error::Frame(FrameError::TooLarge {
-                len: (HEADER_LEN + body.len()) as u64,
-                max,
-                correlation_id: 0,
-            }));
-        }
-        Ok(())
+        check_body_size(body.len(), self.inner.config.frame_size_bytes_max)
     }
 
     /// The live connection, or a new one (with backoff between failed attempts).
@@ -1125,6 +1211,18 @@ impl NeoClient {
     }
 }
 
+/// A request body of `len` bytes fits in a frame of at most `max` bytes.
+fn check_body_size(len: usize, max: usize) -> Result<()> {
+    if HEADER_LEN + len > max {
+        return Err(Error::Frame(FrameError::TooLarge {
+            len: (HEADER_LEN + len) as u64,
+            max,
+            correlation_id: 0,
+        }));
+    }
+    Ok(())
+}
+
 /// `now + timeout`, saturating (about 30 years out) instead of overflowing.
 fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
@@ -1155,6 +1253,7 @@ where
             room: Vec::new(),
             timer_at: None,
             last_read_frames: 0,
+            pipes: Vec::new(),
         }),
         closed: AtomicBool::new(false),
         stop,
@@ -1431,7 +1530,7 @@ mod tests {
     }
 
     /// A client connected to a scripted server, and the server's ends.
-    async fn scripted_client() -> (
+    pub(super) async fn scripted_client() -> (
         NeoClient,
         mpsc::UnboundedReceiver<Frame>,
         tokio::net::tcp::OwnedWriteHalf,
@@ -1462,7 +1561,7 @@ mod tests {
     }
 
     /// One more call, answered with its own body: the connection still works.
-    async fn assert_still_works(
+    pub(super) async fn assert_still_works(
         client: &NeoClient,
         rx: &mut mpsc::UnboundedReceiver<Frame>,
         write: &mut tokio::net::tcp::OwnedWriteHalf,
@@ -1473,7 +1572,27 @@ mod tests {
         assert_eq!(&after.await.unwrap().unwrap()[..], b"after");
     }
 
-    async fn reply(write: &mut tokio::net::tcp::OwnedWriteHalf, request: &Frame, body: Bytes) {
+    /// One `Response` per request, echoing its body, encoded back to back.
+    pub(super) fn echoes<'f>(requests: impl Iterator<Item = &'f Frame>) -> BytesMut {
+        let mut buf = BytesMut::new();
+        for request in requests {
+            let frame = Frame {
+                kind: Kind::Response,
+                service_id: request.service_id,
+                method_id: request.method_id,
+                correlation_id: request.correlation_id,
+                body: request.body.clone(),
+            };
+            frame::encode(&frame, &EncodeOptions::default(), &mut buf).unwrap();
+        }
+        buf
+    }
+
+    pub(super) async fn reply(
+        write: &mut tokio::net::tcp::OwnedWriteHalf,
+        request: &Frame,
+        body: Bytes,
+    ) {
         let mut buf = BytesMut::new();
         let frame = Frame {
             kind: Kind::Response,
@@ -1486,7 +1605,7 @@ mod tests {
         write.write_all(&buf).await.unwrap();
     }
 
-    async fn next_request(rx: &mut mpsc::UnboundedReceiver<Frame>) -> Frame {
+    pub(super) async fn next_request(rx: &mut mpsc::UnboundedReceiver<Frame>) -> Frame {
         loop {
             let frame = tokio::time::timeout(Duration::from_secs(5), rx.recv())
                 .await
@@ -1586,17 +1705,7 @@ mod tests {
         next_request(&mut rx).await;
         // Every reply, reversed, in one write (one read for the client), then a frame
         // with a bad magic: the replies before it are routed, then the connection ends.
-        let mut buf = BytesMut::new();
-        for request in requests.iter().rev() {
-            let frame = Frame {
-                kind: Kind::Response,
-                service_id: request.service_id,
-                method_id: request.method_id,
-                correlation_id: request.correlation_id,
-                body: request.body.clone(),
-            };
-            frame::encode(&frame, &EncodeOptions::default(), &mut buf).unwrap();
-        }
+        let mut buf = echoes(requests.iter().rev());
         buf.extend_from_slice(&[0xde; HEADER_LEN]);
         write.write_all(&buf).await.unwrap();
         for (body, call) in bodies.iter().zip(calls) {
@@ -1843,6 +1952,31 @@ mod tests {
             (cancel.kind, cancel.correlation_id),
             (Kind::Cancel, request.correlation_id)
         );
+    }
+
+    #[tokio::test]
+    async fn a_call_on_a_connection_that_just_ended_fails_at_once() {
+        // The race: a caller takes the live connection, which ends before the call
+        // registers. With the reader (and its timer) gone, registering would wait
+        // forever.
+        let (client, _rx, _write) = scripted_client().await;
+        let conn = client.connection().await.unwrap();
+        conn.fail_all(Closed::Eof);
+        // Let the reader and writer tasks see the end and finish.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let call = Call::new(
+            &client,
+            Some(conn),
+            Kind::Request,
+            1,
+            1,
+            Bytes::new(),
+            CallOptions::default(),
+        );
+        let result = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the call ends at once");
+        assert!(matches!(result, Err(Error::ConnectionClosed)), "{result:?}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The Neo RPC server: configuration, the accept loop with its connection limit, and
-//! graceful shutdown. One task per connection lives in [`connection`].
+//! graceful shutdown. One task per connection lives in `connection`.
 
 pub(crate) mod connection;
 pub(crate) mod context;
