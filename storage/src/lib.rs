@@ -11,7 +11,7 @@
 //! | `segment` | one segment file: naming, scans, torn-tail detection, index files |
 //! | `index` | sparse offset index and time index, in memory and on disk |
 //! | `durable` | durability notifications: [`DurableCallback`] and [`Durable`] |
-//! | [`meta`] | [`MetaStore`]: Raft vote/committed/purged/membership, keyed state |
+//! | [`meta`] | [`MetaStore`]: Raft vote/committed/purged/membership, keyed state; `open` waits (up to 2 s) for the lock of a handle that is still shutting down |
 //! | [`testing`] | builders of valid batches for tests and benchmarks |
 //! | `error` | the one [`Error`] enum, with which variants are fatal |
 //!

@@ -163,16 +163,41 @@ pub struct MetaStore {
     db: sled::Db,
 }
 
+/// How long [`MetaStore::open`] waits for the directory's lock while another handle on
+/// it may still be shutting down.
+const OPEN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl MetaStore {
     /// Opens (or creates) the store in directory `path`.
+    ///
+    /// Dropping a store does not release its directory lock at once (sled's background
+    /// flusher holds it until its thread ends), so reopening right after a drop (a node
+    /// restarted in the same process) may find it still taken: `open` retries for up to
+    /// `OPEN_LOCK_WAIT` (2 s) before failing with the lock error. Any other error fails
+    /// at once.
     pub fn open(path: impl AsRef<Path>, config: &MetaConfig) -> Result<MetaStore> {
-        let db = sled::Config::new()
-            .path(path.as_ref())
-            .cache_capacity(config.cache_capacity_bytes)
-            .flush_every_ms(config.flush_every_ms)
-            .open()
-            .map_err(meta_err("open"))?;
-        Ok(MetaStore { db })
+        let path = path.as_ref();
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            let opened = sled::Config::new()
+                .path(path)
+                .cache_capacity(config.cache_capacity_bytes)
+                .flush_every_ms(config.flush_every_ms)
+                .open();
+            match opened {
+                Ok(db) => return Ok(MetaStore { db }),
+                // sled reports the lock as `Other` with this message (sled 0.34).
+                Err(sled::Error::Io(err))
+                    if err.to_string().starts_with("could not acquire lock")
+                        && started.elapsed() < OPEN_LOCK_WAIT =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(err) => return Err(meta_err("open")(err)),
+            }
+        }
     }
 
     /// Reads a Raft field of `group`.
@@ -299,6 +324,25 @@ mod tests {
         m.remove_group(1).unwrap();
         assert_eq!(m.get_raft(1, RaftField::Vote).unwrap(), None);
         assert!(m.get_raft(2, RaftField::Vote).unwrap().is_some());
+    }
+
+    #[test]
+    fn open_waits_for_a_lock_that_is_being_released_and_fails_on_one_that_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        // Another handle lets go 200 ms from now: open waits for it.
+        let held = store(dir.path());
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
+        let reopened = store(dir.path());
+        releaser.join().unwrap();
+        // A handle that stays open: open gives up after its bound with a typed error.
+        let started = std::time::Instant::now();
+        let err = MetaStore::open(dir.path(), &MetaConfig::default()).unwrap_err();
+        assert!(matches!(err, Error::Meta { op: "open", .. }), "{err:?}");
+        assert!(started.elapsed() >= OPEN_LOCK_WAIT);
+        drop(reopened);
     }
 
     #[test]
