@@ -35,6 +35,9 @@
 //! - The reader pings a silent server every `heartbeat_interval` and drops the
 //!   connection after `heartbeat_misses_max` silent intervals; pending calls then fail
 //!   with a retriable error and the next call reconnects (with exponential backoff).
+//! - A connection that ends (EOF, bad frame, silent server, write error) shuts its
+//!   socket's write half at once and takes no new call, even while handles on it (a
+//!   pipeline, a call finishing) remain.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -612,8 +615,9 @@ impl Connection {
     /// End the connection: every waiting call fails with `closed`'s error.
     fn fail_all(&self, closed: Closed) {
         let mut wakeups = Wakeups::new();
-        {
+        let first = {
             let mut state = self.lock();
+            let first = state.closed.is_none();
             self.closed.store(true, Ordering::Release);
             let reason = state.closed.clone().unwrap_or(closed);
             // From now on nothing registers here: a caller that took this connection
@@ -645,9 +649,19 @@ impl Connection {
             state.out_frames = 0;
             wakeups.extend(state.writer.take());
             wakeups.append(&mut state.room);
-        }
+            first
+        };
         wake_all(&mut wakeups);
         self.stop.cancel();
+        if first {
+            // Close our half now, so the server sees the end at once rather than when
+            // the last handle on this connection (a pipeline, a finishing call) goes.
+            // Whoever holds the write half is failing too: then it is closed on drop.
+            if let Ok(mut io) = self.io.try_lock() {
+                let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+                let _ = Pin::new(&mut **io).poll_shutdown(&mut cx);
+            }
+        }
     }
 
     /// Fail the calls whose deadline has passed (and cancel them on the server);
@@ -1952,6 +1966,23 @@ mod tests {
             (cancel.kind, cancel.correlation_id),
             (Kind::Cancel, request.correlation_id)
         );
+    }
+
+    #[tokio::test]
+    async fn an_ended_connection_closes_its_socket_while_handles_on_it_remain() {
+        let (client, mut rx, mut write) = scripted_client().await;
+        // A pipeline keeps this connection's Arc alive after it ends.
+        let pipe = client.pipeline().await.unwrap();
+        write.write_all(&[0xde; HEADER_LEN]).await.unwrap();
+        // The server's reader sees the client's end of the socket close.
+        let end = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(frame) = rx.recv().await {
+                assert_eq!(frame.kind, Kind::Ping, "{frame:?}");
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the client's socket is still open");
+        drop(pipe);
     }
 
     #[tokio::test]
