@@ -98,6 +98,7 @@
 //! | method `timeout` / `request_timeout_default` | 30 s | server (async handlers) | `Timeout` reply |
 //! | `call_timeout` | 30 s | client | `Error::Timeout`, `Cancel` sent |
 //! | [`PIPELINE_WRITE_BATCH_FRAMES_DEFAULT`] | 32 | client `Pipeline` | queued requests written without waiting for `recv` |
+//! | [`PIPELINE_IN_FLIGHT_MAX_DEFAULT`] | 4096 | client `Pipeline` | `send` refused with retriable `Busy` until `recv` |
 //! | `compression_threshold_bytes` | 64 KiB | both sides | body zstd-compressed |
 //! | `subscription_events_max` | 1024 | client | subscription cut off with `Lagged` |
 //! | `shutdown_drain_timeout` | 30 s | server | in-flight requests aborted |
@@ -116,8 +117,8 @@ pub mod tls;
 
 pub use auth::{AuthOk, Authenticator, PeerInfo, Principal, StaticTokens};
 pub use client::{
-    Call, CallOptions, ClientConfig, NeoClient, PIPELINE_WRITE_BATCH_FRAMES_DEFAULT, Pipeline,
-    Subscription,
+    Call, CallOptions, ClientConfig, NeoClient, PIPELINE_IN_FLIGHT_MAX_DEFAULT,
+    PIPELINE_WRITE_BATCH_FRAMES_DEFAULT, Pipeline, Subscription,
 };
 pub use codec::FrameCodec;
 pub use error::{Error, ErrorCode, Result, RpcError};

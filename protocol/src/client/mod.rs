@@ -62,7 +62,7 @@ mod calls;
 mod pipeline;
 
 pub use call::Call;
-pub use pipeline::{PIPELINE_WRITE_BATCH_FRAMES_DEFAULT, Pipeline};
+pub use pipeline::{PIPELINE_IN_FLIGHT_MAX_DEFAULT, PIPELINE_WRITE_BATCH_FRAMES_DEFAULT, Pipeline};
 
 use calls::Calls;
 
@@ -599,17 +599,21 @@ impl Connection {
     /// working on it, tell it to stop.
     fn abandon(&self, id: u64) {
         let mut wakeups = Wakeups::new();
-        {
-            let mut state = self.lock();
-            let still_running = matches!(
-                state.calls.remove(id),
-                Some(Slot::Waiting { .. } | Slot::Stream(_) | Slot::Piped { .. })
-            );
-            if still_running && state.closed.is_none() {
-                Self::queue_control(&mut state, Kind::Cancel, id, &mut wakeups);
-            }
-        }
+        Self::forget(&mut self.lock(), id, &mut wakeups);
         wake_all(&mut wakeups);
+    }
+
+    /// Remove call `id` (the lock held) and, if the server may still be working on it,
+    /// queue its `Cancel`; whether it was still running.
+    fn forget(state: &mut State, id: u64, wakeups: &mut Wakeups) -> bool {
+        let still_running = matches!(
+            state.calls.remove(id),
+            Some(Slot::Waiting { .. } | Slot::Stream(_) | Slot::Piped { .. })
+        );
+        if still_running && state.closed.is_none() {
+            Self::queue_control(state, Kind::Cancel, id, wakeups);
+        }
+        still_running
     }
 
     /// End the connection: every waiting call fails with `closed`'s error.
@@ -1586,18 +1590,23 @@ mod tests {
         assert_eq!(&after.await.unwrap().unwrap()[..], b"after");
     }
 
+    /// `request`'s `Response` with `body`, encoded onto `buf`.
+    fn encode_response(request: &Frame, body: Bytes, buf: &mut BytesMut) {
+        let frame = Frame {
+            kind: Kind::Response,
+            service_id: request.service_id,
+            method_id: request.method_id,
+            correlation_id: request.correlation_id,
+            body,
+        };
+        frame::encode(&frame, &EncodeOptions::default(), buf).unwrap();
+    }
+
     /// One `Response` per request, echoing its body, encoded back to back.
     pub(super) fn echoes<'f>(requests: impl Iterator<Item = &'f Frame>) -> BytesMut {
         let mut buf = BytesMut::new();
         for request in requests {
-            let frame = Frame {
-                kind: Kind::Response,
-                service_id: request.service_id,
-                method_id: request.method_id,
-                correlation_id: request.correlation_id,
-                body: request.body.clone(),
-            };
-            frame::encode(&frame, &EncodeOptions::default(), &mut buf).unwrap();
+            encode_response(request, request.body.clone(), &mut buf);
         }
         buf
     }
@@ -1608,14 +1617,7 @@ mod tests {
         body: Bytes,
     ) {
         let mut buf = BytesMut::new();
-        let frame = Frame {
-            kind: Kind::Response,
-            service_id: request.service_id,
-            method_id: request.method_id,
-            correlation_id: request.correlation_id,
-            body,
-        };
-        frame::encode(&frame, &EncodeOptions::default(), &mut buf).unwrap();
+        encode_response(request, body, &mut buf);
         write.write_all(&buf).await.unwrap();
     }
 

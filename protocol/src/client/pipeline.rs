@@ -14,7 +14,9 @@
 //!
 //! Invariants: every call sent yields exactly one outcome from `recv` (its reply, a
 //! remote error, `Timeout`, or the connection's end), unless [`Pipeline::cancel`]
-//! took it back first; `recv` returns `None` only when nothing is in flight. Requests
+//! took it back first; `recv` returns `None` only when nothing is in flight; at most
+//! [`PIPELINE_IN_FLIGHT_MAX_DEFAULT`] calls (or [`Pipeline::with_in_flight_max`]) are
+//! in flight, so the queue of outcomes is bounded even if nobody calls `recv`. Requests
 //! go out when the pipeline waits for an outcome (`recv`), once
 //! [`Pipeline::with_write_batch`] of them are queued (default
 //! [`PIPELINE_WRITE_BATCH_FRAMES_DEFAULT`]), on [`Pipeline::flush`], or when it is
@@ -43,12 +45,17 @@ use super::{
     Connection, Flush, NeoClient, Outgoing, PipeQueue, Slot, Wakeups, check_body_size,
     deadline_after, wake_all,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result, RpcError};
 use crate::frame::Kind;
 
 /// Requests a [`Pipeline`] queues before it writes them without waiting for
 /// `recv` (half of a 64-call window).
 pub const PIPELINE_WRITE_BATCH_FRAMES_DEFAULT: usize = 32;
+
+/// Calls a [`Pipeline`] may have in flight (sent, outcome not yet returned by
+/// `recv`) before `send` refuses with a retriable `Busy`: the bound on its queue of
+/// outcomes when nobody calls `recv`.
+pub const PIPELINE_IN_FLIGHT_MAX_DEFAULT: usize = 4096;
 
 /// Many calls in flight on one connection, driven by one task: [`Pipeline::send`]
 /// queues a call and returns its id at once; [`Pipeline::recv`] writes what was queued
@@ -86,6 +93,8 @@ pub struct Pipeline {
     unwritten: usize,
     /// Write once this many requests are queued.
     write_batch: usize,
+    /// `send` refuses beyond this many calls in flight.
+    in_flight_max: usize,
     /// Outcomes taken out of the queue, not yet returned.
     taken: VecDeque<(u64, Result<Bytes>)>,
 }
@@ -115,6 +124,7 @@ impl NeoClient {
             owes_flush: false,
             unwritten: 0,
             write_batch: PIPELINE_WRITE_BATCH_FRAMES_DEFAULT,
+            in_flight_max: PIPELINE_IN_FLIGHT_MAX_DEFAULT,
             taken: VecDeque::new(),
         })
     }
@@ -136,6 +146,14 @@ impl Pipeline {
         self
     }
 
+    /// At most `calls` in flight (at least 1): beyond it `send` fails with a retriable
+    /// `Busy` until `recv` has returned some outcomes. Default
+    /// [`PIPELINE_IN_FLIGHT_MAX_DEFAULT`].
+    pub fn with_in_flight_max(mut self, calls: usize) -> Pipeline {
+        self.in_flight_max = calls.max(1);
+        self
+    }
+
     /// Calls sent whose outcome [`Pipeline::recv`] has not returned yet.
     pub fn in_flight(&self) -> usize {
         self.in_flight
@@ -144,8 +162,18 @@ impl Pipeline {
     /// Queue a call of `service_id`/`method_id` with a raw body; returns its id (the
     /// one `recv` pairs with its outcome). Waits only while the connection's outbound
     /// queue is full (`outbound_queue_frames_max`), at most until the call's deadline.
-    /// Fails at once if the body is too large or the connection has ended.
+    /// Fails at once if the body is too large, the connection has ended, or
+    /// [`Pipeline::with_in_flight_max`] calls are already in flight (`Busy`).
     pub async fn send(&mut self, service_id: u16, method_id: u16, body: Bytes) -> Result<u64> {
+        if self.in_flight >= self.in_flight_max {
+            return Err(Error::Rpc(RpcError::new(
+                ErrorCode::Busy,
+                format!(
+                    "{} calls in flight on this pipeline: take outcomes with recv first",
+                    self.in_flight
+                ),
+            )));
+        }
         check_body_size(body.len(), self.frame_size_bytes_max)?;
         let outgoing = Outgoing::new(
             Kind::Request,
@@ -282,13 +310,7 @@ impl Connection {
             let mut state = self.lock();
             let ours =
                 matches!(state.calls.get(id), Some(Slot::Piped { pipe: p, .. }) if *p == pipe);
-            if ours {
-                state.calls.remove(id);
-                if state.closed.is_none() {
-                    Self::queue_control(&mut state, Kind::Cancel, id, &mut wakeups);
-                }
-            }
-            ours
+            ours && Self::forget(&mut state, id, &mut wakeups)
         };
         wake_all(&mut wakeups);
         cancelled
@@ -309,10 +331,7 @@ impl Connection {
                     })
                     .collect();
                 for id in ours {
-                    state.calls.remove(id);
-                    if state.closed.is_none() {
-                        Self::queue_control(&mut state, Kind::Cancel, id, &mut wakeups);
-                    }
+                    Self::forget(&mut state, id, &mut wakeups);
                 }
             }
             if let Some(queue) = state.pipes.get_mut(pipe as usize) {
@@ -536,6 +555,26 @@ mod tests {
         assert_eq!(failed, ids);
         let err = pipe.send(1, 1, Bytes::new()).await.unwrap_err();
         assert!(matches!(err, Error::ConnectionClosed), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn sends_beyond_the_in_flight_bound_are_refused_until_recv_takes_outcomes() {
+        let (client, mut rx, mut write) = scripted_client().await;
+        let mut pipe = client.pipeline().await.unwrap().with_in_flight_max(2);
+        pipe.send(1, 1, Bytes::from_static(b"a")).await.unwrap();
+        pipe.send(1, 1, Bytes::from_static(b"b")).await.unwrap();
+        let err = pipe.send(1, 1, Bytes::from_static(b"c")).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Rpc(rpc) if rpc.error_code() == Some(ErrorCode::Busy)),
+            "{err:?}"
+        );
+        assert_eq!(pipe.in_flight(), 2);
+        pipe.flush();
+        let request = next_request(&mut rx).await;
+        reply(&mut write, &request, request.body.clone()).await;
+        next(&mut pipe).await.unwrap().1.unwrap();
+        pipe.send(1, 1, Bytes::from_static(b"c")).await.unwrap();
+        assert_eq!(pipe.in_flight(), 2);
     }
 
     #[tokio::test]
