@@ -26,27 +26,42 @@ impl NetFilter {
 
     /// Drops every RPC to `peer` from now on.
     pub fn drop_to(&self, peer: NodeId) {
-        self.blocked.write().expect("filter lock").insert(peer);
+        self.blocked
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(peer);
     }
 
     /// Drops every RPC to each of `peers`.
     pub fn isolate<I: IntoIterator<Item = NodeId>>(&self, peers: I) {
-        self.blocked.write().expect("filter lock").extend(peers);
+        self.blocked
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(peers);
     }
 
     /// Lets RPCs to `peer` through again.
     pub fn heal(&self, peer: NodeId) {
-        self.blocked.write().expect("filter lock").remove(&peer);
+        self.blocked
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&peer);
     }
 
     /// Lets everything through again.
     pub fn heal_all(&self) {
-        self.blocked.write().expect("filter lock").clear();
+        self.blocked
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// Whether RPCs to `peer` are dropped.
     pub fn is_blocked(&self, peer: NodeId) -> bool {
-        self.blocked.read().expect("filter lock").contains(&peer)
+        self.blocked
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&peer)
     }
 
     /// Ends the next snapshot transfer to `peer` after `chunks` chunks have been sent,
@@ -55,7 +70,7 @@ impl NetFilter {
     pub fn cut_snapshot_after(&self, peer: NodeId, chunks: u64) {
         self.snapshot_cuts
             .write()
-            .expect("filter lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(peer, chunks);
     }
 
@@ -63,7 +78,7 @@ impl NetFilter {
     pub(crate) fn take_snapshot_cut(&self, peer: NodeId) -> Option<u64> {
         self.snapshot_cuts
             .write()
-            .expect("filter lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&peer)
     }
 }

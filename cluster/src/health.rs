@@ -40,7 +40,7 @@ impl HealthMonitor {
     pub fn since_last_ok(&self, peer: NodeId) -> Option<Duration> {
         self.last_ok
             .read()
-            .expect("health lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&peer)
             .map(|t| t.elapsed())
     }
@@ -54,7 +54,7 @@ impl HealthMonitor {
     fn record(&self, peer: NodeId) {
         self.last_ok
             .write()
-            .expect("health lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(peer, Instant::now());
     }
 

@@ -3,6 +3,9 @@
 //! Built on tonic 0.14 / prost 0.14; the `.proto` files are compiled by `build.rs` with
 //! protox (pure Rust), so no system `protoc` is needed. This crate never names an
 //! openraft type: Raft RPC bodies are opaque bytes that `neo-raft` encodes and decodes.
+//! It depends on `neo-raft` (groups, registry, the `Transport` trait it implements) and
+//! on `neo-broker` only for the metadata commands that join and leave write (node
+//! registrations).
 //!
 //! # Layout
 //!
@@ -15,9 +18,8 @@
 //! | `server` | [`serve`] / [`serve_with_tls`]: the Raft service (dispatch by group id to the node's `neo_raft::Registry`; keeps interrupted snapshot transfers for resuming), Membership and Health, with graceful then forced shutdown |
 //! | [`tls`] | [`ClusterTls`]: optional mutual TLS between nodes (node certificate + key + cluster CA, PEM, checked when loaded; typed [`TlsError`]); the server-name rule |
 //! | `filter` | [`NetFilter`]: drop / isolate / heal per peer, and cut one snapshot transfer after N chunks, for partition tests |
-//! | [`membership`] | `--peers` parsing, join (registers the node's cluster and client addresses, then learner, then voter up to [`membership::METADATA_VOTERS_MAX`]), leave, status; clients follow leader hints |
+//! | [`membership`] | `--peers` parsing, join (registers the node's cluster and client addresses in `neo-broker`'s metadata state, then learner, then voter up to [`membership::METADATA_VOTERS_MAX`]), leave, status; clients follow leader hints |
 //! | [`health`] | [`HealthMonitor`]: one heartbeat per peer per interval, independent of the number of groups |
-//! | [`placement`] | pure functions: spread replica sets and preferred leaders evenly; leader moves back to preferred leaders |
 //! | [`limits`] | named limits: message size, HTTP/2 windows, snapshot chunk size and partial-transfer bounds, connect and TLS handshake timeouts |
 //! | `error` | the one [`Error`] enum |
 //!
@@ -60,16 +62,13 @@
 //!   per-chunk timeout, so it cannot retry forever.
 //! - With cluster TLS on, nothing is served to, or sent to, a peer without a certificate
 //!   of the cluster CA.
-//! - Placement and balancing decisions are free of I/O; the caller sends the RPCs.
+//! - This crate decides nothing about topics or partitions: placement and leader
+//!   balancing are `neo-broker`'s (`neo_broker::placement`), run by `neo-node`.
 //!
 //! # Planned (not built yet)
 //!
 //! - Pipelined replication (openraft's stream-append over a bidirectional gRPC stream);
 //!   today each follower has one AppendEntries in flight per group.
-//! - Running [`placement::leader_moves`] periodically (the node wiring, in `neo-node`,
-//!   bootstraps the metadata group from `--peers`, registers through
-//!   [`membership::join_with_client_addr`] and opens partition groups from the metadata,
-//!   but does not balance leaders yet).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -78,7 +77,6 @@ mod filter;
 pub mod health;
 pub mod limits;
 pub mod membership;
-pub mod placement;
 mod server;
 pub mod tls;
 mod transport;

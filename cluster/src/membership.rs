@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use neo_raft::meta_sm::{MetaCommand, MetaResponse};
+use neo_broker::meta::{MetaCommand, MetaResponse, MetaView};
 use neo_raft::{METADATA_GROUP, NodeId, RaftGroup, Registry};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
@@ -68,6 +68,21 @@ pub struct MembershipService {
     pub(crate) node_id: NodeId,
     pub(crate) registry: Arc<Registry>,
     pub(crate) health: HealthMonitor,
+    pub(crate) meta: MetaView,
+}
+
+/// Proposes a metadata command; a refusal or a codec failure is a refused change.
+async fn propose(g: &RaftGroup, cmd: MetaCommand) -> neo_raft::Result<()> {
+    let refused = |reason: String| neo_raft::Error::Membership {
+        group: METADATA_GROUP,
+        reason,
+    };
+    match neo_broker::meta::propose(g, &cmd).await {
+        Ok(MetaResponse::Refused(e)) => Err(refused(e.to_string())),
+        Ok(_) => Ok(()),
+        Err(neo_broker::Error::Raft(e)) => Err(e),
+        Err(e) => Err(refused(e.to_string())),
+    }
 }
 
 fn refused(g: &RaftGroup, e: neo_raft::Error) -> ChangeReply {
@@ -103,19 +118,15 @@ impl MembershipService {
         addr: String,
         client_addr: String,
     ) -> neo_raft::Result<()> {
-        let r = g
-            .propose_meta(MetaCommand::RegisterNode {
+        propose(
+            g,
+            MetaCommand::RegisterNode {
                 node_id: node,
                 addr: addr.clone(),
                 client_addr,
-            })
-            .await?;
-        if let MetaResponse::Refused(e) = r {
-            return Err(neo_raft::Error::Membership {
-                group: METADATA_GROUP,
-                reason: e.to_string(),
-            });
-        }
+            },
+        )
+        .await?;
         let m = g.metrics();
         if m.voters.contains(&node) {
             return Ok(()); // Idempotent: a restarted node joins again.
@@ -132,16 +143,7 @@ impl MembershipService {
 
     async fn do_leave(g: &RaftGroup, node: NodeId) -> neo_raft::Result<()> {
         g.remove_members(BTreeSet::from([node])).await?;
-        match g
-            .propose_meta(MetaCommand::RemoveNode { node_id: node })
-            .await?
-        {
-            MetaResponse::Refused(e) => Err(neo_raft::Error::Membership {
-                group: METADATA_GROUP,
-                reason: e.to_string(),
-            }),
-            _ => Ok(()),
-        }
+        propose(g, MetaCommand::RemoveNode { node_id: node }).await
     }
 }
 
@@ -170,7 +172,7 @@ impl Membership for MembershipService {
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let g = self.meta()?;
         let m = g.metrics();
-        let state = g.local_meta();
+        let state = self.meta.borrow().clone();
         let mut ids: BTreeSet<NodeId> = state.nodes.keys().copied().collect();
         ids.extend(m.voters.iter().chain(m.learners.iter()).copied());
         let nodes = ids

@@ -421,6 +421,8 @@ pub struct ControlPlane {
     pub registry: Arc<Registry>,
     /// Node heartbeat results, for status.
     pub health: HealthMonitor,
+    /// The metadata state as this node applies it (registered nodes, for status).
+    pub meta: neo_broker::meta::MetaView,
 }
 
 /// Binds `addr` and serves the Raft, Membership and Health services in plaintext until
@@ -471,6 +473,7 @@ fn spawn_server(
         node_id: plane.node_id,
         registry: plane.registry.clone(),
         health: plane.health.clone(),
+        meta: plane.meta.clone(),
     });
     let health = HealthServer::new(HealthService {
         node_id: plane.node_id,

@@ -142,21 +142,24 @@ impl GrpcTransport {
         let channel = endpoint.connect_lazy();
         self.peers
             .write()
-            .expect("peers lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(node, channel);
         Ok(())
     }
 
     /// Forgets `node`.
     pub fn remove_peer(&self, node: NodeId) {
-        self.peers.write().expect("peers lock").remove(&node);
+        self.peers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&node);
     }
 
     /// Ids of every peer with a known address.
     pub fn peer_ids(&self) -> Vec<NodeId> {
         self.peers
             .read()
-            .expect("peers lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .keys()
             .copied()
             .collect()
@@ -168,7 +171,13 @@ impl GrpcTransport {
         if self.filter.is_blocked(target) {
             return false;
         }
-        let Some(channel) = self.peers.read().expect("peers lock").get(&target).cloned() else {
+        let Some(channel) = self
+            .peers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&target)
+            .cloned()
+        else {
             return false;
         };
         let timeout = Duration::from_millis(crate::health::HEARTBEAT_INTERVAL_MS);
@@ -192,7 +201,7 @@ impl GrpcTransport {
         let channel = self
             .peers
             .read()
-            .expect("peers lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&target)
             .cloned()
             .ok_or_else(|| TransportError::Unreachable {

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use neo_broker::meta::{MetaCommand, MetaMachine, MetaResponse, MetaState, MetaView};
+use neo_broker::partition::{Partition, WriteAck};
 use neo_cluster::{
     ClusterTls, ControlPlane, GrpcTransport, HealthMonitor, NetFilter, ServerHandle,
 };
-use neo_raft::meta_sm::{MetaCommand, MetaResponse};
 use neo_raft::{
     GroupConfig, GroupKind, METADATA_GROUP, NodeId, NodeStore, RaftGroup, RaftTiming, Registry,
     Role,
@@ -46,6 +47,10 @@ struct Node {
 
 struct Running {
     group: Arc<RaftGroup>,
+    /// The metadata state as this node applies it (empty for a partition group).
+    meta: MetaView,
+    /// The broker's handle on the partition (partition groups only).
+    partition: Option<Arc<Partition>>,
     transport: GrpcTransport,
     server: ServerHandle,
     stop_health: tokio::sync::watch::Sender<bool>,
@@ -144,6 +149,28 @@ impl Cluster {
             .clone()
     }
 
+    /// Node `id`'s partition replica, with the broker's idempotence gate (running).
+    fn partition(&self, id: NodeId) -> Arc<Partition> {
+        self.node(id)
+            .running
+            .as_ref()
+            .expect("node running")
+            .partition
+            .clone()
+            .expect("a partition group")
+    }
+
+    /// The metadata state node `id` has applied (running).
+    fn meta(&self, id: NodeId) -> Arc<MetaState> {
+        self.node(id)
+            .running
+            .as_ref()
+            .expect("node running")
+            .meta
+            .borrow()
+            .clone()
+    }
+
     /// The groups of nodes `ids` (all running).
     fn groups(&self, ids: &[NodeId]) -> Vec<Arc<RaftGroup>> {
         ids.iter().map(|&id| self.group(id)).collect()
@@ -210,9 +237,17 @@ impl Cluster {
         };
         let (stop_health, stop_rx) = tokio::sync::watch::channel(false);
         node.health.spawn(id, transport.clone(), stop_rx);
-        let group = RaftGroup::open(cfg, &store, Arc::new(transport.clone()))
+        let (meta_machine, meta) = MetaMachine::new();
+        let (part_machine, part_state) = Partition::machine();
+        let machine: Box<dyn neo_raft::StateMachine> = match kind {
+            GroupKind::Metadata => Box::new(meta_machine),
+            GroupKind::Partition => Box::new(part_machine),
+        };
+        let group = RaftGroup::open(cfg, &store, Arc::new(transport.clone()), machine)
             .await
             .expect("open group");
+        let partition = (kind == GroupKind::Partition)
+            .then(|| Arc::new(Partition::new(group.clone(), part_state)));
         let registry = Arc::new(Registry::new());
         registry.insert(group.clone());
         let server = {
@@ -222,6 +257,7 @@ impl Cluster {
                     node_id: id,
                     registry: registry.clone(),
                     health: node.health.clone(),
+                    meta: meta.clone(),
                 };
                 match neo_cluster::serve_with_tls(node.addr, plane, node.tls.as_ref()).await {
                     Ok(s) => break s,
@@ -236,6 +272,8 @@ impl Cluster {
         };
         node.running = Some(Running {
             group,
+            meta,
+            partition,
             transport,
             server,
             stop_health,
@@ -252,6 +290,7 @@ impl Cluster {
         let _ = r.stop_health.send(true);
         r.group.shutdown().await.expect("shutdown raft");
         r.server.shutdown().await;
+        drop(r.partition);
         drop(r.group);
     }
 
@@ -482,8 +521,7 @@ async fn minority_commits_nothing_and_healing_converges() {
     let mut acked = write_all(c.groups(&all), 0..200, 8).await;
     let old = c.settle(&all).await;
     // An idempotent producer's first batch: the leader's once-per-term catch-up is done.
-    c.group(old)
-        .propose_records(stamped(7, 0, 1))
+    produce(&c.partition(old), stamped(7, 0, 1))
         .await
         .expect("stamped batch");
 
@@ -499,13 +537,13 @@ async fn minority_commits_nothing_and_healing_converges() {
     };
     // A stamped batch in flight, and a retry of it that waits for the first copy.
     let stamped_first = {
-        let g = c.group(old);
-        tokio::spawn(async move { g.propose_records(stamped(7, 1, 1)).await })
+        let p = c.partition(old);
+        tokio::spawn(async move { produce(&p, stamped(7, 1, 1)).await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let stamped_retry = {
-        let g = c.group(old);
-        tokio::spawn(async move { g.propose_records(stamped(7, 1, 1)).await })
+        let p = c.partition(old);
+        tokio::spawn(async move { produce(&p, stamped(7, 1, 1)).await })
     };
 
     // The isolated leader notices within about the minimum election timeout (800 ms
@@ -523,7 +561,12 @@ async fn minority_commits_nothing_and_healing_converges() {
     for (what, task) in [("first copy", stamped_first), ("retry", stamped_retry)] {
         let r = tokio::time::timeout(Duration::from_secs(10), task).await;
         assert!(
-            matches!(r, Ok(Ok(Err(neo_raft::Error::QuorumLost { .. })))),
+            matches!(
+                r,
+                Ok(Ok(Err(neo_broker::Error::Raft(
+                    neo_raft::Error::QuorumLost { .. }
+                ))))
+            ),
             "the stamped {what} must end with QuorumLost: {r:?}"
         );
     }
@@ -667,11 +710,24 @@ where
     }
 }
 
+/// A linearizable read of node `id`'s metadata state.
+async fn linearizable_meta(c: &Cluster, id: NodeId) -> neo_broker::Result<Arc<MetaState>> {
+    let view = c.node(id).running.as_ref().expect("running").meta.clone();
+    neo_broker::meta::linearizable(&c.group(id), &view).await
+}
+
 /// Proposes `cmd` to whichever of `groups` leads.
 async fn propose_meta(groups: &[Arc<RaftGroup>], cmd: MetaCommand) -> MetaResponse {
     on_leader(groups, |g| {
         let cmd = cmd.clone();
-        async move { g.propose_meta(cmd).await }
+        async move {
+            neo_broker::meta::propose(&g, &cmd)
+                .await
+                .map_err(|e| match e {
+                    neo_broker::Error::Raft(e) => e,
+                    other => panic!("metadata command: {other}"),
+                })
+        }
     })
     .await
 }
@@ -725,9 +781,7 @@ async fn metadata_group_snapshots_changes_membership_and_transfers_leadership() 
         c.group(leader).metrics().snapshot_index.is_some(),
         "snapshots were built"
     );
-    let state = c
-        .group(leader)
-        .linearizable_meta()
+    let state = linearizable_meta(&c, leader)
         .await
         .expect("linearizable read");
     assert_eq!(state.topics.len(), 60);
@@ -738,8 +792,9 @@ async fn metadata_group_snapshots_changes_membership_and_transfers_leadership() 
         .find(|&id| id != leader)
         .expect("follower");
     assert!(matches!(
-        c.group(follower).linearizable_meta().await,
-        Err(neo_raft::Error::NotLeader { leader: Some(l), .. }) if l == leader
+        linearizable_meta(&c, follower).await,
+        Err(neo_broker::Error::Raft(neo_raft::Error::NotLeader { leader: Some(l), .. }))
+            if l == leader
     ));
 
     // Membership change under load: node 4 joins as a learner, then becomes a voter,
@@ -776,7 +831,7 @@ async fn metadata_group_snapshots_changes_membership_and_transfers_leadership() 
     let leader = c.settle(&all).await;
     let m = c.group(4).metrics();
     assert!(m.voters.contains(&4), "{m:?}");
-    assert_eq!(c.group(4).local_meta().topics.len(), 120);
+    assert_eq!(c.meta(4).topics.len(), 120);
 
     // Leader transfer: hand leadership to node 4.
     c.group(leader).transfer_leader(4).await.expect("transfer");
@@ -800,7 +855,7 @@ async fn metadata_group_snapshots_changes_membership_and_transfers_leadership() 
     let leader = c.settle(&rest).await;
     assert!(!c.group(leader).metrics().voters.contains(&1));
     for id in rest {
-        assert_eq!(c.group(id).local_meta().topics.len(), 119, "node {id}");
+        assert_eq!(c.meta(id).topics.len(), 119, "node {id}");
     }
     for id in c.running_ids() {
         c.kill(id).await;
@@ -942,9 +997,10 @@ async fn two_hundred_partitions_on_three_nodes_elect_and_commit() {
                 timing: RaftTiming::PARTITION,
                 snapshot_every_entries: 1_000,
             };
-            let group = RaftGroup::open(cfg, &store, transport.clone())
-                .await
-                .expect("open group");
+            let group =
+                RaftGroup::open(cfg, &store, transport.clone(), Box::new(neo_raft::LogOnly))
+                    .await
+                    .expect("open group");
             registry.insert(group.clone());
             groups.insert((id, g), group);
         }
@@ -952,6 +1008,7 @@ async fn two_hundred_partitions_on_three_nodes_elect_and_commit() {
             node_id: id,
             registry,
             health: HealthMonitor::new(),
+            meta: MetaMachine::new().1,
         };
         servers.push(neo_cluster::serve(*addr, plane).await.expect("serve"));
     }
@@ -1028,6 +1085,12 @@ fn stamped(producer: i64, sequence: i32, records: u32) -> Bytes {
     b.build().expect("build")
 }
 
+/// Writes `batch` through the broker's idempotence gate (acks=all).
+async fn produce(p: &Partition, batch: Bytes) -> neo_broker::Result<(u64, u32)> {
+    let header = qiss::batch::check(&batch).expect("valid batch");
+    p.append(batch, &header, WriteAck::Quorum).await
+}
+
 /// Counts the stored batches of `producer` in `log`.
 fn stored_copies(log: &[u8], producer: i64) -> usize {
     let mut pos = 0;
@@ -1052,30 +1115,24 @@ async fn idempotent_batches_are_stored_once_across_failover() {
     let mut c = Cluster::start(3).await;
     let all = [1, 2, 3];
     let leader = c.leader(&all).await;
-    let g = c.group(leader);
+    let g = c.partition(leader);
     let mut acked = BTreeMap::new();
     for i in 0..20 {
         let seq = i * 3;
-        let r = g
-            .propose_records(stamped(PRODUCER, seq, 3))
-            .await
-            .expect("write");
+        let r = produce(&g, stamped(PRODUCER, seq, 3)).await.expect("write");
         acked.insert(seq, r);
     }
     // The same batches again: same answers, nothing stored.
-    let size = g.log_offsets().1;
+    let size = g.group().log_offsets().1;
     for (&seq, &r) in acked.iter().rev().take(5) {
-        assert_eq!(
-            g.propose_records(stamped(PRODUCER, seq, 3)).await.unwrap(),
-            r
-        );
+        assert_eq!(produce(&g, stamped(PRODUCER, seq, 3)).await.unwrap(), r);
     }
-    assert_eq!(g.log_offsets().1, size, "a duplicate was stored");
+    assert_eq!(g.group().log_offsets().1, size, "a duplicate was stored");
     // Concurrent copies of a new batch: one is stored, all get its offset.
     let copies: Vec<_> = (0..4)
         .map(|_| {
             let g = g.clone();
-            tokio::spawn(async move { g.propose_records(stamped(PRODUCER, 60, 2)).await })
+            tokio::spawn(async move { produce(&g, stamped(PRODUCER, 60, 2)).await })
         })
         .collect();
     let mut answers = Vec::new();
@@ -1091,24 +1148,22 @@ async fn idempotent_batches_are_stored_once_across_failover() {
     c.kill(leader).await;
     let survivors: Vec<NodeId> = all.iter().copied().filter(|&id| id != leader).collect();
     let new_leader = c.leader(&survivors).await;
-    let g2 = c.group(new_leader);
+    let g2 = c.partition(new_leader);
     // The last RECENT_BATCHES are remembered; older ones are refused, not stored.
-    let remembered = acked.len() - neo_raft::producers::RECENT_BATCHES;
+    let remembered = acked.len() - neo_broker::partition::producers::RECENT_BATCHES;
     for (&seq, &r) in acked.iter().skip(remembered) {
         let records = if seq == 60 { 2 } else { 3 };
         assert_eq!(
-            g2.propose_records(stamped(PRODUCER, seq, records))
-                .await
-                .unwrap(),
+            produce(&g2, stamped(PRODUCER, seq, records)).await.unwrap(),
             r,
             "retry of sequence {seq} on the new leader"
         );
     }
     assert!(matches!(
-        g2.propose_records(stamped(PRODUCER, 0, 3)).await,
-        Err(neo_raft::Error::DuplicateSequence { .. })
+        produce(&g2, stamped(PRODUCER, 0, 3)).await,
+        Err(neo_broker::Error::DuplicateSequence { .. })
     ));
-    let next = g2.propose_records(stamped(PRODUCER, 62, 1)).await.unwrap();
+    let next = produce(&g2, stamped(PRODUCER, 62, 1)).await.unwrap();
     assert!(next.0 > answers[0].0);
     assert_eq!(stored_copies(&c.log_bytes(new_leader), PRODUCER), 22);
     drop(g2);
@@ -1124,13 +1179,10 @@ async fn idempotent_batches_are_stored_once_across_failover() {
         let _ = c.group(current).transfer_leader(leader).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let g1 = c.group(leader);
+    let g1 = c.partition(leader);
+    assert_eq!(produce(&g1, stamped(PRODUCER, 62, 1)).await.unwrap(), next);
     assert_eq!(
-        g1.propose_records(stamped(PRODUCER, 62, 1)).await.unwrap(),
-        next
-    );
-    assert_eq!(
-        g1.propose_records(stamped(PRODUCER, 57, 3)).await.unwrap(),
+        produce(&g1, stamped(PRODUCER, 57, 3)).await.unwrap(),
         acked[&57]
     );
     let settled = c.settle(&all).await;
@@ -1154,10 +1206,8 @@ async fn idempotent_retry_after_every_node_restarts_is_stored_once() {
     let mut c = Cluster::start(3).await;
     let all = [1, 2, 3];
     let leader = c.leader(&all).await;
-    let g = c.group(leader);
-    g.propose_records(stamped(PRODUCER, 0, 2))
-        .await
-        .expect("write");
+    let g = c.partition(leader);
+    produce(&g, stamped(PRODUCER, 0, 2)).await.expect("write");
     // Cut the leader off, so the next batch is appended on it only.
     let others: Vec<NodeId> = all.iter().copied().filter(|&id| id != leader).collect();
     c.node(leader).filter.isolate(others.iter().copied());
@@ -1166,13 +1216,14 @@ async fn idempotent_retry_after_every_node_restarts_is_stored_once() {
     }
     let stranded = {
         let g = g.clone();
-        tokio::spawn(async move { g.propose_records(stamped(PRODUCER, 2, 2)).await })
+        tokio::spawn(async move { produce(&g, stamped(PRODUCER, 2, 2)).await })
     };
-    g.wait_until(DEADLINE, "appended", |m| {
-        m.last_log_index > m.committed_index
-    })
-    .await
-    .expect("appended locally");
+    g.group()
+        .wait_until(DEADLINE, "appended", |m| {
+            m.last_log_index > m.committed_index
+        })
+        .await
+        .expect("appended locally");
     drop(g);
     for id in all {
         c.kill(id).await;
@@ -1188,7 +1239,7 @@ async fn idempotent_retry_after_every_node_restarts_is_stored_once() {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let answer = loop {
         let l = c.leader(&all).await;
-        match c.group(l).propose_records(stamped(PRODUCER, 2, 2)).await {
+        match produce(&c.partition(l), stamped(PRODUCER, 2, 2)).await {
             Ok(r) => break r,
             Err(e) => {
                 assert!(tokio::time::Instant::now() < deadline, "retry failed: {e}");
@@ -1277,7 +1328,7 @@ async fn mtls_cluster_elects_replicates_and_refuses_strangers() {
     }
     let leader = c.settle(&voters).await;
     for id in voters {
-        assert_eq!(c.group(id).local_meta().topics.len(), 10, "node {id}");
+        assert_eq!(c.meta(id).topics.len(), 10, "node {id}");
     }
     let follower = voters
         .into_iter()
@@ -1352,7 +1403,7 @@ async fn mtls_cluster_elects_replicates_and_refuses_strangers() {
         .await
         .expect("status over mTLS");
     assert_eq!(voters_seen.nodes.len(), 3, "{voters_seen:?}");
-    let registered = c.group(leader).local_meta().nodes.len();
+    let registered = c.meta(leader).nodes.len();
     assert_eq!(registered, 3, "the stranger registered nothing");
 
     // Node 4 (a certificate of the cluster CA) joins over mTLS and catches up.
@@ -1377,7 +1428,7 @@ async fn mtls_cluster_elects_replicates_and_refuses_strangers() {
     assert!(matches!(r, MetaResponse::TopicCreated { .. }), "{r:?}");
     c.settle(&all).await;
     for id in all {
-        assert_eq!(c.group(id).local_meta().topics.len(), 11, "node {id}");
+        assert_eq!(c.meta(id).topics.len(), 11, "node {id}");
     }
     let mut c = c;
     for id in c.running_ids() {
@@ -1480,8 +1531,8 @@ async fn snapshot_transfer_resumes_after_a_cut() {
         m.snapshot_index.is_some(),
         "node 4 installed a snapshot: {m:?}"
     );
-    assert_eq!(c.group(4).local_meta(), c.group(leader).local_meta());
-    assert_eq!(c.group(4).local_meta().topics.len(), 60);
+    assert_eq!(c.meta(4), c.meta(leader));
+    assert_eq!(c.meta(4).topics.len(), 60);
     for id in c.running_ids() {
         c.kill(id).await;
     }
@@ -1502,6 +1553,7 @@ async fn snapshot_receiver_keeps_resumes_and_checks_transfers() {
         // No group 77 here: a transfer that passes every check ends in "unknown group".
         registry: Arc::new(Registry::new()),
         health: HealthMonitor::new(),
+        meta: MetaMachine::new().1,
     };
     let server = neo_cluster::serve("127.0.0.1:0".parse().expect("addr"), plane)
         .await

@@ -6,9 +6,9 @@
 //! after a node dies its groups elect other leaders, and when it returns it leads
 //! nothing, so one node can end up leading every partition. Every `leader_balance_ms`
 //! each node looks at the partition groups it leads and hands each one back to its
-//! preferred leader ([`neo_cluster::placement::leader_moves`]) with a Raft leader
+//! preferred leader ([`neo_broker::placement::leader_moves`]) with a Raft leader
 //! transfer, when the preferred replica
-//! - is alive by the node heartbeats ([`crate::node::Shared::is_alive`]), and
+//! - is alive by the node heartbeats (`Shared::is_alive`), and
 //! - holds every committed entry (it is in the group's `in_sync` set), and was so at the
 //!   previous pass too: a replica that just returned and is still catching up is left
 //!   alone until it has stayed caught up for a whole period, so leadership does not
@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use neo_cluster::placement::{GroupView, leader_moves};
+use neo_broker::placement::{GroupView, leader_moves};
 use neo_raft::{GroupId, Role};
 use tokio::sync::watch;
 

@@ -512,7 +512,7 @@ impl Config {
                 &l.partitions_per_topic_max,
                 u64::from(d.partitions_per_topic_max),
                 1,
-                u64::from(neo_raft::meta_sm::PARTITIONS_PER_TOPIC_MAX),
+                u64::from(neo_broker::meta::PARTITIONS_PER_TOPIC_MAX),
             )? as u32,
             connections_max: num(
                 "connections_max",

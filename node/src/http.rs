@@ -22,8 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-use crate::broker::fetch::committed_prefix;
 use crate::node::Shared;
+use neo_broker::committed_prefix;
 
 /// Largest request head (request line + headers) read.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
@@ -220,8 +220,8 @@ async fn digest(shared: &Arc<Shared>, topic: &str, p: &str) -> Reply {
         return Reply::json(400, json!({"error": "partition is not a number"}));
     };
     let group = match shared.partition(topic, partition) {
-        Ok(r) => r.group,
-        Err(_) => return Reply::json(404, json!({"error": "unknown topic or partition"})),
+        Some(r) => r.group,
+        None => return Reply::json(404, json!({"error": "unknown topic or partition"})),
     };
     let Some(group) = group else {
         return Reply::json(

@@ -1,70 +1,48 @@
-//! `neo-node`: the Neo broker. One process runs one node: three listeners, the
-//! metadata Raft group, one Raft group per partition replica, the broker service.
+//! `neo-node`: the Neo broker process. One process runs one node: three listeners, the
+//! control plane, and the node's [`neo_broker::Broker`] (the metadata replica and the
+//! partition replicas it hosts), wired together. Broker logic is not here: every Neo RPC
+//! request is handed, with its security context, to a `Broker` operation.
 //!
 //! # Layout
 //!
 //! | module | role |
 //! |---|---|
 //! | [`config`] | flags > environment (`NEO_*`) > TOML file (`--config`) > defaults; validation with errors that name the setting. No settings = the embedded single-node default |
-//! | `node` | [`Node`]: wiring and shutdown; `Shared`, the state every handler sees |
-//! | `reconcile` | keeps the partition groups hosted here in step with the applied metadata: open + bootstrap, stop + delete |
+//! | `node` | [`Node`]: wiring and shutdown; `Shared` (the broker and the node's own wiring) that the service, duties and HTTP see; the broker's `Cluster` view (heartbeats, peer addresses) |
+//! | `broker/` | the `neo.broker` Neo RPC service: each method builds the request's `SecurityContext`, calls the `Broker` operation and records metrics; groups and queues answer `UnknownMethod` (`unsupported.rs`) |
 //! | `balance` | every `leader_balance_ms`: each partition this node leads goes back to its preferred replica (the first of its replica set) once that replica is alive and has stayed in sync for a whole period |
 //! | `retention` | every `retention_check_ms`: applies each hosted partition's topic retention (age, size) to the local replica's log |
-//! | `broker/` | the `neo.broker` Neo RPC service, one file per method (`produce`, `fetch`, `metadata`, `create_topic`, `delete_topic`, `list_topics`, `describe_topic`; groups and queues answer `UnknownMethod`) |
 //! | `http` | the admin listener: `/health`, `/ready`, `/metrics`, `/v1/cluster`, `/v1/partitions/{topic}/{p}/digest`; [`healthcheck`] |
 //! | `metrics` | counters, histograms and the Prometheus text rendering |
 //! | `error` | the crate's [`Error`] (start-up failures) |
 //! | `bin/neo-node` | parses the config (exit 2 when invalid), sets up logging, runs until SIGINT/SIGTERM; `neo-node healthcheck` |
 //!
 //! ```text
-//!            :7070 Neo RPC ─► broker/* ─┐          :7072 HTTP ─► http
-//!                                      ▼
-//!   metadata RaftGroup (group 0) ◄── Shared ──► partition RaftGroups (Registry)
-//!            ▲   │ applied MetaState watch              ▲
-//!            │   └──────────► reconcile ─ open/bootstrap/stop ┘
-//!   :7071 gRPC (neo-cluster: Raft RPCs by group id, membership join, health)
+//!   :7070 Neo RPC ─► broker/ service ─► neo_broker::Broker ◄── reconcile (broker's)
+//!                                         │  metadata RaftGroup + MetaMachine
+//!                                         │  partition RaftGroups + PartitionMachines
+//!   :7071 gRPC (neo-cluster: Raft RPCs by group id, membership, health) ◄─┘ Registry
+//!   :7072 HTTP ─► http                 balance, retention ─► partition RaftGroups
 //! ```
 //!
-//! # Request flow: produce
+//! # Request flow
 //!
 //! ```text
-//! client ─ produce{topic, partition, acks, batch} ─► broker::produce
-//!   ├─ local MetaState: topic/partition → group id + replicas (UnknownTopic/UnknownPartition)
-//!   ├─ not a replica here ─► NotLeader{preferred replica's client addr}
-//!   ├─ size ≤ batch_bytes_max, qiss validate (CRC, records), not a control batch
-//!   │     (else InvalidRecordBatch; nothing stored)
-//!   ├─ stamped by an idempotent producer and already held (or in flight) ─► the first
-//!   │     copy's offset, nothing stored (see neo-raft's `producers`)
-//!   ├─ acks=all|leader ─► RaftGroup::propose_records ─► openraft client_write
-//!   │     ─► leader appends (the batch itself is the log entry) + replicates over gRPC
-//!   │     ─► quorum fdatasync'd ─► commit ─► apply assigns base offset ─► reply
-//!   │     (not leader ─► NotLeader{leader's advertised client addr}; timeout ─► NotEnoughReplicas)
-//!   └─ acks=none ─► propose_records_ff, reply at once (base_offset = u64::MAX)
+//! client ─ frame ─► NeoServer ─► broker::<method> (metrics, SecurityContext from the
+//!   connection's principal and peer) ─► Broker::<operation> ─► answer or typed RpcError
 //! ```
-//!
-//! # Request flow: fetch
-//!
-//! ```text
-//! client ─ fetch{topic, partition, offset, bytes_max, wait_ms_max} ─► broker::fetch
-//!   ├─ lookup as above; not the leader ─► NotLeader{leader's client addr}
-//!   ├─ hw = applied next_offset; offset outside [log start, log end] ─► OffsetOutOfRange
-//!   ├─ offset ≥ hw: wait on the applied watch (≤ wait_ms_max, ends on shutdown)
-//!   └─ read_log(offset, bytes_max) cut before the first batch with base ≥ hw
-//!        ─► the stored bytes, unchanged (control batches included; consumers skip them)
-//! ```
+//! The operations themselves (lookups, checks, Raft, offsets) are described in
+//! `neo-broker`'s crate map and docs/broker.md.
 //!
 //! # Invariants
 //!
-//! - A fetch never returns a batch at or above the high watermark: only committed
-//!   (applied) data is visible, and a batch is returned whole or not at all.
+//! - Every broker method goes through the `Broker` with the request's security context.
 //! - `acks=all` is answered only after the batch is committed on a quorum (fdatasync
 //!   under the default `--fsync always`) and applied; the answer carries its offset.
-//! - Bad input (unknown topic or partition, oversized or corrupt batch, control batch,
-//!   bad offset) gets a typed error with a stable code; nothing stored changes.
 //! - A `NotLeader` hint is always a client (Neo RPC) address, never a cluster address.
-//! - Partition groups are deleted only after the metadata state that listed them has
-//!   been seen to drop them (a committed `DeleteTopic`), never on a stale view.
 //! - Wire ids: methods are registered in `BROKER_METHODS` order (checked at start).
+//! - Shutdown: every wait on a background task is bounded (`TASK_STOP_TIMEOUT_MS`), as
+//!   is the drain of in-flight client requests (`shutdown_drain_timeout`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -75,7 +53,6 @@ mod error;
 mod http;
 mod metrics;
 mod node;
-mod reconcile;
 mod retention;
 
 pub use config::{Bootstrap, Config, ConfigError, Limits, LogFormat, RunArgs};

@@ -92,7 +92,10 @@ pub(crate) struct Gauges {
 impl Metrics {
     /// Notes a request from `peer` (for the active-connections gauge).
     pub(crate) fn saw_peer(&self, peer: SocketAddr) {
-        let mut peers = self.peers.lock().expect("peers lock");
+        let mut peers = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if peers.len() >= CONNECTIONS_TRACKED_MAX && !peers.contains_key(&peer) {
             peers.retain(|_, t| t.elapsed() < CONNECTION_ACTIVE_WINDOW);
             if peers.len() >= CONNECTIONS_TRACKED_MAX {
@@ -103,7 +106,10 @@ impl Metrics {
     }
 
     fn active_connections(&self) -> usize {
-        let mut peers = self.peers.lock().expect("peers lock");
+        let mut peers = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         peers.retain(|_, t| t.elapsed() < CONNECTION_ACTIVE_WINDOW);
         peers.len()
     }

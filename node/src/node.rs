@@ -7,13 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use neo_broker::meta::{MetaState, PartitionInfo};
+use neo_broker::{Broker, BrokerConfig, BrokerLimits};
 use neo_cluster::{ControlPlane, GrpcTransport, HealthMonitor, NetFilter};
 use neo_protocol::{NeoConfig, NeoServer};
-use neo_raft::meta_sm::{MetaState, PartitionInfo};
-use neo_raft::{
-    GroupConfig, GroupKind, METADATA_GROUP, NodeId, NodeStore, RaftGroup, RaftTiming, Registry,
-    Role,
-};
+use neo_raft::{NodeId, NodeStore, RaftGroup, Registry, Role};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -22,12 +20,13 @@ use crate::config::{Bootstrap, Config, Limits};
 use crate::error::{Error, Result};
 use crate::metrics::{Gauges, Metrics};
 
-/// Metadata group snapshots (and purges its log) every this many entries.
-const METADATA_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
 /// First and longest pause between attempts to register with the metadata leader.
 const REGISTER_BACKOFF_MS: (u64, u64) = (100, 2_000);
+/// How long shutdown waits for each background task to stop.
+const TASK_STOP_TIMEOUT_MS: u64 = 5_000;
 
-/// What every handler, the reconciler and the HTTP admin share.
+/// What the Neo RPC service, the background tasks and the HTTP admin share: the
+/// [`Broker`] (every broker operation goes through it) and the node's own wiring.
 pub(crate) struct Shared {
     pub(crate) node_id: NodeId,
     pub(crate) limits: Limits,
@@ -35,83 +34,81 @@ pub(crate) struct Shared {
     pub(crate) advertise_client: String,
     /// The cluster address other nodes use for this node.
     pub(crate) advertise_cluster: String,
-    pub(crate) store: NodeStore,
-    pub(crate) transport: GrpcTransport,
+    pub(crate) broker: Arc<Broker>,
+    /// Every Raft group hosted here (the broker opens and closes them).
     pub(crate) registry: Arc<Registry>,
-    /// This node's replica of the metadata group.
+    /// This node's replica of the metadata group (the broker's).
     pub(crate) meta: Arc<RaftGroup>,
-    pub(crate) health: HealthMonitor,
     /// Mutual TLS of the control plane, if configured (membership calls use it).
     pub(crate) cluster_tls: Option<neo_cluster::ClusterTls>,
     pub(crate) metrics: Metrics,
-    /// Turns `true` once: the node is shutting down (long polls return at once).
-    pub(crate) shutdown: watch::Receiver<bool>,
     /// Turns `true` once the metadata leader has this node's addresses.
     pub(crate) registered: watch::Receiver<bool>,
 }
 
-/// A partition as the broker resolves it from the local metadata state.
+/// A partition as the HTTP admin resolves it from the local metadata state.
 pub(crate) struct PartitionRef {
-    pub(crate) info: PartitionInfo,
-    /// This node's replica, if it hosts one (and the reconciler has opened it).
+    /// This node's replica, if it hosts one (and it is open).
     pub(crate) group: Option<Arc<RaftGroup>>,
 }
 
-/// Why a topic/partition lookup failed.
-pub(crate) enum Lookup {
-    UnknownTopic,
-    UnknownPartition { count: usize },
+/// The broker's view of the cluster, from the node's heartbeats and transport.
+struct NodeCluster {
+    health: HealthMonitor,
+    transport: GrpcTransport,
+}
+
+impl neo_broker::Cluster for NodeCluster {
+    fn is_alive(&self, node: NodeId) -> bool {
+        self.health.is_healthy(node)
+    }
+
+    fn peer_address(&self, node: NodeId, addr: &str) -> std::result::Result<(), String> {
+        self.transport
+            .set_peer(node, addr)
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl Shared {
     /// The metadata state as this node has applied it.
     pub(crate) fn state(&self) -> Arc<MetaState> {
-        self.meta.local_meta()
+        self.broker.state()
     }
 
     /// The advertised client address of `node`, if it registered one.
     pub(crate) fn client_addr_of(&self, node: NodeId) -> Option<String> {
-        if node == self.node_id {
-            return Some(self.advertise_client.clone());
-        }
-        self.state()
-            .nodes
-            .get(&node)
-            .map(|n| n.client_addr.clone())
-            .filter(|a| !a.is_empty())
+        self.broker.client_addr_of(node)
     }
 
     /// The current metadata leader (controller), if known.
     pub(crate) fn controller(&self) -> Option<NodeId> {
-        self.meta.metrics().serving_leader()
+        self.broker.controller()
     }
 
-    pub(crate) fn partition(&self, topic: &str, partition: u32) -> Result<PartitionRef, Lookup> {
+    pub(crate) fn partition(&self, topic: &str, partition: u32) -> Option<PartitionRef> {
         let state = self.state();
-        let t = state.topics.get(topic).ok_or(Lookup::UnknownTopic)?;
-        let info = t
+        let info: &PartitionInfo = state
+            .topics
+            .get(topic)?
             .partitions
-            .get(partition as usize)
-            .ok_or(Lookup::UnknownPartition {
-                count: t.partitions.len(),
-            })?
-            .clone();
-        let group = self.registry.get(info.group);
-        Ok(PartitionRef { info, group })
+            .get(partition as usize)?;
+        Some(PartitionRef {
+            group: self.broker.partition(info.group).map(|p| p.group().clone()),
+        })
     }
 
     /// Whether `peer` counts as alive (itself always does).
     pub(crate) fn is_alive(&self, node: NodeId) -> bool {
-        node == self.node_id || self.health.is_healthy(node)
+        self.broker.is_alive(node)
     }
 
-    /// Ids of the partition groups hosted here.
+    /// The partition groups hosted here.
     pub(crate) fn partition_groups(&self) -> Vec<Arc<RaftGroup>> {
-        self.registry
-            .ids()
+        self.broker
+            .partitions()
             .into_iter()
-            .filter(|g| *g != METADATA_GROUP)
-            .filter_map(|g| self.registry.get(g))
+            .map(|p| p.group().clone())
             .collect()
     }
 
@@ -131,17 +128,16 @@ impl Shared {
             nodes_alive: state.nodes.keys().filter(|n| self.is_alive(**n)).count() as u64,
         }
     }
+}
 
-    /// Opens (or reopens) this node's replica of a partition group.
-    pub(crate) async fn open_partition(&self, group: u64) -> Result<Arc<RaftGroup>> {
-        let cfg = GroupConfig {
-            group,
-            node_id: self.node_id,
-            kind: GroupKind::Partition,
-            timing: RaftTiming::PARTITION,
-            snapshot_every_entries: METADATA_SNAPSHOT_EVERY_ENTRIES,
-        };
-        Ok(RaftGroup::open(cfg, &self.store, Arc::new(self.transport.clone())).await?)
+/// The broker's limits from the node's.
+fn broker_limits(l: &Limits) -> BrokerLimits {
+    BrokerLimits {
+        batch_bytes_max: l.batch_bytes_max,
+        partitions_per_topic_max: l.partitions_per_topic_max,
+        fetch_wait_ms_max: l.fetch_wait_ms_max,
+        fetch_bytes_max: l.fetch_bytes_max,
+        produce_timeout_ms_max: l.produce_timeout_ms_max,
     }
 }
 
@@ -180,11 +176,14 @@ impl Node {
         };
         let transport = GrpcTransport::with_tls(NetFilter::new(), cluster_tls.clone());
 
-        // Control plane first: its bound address is the default advertised one.
+        // Control plane first: its bound address is the default advertised one. Its
+        // status answers read the metadata state the broker's machine will apply.
+        let (meta_machine, meta_view) = neo_broker::meta::MetaMachine::new();
         let plane = ControlPlane {
             node_id: cfg.node_id,
             registry: registry.clone(),
             health: health.clone(),
+            meta: meta_view.clone(),
         };
         let cluster =
             neo_cluster::serve_with_tls(cfg.cluster_listen, plane, cluster_tls.as_ref()).await?;
@@ -223,21 +222,27 @@ impl Node {
 
         // Every node hosts a metadata replica: the static peers as voters, a joining
         // node as a learner first (the leader promotes it up to 5 voters).
-        let meta = RaftGroup::open(
-            GroupConfig {
-                group: METADATA_GROUP,
+        let cluster_view = Arc::new(NodeCluster {
+            health: health.clone(),
+            transport: transport.clone(),
+        });
+        let broker = Broker::open(
+            BrokerConfig {
                 node_id: cfg.node_id,
-                kind: GroupKind::Metadata,
-                timing: RaftTiming::METADATA,
-                snapshot_every_entries: METADATA_SNAPSHOT_EVERY_ENTRIES,
+                advertise_client: advertise_client.clone(),
+                limits: broker_limits(&cfg.limits),
             },
-            &store,
+            store,
             Arc::new(transport.clone()),
+            registry.clone(),
+            cluster_view,
+            stop_rx.clone(),
+            meta_machine,
+            meta_view,
         )
         .await?;
-        registry.insert(meta.clone());
         if !peers.is_empty() {
-            meta.bootstrap(&peers).await?;
+            broker.bootstrap_metadata(&peers).await?;
         }
 
         let (registered_tx, registered) = watch::channel(false);
@@ -246,14 +251,11 @@ impl Node {
             limits: cfg.limits.clone(),
             advertise_client,
             advertise_cluster,
-            store,
-            transport: transport.clone(),
+            meta: broker.meta_group().clone(),
+            broker: broker.clone(),
             registry,
-            meta,
-            health: health.clone(),
             cluster_tls,
             metrics: Metrics::default(),
-            shutdown: stop_rx.clone(),
             registered,
         });
 
@@ -270,10 +272,8 @@ impl Node {
             registered_tx,
             stop_rx.clone(),
         )));
-        tasks.push(tokio::spawn(crate::reconcile::run(
-            shared.clone(),
-            stop_rx.clone(),
-        )));
+        let (b, until) = (broker.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move { b.reconcile(until).await }));
         tasks.push(tokio::spawn(crate::retention::run(
             shared.clone(),
             stop_rx.clone(),
@@ -350,25 +350,18 @@ impl Node {
             rpc.shutdown().await;
         }
         for t in self.tasks.drain(..) {
-            if tokio::time::timeout(Duration::from_secs(5), t)
+            if tokio::time::timeout(Duration::from_millis(TASK_STOP_TIMEOUT_MS), t)
                 .await
                 .is_err()
             {
-                tracing::warn!("a background task did not stop within 5 s");
+                tracing::warn!("a background task did not stop within {TASK_STOP_TIMEOUT_MS} ms");
             }
         }
-        for g in self.shared.partition_groups() {
-            if let Err(e) = g.shutdown().await {
-                tracing::warn!(group = g.id(), "shutdown: {e}");
-            }
-        }
-        if let Err(e) = self.shared.meta.shutdown().await {
-            tracing::warn!("shutdown of the metadata group: {e}");
-        }
+        self.shared.broker.shutdown().await;
         if let Some(cluster) = self.cluster.take() {
             cluster.shutdown().await;
         }
-        if let Err(e) = self.shared.store.flush() {
+        if let Err(e) = self.shared.broker.store().flush() {
             tracing::warn!("flush of the metadata store: {e}");
         }
         tracing::info!(node_id = self.shared.node_id, "neo-node stopped");

@@ -111,15 +111,21 @@ async fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
             timing: RaftTiming::PARTITION,
             snapshot_every_entries: 10_000,
         };
-        let group = RaftGroup::open(cfg, &store, Arc::new(transport))
-            .await
-            .expect("group");
+        let group = RaftGroup::open(
+            cfg,
+            &store,
+            Arc::new(transport),
+            Box::new(neo_raft::LogOnly),
+        )
+        .await
+        .expect("group");
         let registry = Arc::new(Registry::new());
         registry.insert(group.clone());
         let plane = neo_cluster::ControlPlane {
             node_id: id,
             registry,
             health: neo_cluster::HealthMonitor::new(),
+            meta: neo_broker::meta::MetaMachine::new().1,
         };
         let server = neo_cluster::serve(*addr, plane).await.expect("serve");
         nodes.push(Node {

@@ -66,22 +66,6 @@ pub enum Error {
     /// producer, since the log store decodes them as Raft entries.
     #[error("record batch has the control attribute set; producers may not write control batches")]
     ControlBatch,
-    /// An idempotent producer's batch was stored before, but is older than the last
-    /// batches whose offsets the partition remembers (see `producers`): it is not stored
-    /// again.
-    #[error(
-        "group {group}: producer {producer_id} batch at sequence {sequence} was stored \
-         before; its offset is older than the last {} batches the partition remembers",
-        crate::producers::RECENT_BATCHES
-    )]
-    DuplicateSequence {
-        /// The group.
-        group: GroupId,
-        /// The producer.
-        producer_id: u64,
-        /// The batch's first sequence.
-        sequence: i32,
-    },
     /// Encoding or decoding a value with the Qiss codec failed.
     #[error("qiss codec failed on {what}: {source}")]
     Codec {

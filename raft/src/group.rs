@@ -3,8 +3,7 @@
 //! names an openraft type.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,10 +16,9 @@ use tokio::sync::watch;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::log_store::{LogStore, NodeStore, OffsetAnchor, RECORD_BATCH_BYTES_MAX};
-use crate::meta_sm::{MetaCommand, MetaResponse, MetaState};
+use crate::machine::StateMachine;
 use crate::network::{NetworkFactory, Router, RpcKind, SnapshotHead, Transport, WireResult};
-use crate::producers::{ProducedBatch, Seen};
-use crate::state_machine::{AppliedState, GroupKind, GroupStateMachine, SharedProducers};
+use crate::state_machine::{AppliedState, GroupKind, GroupStateMachine};
 use crate::types::{
     Applied, GroupId, LocalAck, LocalAckResult, NeoRaft, NodeId, Proposal, RecordBatch, Snapshot,
 };
@@ -145,42 +143,19 @@ pub struct RaftGroup {
     /// A handle on the log for reads (fetch, tests); openraft owns the writing one.
     log: LogStore,
     applied: watch::Receiver<AppliedState>,
-    meta: watch::Receiver<Arc<MetaState>>,
-    /// The applied producer table (written by the state machine).
-    producers: SharedProducers,
-    /// Stamped batches proposed by this replica and not yet finished.
-    inflight: Arc<Mutex<HashMap<InflightKey, watch::Receiver<bool>>>>,
-    /// The term in which this replica, as leader, last caught its state machine up to
-    /// everything committed before its term (`u64::MAX`: never).
-    dedup_term: AtomicU64,
     /// A leader that no quorum answered for this long has lost its quorum: the minimum
     /// election timeout, after which the followers start electing another leader.
     quorum_loss_after: Duration,
 }
 
-/// Bound on a new leader's wait until its whole log is applied before its first
-/// deduplicated write (the produce timeout usually ends the wait first).
-const DEDUP_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// (producer id, epoch, base sequence) of a stamped batch.
-type InflightKey = (u64, i16, i32);
-
-/// Removes a finished in-flight batch and wakes the retries waiting on it.
-struct InflightGuard {
-    map: Arc<Mutex<HashMap<InflightKey, watch::Receiver<bool>>>>,
-    key: InflightKey,
-    done: watch::Sender<bool>,
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        lock(&self.map).remove(&self.key);
-        self.done.send_replace(true);
+fn role_of(state: ServerState) -> Role {
+    match state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Shutdown,
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// See [`RaftGroup::quorum_lost`].
@@ -247,10 +222,14 @@ impl RaftGroup {
     /// Opens (or reopens, from its directory) a replica and starts its Raft. It serves
     /// RPCs once registered in a [`Registry`]; a brand-new group also needs
     /// [`RaftGroup::bootstrap`] on one node (or joins as a learner).
+    ///
+    /// `machine` is the group's application state (see [`StateMachine`]); it is fed
+    /// every committed entry from the group's snapshot on.
     pub async fn open(
         cfg: GroupConfig,
         store: &NodeStore,
         transport: Arc<dyn Transport>,
+        machine: Box<dyn StateMachine>,
     ) -> Result<Arc<Self>> {
         let dir = store.group_dir(cfg.group);
         std::fs::create_dir_all(&dir).map_err(|e| Error::Storage {
@@ -287,16 +266,14 @@ impl RaftGroup {
             reason: e.to_string(),
         })?;
         let anchor = OffsetAnchor::default();
-        let sm = GroupStateMachine::open(cfg.kind, Some(&dir), anchor.clone()).map_err(|e| {
-            Error::Storage {
+        let sm = GroupStateMachine::open(cfg.kind, Some(&dir), anchor.clone(), machine).map_err(
+            |e| Error::Storage {
                 subject: "snapshot",
                 verb: "open",
                 reason: e.to_string(),
-            }
-        })?;
+            },
+        )?;
         let applied = sm.applied_rx();
-        let meta = sm.meta_rx();
-        let producers = sm.producers();
         let log = LogStore::open(
             &dir.join("log"),
             cfg.group,
@@ -319,10 +296,6 @@ impl RaftGroup {
             raft,
             log: log_handle,
             applied,
-            meta,
-            producers,
-            inflight: Arc::default(),
-            dedup_term: AtomicU64::new(u64::MAX),
             quorum_loss_after: Duration::from_millis(cfg.timing.election_min_ms),
         }))
     }
@@ -361,121 +334,60 @@ impl RaftGroup {
     /// Proposes a record batch to a partition group; returns once a quorum has it on
     /// disk and it is applied, with the offset of its first record and its record count.
     ///
-    /// A batch stamped by an idempotent producer (`producer_id >= 0` in its header) that
-    /// this partition already holds, or that is in flight on this leader, is not stored
-    /// again: the answer is the first copy's offset and count. The check is exact on a
-    /// leader: once per term it waits until its state machine has applied everything
-    /// committed before the term (ReadIndex) and everything in its log at that moment (a
-    /// leader restored after a crash keeps its term and may hold an uncommitted tail), so
-    /// the producer table covers every earlier batch, and the later batches of its term
-    /// are in flight here or applied.
+    /// Every batch proposed is stored: deduplication of idempotent producers' retries is
+    /// the broker's (it consults its producer table before it proposes).
     pub async fn propose_records(&self, batch: Bytes) -> Result<(u64, u32)> {
         self.propose(batch, false).await
     }
 
-    /// `acks=leader`: like [`RaftGroup::propose_records`] (the same checks, the same
-    /// idempotent-producer rules, and the batch goes on to commit as usual), but answers
-    /// as soon as this leader's own log holds the batch durably (after its
-    /// `fdatasync`, or once written with `--fsync interval`), before any follower has
-    /// it. A batch acknowledged this way is lost if this leader fails before a quorum
-    /// stores it (its entry is then truncated by the next leader): the trade `acks=leader`
-    /// makes for latency. A leader that steps down before appending the batch answers
-    /// `NotLeader`.
+    /// `acks=leader`: like [`RaftGroup::propose_records`] (the same checks, and the
+    /// batch goes on to commit as usual), but answers as soon as this leader's own log
+    /// holds the batch durably (after its `fdatasync`, or once written with `--fsync
+    /// interval`), before any follower has it. A batch acknowledged this way is lost if
+    /// this leader fails before a quorum stores it (its entry is then truncated by the
+    /// next leader): the trade `acks=leader` makes for latency. A leader that steps down
+    /// before appending the batch answers `NotLeader`.
     pub async fn propose_records_leader_ack(&self, batch: Bytes) -> Result<(u64, u32)> {
         self.propose(batch, true).await
     }
 
     async fn propose(&self, batch: Bytes, leader_ack: bool) -> Result<(u64, u32)> {
-        let header = Self::check_record_batch(&batch)?;
+        // The wait for the commit or the local flush ends if this leader loses its
+        // quorum meanwhile.
+        if !leader_ack {
+            return self
+                .bounded_by_quorum(self.propose_batch(RecordBatch::new(batch)))
+                .await;
+        }
+        Self::check_record_batch(&batch)?;
         self.check_quorum()?;
-        // Every wait below (the once-per-term ReadIndex, a retry waiting for its first
-        // copy in flight, the commit or the local flush) ends if this leader loses its
-        // quorum meanwhile; a write already handed to Raft goes on in its own task.
-        self.await_write(self.propose_checked(batch, header, leader_ack))
-            .await
-    }
-
-    async fn propose_checked(
-        &self,
-        batch: Bytes,
-        header: qiss::batch::BatchHeader,
-        leader_ack: bool,
-    ) -> Result<(u64, u32)> {
-        let (ack, local) = if leader_ack {
-            let (ack, rx) = LocalAck::channel();
-            (ack, Some(rx))
-        } else {
-            (LocalAck::default(), None)
-        };
-        let batch = RecordBatch(batch, ack);
-        if header.producer_id < 0 {
-            let Some(local) = local else {
-                return write_records(&self.raft, self.group, batch).await;
-            };
-            self.leader_or_not_leader()?;
+        self.bounded_by_quorum(async {
+            let (ack, local) = LocalAck::channel();
+            self.ensure_leader()?;
+            // The entry goes on to commit inside Raft; this caller answers at the
+            // local flush.
             self.raft
-                .client_write_ff(Proposal::Records(batch), None)
+                .client_write_ff(Proposal::Records(RecordBatch(batch, ack)), None)
                 .await
                 .map_err(|e| fatal(self.group, e))?;
-            return self.local_ack(local).await;
-        }
-        let key: InflightKey = (
-            header.producer_id as u64,
-            header.producer_epoch,
-            header.base_sequence,
-        );
-        self.catch_up_for_dedup().await?;
-        let guard = loop {
-            let mut wait = {
-                let mut inflight = lock(&self.inflight);
-                match lock(&self.producers).check(key.0, key.1, key.2) {
-                    Seen::Applied(b) => return Ok((b.base_offset, b.record_count)),
-                    Seen::Stale => {
-                        return Err(Error::DuplicateSequence {
-                            group: self.group,
-                            producer_id: key.0,
-                            sequence: key.2,
-                        });
-                    }
-                    Seen::New => {}
-                }
-                match inflight.get(&key) {
-                    Some(rx) => rx.clone(),
-                    None => {
-                        let (done, rx) = watch::channel(false);
-                        inflight.insert(key, rx);
-                        break InflightGuard {
-                            map: Arc::clone(&self.inflight),
-                            key,
-                            done,
-                        };
-                    }
-                }
-            };
-            // The same batch is in flight: wait for its outcome, then look again (it is
-            // applied, or it failed and this copy is proposed).
-            let _ = wait.wait_for(|done| *done).await;
-        };
-        // The write runs in its own task, so that a caller that stops waiting (a
-        // produce timeout) does not end the in-flight entry while the batch may still
-        // commit: a retry meanwhile waits for it instead of storing a second copy.
-        let raft = self.raft.clone();
-        let group = self.group;
-        let write = tokio::spawn(async move {
-            let r = write_records(&raft, group, batch).await;
-            drop(guard);
-            r
-        });
-        match local {
-            // The write (and the in-flight entry a retry would wait on) goes on to
-            // commit in its task; this caller answers at the local flush.
-            Some(local) => self.local_ack(local).await,
-            None => write.await.map_err(|e| fatal(self.group, e))?,
-        }
+            self.local_ack(local).await
+        })
+        .await
+    }
+
+    /// Proposes a record batch and waits until it is committed and applied (not
+    /// bounded by [`RaftGroup::bounded_by_quorum`]: a caller that must not cut a write
+    /// short, e.g. one whose in-flight entry retries wait on, runs this in its own task).
+    /// A [`LocalAck`] in the batch fires once this leader's own log holds it durably
+    /// (wait on it with [`RaftGroup::local_ack`]).
+    pub async fn propose_batch(&self, batch: RecordBatch) -> Result<(u64, u32)> {
+        Self::check_record_batch(&batch.0)?;
+        self.check_quorum()?;
+        write_records(&self.raft, self.group, batch).await
     }
 
     /// `Ok` if this replica leads, else `NotLeader` with the leader it knows of.
-    fn leader_or_not_leader(&self) -> Result<()> {
+    pub fn ensure_leader(&self) -> Result<()> {
         let rx = self.raft.metrics();
         let m = rx.borrow_watched();
         if m.state == ServerState::Leader {
@@ -488,8 +400,17 @@ impl RaftGroup {
         }
     }
 
-    /// Waits for the log store to report the proposed batch durable in the local log.
-    async fn local_ack(
+    /// This replica's role, current term and the leader it knows of, read without
+    /// copying the whole metrics (the produce path asks on every batch).
+    pub fn leadership(&self) -> (Role, u64, Option<NodeId>) {
+        let rx = self.raft.metrics();
+        let m = rx.borrow_watched();
+        (role_of(m.state), m.current_term, m.current_leader)
+    }
+
+    /// Waits for the log store to report a proposed batch durable in the local log (the
+    /// receiver of the [`LocalAck`] the batch carries).
+    pub async fn local_ack(
         &self,
         local: tokio::sync::oneshot::Receiver<LocalAckResult>,
     ) -> Result<(u64, u32)> {
@@ -503,67 +424,11 @@ impl RaftGroup {
                 reason,
             }),
             // Dropped without being appended: leadership ended before the append.
-            Err(_) => Err(self
-                .leader_or_not_leader()
-                .err()
-                .unwrap_or(Error::NotLeader {
-                    group: self.group,
-                    leader: None,
-                })),
-        }
-    }
-
-    /// Leader only: once per term, waits until everything committed before the term is
-    /// applied, and everything in its log at that point (so the producer table knows
-    /// every earlier batch, including a restored leader's uncommitted tail).
-    async fn catch_up_for_dedup(&self) -> Result<()> {
-        // Every stamped produce passes here: read the three fields it needs without
-        // cloning the whole metrics (membership maps included).
-        let (state, term, leader) = {
-            let rx = self.raft.metrics();
-            let m = rx.borrow_watched();
-            (m.state, m.current_term, m.current_leader)
-        };
-        if state != ServerState::Leader {
-            return Err(Error::NotLeader {
+            Err(_) => Err(self.ensure_leader().err().unwrap_or(Error::NotLeader {
                 group: self.group,
-                leader,
-            });
+                leader: None,
+            })),
         }
-        if self.dedup_term.load(Ordering::Acquire) == term {
-            return Ok(());
-        }
-        self.ensure_linearizable().await?;
-        // ReadIndex covers what was committed before the term's blank entry. A leader
-        // restored after a restart keeps its term and writes no blank entry, and its log
-        // may end in entries it appended before the crash, uncommitted then: wait until
-        // everything in the log now is applied, so the producer table knows those too.
-        // (Later entries of the term are this leader's own, tracked in flight.)
-        let last = self.metrics().last_log_index;
-        self.wait_until(DEDUP_CATCH_UP_TIMEOUT, "dedup catch-up", |m| {
-            m.role != Role::Leader || m.applied_index >= last
-        })
-        .await?;
-        let m2 = self.metrics();
-        if m2.role != Role::Leader || m2.term != term {
-            return Err(Error::NotLeader {
-                group: self.group,
-                leader: m2.leader,
-            });
-        }
-        self.dedup_term.store(term, Ordering::Release);
-        Ok(())
-    }
-
-    /// The applied batch of an idempotent producer, if this replica's producer table
-    /// remembers it (tests and diagnostics).
-    pub fn produced_batch(
-        &self,
-        producer_id: u64,
-        epoch: i16,
-        base_sequence: i32,
-    ) -> Option<ProducedBatch> {
-        lock(&self.producers).lookup(producer_id, epoch, base_sequence)
     }
 
     /// What a partition group accepts as a proposal: a valid batch within
@@ -589,30 +454,28 @@ impl RaftGroup {
     pub async fn propose_records_ff(&self, batch: Bytes) -> Result<()> {
         Self::check_record_batch(&batch)?;
         self.check_quorum()?;
-        self.leader_or_not_leader()?;
+        self.ensure_leader()?;
         self.raft
             .client_write_ff(Proposal::Records(RecordBatch::new(batch)), None)
             .await
             .map_err(|e| fatal(self.group, e))
     }
 
-    /// Proposes a metadata command; returns its committed outcome.
-    pub async fn propose_meta(&self, cmd: MetaCommand) -> Result<MetaResponse> {
+    /// Proposes a command for the group's [`StateMachine`] (encoded by the caller);
+    /// returns the machine's encoded answer once the command is committed and applied.
+    pub async fn propose_command(&self, command: Bytes) -> Result<Bytes> {
         self.check_quorum()?;
         let resp = self
-            .await_write(async {
+            .bounded_by_quorum(async {
                 self.raft
-                    .client_write(Proposal::Meta(cmd))
+                    .client_write(Proposal::Command(command))
                     .await
                     .map_err(|e| write_error(self.group, e))
             })
             .await?;
         match resp.data {
-            Applied::Meta(r) => Ok(r),
-            other => Err(fatal(
-                self.group,
-                format!("metadata command applied as {other:?}: not the metadata group"),
-            )),
+            Applied::Command(answer) => Ok(answer),
+            other => Err(fatal(self.group, format!("command applied as {other:?}"))),
         }
     }
 
@@ -637,17 +500,6 @@ impl RaftGroup {
         }
     }
 
-    /// A linearizable read of the metadata state (leader only).
-    pub async fn linearizable_meta(&self) -> Result<Arc<MetaState>> {
-        self.ensure_linearizable().await?;
-        Ok(self.meta.borrow().clone())
-    }
-
-    /// The metadata state as this replica has applied it (possibly stale).
-    pub fn local_meta(&self) -> Arc<MetaState> {
-        self.meta.borrow().clone()
-    }
-
     /// What this replica has applied: last applied index and the partition's high
     /// watermark (`next_offset`).
     pub fn applied(&self) -> AppliedState {
@@ -658,12 +510,6 @@ impl RaftGroup {
     /// (long polling waits on it for the high watermark to move).
     pub fn applied_watch(&self) -> watch::Receiver<AppliedState> {
         self.applied.clone()
-    }
-
-    /// A receiver of the metadata state as this replica applies it (stays empty for a
-    /// partition group): what the node watches to open and close partition groups.
-    pub fn meta_watch(&self) -> watch::Receiver<Arc<MetaState>> {
-        self.meta.clone()
     }
 
     /// Bytes the replica's segment log holds on disk (every segment, committed or not).
@@ -687,13 +533,7 @@ impl RaftGroup {
     /// A snapshot of the replica's Raft metrics.
     pub fn metrics(&self) -> GroupMetrics {
         let m = self.raft.metrics().borrow_watched().clone();
-        let role = match m.state {
-            ServerState::Leader => Role::Leader,
-            ServerState::Follower => Role::Follower,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Learner => Role::Learner,
-            ServerState::Shutdown => Role::Shutdown,
-        };
+        let role = role_of(m.state);
         let membership = m.membership_config.membership();
         let committed = m.local_committed.map(|l| l.index);
         let in_sync = match (&m.replication, role) {
@@ -744,7 +584,7 @@ impl RaftGroup {
     }
 
     /// `Err(QuorumLost)` (nothing written) if [`RaftGroup::quorum_lost`].
-    fn check_quorum(&self) -> Result<()> {
+    pub fn check_quorum(&self) -> Result<()> {
         if self.quorum_lost() {
             Err(Error::QuorumLost {
                 group: self.group,
@@ -759,7 +599,7 @@ impl RaftGroup {
     /// `QuorumLost` with `written`: the entry may be in this leader's log and may still
     /// commit, if this leader is heard from again before another is elected, or if the
     /// next leader holds it; a write that had not reached Raft yet is simply dropped).
-    async fn await_write<T>(&self, write: impl Future<Output = Result<T>>) -> Result<T> {
+    pub async fn bounded_by_quorum<T>(&self, write: impl Future<Output = Result<T>>) -> Result<T> {
         let tick = (self.quorum_loss_after / 4).max(Duration::from_millis(20));
         let lost = async {
             loop {
@@ -1007,20 +847,23 @@ impl Registry {
     pub fn insert(&self, group: Arc<RaftGroup>) {
         self.groups
             .write()
-            .expect("registry lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(group.id(), group);
     }
 
     /// Removes a group (its RPCs then fail with [`Error::UnknownGroup`]).
     pub fn remove(&self, group: GroupId) -> Option<Arc<RaftGroup>> {
-        self.groups.write().expect("registry lock").remove(&group)
+        self.groups
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&group)
     }
 
     /// The group, if hosted here.
     pub fn get(&self, group: GroupId) -> Option<Arc<RaftGroup>> {
         self.groups
             .read()
-            .expect("registry lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&group)
             .cloned()
     }
@@ -1030,7 +873,7 @@ impl Registry {
         let mut v: Vec<_> = self
             .groups
             .read()
-            .expect("registry lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .keys()
             .copied()
             .collect();

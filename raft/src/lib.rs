@@ -4,17 +4,23 @@
 //! writes, flushes the log asynchronously and pipelines appends. Everything else in Neo
 //! talks to the facade below, so an openraft upgrade touches this crate only.
 //!
+//! This crate is consensus glue: it replicates a group's log and drives the group's
+//! application state through the [`StateMachine`] trait. What that state is (topic
+//! metadata, idempotent producers, committed offsets, queue deliveries) and every
+//! decision about it belong to `neo-broker`, which depends on this crate (never the
+//! reverse).
+//!
 //! # Layout
 //!
 //! | module | role |
 //! |---|---|
-//! | `types` | the openraft type config (`declare_raft_types!`: `NodeId = u64`, the standard term-only committed leader id, so a log id is `(term, index)`), [`Proposal`] (a record batch or a metadata command) and [`Applied`] |
+//! | `types` | the openraft type config (`declare_raft_types!`: `NodeId = u64`, the standard term-only committed leader id, so a log id is `(term, index)`), [`Proposal`] (a record batch or an opaque command) and [`Applied`] |
+//! | `machine` | the [`StateMachine`] trait a group's application state implements ([`EntryId`], [`AppliedBatch`]; [`LogOnly`] keeps nothing) |
 //! | `codec` | Qiss codec for RPC bodies and snapshots; entry ⇄ record batch (user batch stamped, or a control batch holding the Qiss-encoded payload) |
 //! | `log_store` | [`NodeStore`] (node's sled metadata store + one directory per group, with the node's [`Durability`]) and the openraft log store on `neo-storage`'s segment log: the partition log *is* the Raft log |
-//! | `state_machine` | one state machine for both kinds of group ([`GroupKind`]): offsets, last applied, membership, snapshots |
-//! | [`meta_sm`] | the metadata group's pure state: nodes, topics, partitions and replica sets |
+//! | `state_machine` | openraft's state machine for both kinds of group ([`GroupKind`]): offsets, last applied, membership, snapshots (offsets + the application machine's image), around the group's [`StateMachine`] |
 //! | `network` | the [`Transport`] trait `neo-cluster` implements (opaque bodies, group id per RPC) and its adapter to openraft-multi's `GroupRouter` |
-//! | `group` | the facade: [`RaftGroup`] (propose, fire-and-forget propose, linearizable reads, applied/metadata watches, log reads, metrics, leader transfer, membership, purge) and [`Registry`] (groups by id, RPC dispatch) |
+//! | `group` | the facade: [`RaftGroup`] (propose record batches: quorum, leader-local or fire-and-forget; propose commands; linearizable reads, applied watch, log reads, metrics, quorum checks, leader transfer, membership, purge) and [`Registry`] (groups by id, RPC dispatch) |
 //! | `error` | the one [`Error`] enum |
 //!
 //! # Request flow
@@ -25,7 +31,10 @@
 //!           └─ IOFlushed fires from the storage flusher after fdatasync (group commit)
 //!   Router (GroupRouter) ─► Transport::send(target, group, AppendEntries, qiss bytes)
 //!           ─► neo-cluster gRPC ─► peer Registry::handle ─► follower's Raft ─► its LogStore
-//!   quorum flushed ─► committed ─► GroupStateMachine::apply ─► Applied::Records{base_offset}
+//!   quorum flushed ─► committed ─► GroupStateMachine::apply (offsets) ─► StateMachine::apply_records
+//!           ─► Applied::Records{base_offset}
+//! broker ── RaftGroup::propose_command(bytes) ─► ... committed ─► StateMachine::apply_command
+//!           ─► Applied::Command(answer bytes)
 //! ```
 //!
 //! # Invariants
@@ -35,6 +44,8 @@
 //!   before `save_vote` returns. The one exception is asked for explicitly:
 //!   [`Durability::IntervalMs`] reports entries flushed once written to the OS and syncs
 //!   on a timer (its loss window is documented on the variant and in docs/node.md).
+//! - Every replica feeds its [`StateMachine`] the same entries in the same order, from
+//!   the same snapshot image: the machine must be deterministic.
 //! - Producers never write control batches: a proposed batch with attribute bit 3 is
 //!   refused ([`Error::ControlBatch`]), since the log store decodes control batches as
 //!   Raft entries.
@@ -46,8 +57,9 @@
 //! - Partition groups never snapshot or purge on openraft's initiative: their log is
 //!   their data; retention calls [`RaftGroup::apply_retention`] (which plans the cut on
 //!   segment boundaries, never past the applied index nor into the active segment, and
-//!   purges through [`RaftGroup::purge_upto`]). A partition snapshot is
-//!   metadata only (next offset); a metadata snapshot is the whole [`meta_sm::MetaState`].
+//!   purges through [`RaftGroup::purge_upto`]). A snapshot is the next offset plus the
+//!   application machine's image (for a partition, small state kept beside the log;
+//!   for the metadata group, all of it).
 //! - A leader of more than one voter that no quorum has answered for the minimum
 //!   election timeout takes no new write and stops waiting on the ones in its log
 //!   ([`Error::QuorumLost`]), and names no leader ([`GroupMetrics::serving_leader`]):
@@ -56,7 +68,6 @@
 //!
 //! # Planned (not built yet)
 //!
-//! - Consumer groups, users and ACLs in the metadata state.
 //! - A persisted checkpoint of the index map, so that open does not scan the whole log.
 //! - Moving log writes off the async executor (`spawn_blocking`) if segment rolls show up
 //!   in latency.
@@ -67,9 +78,8 @@ mod codec;
 mod error;
 mod group;
 mod log_store;
-pub mod meta_sm;
+mod machine;
 mod network;
-pub mod producers;
 mod state_machine;
 mod types;
 
@@ -81,6 +91,7 @@ pub use group::{
 pub use log_store::{
     Durability, NodeStore, RECORD_BATCH_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
+pub use machine::{AppliedBatch, EntryId, LogOnly, StateMachine};
 pub use network::{RpcKind, Transport, TransportError};
 pub use state_machine::{AppliedState, GroupKind};
 pub use types::{

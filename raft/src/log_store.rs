@@ -759,7 +759,13 @@ mod tests {
                 SEGMENT_BYTES_MAX,
             )
             .expect("log store");
-            let sm = GroupStateMachine::open(GroupKind::Partition, None, anchor).expect("sm");
+            let sm = GroupStateMachine::open(
+                GroupKind::Partition,
+                None,
+                anchor,
+                Box::new(crate::LogOnly),
+            )
+            .expect("sm");
             Ok((dir, log, sm))
         }
     }

@@ -1,15 +1,18 @@
-//! The state machine of a group: a partition or the metadata group.
+//! The openraft state machine of a group (a partition or the metadata group): the
+//! bookkeeping openraft needs (last applied log id, last membership, the current
+//! snapshot) and the offset rule that makes the partition log the Raft log, around the
+//! group's application [`StateMachine`] (see `machine`), which it feeds every committed
+//! entry.
 //!
-//! Both kinds share the bookkeeping openraft needs (last applied log id, last membership,
-//! the current snapshot) and the offset rule that makes the partition log the Raft log:
-//! every entry consumes [`offsets_used`] record offsets, in log order, starting at 0, so
-//! the state machine and the log store compute the same base offset for every entry
-//! without talking to each other.
+//! The offset rule: every entry consumes [`offsets_used`] record offsets, in log order,
+//! starting at 0, so the state machine and the log store compute the same base offset
+//! for every entry without talking to each other.
 //!
-//! Snapshots: a partition's snapshot is metadata only (`next_offset` and the
-//! idempotent-producer table, see `producers`), since its data is the log itself; the metadata group's snapshot is the whole [`MetaState`], Qiss-encoded.
-//! The current snapshot is written to `snapshot.qiss` in the group's directory (write to a
-//! temporary file, fsync, rename, fsync the directory) so a restart resumes from it.
+//! Snapshots: the body is `next_offset` plus the application machine's image; a
+//! partition's data is the log itself, so its image is small (producer table, ...); the
+//! metadata group's image is its whole state. The current snapshot is written to
+//! `snapshot.qiss` in the group's directory (write to a temporary file, fsync, rename,
+//! fsync the directory) so a restart resumes from it.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,16 +26,16 @@ use tokio::sync::watch;
 
 use crate::codec;
 use crate::log_store::OffsetAnchor;
-use crate::meta_sm::MetaState;
-use crate::producers::{ProducedBatch, ProducerTable, ProducerTableImage};
+use crate::machine::{AppliedBatch, EntryId, StateMachine};
 use crate::types::{Applied, LogId, NeoRaft, Proposal, Snapshot, SnapshotMeta, StoredMembership};
 
 /// Which kind of group a state machine serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupKind {
-    /// A partition group: entries are record batches.
+    /// A partition group: entries are record batches (and commands on the state kept
+    /// next to them); never snapshotted on openraft's initiative.
     Partition,
-    /// The metadata group: entries are metadata commands.
+    /// The metadata group: entries are commands; snapshotted every so many entries.
     Metadata,
 }
 
@@ -61,10 +64,9 @@ pub struct AppliedState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SnapshotBody {
     next_offset: u64,
-    /// `Some` for the metadata group.
-    meta: Option<MetaState>,
-    /// Partition groups: the idempotent producers' latest batches.
-    producers: ProducerTableImage,
+    /// The application machine's image ([`StateMachine::snapshot`]).
+    #[serde(with = "serde_bytes")]
+    app: Vec<u8>,
 }
 
 /// A snapshot as stored on disk: the openraft meta plus the body bytes.
@@ -81,27 +83,13 @@ struct Inner {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     next_offset: u64,
-    meta: MetaState,
 }
 
-impl Inner {
-    fn body(&self, producers: ProducerTableImage) -> SnapshotBody {
-        SnapshotBody {
-            next_offset: self.next_offset,
-            meta: (self.kind == GroupKind::Metadata).then(|| self.meta.clone()),
-            producers,
-        }
-    }
-}
-
-/// The shared handle on a partition's producer table: the state machine writes it as it
-/// applies, the leader's produce path reads it.
-pub(crate) type SharedProducers = Arc<std::sync::Mutex<ProducerTable>>;
-
-fn lock_producers(p: &SharedProducers) -> std::sync::MutexGuard<'_, ProducerTable> {
-    // The table holds plain data, consistent after every statement: a panic elsewhere
-    // while it was locked leaves nothing half-done.
-    p.lock().unwrap_or_else(|e| e.into_inner())
+/// Locks a mutex that holds plain data. The crate's lock-poisoning policy: every value
+/// behind a lock is consistent after each statement that changes it, so a panic
+/// elsewhere while it was held leaves nothing half-done, and the lock is taken anyway.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The openraft state machine of one group.
@@ -113,10 +101,10 @@ pub struct GroupStateMachine {
     /// storage suite build many throw-away state machines).
     snapshot_path: Option<PathBuf>,
     applied_tx: watch::Sender<AppliedState>,
-    meta_tx: watch::Sender<Arc<MetaState>>,
     /// Tells the log store where the log restarts after a snapshot install.
     anchor: OffsetAnchor,
-    producers: SharedProducers,
+    /// The group's application state.
+    app: Box<dyn StateMachine>,
 }
 
 const SNAPSHOT_FILE: &str = "snapshot.qiss";
@@ -128,6 +116,7 @@ impl GroupStateMachine {
         kind: GroupKind,
         dir: Option<&Path>,
         anchor: OffsetAnchor,
+        app: Box<dyn StateMachine>,
     ) -> io::Result<Self> {
         let mut sm = GroupStateMachine {
             inner: Inner {
@@ -135,14 +124,12 @@ impl GroupStateMachine {
                 last_applied: None,
                 membership: StoredMembership::default(),
                 next_offset: 0,
-                meta: MetaState::default(),
             },
             snapshot: Arc::new(std::sync::Mutex::new(None)),
             snapshot_path: dir.map(|d| d.join(SNAPSHOT_FILE)),
             applied_tx: watch::Sender::new(AppliedState::default()),
-            meta_tx: watch::Sender::new(Arc::new(MetaState::default())),
             anchor,
-            producers: SharedProducers::default(),
+            app,
         };
         if let Some(path) = &sm.snapshot_path {
             match std::fs::read(path) {
@@ -154,7 +141,7 @@ impl GroupStateMachine {
                         )
                     })?;
                     sm.load(&stored.meta, &stored.data)?;
-                    *sm.snapshot.lock().expect("snapshot lock") = Some(Snapshot {
+                    *lock(&sm.snapshot) = Some(Snapshot {
                         meta: stored.meta,
                         snapshot: stored.data,
                     });
@@ -171,26 +158,14 @@ impl GroupStateMachine {
         self.applied_tx.subscribe()
     }
 
-    /// The producer table this state machine maintains (empty for the metadata group).
-    pub(crate) fn producers(&self) -> SharedProducers {
-        self.producers.clone()
-    }
-
-    /// A receiver of the metadata state (stays empty for partition groups).
-    pub(crate) fn meta_rx(&self) -> watch::Receiver<Arc<MetaState>> {
-        self.meta_tx.subscribe()
-    }
-
-    fn publish(&self) {
+    fn publish(&mut self) {
         let st = AppliedState {
             last_applied_index: self.inner.last_applied.map(|l| l.index),
             last_applied_term: self.inner.last_applied.map(|l| l.leader_id.term),
             next_offset: self.inner.next_offset,
         };
         self.applied_tx.send_replace(st);
-        if self.inner.kind == GroupKind::Metadata {
-            self.meta_tx.send_replace(Arc::new(self.inner.meta.clone()));
-        }
+        self.app.publish();
     }
 
     fn load(&mut self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
@@ -200,8 +175,7 @@ impl GroupStateMachine {
         self.inner.last_applied = meta.last_log_id;
         self.inner.membership = meta.last_membership.clone();
         self.inner.next_offset = body.next_offset;
-        self.inner.meta = body.meta.unwrap_or_default();
-        *lock_producers(&self.producers) = ProducerTable::from_image(body.producers);
+        self.app.restore(&body.app)?;
         self.publish();
         Ok(())
     }
@@ -210,6 +184,10 @@ impl GroupStateMachine {
         let base_offset = self.inner.next_offset;
         self.inner.next_offset += offsets_used(&entry.payload);
         self.inner.last_applied = Some(entry.log_id);
+        let at = EntryId {
+            term: entry.log_id.leader_id.term,
+            index: entry.log_id.index,
+        };
         match &entry.payload {
             EntryPayload::Blank => Applied::Nothing,
             EntryPayload::Membership(m) => {
@@ -219,30 +197,24 @@ impl GroupStateMachine {
             EntryPayload::Normal(Proposal::Records(b)) => match self.inner.kind {
                 GroupKind::Partition => {
                     let header = qiss::batch::BatchHeader::parse(&b.0).ok();
-                    let record_count = header.as_ref().map_or(1, |h| h.record_count);
-                    if let Some(h) = header.filter(|h| h.producer_id >= 0) {
-                        lock_producers(&self.producers).record(
-                            h.producer_id as u64,
-                            h.producer_epoch,
-                            entry.log_id.index,
-                            ProducedBatch {
-                                base_sequence: h.base_sequence,
-                                base_offset,
-                                record_count,
-                            },
-                        );
-                    }
+                    let batch = AppliedBatch {
+                        base_offset,
+                        record_count: header.as_ref().map_or(1, |h| h.record_count),
+                        producer_id: header.as_ref().map_or(-1, |h| h.producer_id),
+                        producer_epoch: header.as_ref().map_or(-1, |h| h.producer_epoch),
+                        base_sequence: header.as_ref().map_or(-1, |h| h.base_sequence),
+                    };
+                    self.app.apply_records(at, &batch);
                     Applied::Records {
                         base_offset,
-                        record_count,
+                        record_count: batch.record_count,
                     }
                 }
                 GroupKind::Metadata => Applied::Nothing,
             },
-            EntryPayload::Normal(Proposal::Meta(cmd)) => match self.inner.kind {
-                GroupKind::Metadata => Applied::Meta(self.inner.meta.apply(cmd)),
-                GroupKind::Partition => Applied::Nothing,
-            },
+            EntryPayload::Normal(Proposal::Command(cmd)) => {
+                Applied::Command(self.app.apply_command(at, cmd))
+            }
         }
     }
 }
@@ -250,7 +222,8 @@ impl GroupStateMachine {
 /// Builds a snapshot from a copy of the state taken when the builder was made.
 pub struct SnapshotBuilder {
     state: Inner,
-    producers: ProducerTableImage,
+    /// The application machine's image, taken with `state`.
+    app: Vec<u8>,
     snapshot: Arc<std::sync::Mutex<Option<Snapshot>>>,
     snapshot_path: Option<PathBuf>,
 }
@@ -259,8 +232,12 @@ impl RaftSnapshotBuilder<NeoRaft> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let data = codec::encode(&self.state.body(self.producers.clone()))
-            .map_err(|e| io::Error::other(format!("encode_snapshot: {e}")))?;
+        let body = SnapshotBody {
+            next_offset: self.state.next_offset,
+            app: std::mem::take(&mut self.app),
+        };
+        let data =
+            codec::encode(&body).map_err(|e| io::Error::other(format!("encode_snapshot: {e}")))?;
         let snap = Snapshot {
             meta: SnapshotMeta {
                 last_log_id: self.state.last_applied,
@@ -271,7 +248,7 @@ impl RaftSnapshotBuilder<NeoRaft> for SnapshotBuilder {
         if let Some(path) = &self.snapshot_path {
             persist_snapshot(path.clone(), &snap).await?;
         }
-        *self.snapshot.lock().expect("snapshot lock") = Some(snap.clone());
+        *lock(&self.snapshot) = Some(snap.clone());
         Ok(snap)
     }
 }
@@ -335,7 +312,7 @@ impl RaftStateMachine<NeoRaft> for GroupStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             state: self.inner.clone(),
-            producers: lock_producers(&self.producers).image(),
+            app: self.app.snapshot(),
             snapshot: self.snapshot.clone(),
             snapshot_path: self.snapshot_path.clone(),
         }
@@ -357,11 +334,11 @@ impl RaftStateMachine<NeoRaft> for GroupStateMachine {
         if let Some(path) = &self.snapshot_path {
             persist_snapshot(path.clone(), &snap).await?;
         }
-        *self.snapshot.lock().expect("snapshot lock") = Some(snap);
+        *lock(&self.snapshot) = Some(snap);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(self.snapshot.lock().expect("snapshot lock").clone())
+        Ok(lock(&self.snapshot).clone())
     }
 }

@@ -12,8 +12,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::meta_sm::{MetaCommand, MetaResponse};
-
 /// A node's id in every Raft group (the `N` of `--peers N=host:port`).
 pub type NodeId = u64;
 
@@ -50,15 +48,16 @@ pub enum Proposal {
     /// A partition group's entry: one encoded Qiss record batch, exactly as the producer
     /// sent it (the log store stamps offsets and the Raft log id into its header).
     Records(RecordBatch),
-    /// A metadata group's entry.
-    Meta(MetaCommand),
+    /// A command for the group's [`crate::StateMachine`], encoded by its proposer (a
+    /// metadata change, a committed offset, ...): opaque to this crate.
+    Command(#[serde(with = "bytes_serde")] Bytes),
 }
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Proposal::Records(b) => write!(f, "records({} bytes)", b.0.len()),
-            Proposal::Meta(c) => write!(f, "meta({c:?})"),
+            Proposal::Command(c) => write!(f, "command({} bytes)", c.len()),
         }
     }
 }
@@ -145,9 +144,9 @@ pub enum Applied {
         /// How many records the batch holds.
         record_count: u32,
     },
-    /// A metadata command was applied.
-    Meta(MetaResponse),
-    /// A blank or membership entry, or a proposal sent to the wrong kind of group (it was
+    /// A command was applied: the state machine's encoded answer.
+    Command(#[serde(with = "bytes_serde")] Bytes),
+    /// A blank or membership entry, or a record batch sent to the metadata group (it was
     /// committed and skipped, which keeps every replica's state identical).
     Nothing,
 }

@@ -39,6 +39,7 @@ async fn apply_retention_purges_sealed_segments_below_the_applied_index() {
         },
         &store,
         Arc::new(NoPeers),
+        Box::new(neo_raft::LogOnly),
     )
     .await
     .expect("open");

@@ -1,46 +1,48 @@
-//! The broker service (`neo.broker`): one file per method, registered in the order of
-//! [`neo_protocol::api::BROKER_METHODS`] so that wire ids are stable.
+//! The broker service (`neo.broker`) on the Neo RPC port: every method hands its
+//! request, with the connection's [`SecurityContext`], to the node's
+//! [`neo_broker::Broker`], and records the request's metrics. Methods are registered in
+//! the order of [`neo_protocol::api::BROKER_METHODS`] so that wire ids are stable.
 //!
-//! | id | method | file | where it runs |
-//! |---|---|---|---|
-//! | 1 | `produce` | `produce.rs` | partition leader (else `NotLeader` + hint) |
-//! | 2 | `fetch` | `fetch.rs` | partition leader (else `NotLeader` + hint) |
-//! | 3 | `metadata` | `metadata.rs` | any node (its applied metadata) |
-//! | 4 | `create_topic` | `create_topic.rs` | metadata leader (else `NotLeader` + hint) |
-//! | 5 | `delete_topic` | `delete_topic.rs` | metadata leader (else `NotLeader` + hint) |
-//! | 6 | `list_topics` | `list_topics.rs` | any node (linearizable on the leader) |
-//! | 7 | `describe_topic` | `describe_topic.rs` | any node (its applied metadata) |
-//! | 8-15 | groups, queues | `unsupported.rs` | not implemented: `UnknownMethod` |
+//! | id | method | broker operation |
+//! |---|---|---|
+//! | 1 | `produce` | `Broker::produce` |
+//! | 2 | `fetch` | `Broker::fetch` |
+//! | 3 | `metadata` | `Broker::metadata` |
+//! | 4 | `create_topic` | `Broker::create_topic` |
+//! | 5 | `delete_topic` | `Broker::delete_topic` |
+//! | 6 | `list_topics` | `Broker::list_topics` |
+//! | 7 | `describe_topic` | `Broker::describe_topic` |
+//! | 8-15 | groups, queues | `unsupported.rs`: not implemented, `UnknownMethod` |
 
-mod create_topic;
-mod delete_topic;
-mod describe_topic;
-pub(crate) mod fetch;
-mod list_topics;
-mod metadata;
-mod produce;
 mod unsupported;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use neo_protocol::api::{BROKER_METHODS, BROKER_SERVICE};
-use neo_protocol::{ErrorCode, Method, MethodBuilder, RequestContext, RpcError, ServiceBuilder};
-use neo_raft::NodeId;
+use neo_broker::SecurityContext;
+use neo_protocol::api::{Acks, BROKER_METHODS, BROKER_SERVICE};
+use neo_protocol::{Method, MethodBuilder, RequestContext, RpcError, ServiceBuilder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::node::{Lookup, Shared};
+use crate::node::Shared;
 
 /// Timeout of the admin methods (a topic create waits for its partitions' leaders).
 const ADMIN_TIMEOUT_MS: u64 = 30_000;
 /// Extra time a method's timeout grants beyond the request's own bound, so that the
-/// handler answers with its typed error (`NotEnoughReplicas`, an empty fetch) before
+/// broker answers with its typed error (`NotEnoughReplicas`, an empty fetch) before
 /// the framework's `Timeout`.
 const HANDLER_SLACK_MS: u64 = 5_000;
 
-/// A typed async method whose handler gets the shared node state.
+/// The security context of a request on this connection.
+fn security_context(ctx: &RequestContext) -> SecurityContext {
+    SecurityContext::client(ctx.principal().map(|p| p.name.clone()), ctx.peer_addr())
+}
+
+/// A typed async method whose handler gets the shared node state and the request's
+/// security context.
 fn method<Req, Resp, F, Fut>(
     shared: &Arc<Shared>,
     name: &'static str,
@@ -50,7 +52,7 @@ fn method<Req, Resp, F, Fut>(
 where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + 'static,
-    F: Fn(Arc<Shared>, RequestContext, Req) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<Shared>, SecurityContext, Req) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
 {
     let (_, _, input, output) = BROKER_METHODS
@@ -65,9 +67,24 @@ where
         .timeout(Duration::from_millis(timeout_ms))
         .async_handler_with_context(move |ctx: RequestContext, req: Req| {
             shared.metrics.saw_peer(ctx.peer_addr());
-            f(shared.clone(), ctx, req)
+            f(shared.clone(), security_context(&ctx), req)
         });
     (name, m)
+}
+
+/// An admin method: counted, then handed to the broker.
+macro_rules! admin {
+    ($shared:expr, $name:literal, $op:ident) => {
+        method(
+            $shared,
+            $name,
+            ADMIN_TIMEOUT_MS,
+            |s: Arc<Shared>, ctx: SecurityContext, req| async move {
+                s.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
+                s.broker.$op(&ctx, req).await
+            },
+        )
+    };
 }
 
 /// The `neo.broker` service with every method, in wire-id order.
@@ -76,33 +93,13 @@ pub(crate) fn service(shared: Arc<Shared>) -> ServiceBuilder {
     let produce_ms = u64::from(l.produce_timeout_ms_max) + HANDLER_SLACK_MS;
     let fetch_ms = u64::from(l.fetch_wait_ms_max) + HANDLER_SLACK_MS;
     let mut methods = vec![
-        method(&shared, "produce", produce_ms, produce::handle),
-        method(&shared, "fetch", fetch_ms, fetch::handle),
-        method(&shared, "metadata", ADMIN_TIMEOUT_MS, metadata::handle),
-        method(
-            &shared,
-            "create_topic",
-            ADMIN_TIMEOUT_MS,
-            create_topic::handle,
-        ),
-        method(
-            &shared,
-            "delete_topic",
-            ADMIN_TIMEOUT_MS,
-            delete_topic::handle,
-        ),
-        method(
-            &shared,
-            "list_topics",
-            ADMIN_TIMEOUT_MS,
-            list_topics::handle,
-        ),
-        method(
-            &shared,
-            "describe_topic",
-            ADMIN_TIMEOUT_MS,
-            describe_topic::handle,
-        ),
+        method(&shared, "produce", produce_ms, produce),
+        method(&shared, "fetch", fetch_ms, fetch),
+        admin!(&shared, "metadata", metadata),
+        admin!(&shared, "create_topic", create_topic),
+        admin!(&shared, "delete_topic", delete_topic),
+        admin!(&shared, "list_topics", list_topics),
+        admin!(&shared, "describe_topic", describe_topic),
     ];
     methods.extend(unsupported::methods());
     // Wire ids are positions: the table and the registration must agree exactly.
@@ -123,68 +120,52 @@ pub(crate) fn service(shared: Arc<Shared>) -> ServiceBuilder {
     svc
 }
 
-/// `NotLeader` pointing at `leader`'s advertised client address (no hint if unknown).
-pub(crate) fn not_leader(shared: &Shared, leader: Option<NodeId>, what: &str) -> RpcError {
-    let addr = leader.and_then(|l| shared.client_addr_of(l));
-    let mut e = RpcError::not_leader(addr.as_deref());
-    e.message = match (leader, &addr) {
-        (Some(l), Some(a)) => format!("not the leader of {what}; node {l} at {a} is"),
-        _ => format!("not the leader of {what}; no leader known yet, retry shortly"),
-    };
-    e
-}
-
-/// The wire error of a failed topic/partition lookup.
-pub(crate) fn lookup_error(e: Lookup, topic: &str, partition: u32) -> RpcError {
-    match e {
-        Lookup::UnknownTopic => {
-            RpcError::new(ErrorCode::UnknownTopic, format!("unknown topic {topic:?}"))
-        }
-        Lookup::UnknownPartition { count } => RpcError::new(
-            ErrorCode::UnknownPartition,
-            format!("topic {topic:?} has {count} partitions; partition {partition} does not exist"),
-        ),
-    }
-}
-
-/// `NotLeader` without a hint (the client refreshes its metadata), with `message`.
-fn no_leader_known(message: String) -> RpcError {
-    let mut n = RpcError::not_leader(None);
-    n.message = message;
-    n
-}
-
-/// The wire error of a failed Raft operation on a group about `what`.
-pub(crate) fn raft_error(shared: &Shared, e: neo_raft::Error, what: &str) -> RpcError {
-    use neo_raft::Error as E;
-    match e {
-        E::NotLeader { leader, .. } => not_leader(shared, leader, what),
-        // Refused before it was written: nothing to wait for, the client looks for the
-        // new leader.
-        E::QuorumLost { written: false, .. } => no_leader_known(format!("{what}: {e}")),
-        // In this leader's log: the outcome is unknown, as after a produce timeout.
-        E::QuorumLost { written: true, .. } => {
-            RpcError::new(ErrorCode::NotEnoughReplicas, format!("{what}: {e}"))
-        }
-        E::Busy { .. } => RpcError::new(ErrorCode::Busy, format!("{what}: {e}")),
-        E::DuplicateSequence { .. } => {
-            RpcError::new(ErrorCode::DuplicateSequence, format!("{what}: {e}"))
-        }
-        E::BatchTooLarge { .. } | E::BadBatch { .. } | E::ControlBatch => {
-            RpcError::new(ErrorCode::InvalidRecordBatch, e.to_string())
-        }
-        // The replica stopped (shutdown, topic deleted, storage failure): another
-        // replica takes over, so the client should look for the new leader.
-        E::Fatal { .. } | E::UnknownGroup { .. } => {
-            if *shared.shutdown.borrow() {
-                RpcError::new(
-                    ErrorCode::ShuttingDown,
-                    format!("{what}: node shutting down"),
-                )
-            } else {
-                no_leader_known(format!("{what}: replica stopped: {e}"))
+async fn produce(
+    shared: Arc<Shared>,
+    ctx: SecurityContext,
+    req: neo_protocol::api::ProduceRequest,
+) -> Result<neo_protocol::api::ProduceResponse, RpcError> {
+    let m = &shared.metrics;
+    let started = Instant::now();
+    m.produce_requests.fetch_add(1, Ordering::Relaxed);
+    let size = req.records.len() as u64;
+    let acks = req.acks;
+    let r = shared.broker.produce(&ctx, req).await;
+    match &r {
+        Ok(resp) => {
+            m.produce_records
+                .fetch_add(u64::from(resp.record_count), Ordering::Relaxed);
+            m.produce_bytes.fetch_add(size, Ordering::Relaxed);
+            if acks == Acks::All {
+                m.commit_latency.observe(started.elapsed());
             }
         }
-        other => RpcError::internal(format!("{what}: {other}")),
+        Err(_) => {
+            m.produce_errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
+    m.produce_latency.observe(started.elapsed());
+    r
+}
+
+async fn fetch(
+    shared: Arc<Shared>,
+    ctx: SecurityContext,
+    req: neo_protocol::api::FetchRequest,
+) -> Result<neo_protocol::api::FetchResponse, RpcError> {
+    let m = &shared.metrics;
+    let started = Instant::now();
+    m.fetch_requests.fetch_add(1, Ordering::Relaxed);
+    let r = shared.broker.fetch(&ctx, req).await;
+    match &r {
+        Ok(resp) => {
+            m.fetch_bytes
+                .fetch_add(resp.batches.len() as u64, Ordering::Relaxed);
+        }
+        Err(_) => {
+            m.fetch_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    m.fetch_latency.observe(started.elapsed());
+    r
 }

@@ -17,24 +17,24 @@
 //! naming the key, rather than silently ignored.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use neo_cluster::placement::{Load, place};
+use crate::meta::{MetaCommand, MetaError, MetaResponse, TOPIC_NAME_LEN_MAX};
+use crate::placement::{Load, place};
 use neo_protocol::api::{CreateTopicRequest, CreateTopicResponse};
-use neo_protocol::{ErrorCode, RequestContext, RpcError};
-use neo_raft::meta_sm::{MetaCommand, MetaError, MetaResponse, TOPIC_NAME_LEN_MAX};
+use neo_protocol::{ErrorCode, RpcError};
 use neo_raft::{NodeId, Role};
 
-use super::{not_leader, raft_error};
-use crate::node::Shared;
+use super::{broker_error, not_leader};
+use neo_security::SecurityContext;
+
+use crate::facade::Broker;
 
 /// How long the answer waits for locally hosted partitions to elect leaders.
 const LEADERS_WAIT_MS: u64 = 10_000;
 
 /// Why a topic name is refused, if it is.
-pub(crate) fn check_topic_name(name: &str) -> Result<(), String> {
+pub fn check_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > TOPIC_NAME_LEN_MAX {
         return Err(format!("topic name must be 1..={TOPIC_NAME_LEN_MAX} bytes"));
     }
@@ -53,20 +53,22 @@ pub(crate) fn check_topic_name(name: &str) -> Result<(), String> {
 }
 
 /// Topic config key: retention by age, in milliseconds.
-pub(crate) const RETENTION_MS: &str = "retention.ms";
+pub const RETENTION_MS: &str = "retention.ms";
 /// Topic config key: retention by size of each partition replica's log, in bytes.
-pub(crate) const RETENTION_BYTES: &str = "retention.bytes";
+pub const RETENTION_BYTES: &str = "retention.bytes";
 
 /// A topic's retention limits as given at creation.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Retention {
-    pub(crate) ms: Option<u64>,
-    pub(crate) bytes: Option<u64>,
+pub struct Retention {
+    /// `retention.ms`: age limit in milliseconds.
+    pub ms: Option<u64>,
+    /// `retention.bytes`: size limit of each partition replica's log.
+    pub bytes: Option<u64>,
 }
 
 /// Parses a create's configs: `retention.ms` and `retention.bytes`, each a decimal
 /// integer in `1..=u64::MAX`, each at most once. The error names the key.
-pub(crate) fn parse_topic_configs(configs: &[(String, String)]) -> Result<Retention, String> {
+pub fn parse_topic_configs(configs: &[(String, String)]) -> Result<Retention, String> {
     let mut r = Retention::default();
     for (key, value) in configs {
         let slot = match key.as_str() {
@@ -96,17 +98,13 @@ pub(crate) fn parse_topic_configs(configs: &[(String, String)]) -> Result<Retent
     Ok(r)
 }
 
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
-    _ctx: RequestContext,
+pub(crate) async fn create_topic(
+    b: &Broker,
+    _ctx: &SecurityContext,
     req: CreateTopicRequest,
 ) -> Result<CreateTopicResponse, RpcError> {
-    shared
-        .metrics
-        .admin_requests
-        .fetch_add(1, Ordering::Relaxed);
     check_topic_name(&req.name).map_err(RpcError::invalid_argument)?;
-    let max = shared.limits.partitions_per_topic_max;
+    let max = b.limits().partitions_per_topic_max;
     if req.partitions == 0 || req.partitions > max {
         return Err(RpcError::invalid_argument(format!(
             "partitions must be in 1..={max} (partitions_per_topic_max), got {}",
@@ -119,15 +117,13 @@ pub(crate) async fn handle(
         ));
     }
     let retention = parse_topic_configs(&req.configs).map_err(RpcError::invalid_argument)?;
-    let m = shared.meta.metrics();
+    let m = b.meta_group().metrics();
     if m.role != Role::Leader {
-        return Err(not_leader(&shared, m.leader, "the metadata group"));
+        return Err(not_leader(b, m.leader, "the metadata group"));
     }
-    let state = shared
-        .meta
-        .linearizable_meta()
+    let state = crate::meta::linearizable(b.meta_group(), &b.meta_view())
         .await
-        .map_err(|e| raft_error(&shared, e, "the metadata group"))?;
+        .map_err(|e| broker_error(b, e, "the metadata group"))?;
     if state.topics.contains_key(&req.name) {
         return Err(RpcError::new(
             ErrorCode::TopicAlreadyExists,
@@ -138,7 +134,7 @@ pub(crate) async fn handle(
         .nodes
         .keys()
         .copied()
-        .filter(|n| shared.is_alive(*n))
+        .filter(|n| b.is_alive(*n))
         .collect();
     let rf = req.replication_factor as usize;
     if rf > alive.len() {
@@ -159,16 +155,17 @@ pub(crate) async fn handle(
     );
     let replicas = place(&alive, &load, req.partitions as usize, rf)
         .map_err(|e| RpcError::invalid_argument(e.to_string()))?;
-    let r = shared
-        .meta
-        .propose_meta(MetaCommand::CreateTopic {
+    let r = crate::meta::propose(
+        b.meta_group(),
+        &MetaCommand::CreateTopic {
             name: req.name.clone(),
             replicas: replicas.clone(),
             retention_ms: retention.ms,
             retention_bytes: retention.bytes,
-        })
-        .await
-        .map_err(|e| raft_error(&shared, e, "the metadata group"))?;
+        },
+    )
+    .await
+    .map_err(|e| broker_error(b, e, "the metadata group"))?;
     let first_group = match r {
         MetaResponse::TopicCreated { first_group } => first_group,
         MetaResponse::Refused(MetaError::TopicExists { name }) => {
@@ -182,26 +179,25 @@ pub(crate) async fn handle(
             return Err(RpcError::internal("create topic answered without groups"));
         }
     };
-    wait_for_local_leaders(&shared, first_group, &replicas).await;
+    wait_for_local_leaders(b, first_group, &replicas).await;
     Ok(CreateTopicResponse { name: req.name })
 }
 
 /// Waits (bounded) until every partition group of the new topic that this node
 /// replicates is open and has a leader.
-async fn wait_for_local_leaders(shared: &Shared, first_group: u64, replicas: &[Vec<NodeId>]) {
+async fn wait_for_local_leaders(b: &Broker, first_group: u64, replicas: &[Vec<NodeId>]) {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(LEADERS_WAIT_MS);
     let mine: Vec<u64> = replicas
         .iter()
         .enumerate()
-        .filter(|(_, set)| set.contains(&shared.node_id))
+        .filter(|(_, set)| set.contains(&b.node_id()))
         .map(|(i, _)| first_group + i as u64)
         .collect();
     for group in mine {
         loop {
-            let led = shared
-                .registry
-                .get(group)
-                .is_some_and(|g| g.metrics().leader.is_some());
+            let led = b
+                .partition(group)
+                .is_some_and(|p| p.group().metrics().leader.is_some());
             if led || tokio::time::Instant::now() >= deadline {
                 break;
             }

@@ -10,36 +10,31 @@
 //! it empty.
 //! An asked-for topic that does not exist fails the whole request with `UnknownTopic`.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
+use crate::meta::TopicInfo;
+use neo_protocol::RpcError;
 use neo_protocol::api::{
     BrokerInfo, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata,
 };
-use neo_protocol::{ErrorCode, RequestContext, RpcError};
-use neo_raft::meta_sm::TopicInfo;
 
-use crate::node::Shared;
+use neo_security::SecurityContext;
+
+use crate::facade::Broker;
 
 /// The cluster id in metadata answers (one cluster per metadata group).
-pub(crate) const CLUSTER_ID: &str = "neo";
+pub const CLUSTER_ID: &str = "neo";
 
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
-    _ctx: RequestContext,
+pub(crate) fn metadata(
+    b: &Broker,
+    _ctx: &SecurityContext,
     req: MetadataRequest,
 ) -> Result<MetadataResponse, RpcError> {
-    shared
-        .metrics
-        .admin_requests
-        .fetch_add(1, Ordering::Relaxed);
-    let state = shared.state();
+    let state = b.state();
     let brokers = state
         .nodes
         .iter()
         .map(|(id, n)| BrokerInfo {
             node_id: *id,
-            address: shared
+            address: b
                 .client_addr_of(*id)
                 .unwrap_or_else(|| n.client_addr.clone()),
             rack: None,
@@ -48,39 +43,40 @@ pub(crate) async fn handle(
     let mut topics = Vec::new();
     if req.topics.is_empty() {
         for (name, t) in &state.topics {
-            topics.push(topic_metadata(&shared, name, t));
+            topics.push(topic_metadata(b, name, t));
         }
     } else {
         for name in &req.topics {
-            let t = state.topics.get(name).ok_or_else(|| {
-                RpcError::new(ErrorCode::UnknownTopic, format!("unknown topic {name:?}"))
-            })?;
-            topics.push(topic_metadata(&shared, name, t));
+            let t = state
+                .topics
+                .get(name)
+                .ok_or_else(|| super::unknown_topic(name))?;
+            topics.push(topic_metadata(b, name, t));
         }
     }
     Ok(MetadataResponse {
         cluster_id: CLUSTER_ID.to_string(),
         brokers,
-        controller_id: shared.controller(),
+        controller_id: b.controller(),
         topics,
     })
 }
 
-pub(crate) fn topic_metadata(shared: &Shared, name: &str, t: &TopicInfo) -> TopicMetadata {
+pub(crate) fn topic_metadata(b: &Broker, name: &str, t: &TopicInfo) -> TopicMetadata {
     TopicMetadata {
         name: name.to_string(),
-        partitions: partitions(shared, t),
+        partitions: partitions(b, t),
     }
 }
 
-pub(crate) fn partitions(shared: &Shared, t: &TopicInfo) -> Vec<PartitionMetadata> {
+pub(crate) fn partitions(b: &Broker, t: &TopicInfo) -> Vec<PartitionMetadata> {
     t.partitions
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let (leader, epoch, in_sync) = match shared.registry.get(p.group) {
-                Some(g) => {
-                    let m = g.metrics();
+            let (leader, epoch, in_sync) = match b.partition(p.group) {
+                Some(replica) => {
+                    let m = replica.group().metrics();
                     let in_sync = p
                         .replicas
                         .iter()

@@ -20,67 +20,39 @@
 //! follower's shorter view), `OffsetOutOfRange` when `offset` is below the log start or
 //! beyond the end of the leader's log.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use neo_protocol::api::{FetchRequest, FetchResponse};
-use neo_protocol::{ErrorCode, RequestContext, RpcError};
+use neo_protocol::{ErrorCode, RpcError};
 use neo_raft::{RaftGroup, Role};
+use neo_security::SecurityContext;
 use qiss::batch::BatchHeader;
 
-use super::{lookup_error, not_leader, raft_error};
-use crate::node::Shared;
+use super::{hosted_replica, not_leader, raft_error};
+use crate::facade::Broker;
 
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
-    _ctx: RequestContext,
+pub(crate) async fn fetch(
+    b: &Broker,
+    _ctx: &SecurityContext,
     req: FetchRequest,
 ) -> Result<FetchResponse, RpcError> {
-    let started = Instant::now();
-    shared
-        .metrics
-        .fetch_requests
-        .fetch_add(1, Ordering::Relaxed);
-    let r = fetch(&shared, req).await;
-    match &r {
-        Ok(resp) => {
-            shared
-                .metrics
-                .fetch_bytes
-                .fetch_add(resp.batches.len() as u64, Ordering::Relaxed);
-        }
-        Err(_) => {
-            shared.metrics.fetch_errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    shared.metrics.fetch_latency.observe(started.elapsed());
-    r
-}
-
-async fn fetch(shared: &Shared, req: FetchRequest) -> Result<FetchResponse, RpcError> {
     let what = format!("{}/{}", req.topic, req.partition);
-    let p = shared
-        .partition(&req.topic, req.partition)
-        .map_err(|e| lookup_error(e, &req.topic, req.partition))?;
-    let Some(group) = p.group else {
-        return Err(not_leader(shared, p.info.replicas.first().copied(), &what));
-    };
+    let replica = hosted_replica(b, &req.topic, req.partition, &what)?;
+    let group = replica.group();
     let m = group.metrics();
     if m.role != Role::Leader {
-        return Err(not_leader(shared, m.leader, &what));
+        return Err(not_leader(b, m.leader, &what));
     }
+    let limits = b.limits();
     let bytes_max = match req.bytes_max as usize {
-        0 => shared.limits.fetch_bytes_max,
-        n => n.min(shared.limits.fetch_bytes_max),
+        0 => limits.fetch_bytes_max,
+        n => n.min(limits.fetch_bytes_max),
     };
-    let wait = Duration::from_millis(u64::from(
-        req.wait_ms_max.min(shared.limits.fetch_wait_ms_max),
-    ));
+    let wait = Duration::from_millis(u64::from(req.wait_ms_max.min(limits.fetch_wait_ms_max)));
     let deadline = tokio::time::Instant::now() + wait;
     let mut applied = group.applied_watch();
-    let mut shutdown = shared.shutdown.clone();
+    let mut shutdown = b.shutdown.clone();
     loop {
         let hw = applied.borrow_and_update().next_offset;
         let (start, end) = group.log_offsets();
@@ -96,8 +68,8 @@ async fn fetch(shared: &Shared, req: FetchRequest) -> Result<FetchResponse, RpcE
         }
         let mut answer = empty(hw, start);
         if req.offset < hw {
-            let batches = read_committed(&group, req.offset, hw, bytes_max)
-                .map_err(|e| raft_error(shared, e, &what))?;
+            let batches = read_committed(group, req.offset, hw, bytes_max)
+                .map_err(|e| raft_error(b, e, &what))?;
             let enough = batches.len() >= (req.bytes_min as usize).min(bytes_max);
             answer.batches = batches.to_vec();
             if enough {
@@ -125,7 +97,9 @@ fn empty(high_watermark: u64, log_start_offset: u64) -> FetchResponse {
 
 /// Whole stored batches from the one holding `offset`, up to `bytes_max` (at least one),
 /// cut before the first batch that does not end at or below `hw`.
-pub(crate) fn read_committed(
+/// Whole stored batches from the one holding `offset`, cut before the first that ends
+/// above the high watermark `hw`.
+pub fn read_committed(
     group: &RaftGroup,
     offset: u64,
     hw: u64,
@@ -138,7 +112,9 @@ pub(crate) fn read_committed(
 /// Length of the prefix of `bytes` made of whole batches that end at or below `hw`
 /// (every record offset of the batch is below it). Applied entries never straddle the
 /// high watermark, so this is "base offset below `hw`", checked the strict way.
-pub(crate) fn committed_prefix(bytes: &[u8], hw: u64) -> usize {
+/// The length of the prefix of `bytes` (whole stored batches) that ends at or below
+/// the high watermark `hw`.
+pub fn committed_prefix(bytes: &[u8], hw: u64) -> usize {
     let mut pos = 0usize;
     while pos < bytes.len() {
         let Ok(h) = BatchHeader::parse(&bytes[pos..]) else {

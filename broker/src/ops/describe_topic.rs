@@ -2,28 +2,23 @@
 //! configuration: the retention limits it was created with (`retention.ms`,
 //! `retention.bytes`, decimal), only those that are set.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
 use neo_protocol::api::{DescribeTopicRequest, TopicDescription};
-use neo_protocol::{ErrorCode, RequestContext, RpcError};
+use neo_protocol::{ErrorCode, RpcError};
 
-use neo_raft::meta_sm::TopicInfo;
+use crate::meta::TopicInfo;
 
 use super::create_topic::{RETENTION_BYTES, RETENTION_MS};
 use super::metadata::partitions;
-use crate::node::Shared;
+use neo_security::SecurityContext;
 
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
-    _ctx: RequestContext,
+use crate::facade::Broker;
+
+pub(crate) fn describe_topic(
+    b: &Broker,
+    _ctx: &SecurityContext,
     req: DescribeTopicRequest,
 ) -> Result<TopicDescription, RpcError> {
-    shared
-        .metrics
-        .admin_requests
-        .fetch_add(1, Ordering::Relaxed);
-    let state = shared.state();
+    let state = b.state();
     let t = state.topics.get(&req.name).ok_or_else(|| {
         RpcError::new(
             ErrorCode::UnknownTopic,
@@ -32,7 +27,7 @@ pub(crate) async fn handle(
     })?;
     Ok(TopicDescription {
         name: req.name.clone(),
-        partitions: partitions(&shared, t),
+        partitions: partitions(b, t),
         configs: topic_configs(t),
     })
 }

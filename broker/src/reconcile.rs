@@ -16,28 +16,37 @@
 //! that disappears was deleted by a committed command, never by a stale view.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
-use neo_raft::meta_sm::MetaState;
-use neo_raft::{GroupId, METADATA_GROUP, NodeId};
+use neo_raft::{GroupId, NodeId};
 use tokio::sync::watch;
 
-use crate::node::Shared;
+use crate::facade::Broker;
+use crate::meta::MetaState;
 
 /// Period of the retry pass.
 const RECONCILE_PERIOD_MS: u64 = 1_000;
 
-pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut state_rx = shared.meta.meta_watch();
-    let mut peers: BTreeMap<NodeId, String> = BTreeMap::new();
-    let mut seen: BTreeSet<GroupId> = BTreeSet::new();
-    let mut bootstrapped: BTreeSet<GroupId> = BTreeSet::new();
+/// What one reconciler remembers between passes.
+#[derive(Default)]
+pub(crate) struct Reconciler {
+    /// Peer addresses already handed to the transport.
+    peers: BTreeMap<NodeId, String>,
+    /// Every group an applied state this reconciler saw listed for this node.
+    seen: BTreeSet<GroupId>,
+    /// Groups bootstrapped (or found initialised) by this reconciler.
+    bootstrapped: BTreeSet<GroupId>,
+}
+
+/// Runs until `stop` turns `true`.
+pub(crate) async fn run(b: &Broker, mut stop: watch::Receiver<bool>) {
+    let mut state_rx = b.meta_view();
+    let mut r = Reconciler::default();
     let mut tick = tokio::time::interval(Duration::from_millis(RECONCILE_PERIOD_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            r = state_rx.changed() => if r.is_err() { return },
+            changed = state_rx.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
@@ -45,17 +54,23 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             return;
         }
         let state = state_rx.borrow_and_update().clone();
-        sync_peers(&shared, &state, &mut peers);
-        let mine = my_partitions(&state, shared.node_id);
+        r.pass(b, &state).await;
+    }
+}
+
+impl Reconciler {
+    /// One pass over `state`.
+    pub(crate) async fn pass(&mut self, b: &Broker, state: &MetaState) {
+        self.sync_peers(b, state);
+        let mine = my_partitions(state, b.node_id());
         for (group, replicas) in &mine {
-            seen.insert(*group);
-            let g = match shared.registry.get(*group) {
-                Some(g) => g,
-                None => match shared.open_partition(*group).await {
-                    Ok(g) => {
-                        shared.registry.insert(g.clone());
+            self.seen.insert(*group);
+            let p = match b.partition(*group) {
+                Some(p) => p,
+                None => match b.open_partition(*group).await {
+                    Ok(p) => {
                         tracing::info!(group, "opened partition group");
-                        g
+                        p
                     }
                     Err(e) => {
                         tracing::warn!(group, "open partition group: {e}");
@@ -63,7 +78,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     }
                 },
             };
-            if bootstrapped.contains(group) {
+            if self.bootstrapped.contains(group) {
                 continue;
             }
             let members: BTreeMap<NodeId, String> = replicas
@@ -73,32 +88,42 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             if members.len() != replicas.len() {
                 continue; // A replica is not registered: cannot happen for applied topics.
             }
-            match g.bootstrap(&members).await {
+            match p.group().bootstrap(&members).await {
                 Ok(()) => {
-                    bootstrapped.insert(*group);
+                    self.bootstrapped.insert(*group);
                 }
                 Err(e) => tracing::warn!(group, "bootstrap partition group: {e}"),
             }
         }
-        let gone: Vec<GroupId> = shared
-            .registry
-            .ids()
-            .into_iter()
-            .filter(|g| *g != METADATA_GROUP && !mine.contains_key(g) && seen.contains(g))
+        let gone: Vec<GroupId> = b
+            .partitions()
+            .iter()
+            .map(|p| p.group().id())
+            .filter(|g| !mine.contains_key(g) && self.seen.contains(g))
             .collect();
         for group in gone {
-            if let Some(g) = shared.registry.remove(group) {
-                if let Err(e) = g.shutdown().await {
-                    tracing::warn!(group, "shutdown of a deleted partition: {e}");
-                }
-                drop(g);
-                match shared.store.remove_group_files(group) {
-                    Ok(()) => tracing::info!(group, "deleted partition group"),
-                    Err(e) => tracing::warn!(group, "delete partition files: {e}"),
-                }
+            match b.close_partition(group, true).await {
+                Ok(()) => tracing::info!(group, "deleted partition group"),
+                Err(e) => tracing::warn!(group, "delete partition group: {e}"),
             }
-            seen.remove(&group);
-            bootstrapped.remove(&group);
+            self.seen.remove(&group);
+            self.bootstrapped.remove(&group);
+        }
+    }
+
+    /// Hands every registered node's cluster address to the transport (only changes).
+    fn sync_peers(&mut self, b: &Broker, state: &MetaState) {
+        for (id, info) in &state.nodes {
+            if *id == b.node_id() || self.peers.get(id) == Some(&info.addr) {
+                continue;
+            }
+            match b.cluster.peer_address(*id, &info.addr) {
+                Ok(()) => {
+                    self.peers.insert(*id, info.addr.clone());
+                }
+                // Not remembered: the next pass tries again.
+                Err(e) => tracing::warn!(node = id, "peer address: {e}"),
+            }
         }
     }
 }
@@ -114,25 +139,10 @@ fn my_partitions(state: &MetaState, me: NodeId) -> BTreeMap<GroupId, Vec<NodeId>
         .collect()
 }
 
-/// Hands every registered node's cluster address to the transport (only changes).
-fn sync_peers(shared: &Shared, state: &MetaState, known: &mut BTreeMap<NodeId, String>) {
-    for (id, info) in &state.nodes {
-        if *id == shared.node_id || known.get(id) == Some(&info.addr) {
-            continue;
-        }
-        match shared.transport.set_peer(*id, &info.addr) {
-            Ok(()) => {
-                known.insert(*id, info.addr.clone());
-            }
-            Err(e) => tracing::warn!(node = id, "peer address: {e}"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use neo_raft::meta_sm::MetaCommand;
+    use crate::meta::MetaCommand;
 
     #[test]
     fn my_partitions_are_those_naming_me() {

@@ -2,37 +2,33 @@
 //! address), a committed `DeleteTopic` command. Every replica then stops its partition
 //! groups and deletes their files (see `reconcile`); the answer does not wait for that.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
+use crate::meta::{MetaCommand, MetaError, MetaResponse};
 use neo_protocol::api::{DeleteTopicRequest, DeleteTopicResponse};
-use neo_protocol::{ErrorCode, RequestContext, RpcError};
+use neo_protocol::{ErrorCode, RpcError};
 use neo_raft::Role;
-use neo_raft::meta_sm::{MetaCommand, MetaError, MetaResponse};
 
-use super::{not_leader, raft_error};
-use crate::node::Shared;
+use super::{broker_error, not_leader};
+use neo_security::SecurityContext;
 
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
-    _ctx: RequestContext,
+use crate::facade::Broker;
+
+pub(crate) async fn delete_topic(
+    b: &Broker,
+    _ctx: &SecurityContext,
     req: DeleteTopicRequest,
 ) -> Result<DeleteTopicResponse, RpcError> {
-    shared
-        .metrics
-        .admin_requests
-        .fetch_add(1, Ordering::Relaxed);
-    let m = shared.meta.metrics();
+    let m = b.meta_group().metrics();
     if m.role != Role::Leader {
-        return Err(not_leader(&shared, m.leader, "the metadata group"));
+        return Err(not_leader(b, m.leader, "the metadata group"));
     }
-    let r = shared
-        .meta
-        .propose_meta(MetaCommand::DeleteTopic {
+    let r = crate::meta::propose(
+        b.meta_group(),
+        &MetaCommand::DeleteTopic {
             name: req.name.clone(),
-        })
-        .await
-        .map_err(|e| raft_error(&shared, e, "the metadata group"))?;
+        },
+    )
+    .await
+    .map_err(|e| broker_error(b, e, "the metadata group"))?;
     match r {
         MetaResponse::Done | MetaResponse::TopicCreated { .. } => Ok(DeleteTopicResponse {}),
         MetaResponse::Refused(MetaError::UnknownTopic { name }) => Err(RpcError::new(

@@ -2,32 +2,25 @@
 //! (ReadIndex first); elsewhere it is this node's applied state, which may lag the
 //! leader's by a moment. There are no internal topics yet.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
+use neo_protocol::RpcError;
 use neo_protocol::api::{ListTopicsRequest, ListTopicsResponse};
-use neo_protocol::{RequestContext, RpcError};
 use neo_raft::Role;
 
-use crate::node::Shared;
+use neo_security::SecurityContext;
 
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
-    _ctx: RequestContext,
+use crate::facade::Broker;
+
+pub(crate) async fn list_topics(
+    b: &Broker,
+    _ctx: &SecurityContext,
     _req: ListTopicsRequest,
 ) -> Result<ListTopicsResponse, RpcError> {
-    shared
-        .metrics
-        .admin_requests
-        .fetch_add(1, Ordering::Relaxed);
-    let state = if shared.meta.metrics().role == Role::Leader {
-        shared
-            .meta
-            .linearizable_meta()
+    let state = if b.meta_group().metrics().role == Role::Leader {
+        crate::meta::linearizable(b.meta_group(), &b.meta_view())
             .await
-            .unwrap_or_else(|_| shared.state())
+            .unwrap_or_else(|_| b.state())
     } else {
-        shared.state()
+        b.state()
     };
     Ok(ListTopicsResponse {
         topics: state.topics.keys().cloned().collect(),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{GroupId, METADATA_GROUP, NodeId};
+use neo_raft::{GroupId, METADATA_GROUP, NodeId};
 
 /// Longest topic name accepted, in bytes.
 pub const TOPIC_NAME_LEN_MAX: usize = 249;

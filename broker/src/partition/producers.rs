@@ -27,7 +27,7 @@
 //! forgotten, and a retry of its batches is then stored again.
 //!
 //! The leader-side gate that consults the table (plus the batches still in flight in the
-//! current term) is in `group.rs` (`RaftGroup::propose_records`).
+//! current term) is [`super::Partition::append`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -371,8 +371,8 @@ mod tests {
         t.record(1, 0, 7, batch(50, 3)); // a range ahead of a gap
         let back = ProducerTable::from_image(t.image());
         assert_eq!(back, t);
-        let bytes = crate::codec::encode(&t.image()).unwrap();
-        let decoded: ProducerTableImage = crate::codec::decode(&bytes).unwrap();
+        let bytes = qiss::to_vec(&t.image()).unwrap();
+        let decoded: ProducerTableImage = qiss::from_slice(&bytes).unwrap();
         assert_eq!(ProducerTable::from_image(decoded), t);
     }
 }

@@ -1,0 +1,145 @@
+//! A broker in the process, on one node: no sockets, real storage. What tests and
+//! applications that embed Neo start ([`Embedded::start`]); the same [`Broker`] and the
+//! same operations as a server node.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use neo_raft::{GroupId, NodeId, NodeStore, Registry, Role, RpcKind, Transport, TransportError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::facade::{Broker, BrokerConfig, BrokerLimits, SingleNode};
+use crate::meta::{MetaCommand, MetaMachine, MetaResponse};
+
+/// The node id of an embedded broker.
+pub const EMBEDDED_NODE_ID: NodeId = 1;
+/// The (unused) cluster and client address an embedded broker registers.
+pub const EMBEDDED_ADDR: &str = "in-process:0";
+/// How long [`Embedded::start`] waits for its metadata group to elect itself.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A Raft transport for a node with no peers: every RPC is `Unreachable`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoPeers;
+
+impl NoPeers {
+    fn unreachable(
+        target: NodeId,
+    ) -> BoxFuture<'static, std::result::Result<Bytes, TransportError>> {
+        Box::pin(async move {
+            Err(TransportError::Unreachable {
+                target,
+                reason: "an embedded broker has no peers".into(),
+            })
+        })
+    }
+}
+
+impl Transport for NoPeers {
+    fn send(
+        &self,
+        target: NodeId,
+        _: GroupId,
+        _: RpcKind,
+        _: Bytes,
+        _: Duration,
+    ) -> BoxFuture<'static, std::result::Result<Bytes, TransportError>> {
+        Self::unreachable(target)
+    }
+
+    fn send_snapshot(
+        &self,
+        target: NodeId,
+        _: GroupId,
+        _: Bytes,
+        _: Bytes,
+        _: Duration,
+    ) -> BoxFuture<'static, std::result::Result<Bytes, TransportError>> {
+        Self::unreachable(target)
+    }
+}
+
+/// A running single-node broker in this process.
+pub struct Embedded {
+    broker: Arc<Broker>,
+    stop: watch::Sender<bool>,
+    reconcile: JoinHandle<()>,
+}
+
+impl Embedded {
+    /// Opens (or reopens) the broker whose data lives in `dir`, elects its metadata
+    /// group, registers the node and starts keeping its partitions open.
+    pub async fn start(dir: &Path, limits: BrokerLimits) -> Result<Embedded> {
+        let store = NodeStore::open(dir)?;
+        let (stop, stop_rx) = watch::channel(false);
+        let (machine, view) = MetaMachine::new();
+        let broker = Broker::open(
+            BrokerConfig {
+                node_id: EMBEDDED_NODE_ID,
+                advertise_client: EMBEDDED_ADDR.to_string(),
+                limits,
+            },
+            store,
+            Arc::new(NoPeers),
+            Arc::new(Registry::new()),
+            Arc::new(SingleNode),
+            stop_rx.clone(),
+            machine,
+            view,
+        )
+        .await?;
+        broker
+            .bootstrap_metadata(&BTreeMap::from([(
+                EMBEDDED_NODE_ID,
+                EMBEDDED_ADDR.to_string(),
+            )]))
+            .await?;
+        broker
+            .meta_group()
+            .wait_until(START_TIMEOUT, "metadata leader", |m| m.role == Role::Leader)
+            .await?;
+        let registered = crate::meta::propose(
+            broker.meta_group(),
+            &MetaCommand::RegisterNode {
+                node_id: EMBEDDED_NODE_ID,
+                addr: EMBEDDED_ADDR.to_string(),
+                client_addr: EMBEDDED_ADDR.to_string(),
+            },
+        )
+        .await?;
+        if let MetaResponse::Refused(e) = registered {
+            return Err(Error::Raft(neo_raft::Error::Membership {
+                group: neo_raft::METADATA_GROUP,
+                reason: e.to_string(),
+            }));
+        }
+        let b = broker.clone();
+        let reconcile = tokio::spawn(async move { b.reconcile(stop_rx).await });
+        Ok(Embedded {
+            broker,
+            stop,
+            reconcile,
+        })
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Stops the broker: long polls end, the groups stop, the store is flushed.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.reconcile.await;
+        self.broker.shutdown().await;
+        if let Err(e) = self.broker.store().flush() {
+            tracing::warn!("flush of the metadata store: {e}");
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The [`Broker`]: one value every broker operation goes through, with the request's
+//! [`SecurityContext`], testable without sockets (see `tests/broker.rs`: a single-node
+//! broker over real storage in a temporary directory).
+//!
+//! It owns this node's metadata replica (with its [`MetaMachine`]) and the partition
+//! replicas hosted here ([`Partition`]s, opened and closed by `reconcile`). The node
+//! (`neo-node`) builds it, feeds it the cluster's facts through [`Cluster`], and hands
+//! every Neo RPC request to one of its operations.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use neo_protocol::RpcError;
+use neo_protocol::api::{
+    CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse,
+    DescribeTopicRequest, FetchRequest, FetchResponse, ListTopicsRequest, ListTopicsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicDescription,
+};
+use neo_raft::{
+    GroupConfig, GroupId, GroupKind, METADATA_GROUP, NodeId, NodeStore, RaftGroup, RaftTiming,
+    Registry, Transport,
+};
+use neo_security::SecurityContext;
+use tokio::sync::watch;
+
+use crate::meta::{MetaMachine, MetaState, MetaView, PartitionInfo};
+use crate::ops;
+use crate::partition::Partition;
+
+/// Metadata group snapshots (and purges its log) every this many entries.
+pub const METADATA_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
+
+/// The limits broker operations enforce (the node's configuration sets them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerLimits {
+    /// Largest record batch a produce may carry, in bytes.
+    pub batch_bytes_max: usize,
+    /// Most partitions a topic may be created with.
+    pub partitions_per_topic_max: u32,
+    /// Longest a fetch may wait for data, in milliseconds.
+    pub fetch_wait_ms_max: u32,
+    /// Most bytes one fetch answers with.
+    pub fetch_bytes_max: usize,
+    /// Longest a produce waits for its commit, in milliseconds.
+    pub produce_timeout_ms_max: u32,
+}
+
+impl Default for BrokerLimits {
+    fn default() -> Self {
+        BrokerLimits {
+            batch_bytes_max: 1024 * 1024,
+            partitions_per_topic_max: 1_000,
+            fetch_wait_ms_max: 30_000,
+            fetch_bytes_max: 4 * 1024 * 1024,
+            produce_timeout_ms_max: 30_000,
+        }
+    }
+}
+
+/// Who this broker is.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// This node.
+    pub node_id: NodeId,
+    /// The Neo RPC address this node hands out to clients (metadata, `NotLeader` hints).
+    pub advertise_client: String,
+    /// The limits of its operations.
+    pub limits: BrokerLimits,
+}
+
+/// What the broker learns from, and tells, the node's cluster wiring.
+pub trait Cluster: Send + Sync + 'static {
+    /// Whether `node` counts as alive (by the node heartbeats); this node always is.
+    fn is_alive(&self, node: NodeId) -> bool;
+    /// A registered node's cluster (gRPC) address, for the Raft transport; an error
+    /// (e.g. an address the transport cannot use) is retried at the next pass.
+    fn peer_address(&self, node: NodeId, addr: &str) -> Result<(), String>;
+}
+
+/// A cluster of one node: itself, always alive, no peers to reach.
+#[derive(Debug, Default)]
+pub struct SingleNode;
+
+impl Cluster for SingleNode {
+    fn is_alive(&self, _: NodeId) -> bool {
+        true
+    }
+
+    fn peer_address(&self, _: NodeId, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A partition as the broker resolves it from the local metadata state.
+pub(crate) struct PartitionRef {
+    pub(crate) info: PartitionInfo,
+    /// This node's replica, if it hosts one (and `reconcile` has opened it).
+    pub(crate) replica: Option<Arc<Partition>>,
+}
+
+/// Why a topic/partition lookup failed.
+pub(crate) enum Lookup {
+    UnknownTopic,
+    UnknownPartition { count: usize },
+}
+
+/// The broker of one node.
+pub struct Broker {
+    pub(crate) cfg: BrokerConfig,
+    store: NodeStore,
+    transport: Arc<dyn Transport>,
+    registry: Arc<Registry>,
+    meta: Arc<RaftGroup>,
+    meta_view: MetaView,
+    partitions: RwLock<HashMap<GroupId, Arc<Partition>>>,
+    pub(crate) cluster: Arc<dyn Cluster>,
+    /// Turns `true` once: the node is shutting down (long polls return at once).
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl Broker {
+    /// Opens this node's metadata replica over `machine` (registered in `registry`,
+    /// so peers' RPCs reach it) and returns the broker over it. `meta` is the view
+    /// `machine` was made with ([`MetaMachine::new`]: a caller that needs the view
+    /// before the broker exists, as the control plane does, makes the pair first).
+    /// Bootstrapping the metadata group, and running [`Broker::reconcile`], are the
+    /// caller's.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn open(
+        cfg: BrokerConfig,
+        store: NodeStore,
+        transport: Arc<dyn Transport>,
+        registry: Arc<Registry>,
+        cluster: Arc<dyn Cluster>,
+        shutdown: watch::Receiver<bool>,
+        machine: MetaMachine,
+        meta_view: MetaView,
+    ) -> neo_raft::Result<Arc<Broker>> {
+        let meta = RaftGroup::open(
+            GroupConfig {
+                group: METADATA_GROUP,
+                node_id: cfg.node_id,
+                kind: GroupKind::Metadata,
+                timing: RaftTiming::METADATA,
+                snapshot_every_entries: METADATA_SNAPSHOT_EVERY_ENTRIES,
+            },
+            &store,
+            transport.clone(),
+            Box::new(machine),
+        )
+        .await?;
+        registry.insert(meta.clone());
+        Ok(Arc::new(Broker {
+            cfg,
+            store,
+            transport,
+            registry,
+            meta,
+            meta_view,
+            partitions: RwLock::default(),
+            cluster,
+            shutdown,
+        }))
+    }
+
+    /// This node.
+    pub fn node_id(&self) -> NodeId {
+        self.cfg.node_id
+    }
+
+    /// The limits of this broker's operations.
+    pub fn limits(&self) -> &BrokerLimits {
+        &self.cfg.limits
+    }
+
+    /// This node's replica of the metadata group.
+    pub fn meta_group(&self) -> &Arc<RaftGroup> {
+        &self.meta
+    }
+
+    /// A receiver of the metadata state as this node applies it.
+    pub fn meta_view(&self) -> MetaView {
+        self.meta_view.clone()
+    }
+
+    /// The metadata state as this node has applied it (possibly a little stale).
+    pub fn state(&self) -> Arc<MetaState> {
+        self.meta_view.borrow().clone()
+    }
+
+    /// The node store every group of this node lives in.
+    pub fn store(&self) -> &NodeStore {
+        &self.store
+    }
+
+    /// The advertised client address of `node`, if it registered one.
+    pub fn client_addr_of(&self, node: NodeId) -> Option<String> {
+        if node == self.cfg.node_id {
+            return Some(self.cfg.advertise_client.clone());
+        }
+        self.state()
+            .nodes
+            .get(&node)
+            .map(|n| n.client_addr.clone())
+            .filter(|a| !a.is_empty())
+    }
+
+    /// The current metadata leader (controller), if known.
+    pub fn controller(&self) -> Option<NodeId> {
+        self.meta.metrics().serving_leader()
+    }
+
+    /// Whether `node` counts as alive (this node always does).
+    pub fn is_alive(&self, node: NodeId) -> bool {
+        node == self.cfg.node_id || self.cluster.is_alive(node)
+    }
+
+    /// This node's replica of partition group `group`, if it hosts one.
+    pub fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&group)
+            .cloned()
+    }
+
+    /// Every partition replica hosted here.
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        let map = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map.values().cloned().collect();
+        v.sort_by_key(|p| p.group().id());
+        v
+    }
+
+    /// Resolves `topic`/`partition` in the local metadata state.
+    pub(crate) fn lookup(&self, topic: &str, partition: u32) -> Result<PartitionRef, Lookup> {
+        let state = self.state();
+        let t = state.topics.get(topic).ok_or(Lookup::UnknownTopic)?;
+        let info = t
+            .partitions
+            .get(partition as usize)
+            .ok_or(Lookup::UnknownPartition {
+                count: t.partitions.len(),
+            })?
+            .clone();
+        let replica = self.partition(info.group);
+        Ok(PartitionRef { info, replica })
+    }
+
+    /// Opens (or reopens) this node's replica of a partition group and registers it
+    /// (peers' RPCs reach it; operations find it).
+    pub async fn open_partition(&self, group: GroupId) -> neo_raft::Result<Arc<Partition>> {
+        if let Some(p) = self.partition(group) {
+            return Ok(p);
+        }
+        let cfg = GroupConfig {
+            group,
+            node_id: self.cfg.node_id,
+            kind: GroupKind::Partition,
+            timing: RaftTiming::PARTITION,
+            snapshot_every_entries: METADATA_SNAPSHOT_EVERY_ENTRIES,
+        };
+        let (machine, state) = Partition::machine();
+        let g =
+            RaftGroup::open(cfg, &self.store, self.transport.clone(), Box::new(machine)).await?;
+        let p = Arc::new(Partition::new(g.clone(), state));
+        self.registry.insert(g);
+        self.partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(group, p.clone());
+        Ok(p)
+    }
+
+    /// Stops and unregisters this node's replica of `group`; with `delete`, removes its
+    /// files too (its partition is gone from the metadata).
+    pub async fn close_partition(&self, group: GroupId, delete: bool) -> neo_raft::Result<()> {
+        let removed = self
+            .partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&group);
+        self.registry.remove(group);
+        if let Some(p) = removed {
+            p.group().shutdown().await?;
+            drop(p);
+            if delete {
+                self.store.remove_group_files(group)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every group of this node (partitions, then the metadata group). Files stay.
+    pub async fn shutdown(&self) {
+        for p in self.partitions() {
+            if let Err(e) = p.group().shutdown().await {
+                tracing::warn!(group = p.group().id(), "shutdown: {e}");
+            }
+        }
+        if let Err(e) = self.meta.shutdown().await {
+            tracing::warn!("shutdown of the metadata group: {e}");
+        }
+    }
+
+    /// Keeps the partition replicas hosted here in step with the applied metadata (see
+    /// `reconcile`) until `stop` turns `true`.
+    pub async fn reconcile(&self, stop: watch::Receiver<bool>) {
+        crate::reconcile::run(self, stop).await
+    }
+
+    /// The metadata group's members to bootstrap with: `peers` (node id → cluster
+    /// address). Idempotent across restarts.
+    pub async fn bootstrap_metadata(
+        &self,
+        peers: &BTreeMap<NodeId, String>,
+    ) -> neo_raft::Result<()> {
+        self.meta.bootstrap(peers).await
+    }
+
+    // The operations, one per broker method. Each takes the request's security context
+    // (the one place authorization and quotas will check it) and answers with the
+    // wire's typed error.
+
+    /// Appends a record batch to a partition (on its leader).
+    pub async fn produce(
+        &self,
+        ctx: &SecurityContext,
+        req: ProduceRequest,
+    ) -> Result<ProduceResponse, RpcError> {
+        ops::produce::produce(self, ctx, req).await
+    }
+
+    /// Reads committed batches of a partition (on its leader), waiting for data.
+    pub async fn fetch(
+        &self,
+        ctx: &SecurityContext,
+        req: FetchRequest,
+    ) -> Result<FetchResponse, RpcError> {
+        ops::fetch::fetch(self, ctx, req).await
+    }
+
+    /// Brokers, controller and partitions as this node knows them.
+    pub async fn metadata(
+        &self,
+        ctx: &SecurityContext,
+        req: MetadataRequest,
+    ) -> Result<MetadataResponse, RpcError> {
+        ops::metadata::metadata(self, ctx, req)
+    }
+
+    /// Creates a topic (on the metadata leader).
+    pub async fn create_topic(
+        &self,
+        ctx: &SecurityContext,
+        req: CreateTopicRequest,
+    ) -> Result<CreateTopicResponse, RpcError> {
+        ops::create_topic::create_topic(self, ctx, req).await
+    }
+
+    /// Deletes a topic (on the metadata leader).
+    pub async fn delete_topic(
+        &self,
+        ctx: &SecurityContext,
+        req: DeleteTopicRequest,
+    ) -> Result<DeleteTopicResponse, RpcError> {
+        ops::delete_topic::delete_topic(self, ctx, req).await
+    }
+
+    /// Topic names (linearizable on the metadata leader).
+    pub async fn list_topics(
+        &self,
+        ctx: &SecurityContext,
+        req: ListTopicsRequest,
+    ) -> Result<ListTopicsResponse, RpcError> {
+        ops::list_topics::list_topics(self, ctx, req).await
+    }
+
+    /// One topic's partitions and configs.
+    pub async fn describe_topic(
+        &self,
+        ctx: &SecurityContext,
+        req: DescribeTopicRequest,
+    ) -> Result<TopicDescription, RpcError> {
+        ops::describe_topic::describe_topic(self, ctx, req)
+    }
+}

@@ -1,0 +1,88 @@
+//! `neo-broker`: the broker's domain, between consensus (`neo-raft`) and wiring
+//! (`neo-node`).
+//!
+//! Everything a broker decides lives here: the state its Raft groups replicate (as pure
+//! state machines that never see an openraft type and do no I/O), where replicas go,
+//! and one [`Broker`] value with one method per operation, each taking the request's
+//! [`SecurityContext`]. `neo-raft` only replicates logs and drives the machines through
+//! its `StateMachine` trait; `neo-node` only wires ports, transport, config and HTTP
+//! to the [`Broker`].
+//!
+//! # Dependency graph
+//!
+//! ```text
+//! qiss ◄── neo-protocol ◄──────────────┐
+//!   ▲                                  │
+//! neo-storage ◄── neo-raft ◄── neo-broker ◄── neo-cluster ◄── neo-node
+//!                               │   ▲                          │
+//!             neo-security ◄────┘   └──────────────────────────┘
+//! neo-client ─► neo-protocol, qiss (never a server crate)
+//! ```
+//!
+//! # Layout
+//!
+//! | module | role |
+//! |---|---|
+//! | [`meta`] | the metadata group's state ([`meta::MetaState`]: nodes, topics, partitions, replica sets) and its machine ([`meta::MetaMachine`]) with the [`meta::MetaView`] readers watch; `propose` and `linearizable` reads |
+//! | [`partition`] | a partition replica: its machine ([`partition::PartitionMachine`]: the idempotent-producer table; the home of committed offsets and queue deliveries) and [`partition::Partition`], whose `append` is the leader's idempotence gate |
+//! | [`placement`] | pure placement: spread replica sets and preferred leaders; leader moves back to preferred leaders |
+//! | `facade` | [`Broker`]: the metadata replica, the partitions hosted here, lookups, open/close of partitions, and the operations |
+//! | `ops` | one file per operation (`produce`, `fetch`, `metadata`, `create_topic`, `delete_topic`, `list_topics`, `describe_topic`) and the mapping of every internal error to the wire's typed `RpcError` |
+//! | `reconcile` | keeps the partition replicas hosted here in step with the applied metadata ([`Broker::reconcile`]) |
+//! | `embedded` | [`Embedded`]: a single-node broker in the process over real storage, no sockets (tests, embedding); [`NoPeers`] |
+//! | `error` | the crate's internal [`Error`] |
+//!
+//! # Request flow: produce
+//!
+//! ```text
+//! neo-node (Neo RPC) ─► Broker::produce(&SecurityContext, ProduceRequest)
+//!   ├─ lookup in the applied MetaState (UnknownTopic / UnknownPartition)
+//!   ├─ no replica here ─► NotLeader{preferred replica's client address}
+//!   ├─ size, CRC, records, not a control batch (InvalidRecordBatch; nothing stored)
+//!   ├─ acks=none ─► RaftGroup::propose_records_ff, answered at once
+//!   └─ acks=all|leader ─► Partition::append ─► (stamped: idempotence gate)
+//!        ─► RaftGroup::propose_* ─► quorum (or leader) fdatasync ─► applied
+//!        ─► PartitionMachine::apply_records (producer table) ─► base offset
+//! ```
+//!
+//! # Invariants
+//!
+//! - State machines are deterministic: the same committed entries give the same state
+//!   and the same answers on every replica; a refused command is refused everywhere,
+//!   as a typed answer, never a panic.
+//! - Every operation takes a [`SecurityContext`]; nothing reaches a Raft group without
+//!   passing through a [`Broker`] operation (or a background duty of this crate).
+//! - A stamped batch is stored at most once per partition (see [`partition`]).
+//! - Bad input gets a typed `RpcError` with a stable code, and nothing stored changes.
+//! - Locks hold plain data and are taken even when poisoned (see `lock`).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod embedded;
+mod error;
+mod facade;
+pub mod meta;
+mod ops;
+pub mod partition;
+pub mod placement;
+mod reconcile;
+
+pub use embedded::{EMBEDDED_ADDR, EMBEDDED_NODE_ID, Embedded, NoPeers};
+pub use error::{Error, Result};
+pub use facade::{
+    Broker, BrokerConfig, BrokerLimits, Cluster, METADATA_SNAPSHOT_EVERY_ENTRIES, SingleNode,
+};
+pub use neo_security::SecurityContext;
+pub use ops::create_topic::{
+    RETENTION_BYTES, RETENTION_MS, Retention, check_topic_name, parse_topic_configs,
+};
+pub use ops::fetch::{committed_prefix, read_committed};
+pub use ops::metadata::CLUSTER_ID;
+pub use ops::produce::OFFSET_UNKNOWN;
+
+/// Locks a mutex that holds plain data. The crate's lock-poisoning policy: every value
+/// behind a lock is consistent after each statement that changes it, so a panic
+/// elsewhere while it was held leaves nothing half-done, and the lock is taken anyway.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

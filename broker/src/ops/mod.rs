@@ -1,0 +1,119 @@
+//! The broker's operations, one file per method, and the one place where internal
+//! errors become the wire's typed errors ([`raft_error`], [`broker_error`]).
+//!
+//! | method | file | where it runs |
+//! |---|---|---|
+//! | `produce` | `produce.rs` | partition leader (else `NotLeader` + hint) |
+//! | `fetch` | `fetch.rs` | partition leader (else `NotLeader` + hint) |
+//! | `metadata` | `metadata.rs` | any node (its applied metadata) |
+//! | `create_topic` | `create_topic.rs` | metadata leader (else `NotLeader` + hint) |
+//! | `delete_topic` | `delete_topic.rs` | metadata leader (else `NotLeader` + hint) |
+//! | `list_topics` | `list_topics.rs` | any node (linearizable on the leader) |
+//! | `describe_topic` | `describe_topic.rs` | any node (its applied metadata) |
+
+pub(crate) mod create_topic;
+pub(crate) mod delete_topic;
+pub(crate) mod describe_topic;
+pub(crate) mod fetch;
+pub(crate) mod list_topics;
+pub(crate) mod metadata;
+pub(crate) mod produce;
+
+use neo_protocol::{ErrorCode, RpcError};
+use neo_raft::NodeId;
+
+use crate::error::Error;
+use crate::facade::{Broker, Lookup};
+
+/// `NotLeader` pointing at `leader`'s advertised client address (no hint if unknown).
+pub(crate) fn not_leader(b: &Broker, leader: Option<NodeId>, what: &str) -> RpcError {
+    let addr = leader.and_then(|l| b.client_addr_of(l));
+    let mut e = RpcError::not_leader(addr.as_deref());
+    e.message = match (leader, &addr) {
+        (Some(l), Some(a)) => format!("not the leader of {what}; node {l} at {a} is"),
+        _ => format!("not the leader of {what}; no leader known yet, retry shortly"),
+    };
+    e
+}
+
+/// This node's replica of `topic`/`partition`, or the typed error: `UnknownTopic`,
+/// `UnknownPartition`, or `NotLeader` pointing at the preferred leader (the first
+/// replica, which redirects if it does not lead) when no replica is hosted here.
+pub(crate) fn hosted_replica(
+    b: &Broker,
+    topic: &str,
+    partition: u32,
+    what: &str,
+) -> Result<std::sync::Arc<crate::partition::Partition>, RpcError> {
+    let p = b
+        .lookup(topic, partition)
+        .map_err(|e| lookup_error(e, topic, partition))?;
+    p.replica
+        .ok_or_else(|| not_leader(b, p.info.replicas.first().copied(), what))
+}
+
+/// The wire error of a failed topic/partition lookup.
+pub(crate) fn lookup_error(e: Lookup, topic: &str, partition: u32) -> RpcError {
+    match e {
+        Lookup::UnknownTopic => unknown_topic(topic),
+        Lookup::UnknownPartition { count } => RpcError::new(
+            ErrorCode::UnknownPartition,
+            format!("topic {topic:?} has {count} partitions; partition {partition} does not exist"),
+        ),
+    }
+}
+
+/// `UnknownTopic` naming `topic`.
+pub(crate) fn unknown_topic(topic: &str) -> RpcError {
+    RpcError::new(ErrorCode::UnknownTopic, format!("unknown topic {topic:?}"))
+}
+
+/// `NotLeader` without a hint (the client refreshes its metadata), with `message`.
+fn no_leader_known(message: String) -> RpcError {
+    let mut n = RpcError::not_leader(None);
+    n.message = message;
+    n
+}
+
+/// The wire error of a failed Raft operation on a group about `what`.
+pub(crate) fn raft_error(b: &Broker, e: neo_raft::Error, what: &str) -> RpcError {
+    use neo_raft::Error as E;
+    match e {
+        E::NotLeader { leader, .. } => not_leader(b, leader, what),
+        // Refused before it was written: nothing to wait for, the client looks for the
+        // new leader.
+        E::QuorumLost { written: false, .. } => no_leader_known(format!("{what}: {e}")),
+        // In this leader's log: the outcome is unknown, as after a produce timeout.
+        E::QuorumLost { written: true, .. } => {
+            RpcError::new(ErrorCode::NotEnoughReplicas, format!("{what}: {e}"))
+        }
+        E::Busy { .. } => RpcError::new(ErrorCode::Busy, format!("{what}: {e}")),
+        E::BatchTooLarge { .. } | E::BadBatch { .. } | E::ControlBatch => {
+            RpcError::new(ErrorCode::InvalidRecordBatch, e.to_string())
+        }
+        // The replica stopped (shutdown, topic deleted, storage failure): another
+        // replica takes over, so the client should look for the new leader.
+        E::Fatal { .. } | E::UnknownGroup { .. } => {
+            if *b.shutdown.borrow() {
+                RpcError::new(
+                    ErrorCode::ShuttingDown,
+                    format!("{what}: node shutting down"),
+                )
+            } else {
+                no_leader_known(format!("{what}: replica stopped: {e}"))
+            }
+        }
+        other => RpcError::internal(format!("{what}: {other}")),
+    }
+}
+
+/// The wire error of a failed broker-internal operation about `what`.
+pub(crate) fn broker_error(b: &Broker, e: Error, what: &str) -> RpcError {
+    match e {
+        Error::Raft(e) => raft_error(b, e, what),
+        Error::DuplicateSequence { .. } => {
+            RpcError::new(ErrorCode::DuplicateSequence, format!("{what}: {e}"))
+        }
+        Error::Codec { .. } => RpcError::internal(format!("{what}: {e}")),
+    }
+}

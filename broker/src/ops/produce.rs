@@ -1,0 +1,122 @@
+//! `produce`: append one record batch to a partition, on its leader.
+//!
+//! Checks, in order (each failure is a typed error and nothing is stored): the topic
+//! and partition exist (`UnknownTopic`, `UnknownPartition`); this node hosts the
+//! partition (else `NotLeader` with a replica's client address: the preferred leader,
+//! which redirects if it does not lead); the batch fits `batch_bytes_max`, is a whole,
+//! valid Qiss batch (CRC and every record's framing) and not a control batch
+//! (`InvalidRecordBatch`). Then, by `acks`:
+//!
+//! Idempotent producers: a batch whose header carries a producer id (`>= 0`) is
+//! deduplicated by `Partition::append` against the partition's replicated
+//! producer table and the batches in flight on this leader: a retry of a batch the
+//! partition holds gets the first copy's offset and is not stored again; a retry older
+//! than the remembered window gets `DuplicateSequence`. The request's `producer` stamp
+//! is informational: the header (covered by the CRC) is what counts.
+//!
+//! - `all`: `Partition::append` (`WriteAck::Quorum`), answered once a quorum has the batch on disk
+//!   and it is applied, with its base offset; bounded by the request's `timeout_ms` (at
+//!   most `produce_timeout_ms_max`), after which the answer is `NotEnoughReplicas` (the
+//!   batch may still commit later).
+//! - `leader`: `Partition::append` (`WriteAck::Leader`), answered with the base offset as
+//!   soon as the leader's own log holds the batch durably (the log store fires a
+//!   notification carried by the entry after its `fdatasync`), before any follower has
+//!   it; the batch then commits as usual. Same timeout and errors as `all`. The trade:
+//!   a batch acknowledged this way is lost if the leader fails before a quorum stores it.
+//! - `none`: the batch is handed to the leader's Raft (`propose_records_ff`) and the
+//!   answer goes out at once, before the batch is written anywhere, with
+//!   `base_offset = u64::MAX` ([`OFFSET_UNKNOWN`]): the batch may be lost.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use neo_protocol::api::{Acks, ProduceRequest, ProduceResponse};
+use neo_protocol::{ErrorCode, RpcError};
+use neo_security::SecurityContext;
+use qiss::batch::BatchLimits;
+
+use super::{broker_error, hosted_replica, raft_error};
+use crate::facade::Broker;
+use crate::partition::WriteAck;
+
+/// `base_offset` of an `acks=none` answer: the offset is not known when it is sent.
+pub const OFFSET_UNKNOWN: u64 = u64::MAX;
+
+/// Bound on a batch's uncompressed records section: zstd may expand a batch of at most
+/// `batch_bytes_max` to this much while it is validated, and no more.
+const RECORDS_LENGTH_MAX: u32 = 64 * 1024 * 1024;
+
+pub(crate) async fn produce(
+    b: &Broker,
+    _ctx: &SecurityContext,
+    req: ProduceRequest,
+) -> Result<ProduceResponse, RpcError> {
+    let what = format!("{}/{}", req.topic, req.partition);
+    let replica = hosted_replica(b, &req.topic, req.partition, &what)?;
+    let limits = b.limits();
+    let size = req.records.len();
+    if size > limits.batch_bytes_max {
+        return Err(RpcError::new(
+            ErrorCode::InvalidRecordBatch,
+            format!(
+                "record batch of {size} bytes exceeds batch_bytes_max {}",
+                limits.batch_bytes_max
+            ),
+        ));
+    }
+    let header = qiss::batch::validate_with(
+        &req.records,
+        &BatchLimits {
+            records_length_max: RECORDS_LENGTH_MAX,
+        },
+    )
+    .map_err(|e| RpcError::new(ErrorCode::InvalidRecordBatch, format!("record batch: {e}")))?;
+    if header.is_control() {
+        return Err(RpcError::new(
+            ErrorCode::InvalidRecordBatch,
+            "control batches (attribute bit 3) are written by the broker only",
+        ));
+    }
+    let batch = Bytes::from(req.records);
+    let ack = match req.acks {
+        Acks::None => {
+            replica
+                .group()
+                .propose_records_ff(batch)
+                .await
+                .map_err(|e| raft_error(b, e, &what))?;
+            return Ok(ProduceResponse {
+                base_offset: OFFSET_UNKNOWN,
+                log_append_time_ms: None,
+                record_count: header.record_count,
+            });
+        }
+        Acks::All => WriteAck::Quorum,
+        Acks::Leader => WriteAck::Leader,
+    };
+    let max = limits.produce_timeout_ms_max;
+    let timeout_ms = if req.timeout_ms == 0 {
+        max
+    } else {
+        req.timeout_ms.min(max)
+    };
+    let appended = tokio::time::timeout(
+        Duration::from_millis(u64::from(timeout_ms)),
+        replica.append(batch, &header, ack),
+    )
+    .await;
+    let (base_offset, record_count) = match appended {
+        Ok(r) => r.map_err(|e| broker_error(b, e, &what))?,
+        Err(_) => {
+            return Err(RpcError::new(
+                ErrorCode::NotEnoughReplicas,
+                format!("{what}: not committed within {timeout_ms} ms (it may still commit)"),
+            ));
+        }
+    };
+    Ok(ProduceResponse {
+        base_offset,
+        log_append_time_ms: None,
+        record_count,
+    })
+}

@@ -1,0 +1,326 @@
+//! A partition replica as the broker sees it: its Raft group, the application state kept
+//! next to its log ([`PartitionMachine`]: the idempotent-producer table today; the home
+//! of committed offsets and queue deliveries), and the leader-side write gate
+//! ([`Partition::append`]) that keeps an idempotent producer's retries from being
+//! stored twice.
+//!
+//! # The idempotence gate
+//! A batch stamped by an idempotent producer (`producer_id >= 0` in its header) that
+//! the partition already holds, or that is in flight on this leader, is not stored
+//! again: the answer is the first copy's offset and count. The check is exact on a
+//! leader: once per term it waits until its state machine has applied everything
+//! committed before the term (ReadIndex) and everything in its log at that moment (a
+//! leader restored after a crash keeps its term and may hold an uncommitted tail), so
+//! the producer table covers every earlier batch, and the later batches of its term are
+//! in flight here or applied. A stamped write runs in its own task, so that a caller
+//! that stops waiting (a produce timeout) does not end the in-flight entry while the
+//! batch may still commit: a retry meanwhile waits for it instead of storing a second
+//! copy.
+
+pub mod producers;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use neo_raft::{AppliedBatch, EntryId, LocalAck, RaftGroup, RecordBatch, Role, StateMachine};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::lock;
+use producers::{ProducedBatch, ProducerTable, ProducerTableImage, Seen};
+
+/// Bound on a new leader's wait until its whole log is applied before its first
+/// deduplicated write (the produce timeout usually ends the wait first).
+const DEDUP_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The state a partition's machine and its leader's write gate share.
+pub(crate) type SharedProducers = Arc<Mutex<ProducerTable>>;
+
+/// The snapshot image of a partition's application state (its records are the log).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PartitionImage {
+    /// The idempotent producers' latest batches.
+    producers: ProducerTableImage,
+}
+
+/// A partition group's [`StateMachine`]: records every applied stamped batch in the
+/// producer table, in log order, on every replica.
+pub struct PartitionMachine {
+    producers: SharedProducers,
+}
+
+impl PartitionMachine {
+    fn new(producers: SharedProducers) -> PartitionMachine {
+        PartitionMachine { producers }
+    }
+}
+
+impl StateMachine for PartitionMachine {
+    fn apply_records(&mut self, entry: EntryId, b: &AppliedBatch) {
+        if b.producer_id >= 0 {
+            lock(&self.producers).record(
+                b.producer_id as u64,
+                b.producer_epoch,
+                entry.index,
+                ProducedBatch {
+                    base_sequence: b.base_sequence,
+                    base_offset: b.base_offset,
+                    record_count: b.record_count,
+                },
+            );
+        }
+    }
+
+    fn apply_command(&mut self, _: EntryId, _: &[u8]) -> Bytes {
+        // No partition command exists yet (committed offsets and queue deliveries will
+        // be the first): an empty answer, the same on every replica.
+        Bytes::new()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let image = PartitionImage {
+            producers: lock(&self.producers).image(),
+        };
+        // Plain data: encoding cannot fail.
+        qiss::to_vec(&image).unwrap_or_default()
+    }
+
+    fn restore(&mut self, image: &[u8]) -> std::io::Result<()> {
+        let image: PartitionImage = crate::error::decode_image("partition image", image)?;
+        *lock(&self.producers) = ProducerTable::from_image(image.producers);
+        Ok(())
+    }
+}
+
+/// (producer id, epoch, base sequence) of a stamped batch.
+type InflightKey = (u64, i16, i32);
+type Inflight = Arc<Mutex<HashMap<InflightKey, watch::Receiver<bool>>>>;
+
+/// Removes a finished in-flight batch and wakes the retries waiting on it.
+struct InflightGuard {
+    map: Inflight,
+    key: InflightKey,
+    done: watch::Sender<bool>,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        lock(&self.map).remove(&self.key);
+        self.done.send_replace(true);
+    }
+}
+
+/// What [`Partition::claim`] found.
+enum Claim {
+    /// The batch is applied: its offsets.
+    Answered((u64, u32)),
+    /// This copy is the one to write; the guard ends its in-flight entry.
+    Write(InflightGuard),
+}
+
+/// How much durability a write waits for before it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAck {
+    /// Committed on a quorum and applied (`acks=all`).
+    Quorum,
+    /// Durable in this leader's own log (`acks=leader`); it goes on to commit.
+    Leader,
+}
+
+/// One partition replica hosted on this node.
+pub struct Partition {
+    group: Arc<RaftGroup>,
+    producers: SharedProducers,
+    /// Stamped batches proposed by this replica and not yet finished.
+    inflight: Inflight,
+    /// The term in which this replica, as leader, last caught its state machine up to
+    /// everything committed before its term (`u64::MAX`: never).
+    dedup_term: AtomicU64,
+}
+
+impl Partition {
+    /// A partition's machine and the handle that pairs with it once its group is open
+    /// (see [`Partition::new`]).
+    pub fn machine() -> (PartitionMachine, PartitionState) {
+        let producers = SharedProducers::default();
+        (
+            PartitionMachine::new(producers.clone()),
+            PartitionState { producers },
+        )
+    }
+
+    /// The partition over its open group and the state its machine keeps.
+    pub fn new(group: Arc<RaftGroup>, state: PartitionState) -> Partition {
+        Partition {
+            group,
+            producers: state.producers,
+            inflight: Arc::default(),
+            dedup_term: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// The partition's Raft group.
+    pub fn group(&self) -> &Arc<RaftGroup> {
+        &self.group
+    }
+
+    /// Appends `batch` (a whole, checked record batch whose header is `header`) and
+    /// answers its base offset and record count once `ack` holds; an idempotent
+    /// producer's retry gets the first copy's answer (see the module doc).
+    pub async fn append(
+        &self,
+        batch: Bytes,
+        header: &qiss::batch::BatchHeader,
+        ack: WriteAck,
+    ) -> Result<(u64, u32)> {
+        if header.producer_id < 0 {
+            return Ok(match ack {
+                WriteAck::Quorum => self.group.propose_records(batch).await?,
+                WriteAck::Leader => self.group.propose_records_leader_ack(batch).await?,
+            });
+        }
+        let key: InflightKey = (
+            header.producer_id as u64,
+            header.producer_epoch,
+            header.base_sequence,
+        );
+        self.group.check_quorum()?;
+        // Every wait below (the once-per-term ReadIndex, a retry waiting for its first
+        // copy in flight, the commit or the local flush) ends if this leader loses its
+        // quorum meanwhile; a write already handed to Raft goes on in its own task.
+        let gated = async { Ok(self.append_stamped(batch, key, ack).await) };
+        self.group.bounded_by_quorum(gated).await?
+    }
+
+    async fn append_stamped(
+        &self,
+        batch: Bytes,
+        key: InflightKey,
+        ack: WriteAck,
+    ) -> Result<(u64, u32)> {
+        self.catch_up_for_dedup().await?;
+        let guard = match self.claim(key).await? {
+            Claim::Answered(offsets) => return Ok(offsets),
+            Claim::Write(guard) => guard,
+        };
+        let (batch, local) = match ack {
+            WriteAck::Quorum => (RecordBatch::new(batch), None),
+            WriteAck::Leader => {
+                let (a, rx) = LocalAck::channel();
+                (RecordBatch(batch, a), Some(rx))
+            }
+        };
+        let group = self.group.clone();
+        let write = tokio::spawn(async move {
+            let r = group.propose_batch(batch).await;
+            drop(guard);
+            r
+        });
+        Ok(match local {
+            // The write (and the in-flight entry a retry would wait on) goes on to
+            // commit in its task; this caller answers at the local flush.
+            Some(local) => self.group.local_ack(local).await?,
+            None => write.await.map_err(|e| neo_raft::Error::Fatal {
+                group: self.group.id(),
+                reason: format!("write task: {e}"),
+            })??,
+        })
+    }
+
+    /// Registers `key` in flight, or returns the answer it already has (applied, or
+    /// stale); waits while another copy of it is in flight.
+    async fn claim(&self, key: InflightKey) -> Result<Claim> {
+        loop {
+            let mut wait = {
+                let mut inflight = lock(&self.inflight);
+                match lock(&self.producers).check(key.0, key.1, key.2) {
+                    Seen::Applied(b) => {
+                        return Ok(Claim::Answered((b.base_offset, b.record_count)));
+                    }
+                    Seen::Stale => {
+                        return Err(Error::DuplicateSequence {
+                            group: self.group.id(),
+                            producer_id: key.0,
+                            sequence: key.2,
+                        });
+                    }
+                    Seen::New => {}
+                }
+                match inflight.get(&key) {
+                    Some(rx) => rx.clone(),
+                    None => {
+                        let (done, rx) = watch::channel(false);
+                        inflight.insert(key, rx);
+                        return Ok(Claim::Write(InflightGuard {
+                            map: Arc::clone(&self.inflight),
+                            key,
+                            done,
+                        }));
+                    }
+                }
+            };
+            // The same batch is in flight: wait for its outcome, then look again (it is
+            // applied, or it failed and this copy is proposed).
+            let _ = wait.wait_for(|done| *done).await;
+        }
+    }
+
+    /// Leader only: once per term, waits until everything committed before the term is
+    /// applied, and everything in its log at that point (so the producer table knows
+    /// every earlier batch, including a restored leader's uncommitted tail).
+    async fn catch_up_for_dedup(&self) -> Result<()> {
+        let (role, term, leader) = self.group.leadership();
+        if role != Role::Leader {
+            return Err(neo_raft::Error::NotLeader {
+                group: self.group.id(),
+                leader,
+            }
+            .into());
+        }
+        if self.dedup_term.load(Ordering::Acquire) == term {
+            return Ok(());
+        }
+        self.group.ensure_linearizable().await?;
+        // ReadIndex covers what was committed before the term's blank entry. A leader
+        // restored after a restart keeps its term and writes no blank entry, and its log
+        // may end in entries it appended before the crash, uncommitted then: wait until
+        // everything in the log now is applied, so the producer table knows those too.
+        // (Later entries of the term are this leader's own, tracked in flight.)
+        let last = self.group.metrics().last_log_index;
+        self.group
+            .wait_until(DEDUP_CATCH_UP_TIMEOUT, "dedup catch-up", |m| {
+                m.role != Role::Leader || m.applied_index >= last
+            })
+            .await?;
+        let m = self.group.metrics();
+        if m.role != Role::Leader || m.term != term {
+            return Err(neo_raft::Error::NotLeader {
+                group: self.group.id(),
+                leader: m.leader,
+            }
+            .into());
+        }
+        self.dedup_term.store(term, Ordering::Release);
+        Ok(())
+    }
+
+    /// The applied batch of an idempotent producer, if this replica's producer table
+    /// remembers it (tests and diagnostics).
+    pub fn produced_batch(
+        &self,
+        producer_id: u64,
+        epoch: i16,
+        base_sequence: i32,
+    ) -> Option<ProducedBatch> {
+        lock(&self.producers).lookup(producer_id, epoch, base_sequence)
+    }
+}
+
+/// What a partition's machine shares with its [`Partition`] handle.
+pub struct PartitionState {
+    producers: SharedProducers,
+}
