@@ -300,6 +300,7 @@ impl RaftGroup {
         let log = LogStore::open(
             &dir.join("log"),
             cfg.group,
+            cfg.kind,
             store.meta().clone(),
             anchor,
             store.durability(),

@@ -38,11 +38,14 @@
 //! - Producers never write control batches: a proposed batch with attribute bit 3 is
 //!   refused ([`Error::ControlBatch`]), since the log store decodes control batches as
 //!   Raft entries.
-//! - Entry `i`'s batch starts at the record offset that follows entry `i - 1`'s (a control
-//!   batch takes one offset), on every replica: the state machine and the log store
-//!   compute the same offsets independently, and followers hold byte-identical batches.
-//! - A log id is recovered from the batch's `term`/`log_index` stamps; the index map is
-//!   rebuilt from them at open.
+//! - Entry `i`'s batch starts at the record offset that follows entry `i - 1`'s, on every
+//!   replica: the state machine and the log store compute the same offsets
+//!   independently, and followers hold byte-identical batches. In a partition a control
+//!   entry (blank, membership) is a zero-width control batch that takes no offset, so
+//!   record offsets are dense from 0; in the metadata group each entry takes one.
+//! - A log id is recovered from the batch's `term`/`log_index` stamps; the index map
+//!   (Raft index → term, base offset and storage position) is rebuilt from them at open.
+//!   The Raft-index-to-offset mapping never leaves this crate.
 //! - Partition groups never snapshot or purge on openraft's initiative: their log is
 //!   their data; retention calls [`RaftGroup::apply_retention`] (which plans the cut on
 //!   segment boundaries, never past the applied index nor into the active segment, and

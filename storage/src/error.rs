@@ -8,7 +8,7 @@
 //! | [`Error::Io`] from a read, open or directory scan | no | retry or report |
 //! | [`Error::Corruption`] | **yes** for that log: data that was once durable is damaged | stop the replica; restore from peers (Raft) or an operator decides |
 //! | [`Error::Failed`] | **yes** | as above |
-//! | [`Error::BatchTooLarge`], [`Error::TooLarge`], [`Error::InvalidBatch`], [`Error::NonContiguous`], [`Error::OffsetOutOfRange`], [`Error::InvalidConfig`] | no: bad input, nothing stored changed | reject the request |
+//! | [`Error::BatchTooLarge`], [`Error::TooLarge`], [`Error::InvalidBatch`], [`Error::NonContiguous`], [`Error::OffsetOutOfRange`], [`Error::BadPosition`], [`Error::InvalidConfig`] | no: bad input, nothing stored changed | reject the request |
 //! | [`Error::Truncated`] | no: only given to a durability notification whose batch a later `truncate_suffix` removed | treat the append as superseded |
 //! | [`Error::Closed`] | no | the log was dropped while the notification was pending |
 //! | [`Error::Meta`] | yes if it comes from a flush; otherwise report | |
@@ -69,6 +69,15 @@ pub enum Error {
         start: u64,
         /// Next offset the log will assign (exclusive end).
         end: u64,
+    },
+    /// No batch starts at this position (`read_at`, `truncate_at`): its segment is gone,
+    /// or the position is past the segment's end or not a batch boundary.
+    #[error("no batch at position {position} of segment {segment}")]
+    BadPosition {
+        /// Base offset of the segment.
+        segment: u64,
+        /// Byte position asked for.
+        position: u64,
     },
     /// `append_at` was given a batch whose base offset is not the log's next offset.
     #[error("non-contiguous append: expected base offset {expected}, got {got}")]
