@@ -253,11 +253,8 @@ impl RaftGroup {
         transport: Arc<dyn Transport>,
     ) -> Result<Arc<Self>> {
         let dir = store.group_dir(cfg.group);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Storage {
-            subject: "group directory",
-            verb: "create",
-            reason: e.to_string(),
-        })?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::storage("group directory", "create", e))?;
         let (snapshot_policy, keep) = match cfg.kind {
             GroupKind::Metadata => (
                 SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_entries.max(1)),
@@ -287,13 +284,8 @@ impl RaftGroup {
             reason: e.to_string(),
         })?;
         let anchor = OffsetAnchor::default();
-        let sm = GroupStateMachine::open(cfg.kind, Some(&dir), anchor.clone()).map_err(|e| {
-            Error::Storage {
-                subject: "snapshot",
-                verb: "open",
-                reason: e.to_string(),
-            }
-        })?;
+        let sm = GroupStateMachine::open(cfg.kind, Some(&dir), anchor.clone())
+            .map_err(|e| Error::storage("snapshot", "open", e))?;
         let applied = sm.applied_rx();
         let meta = sm.meta_rx();
         let producers = sm.producers();
@@ -498,11 +490,7 @@ impl RaftGroup {
             Ok(Ok(offsets)) => Ok(offsets),
             // The local flush failed, or the entry was cut before it was synced (this
             // leader lost its leadership): not stored here.
-            Ok(Err(reason)) => Err(Error::Storage {
-                subject: "log",
-                verb: "append",
-                reason,
-            }),
+            Ok(Err(reason)) => Err(Error::storage("log", "append", reason)),
             // Dropped without being appended: leadership ended before the append.
             Err(_) => Err(self
                 .leader_or_not_leader()
@@ -665,6 +653,13 @@ impl RaftGroup {
     /// partition group): what the node watches to open and close partition groups.
     pub fn meta_watch(&self) -> watch::Receiver<Arc<MetaState>> {
         self.meta.clone()
+    }
+
+    /// Whether this replica's log stopped on a full disk: after an [`Error::Fatal`]
+    /// (openraft keeps only the text of a storage error), what tells "storage full"
+    /// from other failures.
+    pub fn storage_full(&self) -> bool {
+        self.log.storage_full()
     }
 
     /// Bytes the replica's segment log holds on disk (every segment, committed or not).

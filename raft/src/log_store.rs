@@ -158,16 +158,28 @@ impl Inner {
     }
 }
 
-fn io_err(subject: &'static str, verb: &'static str, e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(format!("{verb} {subject}: {e}"))
+/// An error for openraft, which takes `io::Error`: our [`Error::Storage`] wrapped whole
+/// (so its cause stays reachable), with kind `StorageFull` when the disk is full.
+fn io_err(
+    subject: &'static str,
+    verb: &'static str,
+    e: impl Into<crate::error::StorageSource>,
+) -> io::Error {
+    let err = Error::storage(subject, verb, e);
+    let kind = if err.is_storage_full() {
+        io::ErrorKind::StorageFull
+    } else {
+        io::ErrorKind::Other
+    };
+    io::Error::new(kind, err)
 }
 
-fn storage_err(subject: &'static str, verb: &'static str, e: impl std::fmt::Display) -> Error {
-    Error::Storage {
-        subject,
-        verb,
-        reason: e.to_string(),
-    }
+fn storage_err(
+    subject: &'static str,
+    verb: &'static str,
+    e: impl Into<crate::error::StorageSource>,
+) -> Error {
+    Error::storage(subject, verb, e)
 }
 
 /// When a group's log store tells openraft that appended entries are flushed.
@@ -329,6 +341,14 @@ impl LogStore {
         (self.inner.log.start_offset(), self.inner.log.next_offset())
     }
 
+    /// Whether the segment log failed (and refuses work) because the disk is full.
+    pub(crate) fn storage_full(&self) -> bool {
+        self.inner
+            .log
+            .failure()
+            .is_some_and(|e| e.is_storage_full())
+    }
+
     /// Bytes of every segment of the log.
     pub(crate) fn size_bytes(&self) -> u64 {
         self.inner.log.stats().size_bytes
@@ -392,16 +412,16 @@ fn scan(log: &SegmentLog, last_purged: Option<LogId>) -> Result<IndexMap> {
             if map.entries.is_empty() {
                 map.first_index = h.log_index;
             } else if h.log_index != map.first_index + map.entries.len() as u64 {
-                return Err(Error::Storage {
-                    subject: "log",
-                    verb: "scan",
-                    reason: format!(
+                return Err(Error::storage(
+                    "log",
+                    "scan",
+                    format!(
                         "entry at offset {} has log index {}, expected {}",
                         h.base_offset,
                         h.log_index,
                         map.first_index + map.entries.len() as u64
                     ),
-                });
+                ));
             }
             map.entries.push_back(slot);
         }

@@ -134,7 +134,7 @@ pub(crate) struct State {
     pub(crate) open_sealed: usize,
     tick: u64,
     /// Set by the first failed write or sync; the log then refuses work.
-    failed: Option<String>,
+    failed: Option<Error>,
     /// Reused buffer to stamp a batch's base offset without touching the caller's bytes.
     scratch: Vec<u8>,
     batches_appended: u64,
@@ -162,8 +162,8 @@ impl State {
     }
     pub(crate) fn check_failed(&self) -> Result<()> {
         match &self.failed {
-            Some(reason) => Err(Error::Failed {
-                reason: reason.clone(),
+            Some(first) => Err(Error::Failed {
+                first: Box::new(first.clone()),
             }),
             None => Ok(()),
         }
@@ -172,7 +172,7 @@ impl State {
     pub(crate) fn fail(&mut self, err: &Error) -> Vec<Waiter> {
         if self.failed.is_none() {
             tracing::error!(error = %err, "segment log failed; reopen to recover");
-            self.failed = Some(err.to_string());
+            self.failed = Some(err.clone());
         }
         std::mem::take(&mut self.waiters)
     }
@@ -315,6 +315,12 @@ impl SegmentLog {
     /// The offset the next appended batch gets.
     pub fn next_offset(&self) -> u64 {
         lock(&self.shared.state).next_offset
+    }
+
+    /// The first fatal error, if the log has failed (every later write and sync returns
+    /// [`Error::Failed`] holding it): what a caller asks whether the disk is full.
+    pub fn failure(&self) -> Option<Error> {
+        lock(&self.shared.state).failed.clone()
     }
 
     /// The first offset the log holds (base of its oldest segment).
