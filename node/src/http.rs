@@ -241,7 +241,7 @@ async fn digest(shared: &Arc<Shared>, topic: &str, p: &str) -> Reply {
         let mut crc = crc32fast::Hasher::new();
         let (mut bytes, mut batches) = (0u64, 0u64);
         while offset < hw {
-            let (chunk, next) = g.read_log(offset, DIGEST_READ_BYTES)?;
+            let (chunk, next) = g.read_log_blocking(offset, DIGEST_READ_BYTES)?;
             let keep = committed_prefix(&chunk, hw);
             let mut pos = 0;
             while pos < keep {

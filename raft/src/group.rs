@@ -671,7 +671,18 @@ impl RaftGroup {
     /// holding `offset`, up to `max_bytes` (at least one batch); returns them with the
     /// offset where the next read continues. Uncommitted entries are included: bound
     /// reads by [`AppliedState::next_offset`] for consumers.
-    pub fn read_log(&self, offset: u64, max_bytes: usize) -> Result<(Bytes, u64)> {
+    ///
+    /// The `pread` runs on tokio's blocking pool, not on the caller's executor thread.
+    pub async fn read_log(&self, offset: u64, max_bytes: usize) -> Result<(Bytes, u64)> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.read_raw(offset, max_bytes))
+            .await
+            .map_err(|e| Error::storage("log", "read", e))?
+    }
+
+    /// [`RaftGroup::read_log`] on the calling thread, for callers already on a thread
+    /// that may block (a `spawn_blocking` closure).
+    pub fn read_log_blocking(&self, offset: u64, max_bytes: usize) -> Result<(Bytes, u64)> {
         self.log.read_raw(offset, max_bytes)
     }
 

@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! node ── RaftGroup::propose_records(batch) ──► openraft client_write (batched)
-//!   leader: LogStore::append ─► SegmentLog::append_at (offset + term/index stamped)
+//!   leader: LogStore::append ─► spawn_blocking: SegmentLog::append_at (offset + stamps)
 //!           └─ IOFlushed fires from the storage flusher after fdatasync (group commit)
 //!   Router (GroupRouter) ─► Transport::send(target, group, AppendEntries, qiss bytes)
 //!           ─► neo-cluster gRPC ─► peer Registry::handle ─► follower's Raft ─► its LogStore
@@ -30,6 +30,9 @@
 //!
 //! # Invariants
 //!
+//! - Disk I/O never runs on an executor thread: log appends, the vote's sled flush and
+//!   [`RaftGroup::read_log`] run on tokio's blocking pool; `fdatasync` on storage's
+//!   flusher thread.
 //! - Nothing is reported durable before `fdatasync` returns: the log store hands
 //!   openraft's `IOFlushed` to `SegmentLog::notify_durable`; the vote is flushed to sled
 //!   before `save_vote` returns. The one exception is asked for explicitly:
@@ -61,8 +64,6 @@
 //!
 //! - Consumer groups, users and ACLs in the metadata state.
 //! - A persisted checkpoint of the index map, so that open does not scan the whole log.
-//! - Moving log writes off the async executor (`spawn_blocking`) if segment rolls show up
-//!   in latency.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

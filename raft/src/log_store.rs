@@ -20,11 +20,14 @@
 //!   [`MetaStore`], Qiss-encoded, under the group's id.
 //!
 //! # Durability
-//! `append` writes every entry of the call, then registers openraft's `IOFlushed` with
+//! `append` writes every entry of the call (on tokio's blocking pool: the `pwrite`s, and
+//! a segment roll's syncs, never run on the executor thread of Raft's core, which
+//! awaits them), then registers openraft's `IOFlushed` with
 //! [`SegmentLog::notify_durable`] for the end offset of the last one: it fires on the
 //! storage flusher thread only after an `fdatasync` covering the entries has returned,
 //! and one `fdatasync` covers every append since the previous one (group commit). The
-//! vote is written with `set_raft_durable` (sled flush) before `save_vote` returns.
+//! vote is written with `set_raft_durable` (sled flush, on the blocking pool) before
+//! `save_vote` returns.
 //!
 //! # Purge and truncate
 //! `purge(upto)` first records `upto` as last purged (durably), then drops it from the
@@ -496,6 +499,84 @@ impl Inner {
         Ok(out)
     }
 
+    /// Writes `entries` to the segment log and registers `callback` to fire once they
+    /// are durable (see the module docs). Runs on a thread that may block.
+    fn append_entries(&self, entries: Vec<Entry>, callback: IOFlushed<NeoRaft>) -> io::Result<()> {
+        let mut end = None;
+        // acks=leader waiters of this call's entries: (notification, offset, count).
+        let mut acks: Vec<(LocalAck, u64, u32)> = Vec::new();
+        {
+            let mut map = self.map();
+            for entry in entries {
+                let index = entry.log_id.index;
+                if let Some(next) = map.next_index()
+                    && index != next
+                {
+                    return Err(io_err(
+                        "log entry",
+                        "append",
+                        format!("non-contiguous log index {index}, expected {next}"),
+                    ));
+                }
+                let base = self.log.next_offset();
+                let batch = codec::entry_to_batch(&entry, base, self.control_records)
+                    .map_err(|e| io_err("log entry", "encode", e))?;
+                if let EntryPayload::Normal(Proposal::Records(RecordBatch(b, ack))) = &entry.payload
+                    && ack.is_set()
+                {
+                    let count = BatchHeader::parse(b).map_or(0, |h| h.record_count);
+                    acks.push((ack.clone(), base, count));
+                }
+                let appended = self
+                    .log
+                    .append_at(&batch)
+                    .map_err(|e| io_err("log entry", "append", e))?;
+                if map.entries.is_empty() {
+                    map.first_index = index;
+                }
+                map.entries.push_back(Slot {
+                    term: entry.log_id.leader_id.term,
+                    base_offset: base,
+                    at: BatchPos {
+                        segment: appended.segment,
+                        position: appended.position,
+                    },
+                });
+                end = Some(appended.next_offset);
+            }
+        }
+        let fire = move |r: Result<(), String>| {
+            for (ack, base, count) in acks {
+                ack.fire(r.clone().map(|()| (base, count)));
+            }
+        };
+        match end {
+            // Looser durability, by request: written to the OS is reported flushed; the
+            // storage flusher syncs on its interval (see `Durability::IntervalMs`).
+            Some(_) if matches!(self.durability, Durability::IntervalMs(_)) => {
+                fire(Ok(()));
+                callback.io_completed(Ok(()))
+            }
+            Some(end) => self.log.notify_durable(end, move |r| {
+                fire(match &r {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                });
+                let r = match r {
+                    // openraft itself truncated these entries after appending them (a
+                    // follower meeting a new leader's conflicting log); the cut was
+                    // synced and openraft no longer counts on them. An error here would
+                    // stop the group.
+                    Err(neo_storage::Error::Truncated { .. }) => Ok(()),
+                    r => r,
+                };
+                callback.io_completed(r.map_err(|e| io_err("log entries", "fdatasync", e)))
+            }),
+            None => callback.io_completed(Ok(())),
+        }
+        Ok(())
+    }
+
     fn read_vote(&self) -> io::Result<Option<Vote>> {
         match self
             .meta
@@ -562,10 +643,17 @@ impl RaftLogStorage<NeoRaft> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let b = codec::encode(vote).map_err(|e| io_err("vote", "encode", e))?;
-        self.inner
-            .meta
-            .set_raft_durable(self.inner.group, RaftField::Vote, &b)
-            .map_err(|e| io_err("vote", "write", e))
+        // The sled flush blocks for a disk sync: run it on the blocking pool. It has
+        // returned (the vote is durable) before this does, as openraft requires.
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .meta
+                .set_raft_durable(inner.group, RaftField::Vote, &b)
+                .map_err(|e| io_err("vote", "write", e))
+        })
+        .await
+        .map_err(|e| io_err("vote", "write", e))?
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
@@ -595,80 +683,14 @@ impl RaftLogStorage<NeoRaft> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let inner = &self.inner;
-        let mut end = None;
-        // acks=leader waiters of this call's entries: (notification, offset, count).
-        let mut acks: Vec<(LocalAck, u64, u32)> = Vec::new();
-        {
-            let mut map = inner.map();
-            for entry in entries {
-                let index = entry.log_id.index;
-                if let Some(next) = map.next_index()
-                    && index != next
-                {
-                    return Err(io_err(
-                        "log entry",
-                        "append",
-                        format!("non-contiguous log index {index}, expected {next}"),
-                    ));
-                }
-                let base = inner.log.next_offset();
-                let batch = codec::entry_to_batch(&entry, base, inner.control_records)
-                    .map_err(|e| io_err("log entry", "encode", e))?;
-                if let EntryPayload::Normal(Proposal::Records(RecordBatch(b, ack))) = &entry.payload
-                    && ack.is_set()
-                {
-                    let count = BatchHeader::parse(b).map_or(0, |h| h.record_count);
-                    acks.push((ack.clone(), base, count));
-                }
-                let appended = inner
-                    .log
-                    .append_at(&batch)
-                    .map_err(|e| io_err("log entry", "append", e))?;
-                if map.entries.is_empty() {
-                    map.first_index = index;
-                }
-                map.entries.push_back(Slot {
-                    term: entry.log_id.leader_id.term,
-                    base_offset: base,
-                    at: BatchPos {
-                        segment: appended.segment,
-                        position: appended.position,
-                    },
-                });
-                end = Some(appended.next_offset);
-            }
-        }
-        let fire = move |r: Result<(), String>| {
-            for (ack, base, count) in acks {
-                ack.fire(r.clone().map(|()| (base, count)));
-            }
-        };
-        match end {
-            // Looser durability, by request: written to the OS is reported flushed; the
-            // storage flusher syncs on its interval (see `Durability::IntervalMs`).
-            Some(_) if matches!(inner.durability, Durability::IntervalMs(_)) => {
-                fire(Ok(()));
-                callback.io_completed(Ok(()))
-            }
-            Some(end) => inner.log.notify_durable(end, move |r| {
-                fire(match &r {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                });
-                let r = match r {
-                    // openraft itself truncated these entries after appending them (a
-                    // follower meeting a new leader's conflicting log); the cut was
-                    // synced and openraft no longer counts on them. An error here would
-                    // stop the group.
-                    Err(neo_storage::Error::Truncated { .. }) => Ok(()),
-                    r => r,
-                };
-                callback.io_completed(r.map_err(|e| io_err("log entries", "fdatasync", e)))
-            }),
-            None => callback.io_completed(Ok(())),
-        }
-        Ok(())
+        // The `pwrite`s (and a segment roll's syncs) run on the blocking pool, not on the
+        // executor thread of Raft's core. The core awaits only the writes, as before;
+        // `IOFlushed` still fires from the storage flusher after `fdatasync`.
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.append_entries(entries, callback))
+            .await
+            .map_err(|e| io_err("log entries", "append", e))?
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {

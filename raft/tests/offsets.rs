@@ -203,12 +203,12 @@ async fn produce(c: &Cluster, records: usize, expected: &mut u64) {
 
 /// Every stored batch of `g`'s log from `from`: (base offset, records, control?), and
 /// the bytes. Checks each record batch starts where the previous one ended.
-fn log_of(g: &RaftGroup, from: u64) -> (Vec<(u64, u32, bool)>, Vec<u8>) {
+async fn log_of(g: &RaftGroup, from: u64) -> (Vec<(u64, u32, bool)>, Vec<u8>) {
     let (mut out, mut bytes) = (Vec::new(), Vec::new());
     let mut offset = from;
     let mut expected = from;
     loop {
-        let (chunk, next) = g.read_log(offset, 1 << 20).expect("read");
+        let (chunk, next) = g.read_log(offset, 1 << 20).await.expect("read");
         if chunk.is_empty() {
             return (out, bytes);
         }
@@ -275,7 +275,7 @@ async fn record_offsets_are_dense_from_zero_across_raft_control_entries() {
     c.settle(next).await;
 
     // Every replica: dense offsets from 0, control batches zero-width, same bytes.
-    let (batches, bytes) = log_of(&c.groups[&1], 0);
+    let (batches, bytes) = log_of(&c.groups[&1], 0).await;
     assert_eq!(batches.first().map(|b| b.0), Some(0));
     assert!(
         batches.iter().any(|b| b.2),
@@ -286,7 +286,7 @@ async fn record_offsets_are_dense_from_zero_across_raft_control_entries() {
     assert_eq!(records, next);
     for n in [2, 3] {
         assert_eq!(
-            log_of(&c.groups[&n], 0).1,
+            log_of(&c.groups[&n], 0).await.1,
             bytes,
             "node {n} holds the same bytes"
         );
@@ -299,9 +299,9 @@ async fn record_offsets_are_dense_from_zero_across_raft_control_entries() {
     let leader = c.leader().await;
     produce(&c, 3, &mut next).await;
     c.settle(next).await;
-    let bytes = log_of(&leader, 0).1;
+    let bytes = log_of(&leader, 0).await.1;
     assert_eq!(
-        log_of(&c.groups[&1], 0).1,
+        log_of(&c.groups[&1], 0).await.1,
         bytes,
         "the restarted node catches up"
     );
@@ -327,9 +327,9 @@ async fn record_offsets_are_dense_from_zero_across_raft_control_entries() {
         "the new node's log starts at the snapshot's offset"
     );
     assert_eq!(end, next);
-    let (tail, tail_bytes) = log_of(&g4, start);
+    let (tail, tail_bytes) = log_of(&g4, start).await;
     assert_eq!(tail.last().map(|b| (b.0, b.1)), Some((next - 5, 5)));
-    let leader_tail = log_of(&leader, start).1;
+    let leader_tail = log_of(&leader, start).await.1;
     assert!(
         leader_tail.ends_with(&tail_bytes),
         "the new node's batches are the leader's bytes"

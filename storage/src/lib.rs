@@ -37,7 +37,10 @@
 //! old one, write and sync its index files, create the next file, sync the directory),
 //! `pwrite` the batch (its base offset stamped in a scratch copy) at the end of the active
 //! segment, update the in-memory indexes, queue the durability notification, wake the
-//! flusher. Return the [`Appended`] position.
+//! flusher (at once, if more than `buffered_bytes_max` is unsynced; only without a
+//! flusher, under `FsyncPolicy::Never`, does the appender sync itself). Return the
+//! [`Appended`] position. Every call blocks on disk I/O: async callers run it on a
+//! blocking thread (`neo-raft` does).
 //!
 //! **Group commit** (`FsyncPolicy::Always`): one flusher thread loops: wait until
 //! something is unsynced or a notification is pending; under the lock, take every pending

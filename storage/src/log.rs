@@ -494,7 +494,7 @@ impl Shared {
         }
         let (appended, _) = result?;
         if need_sync {
-            // Over `buffered_bytes_max`: the appender pays for a sync (backpressure).
+            // Over `buffered_bytes_max` with no flusher: the appender pays for a sync.
             self.sync_round()?;
         }
         Ok(appended)
@@ -593,8 +593,14 @@ impl Shared {
         if self.config.fsync == FsyncPolicy::Always {
             self.flusher_wake.notify_one();
         }
-        let need_sync = st.written_bytes - st.synced_bytes > self.config.buffered_bytes_max;
-        Ok((appended, need_sync))
+        let over = st.written_bytes - st.synced_bytes > self.config.buffered_bytes_max;
+        // With a flusher thread, it syncs at once, off the appender's thread (which may
+        // be an async executor's): the appender does not wait for an `fdatasync`.
+        // Without one (`Never`), the appender pays for the sync (backpressure).
+        if over && self.config.fsync != FsyncPolicy::Never {
+            self.flusher_wake.notify_one();
+        }
+        Ok((appended, over && self.config.fsync == FsyncPolicy::Never))
     }
 
     /// Seals the active segment (synced, index files written) and starts a new one at

@@ -97,6 +97,7 @@ async fn fetch(shared: &Shared, req: FetchRequest) -> Result<FetchResponse, RpcE
         let mut answer = empty(hw, start);
         if req.offset < hw {
             let batches = read_committed(&group, req.offset, hw, bytes_max)
+                .await
                 .map_err(|e| raft_error(shared, e, &what))?;
             let enough = batches.len() >= (req.bytes_min as usize).min(bytes_max);
             answer.batches = batches.to_vec();
@@ -125,13 +126,13 @@ fn empty(high_watermark: u64, log_start_offset: u64) -> FetchResponse {
 
 /// Whole stored batches from the one holding `offset`, up to `bytes_max` (at least one),
 /// cut before the first batch that does not end at or below `hw`.
-pub(crate) fn read_committed(
+pub(crate) async fn read_committed(
     group: &RaftGroup,
     offset: u64,
     hw: u64,
     bytes_max: usize,
 ) -> neo_raft::Result<Bytes> {
-    let (bytes, _next) = group.read_log(offset, bytes_max)?;
+    let (bytes, _next) = group.read_log(offset, bytes_max).await?;
     Ok(bytes.slice(..committed_prefix(&bytes, hw)))
 }
 
