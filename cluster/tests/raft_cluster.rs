@@ -339,18 +339,18 @@ impl Cluster {
     }
 
     /// The whole stored log of node `id`, byte for byte.
-    fn log_bytes(&self, id: NodeId) -> Vec<u8> {
+    async fn log_bytes(&self, id: NodeId) -> Vec<u8> {
         let start = self.group(id).log_offsets().0;
-        self.log_bytes_from(id, start)
+        self.log_bytes_from(id, start).await
     }
 
     /// Node `id`'s stored log from the batch at `offset` on.
-    fn log_bytes_from(&self, id: NodeId, mut offset: u64) -> Vec<u8> {
+    async fn log_bytes_from(&self, id: NodeId, mut offset: u64) -> Vec<u8> {
         let g = self.group(id);
         let end = g.log_offsets().1;
         let mut out = Vec::new();
         while offset < end {
-            let (bytes, next) = g.read_log(offset, 1 << 20).expect("read log");
+            let (bytes, next) = g.read_log(offset, 1 << 20).await.expect("read log");
             out.extend_from_slice(&bytes);
             offset = next;
         }
@@ -465,10 +465,10 @@ async fn replicate_fail_over_and_catch_up(n: u64, entries: u64) {
     let mut acked = write_all(c.groups(&all), 0..entries, 32).await;
     assert_eq!(acked.len() as u64, entries);
     let leader = c.settle(&all).await;
-    let reference = c.log_bytes(leader);
+    let reference = c.log_bytes(leader).await;
     for &id in &all {
         assert!(
-            c.log_bytes(id) == reference,
+            c.log_bytes(id).await == reference,
             "node {id}'s log differs from the leader's"
         );
     }
@@ -480,10 +480,13 @@ async fn replicate_fail_over_and_catch_up(n: u64, entries: u64) {
     let new_leader = c.settle(&survivors).await;
     assert_ne!(new_leader, leader);
     let last = c.group(new_leader).metrics().last_log_index.expect("log");
-    let reference = c.log_bytes(new_leader);
+    let reference = c.log_bytes(new_leader).await;
     assert_acked_in_log(&reference, &acked);
     for &id in &survivors {
-        assert!(c.log_bytes(id) == reference, "survivor {id}'s log differs");
+        assert!(
+            c.log_bytes(id).await == reference,
+            "survivor {id}'s log differs"
+        );
     }
 
     // Restart the killed node from its data directory: it catches up.
@@ -491,11 +494,11 @@ async fn replicate_fail_over_and_catch_up(n: u64, entries: u64) {
     c.applied(&[leader], last).await;
     acked.extend(write_all(c.groups(&all), entries + 500..entries + 600, 8).await);
     let leader = c.settle(&all).await;
-    let reference = c.log_bytes(leader);
+    let reference = c.log_bytes(leader).await;
     assert_acked_in_log(&reference, &acked);
     for &id in &all {
         assert!(
-            c.log_bytes(id) == reference,
+            c.log_bytes(id).await == reference,
             "node {id}'s log differs after catch-up"
         );
     }
@@ -601,11 +604,11 @@ async fn minority_commits_nothing_and_healing_converges() {
     }
     acked.extend(write_all(c.groups(&all), 600..650, 4).await);
     let leader = c.settle(&all).await;
-    let reference = c.log_bytes(leader);
+    let reference = c.log_bytes(leader).await;
     assert_acked_in_log(&reference, &acked);
     for id in all {
         assert!(
-            c.log_bytes(id) == reference,
+            c.log_bytes(id).await == reference,
             "node {id}'s log differs after healing"
         );
     }
@@ -664,7 +667,7 @@ async fn restarted_node_catches_up_through_a_snapshot_after_purge() {
     let start = c.group(lagger).log_offsets().0;
     assert!(start > 0, "the lagger's log restarted after the snapshot");
     assert!(
-        c.log_bytes_from(lagger, start) == c.log_bytes_from(leader, start),
+        c.log_bytes_from(lagger, start).await == c.log_bytes_from(leader, start).await,
         "the lagger's log differs from the leader's after the snapshot point"
     );
     let tail: Vec<_> = acked
@@ -673,7 +676,7 @@ async fn restarted_node_catches_up_through_a_snapshot_after_purge() {
         .filter(|&(_, base, _)| base >= start)
         .collect();
     assert!(!tail.is_empty());
-    assert_acked_in_log(&c.log_bytes_from(lagger, start), &tail);
+    assert_acked_in_log(&c.log_bytes_from(lagger, start).await, &tail);
     for id in c.running_ids() {
         c.kill(id).await;
     }
@@ -1030,11 +1033,10 @@ async fn two_hundred_partitions_on_three_nodes_elect_and_commit() {
             (g, base, n)
         }
     });
+    let mut bases = BTreeMap::new();
     for (g, base, n) in futures::future::join_all(writes).await {
         assert_eq!(n, 2);
-        // Index 0 is the bootstrap membership entry and the leader's blank follows it;
-        // the batch lands after those two control batches.
-        assert!(base >= 2, "group {g}: base offset {base}");
+        bases.insert(g, base);
     }
     for ((id, g), group) in &groups {
         group
@@ -1043,12 +1045,20 @@ async fn two_hundred_partitions_on_three_nodes_elect_and_commit() {
             .unwrap_or_else(|e| panic!("node {id} group {g}: {e}"));
         // Each group's log holds exactly its own batch, at the same offset on every node.
         let (start, end) = group.log_offsets();
-        let (bytes, _) = group.read_log(start, 1 << 20).expect("read");
+        let (bytes, _) = group.read_log(start, 1 << 20).await.expect("read");
         assert!(end > start);
         let mut pos = 0;
         let mut found = false;
+        // The bootstrap membership entry and the leader's blank take no record offsets:
+        // the acknowledged batch starts right after the record batches stored before
+        // it (none, unless a write that ended in QuorumLost still committed a copy
+        // before its retry).
+        let mut records_before = 0;
         while pos < bytes.len() {
             let h = qiss::batch::check(&bytes[pos..]).expect("valid batch");
+            if !h.is_control() && h.base_offset < bases[g] {
+                records_before += u64::from(h.record_count);
+            }
             if !h.is_control() {
                 assert_eq!(
                     &bytes[pos + 77..pos + h.batch_length as usize],
@@ -1059,6 +1069,10 @@ async fn two_hundred_partitions_on_three_nodes_elect_and_commit() {
             pos += h.batch_length as usize;
         }
         assert!(found, "node {id} group {g} has its batch");
+        assert_eq!(
+            bases[g], records_before,
+            "node {id} group {g}: offsets are dense from 0"
+        );
     }
     for group in groups.values() {
         group.shutdown().await.expect("shutdown");
@@ -1141,7 +1155,7 @@ async fn idempotent_batches_are_stored_once_across_failover() {
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
     acked.insert(60, answers[0]);
-    assert_eq!(stored_copies(&c.log_bytes(leader), PRODUCER), 21);
+    assert_eq!(stored_copies(&c.log_bytes(leader).await, PRODUCER), 21);
 
     // Kill the leader: the new one answers retries with the original offsets.
     drop(g);
@@ -1165,7 +1179,7 @@ async fn idempotent_batches_are_stored_once_across_failover() {
     ));
     let next = produce(&g2, stamped(PRODUCER, 62, 1)).await.unwrap();
     assert!(next.0 > answers[0].0);
-    assert_eq!(stored_copies(&c.log_bytes(new_leader), PRODUCER), 22);
+    assert_eq!(stored_copies(&c.log_bytes(new_leader).await, PRODUCER), 22);
     drop(g2);
 
     // Restart the old leader and hand it leadership: its table was rebuilt from its log.
@@ -1187,7 +1201,11 @@ async fn idempotent_batches_are_stored_once_across_failover() {
     );
     let settled = c.settle(&all).await;
     for id in all {
-        assert_eq!(stored_copies(&c.log_bytes(id), PRODUCER), 22, "node {id}");
+        assert_eq!(
+            stored_copies(&c.log_bytes(id).await, PRODUCER),
+            22,
+            "node {id}"
+        );
     }
     assert_eq!(settled, leader);
     drop(g1);
@@ -1250,7 +1268,7 @@ async fn idempotent_retry_after_every_node_restarts_is_stored_once() {
     let settled = c.settle(&all).await;
     for id in all {
         assert_eq!(
-            stored_copies(&c.log_bytes(id), PRODUCER),
+            stored_copies(&c.log_bytes(id).await, PRODUCER),
             2,
             "node {id}: the retried batch is stored exactly once (answer {answer:?})"
         );

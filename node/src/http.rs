@@ -241,17 +241,12 @@ async fn digest(shared: &Arc<Shared>, topic: &str, p: &str) -> Reply {
         let mut crc = crc32fast::Hasher::new();
         let (mut bytes, mut batches) = (0u64, 0u64);
         while offset < hw {
-            let (chunk, next) = g.read_log(offset, DIGEST_READ_BYTES)?;
+            let (chunk, next) = g.read_log_blocking(offset, DIGEST_READ_BYTES)?;
             let keep = committed_prefix(&chunk, hw);
             let mut pos = 0;
             while pos < keep {
-                let h = qiss::batch::BatchHeader::parse(&chunk[pos..]).map_err(|e| {
-                    neo_raft::Error::Storage {
-                        subject: "log",
-                        verb: "digest",
-                        reason: e.to_string(),
-                    }
-                })?;
+                let h = qiss::batch::BatchHeader::parse(&chunk[pos..])
+                    .map_err(|e| neo_raft::Error::storage("log", "digest", e))?;
                 // `read` starts at the batch holding `offset`: skip what was hashed.
                 if h.base_offset >= offset || batches == 0 {
                     crc.update(&chunk[pos..pos + h.batch_length as usize]);

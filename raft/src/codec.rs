@@ -6,8 +6,10 @@
 //! - a record batch proposal is stored as the producer's batch itself, with `base_offset`,
 //!   `term` and `log_index` stamped into its header (all outside the CRC);
 //! - every other entry (blank, membership, metadata command) is a *control batch*
-//!   (attribute bit 3, `record_count` 1) whose records section is the Qiss encoding of
-//!   the entry's payload.
+//!   (attribute bit 3) whose records section is the Qiss encoding of the entry's
+//!   payload, with `record_count` 0 in a partition (it occupies no record offset: a
+//!   zero-width batch sharing its base offset with the next record batch) and 1 in the
+//!   metadata group (see `GroupKind::control_offsets`).
 //!
 //! So the entry's log id is `(term, log_index)` read back from the stamps, and a
 //! follower that stores the same entries at the same offsets holds byte-identical batches.
@@ -41,8 +43,13 @@ pub(crate) fn record_count(batch: &[u8]) -> Option<u64> {
 
 type Payload = EntryPayload<Proposal, NodeId, Node>;
 
-/// Encodes `entry` as the batch stored at `base_offset`.
-pub(crate) fn entry_to_batch(entry: &Entry, base_offset: u64) -> Result<Vec<u8>, Error> {
+/// Encodes `entry` as the batch stored at `base_offset`; a control entry's batch claims
+/// `control_records` records.
+pub(crate) fn entry_to_batch(
+    entry: &Entry,
+    base_offset: u64,
+    control_records: u32,
+) -> Result<Vec<u8>, Error> {
     let term = entry.log_id.leader_id.term;
     let index = entry.log_id.index;
     match &entry.payload {
@@ -58,13 +65,25 @@ pub(crate) fn entry_to_batch(entry: &Entry, base_offset: u64) -> Result<Vec<u8>,
                 what: "entry payload",
                 source,
             })?;
-            Ok(control_batch(base_offset, term, index, &body))
+            Ok(control_batch(
+                base_offset,
+                term,
+                index,
+                control_records,
+                &body,
+            ))
         }
     }
 }
 
 /// Builds a control batch whose records section is `body`.
-pub(crate) fn control_batch(base_offset: u64, term: u64, index: u64, body: &[u8]) -> Vec<u8> {
+pub(crate) fn control_batch(
+    base_offset: u64,
+    term: u64,
+    index: u64,
+    record_count: u32,
+    body: &[u8],
+) -> Vec<u8> {
     let len = HEADER_LEN + body.len();
     let mut h = BatchHeader {
         base_offset,
@@ -73,7 +92,7 @@ pub(crate) fn control_batch(base_offset: u64, term: u64, index: u64, body: &[u8]
         log_index: index,
         crc: 0,
         attributes: CONTROL_FLAG,
-        record_count: 1,
+        record_count,
         first_timestamp: 0,
         max_timestamp: 0,
         producer_id: -1,

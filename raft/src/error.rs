@@ -4,8 +4,18 @@
 //! log or state machine failed) and must be reopened; [`Error::NotLeader`],
 //! [`Error::QuorumLost`] and [`Error::Busy`] are retriable at the leader hint, at the new
 //! leader or later; the rest describe bad input.
+//!
+//! A storage failure keeps its cause ([`Error::Storage`]'s source: the `neo-storage`
+//! error, I/O error or codec error), so a caller can ask [`Error::is_storage_full`]
+//! (a full disk) instead of reading text.
+
+use std::io;
 
 use crate::types::{GroupId, NodeId};
+
+/// The cause behind an [`Error::Storage`]: a `neo-storage`, I/O or codec error (or, for
+/// a check of our own, a message).
+pub type StorageSource = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong in a Raft group.
 #[derive(Debug, thiserror::Error)]
@@ -76,14 +86,15 @@ pub enum Error {
     },
     /// The log or metadata store failed: `subject` is what was touched, `verb` what was
     /// done to it (as openraft's `write_log_entry`, `read_vote`).
-    #[error("storage: {verb} {subject}: {reason}")]
+    #[error("storage: {verb} {subject}: {source}")]
     Storage {
         /// What was touched (`log`, `vote`, `committed`, `snapshot`, ...).
         subject: &'static str,
         /// What was done (`read`, `write`, `truncate`, `purge`, `open`, ...).
         verb: &'static str,
-        /// The underlying error, as text.
-        reason: String,
+        /// The underlying error, kept whole (see [`Error::is_storage_full`]).
+        #[source]
+        source: StorageSource,
     },
     /// A membership change was refused (e.g. one is already in progress).
     #[error("group {group}: membership change refused: {reason}")]
@@ -109,5 +120,90 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// An [`Error::Storage`]: `verb` done to `subject` failed because of `source`.
+    pub fn storage(
+        subject: &'static str,
+        verb: &'static str,
+        source: impl Into<StorageSource>,
+    ) -> Self {
+        Error::Storage {
+            subject,
+            verb,
+            source: source.into(),
+        }
+    }
+
+    /// Whether the cause of this error is a full disk (`ENOSPC`,
+    /// [`io::ErrorKind::StorageFull`]) rather than a failed sync, damage or a bug. A
+    /// group whose Raft core stopped ([`Error::Fatal`]) carries only openraft's text:
+    /// ask [`crate::RaftGroup::storage_full`] then.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Storage { source, .. } => chain_is_storage_full(source.as_ref()),
+            _ => false,
+        }
+    }
+}
+
+/// Walks an error chain for a full disk: a `neo-storage` error answers for itself, an
+/// I/O error by its kind or OS code, or by the error it wraps (the log store hands
+/// openraft `io::Error::new(kind, our_error)`).
+pub(crate) fn chain_is_storage_full(mut e: &(dyn std::error::Error + 'static)) -> bool {
+    loop {
+        if let Some(s) = e.downcast_ref::<neo_storage::Error>() {
+            return s.is_storage_full();
+        }
+        if let Some(ours) = e.downcast_ref::<Error>() {
+            return ours.is_storage_full();
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            const ENOSPC: i32 = 28;
+            if io.kind() == io::ErrorKind::StorageFull || io.raw_os_error() == Some(ENOSPC) {
+                return true;
+            }
+            // `io::Error::source` skips the wrapped error itself; look at it.
+            if let Some(inner) = io.get_ref() {
+                return chain_is_storage_full(inner);
+            }
+        }
+        match e.source() {
+            Some(next) => e = next,
+            None => return false,
+        }
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_from_other_storage_errors() {
+        let enospc = || io::Error::from_raw_os_error(28);
+        assert!(Error::storage("log entry", "append", enospc()).is_storage_full());
+        assert!(
+            !Error::storage("vote", "write", io::Error::from_raw_os_error(5)).is_storage_full()
+        );
+        assert!(!Error::storage("log", "scan", "index gap").is_storage_full());
+        // Through openraft's boundary: io::Error::new(kind, our error).
+        let ours = Error::storage("log entry", "append", enospc());
+        let wrapped = io::Error::other(ours);
+        assert!(Error::storage("log", "append", wrapped).is_storage_full());
+        assert!(
+            !Error::NotLeader {
+                group: 1,
+                leader: None
+            }
+            .is_storage_full()
+        );
+        // The source is kept: the OS error is one `source()` away.
+        let e = Error::storage("log entry", "append", enospc());
+        let src = std::error::Error::source(&e).expect("source");
+        let io = src.downcast_ref::<io::Error>().expect("an io::Error");
+        assert_eq!(io.raw_os_error(), Some(28));
+    }
+}

@@ -232,11 +232,8 @@ impl RaftGroup {
         machine: Box<dyn StateMachine>,
     ) -> Result<Arc<Self>> {
         let dir = store.group_dir(cfg.group);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Storage {
-            subject: "group directory",
-            verb: "create",
-            reason: e.to_string(),
-        })?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::storage("group directory", "create", e))?;
         let (snapshot_policy, keep) = match cfg.kind {
             GroupKind::Metadata => (
                 SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_entries.max(1)),
@@ -266,17 +263,13 @@ impl RaftGroup {
             reason: e.to_string(),
         })?;
         let anchor = OffsetAnchor::default();
-        let sm = GroupStateMachine::open(cfg.kind, Some(&dir), anchor.clone(), machine).map_err(
-            |e| Error::Storage {
-                subject: "snapshot",
-                verb: "open",
-                reason: e.to_string(),
-            },
-        )?;
+        let sm = GroupStateMachine::open(cfg.kind, Some(&dir), anchor.clone(), machine)
+            .map_err(|e| Error::storage("snapshot", "open", e))?;
         let applied = sm.applied_rx();
         let log = LogStore::open(
             &dir.join("log"),
             cfg.group,
+            cfg.kind,
             store.meta().clone(),
             anchor,
             store.durability(),
@@ -418,11 +411,7 @@ impl RaftGroup {
             Ok(Ok(offsets)) => Ok(offsets),
             // The local flush failed, or the entry was cut before it was synced (this
             // leader lost its leadership): not stored here.
-            Ok(Err(reason)) => Err(Error::Storage {
-                subject: "log",
-                verb: "append",
-                reason,
-            }),
+            Ok(Err(reason)) => Err(Error::storage("log", "append", reason)),
             // Dropped without being appended: leadership ended before the append.
             Err(_) => Err(self.ensure_leader().err().unwrap_or(Error::NotLeader {
                 group: self.group,
@@ -512,6 +501,13 @@ impl RaftGroup {
         self.applied.clone()
     }
 
+    /// Whether this replica's log stopped on a full disk: after an [`Error::Fatal`]
+    /// (openraft keeps only the text of a storage error), what tells "storage full"
+    /// from other failures.
+    pub fn storage_full(&self) -> bool {
+        self.log.storage_full()
+    }
+
     /// Bytes the replica's segment log holds on disk (every segment, committed or not).
     pub fn log_size_bytes(&self) -> u64 {
         self.log.size_bytes()
@@ -521,7 +517,18 @@ impl RaftGroup {
     /// holding `offset`, up to `max_bytes` (at least one batch); returns them with the
     /// offset where the next read continues. Uncommitted entries are included: bound
     /// reads by [`AppliedState::next_offset`] for consumers.
-    pub fn read_log(&self, offset: u64, max_bytes: usize) -> Result<(Bytes, u64)> {
+    ///
+    /// The `pread` runs on tokio's blocking pool, not on the caller's executor thread.
+    pub async fn read_log(&self, offset: u64, max_bytes: usize) -> Result<(Bytes, u64)> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.read_raw(offset, max_bytes))
+            .await
+            .map_err(|e| Error::storage("log", "read", e))?
+    }
+
+    /// [`RaftGroup::read_log`] on the calling thread, for callers already on a thread
+    /// that may block (a `spawn_blocking` closure).
+    pub fn read_log_blocking(&self, offset: u64, max_bytes: usize) -> Result<(Bytes, u64)> {
         self.log.read_raw(offset, max_bytes)
     }
 

@@ -27,7 +27,7 @@
 //!
 //! ```text
 //! node ── RaftGroup::propose_records(batch) ──► openraft client_write (batched)
-//!   leader: LogStore::append ─► SegmentLog::append_at (offset + term/index stamped)
+//!   leader: LogStore::append ─► spawn_blocking: SegmentLog::append_at (offset + stamps)
 //!           └─ IOFlushed fires from the storage flusher after fdatasync (group commit)
 //!   Router (GroupRouter) ─► Transport::send(target, group, AppendEntries, qiss bytes)
 //!           ─► neo-cluster gRPC ─► peer Registry::handle ─► follower's Raft ─► its LogStore
@@ -39,6 +39,9 @@
 //!
 //! # Invariants
 //!
+//! - Disk I/O never runs on an executor thread: log appends, the vote's sled flush and
+//!   [`RaftGroup::read_log`] run on tokio's blocking pool; `fdatasync` on storage's
+//!   flusher thread.
 //! - Nothing is reported durable before `fdatasync` returns: the log store hands
 //!   openraft's `IOFlushed` to `SegmentLog::notify_durable`; the vote is flushed to sled
 //!   before `save_vote` returns. The one exception is asked for explicitly:
@@ -49,11 +52,14 @@
 //! - Producers never write control batches: a proposed batch with attribute bit 3 is
 //!   refused ([`Error::ControlBatch`]), since the log store decodes control batches as
 //!   Raft entries.
-//! - Entry `i`'s batch starts at the record offset that follows entry `i - 1`'s (a control
-//!   batch takes one offset), on every replica: the state machine and the log store
-//!   compute the same offsets independently, and followers hold byte-identical batches.
-//! - A log id is recovered from the batch's `term`/`log_index` stamps; the index map is
-//!   rebuilt from them at open.
+//! - Entry `i`'s batch starts at the record offset that follows entry `i - 1`'s, on every
+//!   replica: the state machine and the log store compute the same offsets
+//!   independently, and followers hold byte-identical batches. In a partition a control
+//!   entry (blank, membership) is a zero-width control batch that takes no offset, so
+//!   record offsets are dense from 0; in the metadata group each entry takes one.
+//! - A log id is recovered from the batch's `term`/`log_index` stamps; the index map
+//!   (Raft index → term, base offset and storage position) is rebuilt from them at open.
+//!   The Raft-index-to-offset mapping never leaves this crate.
 //! - Partition groups never snapshot or purge on openraft's initiative: their log is
 //!   their data; retention calls [`RaftGroup::apply_retention`] (which plans the cut on
 //!   segment boundaries, never past the applied index nor into the active segment, and
@@ -69,8 +75,6 @@
 //! # Planned (not built yet)
 //!
 //! - A persisted checkpoint of the index map, so that open does not scan the whole log.
-//! - Moving log writes off the async executor (`spawn_blocking`) if segment rolls show up
-//!   in latency.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

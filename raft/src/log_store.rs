@@ -5,30 +5,37 @@
 //!   encoding). Its log id is `(term, log_index)`, read back from the batch's Raft stamps.
 //! - Record offsets are assigned by log position: an entry's `base_offset` is the log's
 //!   next offset when it is appended (`append_at`, so storage checks the stamp), i.e. the
-//!   previous entry's base plus its record count. Leader and followers compute the same
-//!   offsets for the same entries, so their segments are byte-identical.
-//! - Openraft addresses entries by Raft index; the segment log by record offset. The map
-//!   between them is an in-memory [`IndexMap`] (`VecDeque` of `(term, base_offset)` for a
-//!   contiguous index range, 16 bytes per entry), rebuilt at open by one sequential scan
-//!   of the batch headers. Known cost: open reads the whole log once; a persisted
-//!   checkpoint of the map is planned.
+//!   previous entry's base plus its record count. A control entry takes
+//!   [`GroupKind::control_offsets`] offsets: none in a partition (a zero-width control
+//!   batch), so records are numbered densely from 0. Leader and followers compute the
+//!   same offsets for the same entries, so their segments are byte-identical.
+//! - Openraft addresses entries by Raft index. An offset does not name one entry (the
+//!   zero-width control batches before a record batch share its base offset), so the
+//!   log store addresses batches by where they are stored ([`BatchPos`]: segment and
+//!   byte position, stable for a batch's lifetime). The map is an in-memory [`IndexMap`]
+//!   (`VecDeque` of [`Slot`]s for a contiguous index range, 32 bytes per entry), rebuilt
+//!   at open by one sequential scan of the batch headers. Known cost: open reads the
+//!   whole log once; a persisted checkpoint of the map is planned.
 //! - Vote, committed log id and last purged log id live in the node's sled
 //!   [`MetaStore`], Qiss-encoded, under the group's id.
 //!
 //! # Durability
-//! `append` writes every entry of the call, then registers openraft's `IOFlushed` with
+//! `append` writes every entry of the call (on tokio's blocking pool: the `pwrite`s, and
+//! a segment roll's syncs, never run on the executor thread of Raft's core, which
+//! awaits them), then registers openraft's `IOFlushed` with
 //! [`SegmentLog::notify_durable`] for the end offset of the last one: it fires on the
 //! storage flusher thread only after an `fdatasync` covering the entries has returned,
 //! and one `fdatasync` covers every append since the previous one (group commit). The
-//! vote is written with `set_raft_durable` (sled flush) before `save_vote` returns.
+//! vote is written with `set_raft_durable` (sled flush, on the blocking pool) before
+//! `save_vote` returns.
 //!
 //! # Purge and truncate
 //! `purge(upto)` first records `upto` as last purged (durably), then drops it from the
-//! map and asks storage to delete whole segments below the next entry's offset
+//! map and asks storage to delete whole segments before the next entry's segment
 //! (segment-granular: older batches may stay on disk and are skipped at open). Purging
 //! past the last entry (a snapshot install) empties the log and restarts it at the
 //! offset the snapshot says comes next ([`OffsetAnchor`]). `truncate_after` cuts the
-//! segment log at the first removed entry's offset (storage syncs the cut).
+//! segment log at the first removed entry's position (storage syncs the cut).
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -38,13 +45,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use neo_storage::{FsyncPolicy, LogConfig, MetaConfig, MetaStore, RaftField, SegmentLog};
+use neo_storage::{BatchPos, FsyncPolicy, LogConfig, MetaConfig, MetaStore, RaftField, SegmentLog};
 use openraft::EntryPayload;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use qiss::batch::BatchHeader;
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::state_machine::GroupKind;
 use crate::types::{Entry, GroupId, LocalAck, LogId, NeoRaft, Proposal, RecordBatch, Vote};
 
 /// Largest record batch a partition group accepts (the producer's batch limit).
@@ -81,13 +89,21 @@ impl OffsetAnchor {
     }
 }
 
-/// Raft index ⇄ record offset for the entries present in the log.
+/// Where one entry is: its term, its first record offset, and its batch's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    term: u64,
+    base_offset: u64,
+    at: BatchPos,
+}
+
+/// Raft index ⇄ stored batch for the entries present in the log.
 #[derive(Debug, Default)]
 struct IndexMap {
     /// Raft index of `entries[0]`.
     first_index: u64,
-    /// `(term, base_offset)` of each entry, contiguous in index.
-    entries: VecDeque<(u64, u64)>,
+    /// The slot of each entry, contiguous in index.
+    entries: VecDeque<Slot>,
     /// The last purged log id (entries up to it are gone).
     last_purged: Option<LogId>,
 }
@@ -103,36 +119,28 @@ impl IndexMap {
 
     fn last_log_id(&self) -> Option<LogId> {
         match self.entries.back() {
-            Some(&(term, _)) => Some(LogId::new(
-                term.into(),
+            Some(slot) => Some(LogId::new(
+                slot.term.into(),
                 self.first_index + self.entries.len() as u64 - 1,
             )),
             None => self.last_purged,
         }
     }
 
-    /// `(term, base_offset)` of `index`, if present.
-    fn get(&self, index: u64) -> Option<(u64, u64)> {
+    /// The slot of `index`, if present.
+    fn get(&self, index: u64) -> Option<Slot> {
         let i = index.checked_sub(self.first_index)?;
         self.entries.get(i as usize).copied()
     }
 
-    /// The last index present whose entry lies entirely below record offset `offset`
-    /// (its batch ends at or before it; `log_next` is where the last entry ends).
-    fn last_index_below(&self, offset: u64, log_next: u64) -> Option<u64> {
-        // Entries `..k` start below `offset` (bases increase with the index).
-        let k = self.entries.partition_point(|&(_, base)| base < offset);
-        let last = k.checked_sub(1)?;
-        let end = match self.entries.get(k) {
-            Some(&(_, base)) => base,
-            None => log_next,
-        };
-        let last = if end <= offset {
-            last
-        } else {
-            last.checked_sub(1)?
-        };
-        Some(self.first_index + last as u64)
+    /// The last index present whose batch lies in a segment before the one starting at
+    /// `segment` (so purging up to it deletes exactly the segments before that one).
+    fn last_index_before_segment(&self, segment: u64) -> Option<u64> {
+        // Segments increase with the index.
+        let k = self
+            .entries
+            .partition_point(|slot| slot.at.segment < segment);
+        Some(self.first_index + k.checked_sub(1)? as u64)
     }
 }
 
@@ -143,6 +151,8 @@ struct Inner {
     map: Mutex<IndexMap>,
     anchor: OffsetAnchor,
     durability: Durability,
+    /// Records a control entry's batch claims (see [`GroupKind::control_offsets`]).
+    control_records: u32,
 }
 
 impl Inner {
@@ -151,16 +161,28 @@ impl Inner {
     }
 }
 
-fn io_err(subject: &'static str, verb: &'static str, e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(format!("{verb} {subject}: {e}"))
+/// An error for openraft, which takes `io::Error`: our [`Error::Storage`] wrapped whole
+/// (so its cause stays reachable), with kind `StorageFull` when the disk is full.
+fn io_err(
+    subject: &'static str,
+    verb: &'static str,
+    e: impl Into<crate::error::StorageSource>,
+) -> io::Error {
+    let err = Error::storage(subject, verb, e);
+    let kind = if err.is_storage_full() {
+        io::ErrorKind::StorageFull
+    } else {
+        io::ErrorKind::Other
+    };
+    io::Error::new(kind, err)
 }
 
-fn storage_err(subject: &'static str, verb: &'static str, e: impl std::fmt::Display) -> Error {
-    Error::Storage {
-        subject,
-        verb,
-        reason: e.to_string(),
-    }
+fn storage_err(
+    subject: &'static str,
+    verb: &'static str,
+    e: impl Into<crate::error::StorageSource>,
+) -> Error {
+    Error::storage(subject, verb, e)
 }
 
 /// When a group's log store tells openraft that appended entries are flushed.
@@ -267,6 +289,7 @@ impl LogStore {
     pub(crate) fn open(
         dir: &Path,
         group: GroupId,
+        kind: GroupKind,
         meta: MetaStore,
         anchor: OffsetAnchor,
         durability: Durability,
@@ -301,6 +324,7 @@ impl LogStore {
                 map: Mutex::new(map),
                 anchor,
                 durability,
+                control_records: kind.control_offsets(),
             }),
         })
     }
@@ -320,13 +344,21 @@ impl LogStore {
         (self.inner.log.start_offset(), self.inner.log.next_offset())
     }
 
+    /// Whether the segment log failed (and refuses work) because the disk is full.
+    pub(crate) fn storage_full(&self) -> bool {
+        self.inner
+            .log
+            .failure()
+            .is_some_and(|e| e.is_storage_full())
+    }
+
     /// Bytes of every segment of the log.
     pub(crate) fn size_bytes(&self) -> u64 {
         self.inner.log.stats().size_bytes
     }
 
     /// Where retention under these limits would cut the log, as a Raft index: the last
-    /// entry that lies entirely below the oldest segment to keep (see
+    /// entry stored before the oldest segment to keep (see
     /// [`SegmentLog::retention_plan_for`]; the active segment is never due). `None`
     /// if nothing is due. Purging up to it deletes exactly the planned segments.
     pub(crate) fn retention_upto(
@@ -336,11 +368,12 @@ impl LogStore {
         now_ms: i64,
     ) -> Option<u64> {
         let map = self.inner.map();
-        let offset = self
+        // The plan is the base offset of the oldest segment to keep.
+        let segment = self
             .inner
             .log
             .retention_plan_for(retention_ms, retention_bytes, now_ms)?;
-        map.last_index_below(offset, self.inner.log.next_offset())
+        map.last_index_before_segment(segment)
     }
 }
 
@@ -352,45 +385,50 @@ fn scan(log: &SegmentLog, last_purged: Option<LogId>) -> Result<IndexMap> {
         last_purged,
     };
     let purged_index = last_purged.map(|l| l.index);
-    let mut offset = log.start_offset();
-    let end = log.next_offset();
-    while offset < end {
+    let mut at = log.start_pos();
+    loop {
         let slice = log
-            .read(offset, READ_CHUNK_BYTES)
+            .read_at(at, READ_CHUNK_BYTES)
             .map_err(|e| storage_err("log", "scan", e))?;
         if slice.bytes.is_empty() {
             break;
         }
         let mut buf = &slice.bytes[..];
+        let mut position = at.position;
         while !buf.is_empty() {
             let h =
                 BatchHeader::parse(buf).map_err(|e| storage_err("log batch header", "scan", e))?;
             let len = h.batch_length as usize;
             buf = &buf[len..];
-            if h.base_offset < offset {
-                // `read` starts at the batch holding `offset`; we have it already.
-                continue;
-            }
+            let slot = Slot {
+                term: h.term,
+                base_offset: h.base_offset,
+                at: BatchPos {
+                    segment: at.segment,
+                    position,
+                },
+            };
+            position += len as u64;
             if purged_index.is_some_and(|p| h.log_index <= p) {
                 continue;
             }
             if map.entries.is_empty() {
                 map.first_index = h.log_index;
             } else if h.log_index != map.first_index + map.entries.len() as u64 {
-                return Err(Error::Storage {
-                    subject: "log",
-                    verb: "scan",
-                    reason: format!(
+                return Err(Error::storage(
+                    "log",
+                    "scan",
+                    format!(
                         "entry at offset {} has log index {}, expected {}",
                         h.base_offset,
                         h.log_index,
                         map.first_index + map.entries.len() as u64
                     ),
-                });
+                ));
             }
-            map.entries.push_back((h.term, h.base_offset));
+            map.entries.push_back(slot);
         }
-        offset = slice.next_offset;
+        at = slice.next;
     }
     Ok(map)
 }
@@ -411,8 +449,8 @@ fn range_bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
 
 impl Inner {
     fn read_entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
-        // Resolve the index range to an offset range under the lock, read without it.
-        let (start, end, start_off, end_off) = {
+        // Resolve the first index to its batch under the lock, read without it.
+        let (start, end, mut at) = {
             let map = self.map();
             let Some(next_index) = map.next_index() else {
                 return Ok(Vec::new());
@@ -422,34 +460,25 @@ impl Inner {
             if start >= end || map.entries.is_empty() {
                 return Ok(Vec::new());
             }
-            let (_, start_off) = map.get(start).expect("start within the map");
-            let end_off = match map.get(end) {
-                Some((_, off)) => off,
-                None => self.log.next_offset(),
-            };
-            (start, end, start_off, end_off)
+            (start, end, map.get(start).expect("start within the map").at)
         };
         let mut out = Vec::with_capacity((end - start) as usize);
-        let mut offset = start_off;
-        while offset < end_off && (out.len() as u64) < end - start {
+        while (out.len() as u64) < end - start {
             let slice = self
                 .log
-                .read_bounded(offset, READ_CHUNK_BYTES, end_off)
+                .read_at(at, READ_CHUNK_BYTES)
                 .map_err(|e| io_err("log", "read", e))?;
             if slice.bytes.is_empty() {
                 break;
             }
             let bytes = slice.bytes;
             let mut pos = 0usize;
-            while pos < bytes.len() {
+            while pos < bytes.len() && (out.len() as u64) < end - start {
                 let h = BatchHeader::parse(&bytes[pos..])
                     .map_err(|e| io_err("log batch header", "read", e))?;
                 let len = h.batch_length as usize;
                 let batch = bytes.slice(pos..pos + len);
                 pos += len;
-                if h.base_offset < offset {
-                    continue;
-                }
                 let expected = start + out.len() as u64;
                 if h.log_index != expected {
                     return Err(io_err(
@@ -464,13 +493,88 @@ impl Inner {
                 out.push(
                     codec::batch_to_entry(batch).map_err(|e| io_err("log entry", "decode", e))?,
                 );
-                if out.len() as u64 == end - start {
-                    break;
-                }
             }
-            offset = slice.next_offset;
+            at = slice.next;
         }
         Ok(out)
+    }
+
+    /// Writes `entries` to the segment log and registers `callback` to fire once they
+    /// are durable (see the module docs). Runs on a thread that may block.
+    fn append_entries(&self, entries: Vec<Entry>, callback: IOFlushed<NeoRaft>) -> io::Result<()> {
+        let mut end = None;
+        // acks=leader waiters of this call's entries: (notification, offset, count).
+        let mut acks: Vec<(LocalAck, u64, u32)> = Vec::new();
+        {
+            let mut map = self.map();
+            for entry in entries {
+                let index = entry.log_id.index;
+                if let Some(next) = map.next_index()
+                    && index != next
+                {
+                    return Err(io_err(
+                        "log entry",
+                        "append",
+                        format!("non-contiguous log index {index}, expected {next}"),
+                    ));
+                }
+                let base = self.log.next_offset();
+                let batch = codec::entry_to_batch(&entry, base, self.control_records)
+                    .map_err(|e| io_err("log entry", "encode", e))?;
+                if let EntryPayload::Normal(Proposal::Records(RecordBatch(b, ack))) = &entry.payload
+                    && ack.is_set()
+                {
+                    let count = BatchHeader::parse(b).map_or(0, |h| h.record_count);
+                    acks.push((ack.clone(), base, count));
+                }
+                let appended = self
+                    .log
+                    .append_at(&batch)
+                    .map_err(|e| io_err("log entry", "append", e))?;
+                if map.entries.is_empty() {
+                    map.first_index = index;
+                }
+                map.entries.push_back(Slot {
+                    term: entry.log_id.leader_id.term,
+                    base_offset: base,
+                    at: BatchPos {
+                        segment: appended.segment,
+                        position: appended.position,
+                    },
+                });
+                end = Some(appended.next_offset);
+            }
+        }
+        let fire = move |r: Result<(), String>| {
+            for (ack, base, count) in acks {
+                ack.fire(r.clone().map(|()| (base, count)));
+            }
+        };
+        match end {
+            // Looser durability, by request: written to the OS is reported flushed; the
+            // storage flusher syncs on its interval (see `Durability::IntervalMs`).
+            Some(_) if matches!(self.durability, Durability::IntervalMs(_)) => {
+                fire(Ok(()));
+                callback.io_completed(Ok(()))
+            }
+            Some(end) => self.log.notify_durable(end, move |r| {
+                fire(match &r {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                });
+                let r = match r {
+                    // openraft itself truncated these entries after appending them (a
+                    // follower meeting a new leader's conflicting log); the cut was
+                    // synced and openraft no longer counts on them. An error here would
+                    // stop the group.
+                    Err(neo_storage::Error::Truncated { .. }) => Ok(()),
+                    r => r,
+                };
+                callback.io_completed(r.map_err(|e| io_err("log entries", "fdatasync", e)))
+            }),
+            None => callback.io_completed(Ok(())),
+        }
+        Ok(())
     }
 
     fn read_vote(&self) -> io::Result<Option<Vote>> {
@@ -539,10 +643,17 @@ impl RaftLogStorage<NeoRaft> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let b = codec::encode(vote).map_err(|e| io_err("vote", "encode", e))?;
-        self.inner
-            .meta
-            .set_raft_durable(self.inner.group, RaftField::Vote, &b)
-            .map_err(|e| io_err("vote", "write", e))
+        // The sled flush blocks for a disk sync: run it on the blocking pool. It has
+        // returned (the vote is durable) before this does, as openraft requires.
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .meta
+                .set_raft_durable(inner.group, RaftField::Vote, &b)
+                .map_err(|e| io_err("vote", "write", e))
+        })
+        .await
+        .map_err(|e| io_err("vote", "write", e))?
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
@@ -572,73 +683,14 @@ impl RaftLogStorage<NeoRaft> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let inner = &self.inner;
-        let mut end = None;
-        // acks=leader waiters of this call's entries: (notification, offset, count).
-        let mut acks: Vec<(LocalAck, u64, u32)> = Vec::new();
-        {
-            let mut map = inner.map();
-            for entry in entries {
-                let index = entry.log_id.index;
-                if let Some(next) = map.next_index()
-                    && index != next
-                {
-                    return Err(io_err(
-                        "log entry",
-                        "append",
-                        format!("non-contiguous log index {index}, expected {next}"),
-                    ));
-                }
-                let base = inner.log.next_offset();
-                let batch = codec::entry_to_batch(&entry, base)
-                    .map_err(|e| io_err("log entry", "encode", e))?;
-                if let EntryPayload::Normal(Proposal::Records(RecordBatch(b, ack))) = &entry.payload
-                    && ack.is_set()
-                {
-                    let count = BatchHeader::parse(b).map_or(0, |h| h.record_count);
-                    acks.push((ack.clone(), base, count));
-                }
-                let appended = inner
-                    .log
-                    .append_at(&batch)
-                    .map_err(|e| io_err("log entry", "append", e))?;
-                if map.entries.is_empty() {
-                    map.first_index = index;
-                }
-                map.entries.push_back((entry.log_id.leader_id.term, base));
-                end = Some(appended.next_offset);
-            }
-        }
-        let fire = move |r: Result<(), String>| {
-            for (ack, base, count) in acks {
-                ack.fire(r.clone().map(|()| (base, count)));
-            }
-        };
-        match end {
-            // Looser durability, by request: written to the OS is reported flushed; the
-            // storage flusher syncs on its interval (see `Durability::IntervalMs`).
-            Some(_) if matches!(inner.durability, Durability::IntervalMs(_)) => {
-                fire(Ok(()));
-                callback.io_completed(Ok(()))
-            }
-            Some(end) => inner.log.notify_durable(end, move |r| {
-                fire(match &r {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                });
-                let r = match r {
-                    // openraft itself truncated these entries after appending them (a
-                    // follower meeting a new leader's conflicting log); the cut was
-                    // synced and openraft no longer counts on them. An error here would
-                    // stop the group.
-                    Err(neo_storage::Error::Truncated { .. }) => Ok(()),
-                    r => r,
-                };
-                callback.io_completed(r.map_err(|e| io_err("log entries", "fdatasync", e)))
-            }),
-            None => callback.io_completed(Ok(())),
-        }
-        Ok(())
+        // The `pwrite`s (and a segment roll's syncs) run on the blocking pool, not on the
+        // executor thread of Raft's core. The core awaits only the writes, as before;
+        // `IOFlushed` still fires from the storage flusher after `fdatasync`.
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.append_entries(entries, callback))
+            .await
+            .map_err(|e| io_err("log entries", "append", e))?
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
@@ -657,10 +709,11 @@ impl RaftLogStorage<NeoRaft> for LogStore {
         if from >= next || map.entries.is_empty() {
             return Ok(());
         }
-        let (_, offset) = map.get(from).expect("index within the map");
+        // By position: a zero-width control batch shares its offset with its neighbours.
+        let slot = map.get(from).expect("index within the map");
         inner
             .log
-            .truncate_suffix(offset)
+            .truncate_at(slot.at)
             .map_err(|e| io_err("log", "truncate", e))?;
         let keep = (from - map.first_index) as usize;
         map.entries.truncate(keep);
@@ -685,16 +738,17 @@ impl RaftLogStorage<NeoRaft> for LogStore {
         let first = map.first_index;
         let next_present = map.next_index().unwrap_or(upto + 1);
         if !map.entries.is_empty() && upto < next_present - 1 {
-            // Some entries remain: drop the purged ones; storage deletes whole segments
-            // below the first remaining entry's offset.
+            // Some entries remain: drop the purged ones; storage deletes the whole
+            // segments before the first remaining entry's (each ends where the next
+            // begins, so "below that segment's base offset" is exactly them).
             let drop_n = (upto + 1).saturating_sub(first) as usize;
             let drop_n = drop_n.min(map.entries.len());
             map.entries.drain(..drop_n);
             map.first_index = upto + 1;
-            let (_, offset) = map.entries.front().copied().expect("entries remain");
+            let first = map.entries.front().copied().expect("entries remain");
             inner
                 .log
-                .purge_prefix(offset)
+                .purge_prefix(first.at.segment)
                 .map_err(|e| io_err("log", "purge", e))?;
         } else {
             // Everything goes. The log restarts at the offset the snapshot names, or,
@@ -716,9 +770,10 @@ impl RaftLogStorage<NeoRaft> for LogStore {
                         ),
                     ));
                 }
+                // By position, so that zero-width batches at `start` go too.
                 inner
                     .log
-                    .truncate_suffix(start)
+                    .truncate_at(inner.log.start_pos())
                     .map_err(|e| io_err("log", "truncate", e))?;
             }
             inner
@@ -736,7 +791,7 @@ mod tests {
     use openraft::testing::log::{StoreBuilder, Suite};
 
     use super::*;
-    use crate::state_machine::{GroupKind, GroupStateMachine};
+    use crate::state_machine::GroupStateMachine;
 
     /// Builds a fresh log store (real segment log + sled, in a temporary directory) and a
     /// partition state machine for each of openraft's conformance tests.
@@ -753,6 +808,7 @@ mod tests {
             let log = LogStore::open(
                 &node.group_dir(7).join("log"),
                 7,
+                GroupKind::Partition,
                 node.meta().clone(),
                 anchor.clone(),
                 Durability::Fsync,
@@ -771,32 +827,33 @@ mod tests {
     }
 
     #[test]
-    fn last_index_below_is_the_last_entry_ending_at_or_before_the_offset() {
+    fn last_index_before_segment_is_the_last_entry_stored_before_it() {
+        let slot = |segment, base_offset| Slot {
+            term: 1,
+            base_offset,
+            at: BatchPos {
+                segment,
+                position: 0,
+            },
+        };
+        // Entries 5, 6 in segment 10; 7 (zero-width) and 8 in segment 20; 9 in 25.
         let map = IndexMap {
             first_index: 5,
-            entries: [(1, 10), (1, 13), (2, 20), (2, 21)].into(),
+            entries: [
+                slot(10, 10),
+                slot(10, 13),
+                slot(20, 20),
+                slot(20, 20),
+                slot(25, 25),
+            ]
+            .into(),
             last_purged: None,
         };
-        // Entries: 5 = [10, 13), 6 = [13, 20), 7 = [20, 21), 8 = [21, 25).
-        assert_eq!(map.last_index_below(0, 25), None);
-        assert_eq!(map.last_index_below(10, 25), None);
-        assert_eq!(map.last_index_below(12, 25), None, "entry 5 straddles 12");
-        assert_eq!(map.last_index_below(13, 25), Some(5));
-        assert_eq!(
-            map.last_index_below(15, 25),
-            Some(5),
-            "entry 6 straddles 15"
-        );
-        assert_eq!(map.last_index_below(20, 25), Some(6));
-        assert_eq!(map.last_index_below(21, 25), Some(7));
-        assert_eq!(
-            map.last_index_below(24, 25),
-            Some(7),
-            "the last entry ends at 25"
-        );
-        assert_eq!(map.last_index_below(25, 25), Some(8));
-        assert_eq!(map.last_index_below(99, 25), Some(8));
-        assert_eq!(IndexMap::default().last_index_below(99, 0), None);
+        assert_eq!(map.last_index_before_segment(10), None);
+        assert_eq!(map.last_index_before_segment(20), Some(6));
+        assert_eq!(map.last_index_before_segment(25), Some(8));
+        assert_eq!(map.last_index_before_segment(99), Some(9));
+        assert_eq!(IndexMap::default().last_index_before_segment(99), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -811,6 +868,7 @@ mod tests {
         let mut log = LogStore::open(
             &node.group_dir(4).join("log"),
             4,
+            GroupKind::Partition,
             node.meta().clone(),
             OffsetAnchor::default(),
             Durability::Fsync,
@@ -856,10 +914,13 @@ mod tests {
         let upto = log.retention_upto(None, Some(1), 0).expect("an index");
         {
             let map = log.inner.map();
-            let (_, next_base) = map.get(upto + 1).expect("the entry after the cut");
-            assert_eq!(next_base, cut, "entry {upto} is the last one below the cut");
-            let (_, base) = map.get(upto).expect("the entry before the cut");
-            assert!(base < cut);
+            let next = map.get(upto + 1).expect("the entry after the cut");
+            assert_eq!(
+                next.at.segment, cut,
+                "entry {upto} is the last one below the cut"
+            );
+            let before = map.get(upto).expect("the entry before the cut");
+            assert!(before.at.segment < cut);
         }
         // By age: at t = 1000 + 1, batches with timestamp < 1000 (entries 1..=9) are
         // old; the cut is a segment boundary at or below entry 10.
@@ -897,6 +958,7 @@ mod tests {
             LogStore::open(
                 &path,
                 3,
+                GroupKind::Partition,
                 node.meta().clone(),
                 OffsetAnchor::default(),
                 Durability::Fsync,
@@ -929,19 +991,20 @@ mod tests {
         assert_eq!(st.last_log_id, Some(LogId::new(2.into(), 3)));
         let got = log.try_get_log_entries(1..4).await.expect("read");
         assert_eq!(got.len(), 3);
-        // Offsets follow log positions: blank at 0, 5 records at 1..6, 3 at 6..9, blank at 9.
+        // Control entries take no offset: blank at 0, 5 records at 0..5, 3 at 5..8,
+        // blank at 8.
         let offsets: Vec<u64> = {
             let map = log.inner.map();
-            map.entries.iter().map(|&(_, off)| off).collect()
+            map.entries.iter().map(|slot| slot.base_offset).collect()
         };
-        assert_eq!(offsets, vec![1, 6, 9]);
+        assert_eq!(offsets, vec![0, 5, 8]);
         for (g, want) in got.iter().zip(&entries[1..]) {
             assert_eq!(g.log_id, want.log_id);
         }
         match &got[0].payload {
             openraft::EntryPayload::Normal(crate::types::Proposal::Records(b)) => {
                 let h = qiss::batch::check(&b.0).expect("stored batch checks");
-                assert_eq!((h.base_offset, h.term, h.log_index), (1, 1, 1));
+                assert_eq!((h.base_offset, h.term, h.log_index), (0, 1, 1));
             }
             other => panic!("unexpected payload {other:?}"),
         }
@@ -950,6 +1013,6 @@ mod tests {
             .expect("truncate");
         let st = log.get_log_state().await.expect("state");
         assert_eq!(st.last_log_id, Some(LogId::new(1.into(), 1)));
-        assert_eq!(log.inner.log.next_offset(), 6);
+        assert_eq!(log.inner.log.next_offset(), 5);
     }
 }

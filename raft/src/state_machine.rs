@@ -5,8 +5,10 @@
 //! entry.
 //!
 //! The offset rule: every entry consumes [`offsets_used`] record offsets, in log order,
-//! starting at 0, so the state machine and the log store compute the same base offset
-//! for every entry without talking to each other.
+//! starting at 0 (a record batch its record count; a control entry none in a
+//! partition, one in the metadata group), so the state machine and the log store
+//! compute the same base offset for every entry without talking to each other, and a
+//! partition's first record gets offset 0.
 //!
 //! Snapshots: the body is `next_offset` plus the application machine's image; a
 //! partition's data is the log itself, so its image is small (producer table, ...); the
@@ -39,12 +41,29 @@ pub enum GroupKind {
     Metadata,
 }
 
+impl GroupKind {
+    /// Record offsets a control entry (blank, membership, metadata command: a control
+    /// batch on disk) takes. None in a partition: its offsets are its records', dense
+    /// from 0, whatever elections and membership changes happen. One in the metadata
+    /// group, whose log holds nothing but control entries: its offsets must still
+    /// advance, since segments are named, rolled and purged by offset.
+    pub(crate) fn control_offsets(self) -> u32 {
+        match self {
+            GroupKind::Partition => 0,
+            GroupKind::Metadata => 1,
+        }
+    }
+}
+
 /// How many record offsets an entry consumes: a record batch its `record_count`, every
-/// other entry (blank, membership, metadata command: a control batch on disk) one.
-pub(crate) fn offsets_used(payload: &EntryPayload<Proposal, u64, crate::types::Node>) -> u64 {
+/// other entry [`GroupKind::control_offsets`].
+pub(crate) fn offsets_used(
+    kind: GroupKind,
+    payload: &EntryPayload<Proposal, u64, crate::types::Node>,
+) -> u64 {
     match payload {
         EntryPayload::Normal(Proposal::Records(b)) => codec::record_count(&b.0).unwrap_or(1),
-        _ => 1,
+        _ => u64::from(kind.control_offsets()),
     }
 }
 
@@ -182,7 +201,7 @@ impl GroupStateMachine {
 
     fn apply_one(&mut self, entry: &crate::types::Entry) -> Applied {
         let base_offset = self.inner.next_offset;
-        self.inner.next_offset += offsets_used(&entry.payload);
+        self.inner.next_offset += offsets_used(self.inner.kind, &entry.payload);
         self.inner.last_applied = Some(entry.log_id);
         let at = EntryId {
             term: entry.log_id.leader_id.term,

@@ -84,7 +84,7 @@ async fn leader_ack_answers_the_offsets_the_batch_commits_at() {
     g.wait_until(DEADLINE, "applied", |_| g.applied().next_offset >= end)
         .await
         .expect("applied");
-    let (bytes, _) = g.read_log(end - 60, 1 << 20).expect("read");
+    let (bytes, _) = g.read_log(end - 60, 1 << 20).await.expect("read");
     let mut records = 0;
     let mut rest = bytes.clone();
     while !rest.is_empty() {

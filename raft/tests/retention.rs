@@ -129,7 +129,7 @@ async fn apply_retention_purges_sealed_segments_below_the_applied_index() {
     );
     assert_eq!(end, hw);
     // Data above the start is intact and readable; a batch starts exactly there.
-    let (bytes, _) = g.read_log(start2, 1 << 20).expect("read");
+    let (bytes, _) = g.read_log(start2, 1 << 20).await.expect("read");
     let h = qiss::batch::BatchHeader::parse(&bytes).expect("header");
     assert_eq!(h.base_offset, start2);
     // Writes go on after a purge.

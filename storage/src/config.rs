@@ -41,8 +41,10 @@ pub struct LogConfig {
     /// Oldest sealed segments are eligible for deletion while the log is larger than
     /// this. `None`: no size limit.
     pub retention_bytes: Option<u64>,
-    /// Bytes appended but not yet fdatasync'd before an append forces a sync itself
-    /// (backpressure under `Always`; a bound on the loss window under `Interval`/`Never`).
+    /// Bytes appended but not yet fdatasync'd before a sync is forced: under `Never` the
+    /// append that passes it syncs itself (a bound on the loss window); under
+    /// `Always`/`Interval` it wakes the flusher thread to sync at once, so that an
+    /// append never runs an `fdatasync` on its caller's (possibly async) thread.
     pub buffered_bytes_max: u64,
     /// When the log syncs.
     pub fsync: FsyncPolicy,

@@ -8,7 +8,7 @@
 //! | [`Error::Io`] from a read, open or directory scan | no | retry or report |
 //! | [`Error::Corruption`] | **yes** for that log: data that was once durable is damaged | stop the replica; restore from peers (Raft) or an operator decides |
 //! | [`Error::Failed`] | **yes** | as above |
-//! | [`Error::BatchTooLarge`], [`Error::TooLarge`], [`Error::InvalidBatch`], [`Error::NonContiguous`], [`Error::OffsetOutOfRange`], [`Error::InvalidConfig`] | no: bad input, nothing stored changed | reject the request |
+//! | [`Error::BatchTooLarge`], [`Error::TooLarge`], [`Error::InvalidBatch`], [`Error::NonContiguous`], [`Error::OffsetOutOfRange`], [`Error::BadPosition`], [`Error::InvalidConfig`] | no: bad input, nothing stored changed | reject the request |
 //! | [`Error::Truncated`] | no: only given to a durability notification whose batch a later `truncate_suffix` removed | treat the append as superseded |
 //! | [`Error::Closed`] | no | the log was dropped while the notification was pending |
 //! | [`Error::Meta`] | yes if it comes from a flush; otherwise report | |
@@ -70,6 +70,15 @@ pub enum Error {
         /// Next offset the log will assign (exclusive end).
         end: u64,
     },
+    /// No batch starts at this position (`read_at`, `truncate_at`): its segment is gone,
+    /// or the position is past the segment's end or not a batch boundary.
+    #[error("no batch at position {position} of segment {segment}")]
+    BadPosition {
+        /// Base offset of the segment.
+        segment: u64,
+        /// Byte position asked for.
+        position: u64,
+    },
     /// `append_at` was given a batch whose base offset is not the log's next offset.
     #[error("non-contiguous append: expected base offset {expected}, got {got}")]
     NonContiguous {
@@ -91,10 +100,11 @@ pub enum Error {
         truncated_from: u64,
     },
     /// The log hit a fatal error earlier (a failed write or fdatasync) and refuses work.
-    #[error("log failed earlier and must be reopened: {reason}")]
+    #[error("log failed earlier and must be reopened: {first}")]
     Failed {
-        /// The first fatal error, as text.
-        reason: String,
+        /// The first fatal error (with its OS error: a full disk or a failed sync).
+        #[source]
+        first: Box<Error>,
     },
     /// The log was closed while a durability notification was pending.
     #[error("log closed before the data was durable")]
@@ -103,12 +113,13 @@ pub enum Error {
     #[error("invalid config: {0}")]
     InvalidConfig(&'static str),
     /// The metadata store (sled) failed.
-    #[error("metadata store: {op}: {message}")]
+    #[error("metadata store: {op}: {source}")]
     Meta {
         /// What we were doing.
         op: &'static str,
-        /// sled's error, as text.
-        message: String,
+        /// sled's error (its `Io` variant holds the OS error).
+        #[source]
+        source: Arc<sled::Error>,
     },
 }
 
@@ -131,11 +142,74 @@ impl Error {
         }
     }
 
+    /// Whether an OS error behind this one says the disk (or the quota) is full
+    /// (`ENOSPC`, [`io::ErrorKind::StorageFull`]): the caller can tell it from a failed
+    /// sync or damage, e.g. to answer "storage full" rather than "internal error".
+    /// Still fatal for the log that returned it (see the table above).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => io_is_storage_full(source),
+            Error::Failed { first } => first.is_storage_full(),
+            Error::Meta { source, .. } => match source.as_ref() {
+                sled::Error::Io(e) => io_is_storage_full(e),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Whether the log that returned this error must be stopped and reopened.
     pub fn is_fatal(&self) -> bool {
         matches!(self, Error::Corruption { .. } | Error::Failed { .. })
     }
 }
 
+/// Whether `e` says the disk is full: its kind, or `ENOSPC` from the OS (the same on
+/// every Linux architecture; std maps it to `StorageFull`, checked both ways so that an
+/// error rebuilt from its kind alone is recognised too).
+pub(crate) fn io_is_storage_full(e: &io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(ENOSPC)
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_from_a_failed_sync() {
+        let full = Error::io("write segment", "/x", io::Error::from_raw_os_error(28));
+        assert!(full.is_storage_full());
+        let by_kind = Error::io(
+            "write segment",
+            "/x",
+            io::Error::from(io::ErrorKind::StorageFull),
+        );
+        assert!(by_kind.is_storage_full());
+        // EIO from fdatasync: not a full disk.
+        let eio = Error::io("fdatasync segment", "/x", io::Error::from_raw_os_error(5));
+        assert!(!eio.is_storage_full());
+        // The log's failed state keeps the first error, and its cause.
+        let failed = Error::Failed {
+            first: Box::new(full.clone()),
+        };
+        assert!(failed.is_storage_full() && failed.is_fatal());
+        let source = std::error::Error::source(&failed).expect("a source");
+        assert_eq!(source.to_string(), full.to_string());
+        assert!(
+            !Error::Failed {
+                first: Box::new(eio)
+            }
+            .is_storage_full()
+        );
+        let meta = Error::Meta {
+            op: "flush",
+            source: Arc::new(sled::Error::Io(io::Error::from_raw_os_error(28))),
+        };
+        assert!(meta.is_storage_full());
+        assert!(!Error::Closed.is_storage_full());
+    }
+}

@@ -11,6 +11,7 @@
 //! | `segment` | one segment file: naming, scans, torn-tail detection, index files |
 //! | `index` | sparse offset index and time index, in memory and on disk |
 //! | `durable` | durability notifications: [`DurableCallback`] and [`Durable`] |
+//! | `position` | batches addressed by [`BatchPos`] (segment, byte position): `read_at`, `truncate_at`; and truncation itself |
 //! | [`meta`] | [`MetaStore`]: Raft vote/committed/purged/membership, keyed state; `open` waits (up to 2 s) for the lock of a handle that is still shutting down |
 //! | [`testing`] | builders of valid batches for tests and benchmarks |
 //! | `error` | the one [`Error`] enum, with which variants are fatal |
@@ -36,7 +37,10 @@
 //! old one, write and sync its index files, create the next file, sync the directory),
 //! `pwrite` the batch (its base offset stamped in a scratch copy) at the end of the active
 //! segment, update the in-memory indexes, queue the durability notification, wake the
-//! flusher. Return the [`Appended`] position.
+//! flusher (at once, if more than `buffered_bytes_max` is unsynced; only without a
+//! flusher, under `FsyncPolicy::Never`, does the appender sync itself). Return the
+//! [`Appended`] position. Every call blocks on disk I/O: async callers run it on a
+//! blocking thread (`neo-raft` does).
 //!
 //! **Group commit** (`FsyncPolicy::Always`): one flusher thread loops: wait until
 //! something is unsynced or a notification is pending; under the lock, take every pending
@@ -91,6 +95,14 @@
 //!   before an `fdatasync` covering it has returned.
 //! - Offsets are contiguous: each batch's base offset is the previous batch's next
 //!   offset, across segments; sealed segment `i` ends exactly where `i + 1` begins.
+//! - A zero-width control batch (`record_count` 0, attribute bit 3) occupies no offset:
+//!   its next offset is its base, shared with the batches after it up to the next record
+//!   batch. Reads by offset return the batch holding the offset first, so they skip
+//!   zero-width batches at it; [`BatchPos`] names each batch (a Raft log store's
+//!   addressing). A segment is never rolled while its base is the next offset (the new
+//!   one would have the same name), so bases stay strictly increasing. A notification
+//!   is completed only once nothing appended before it is unsynced (the durable offset
+//!   alone does not cover a zero-width batch).
 //! - A segment's bytes are whole batches only (`size` never points into a batch); reads
 //!   return whole batches only.
 //! - Sealed segments are synced and never change, except that `truncate_suffix` may make
@@ -112,6 +124,7 @@ mod error;
 mod index;
 mod log;
 pub mod meta;
+mod position;
 mod segment;
 pub mod testing;
 
@@ -120,3 +133,4 @@ pub use durable::{Durable, DurableCallback};
 pub use error::{Error, Result};
 pub use log::{Appended, LogSlice, LogStats, SegmentLog};
 pub use meta::{MetaBatch, MetaConfig, MetaStore, RaftField};
+pub use position::{BatchPos, PosSlice};

@@ -92,7 +92,7 @@ pub struct LogStats {
 ///
 /// `Send + Sync`: share it with an `Arc`; every method takes `&self`.
 pub struct SegmentLog {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
     closed: bool,
 }
@@ -105,42 +105,42 @@ impl std::fmt::Debug for SegmentLog {
     }
 }
 
-struct Shared {
-    dir: PathBuf,
-    config: LogConfig,
-    structure: RwLock<()>,
-    sync_lock: Mutex<()>,
-    state: Mutex<State>,
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    pub(crate) structure: RwLock<()>,
+    pub(crate) sync_lock: Mutex<()>,
+    pub(crate) state: Mutex<State>,
     /// Wakes the flusher when a notification or unsynced bytes are pending.
     flusher_wake: Condvar,
     /// Exclusive end of the durable prefix. Raised only after an `fdatasync` returned
     /// (or when truncation/purge redefine the log); read without locks.
-    durable: AtomicU64,
+    pub(crate) durable: AtomicU64,
     shutdown: AtomicBool,
-    syncs: AtomicU64,
+    pub(crate) syncs: AtomicU64,
 }
 
-struct State {
+pub(crate) struct State {
     /// Keyed by base offset; the last one is the active segment.
-    segments: BTreeMap<u64, Segment>,
-    next_offset: u64,
+    pub(crate) segments: BTreeMap<u64, Segment>,
+    pub(crate) next_offset: u64,
     /// Bytes written since open (monotonic, also across truncations).
-    written_bytes: u64,
+    pub(crate) written_bytes: u64,
     /// `written_bytes` as of the start of the last successful sync.
-    synced_bytes: u64,
+    pub(crate) synced_bytes: u64,
     /// Pending durability notifications, in registration order.
-    waiters: Vec<Waiter>,
+    pub(crate) waiters: Vec<Waiter>,
     /// Sealed segments with an open handle (the LRU's size).
-    open_sealed: usize,
+    pub(crate) open_sealed: usize,
     tick: u64,
     /// Set by the first failed write or sync; the log then refuses work.
-    failed: Option<String>,
+    failed: Option<Error>,
     /// Reused buffer to stamp a batch's base offset without touching the caller's bytes.
     scratch: Vec<u8>,
     batches_appended: u64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock (a bug) must not turn every later call into a panic;
     // the state is only mutated in ways that keep it consistent between statements.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -153,26 +153,26 @@ impl State {
             .next_back()
             .expect("a log always has an active segment")
     }
-    fn start_offset(&self) -> u64 {
+    pub(crate) fn start_offset(&self) -> u64 {
         *self
             .segments
             .keys()
             .next()
             .expect("a log always has an active segment")
     }
-    fn check_failed(&self) -> Result<()> {
+    pub(crate) fn check_failed(&self) -> Result<()> {
         match &self.failed {
-            Some(reason) => Err(Error::Failed {
-                reason: reason.clone(),
+            Some(first) => Err(Error::Failed {
+                first: Box::new(first.clone()),
             }),
             None => Ok(()),
         }
     }
     /// Enters the failed state; returns every pending notification to fail.
-    fn fail(&mut self, err: &Error) -> Vec<Waiter> {
+    pub(crate) fn fail(&mut self, err: &Error) -> Vec<Waiter> {
         if self.failed.is_none() {
             tracing::error!(error = %err, "segment log failed; reopen to recover");
-            self.failed = Some(err.to_string());
+            self.failed = Some(err.clone());
         }
         std::mem::take(&mut self.waiters)
     }
@@ -317,6 +317,12 @@ impl SegmentLog {
         lock(&self.shared.state).next_offset
     }
 
+    /// The first fatal error, if the log has failed (every later write and sync returns
+    /// [`Error::Failed`] holding it): what a caller asks whether the disk is full.
+    pub fn failure(&self) -> Option<Error> {
+        lock(&self.shared.state).failed.clone()
+    }
+
     /// The first offset the log holds (base of its oldest segment).
     pub fn start_offset(&self) -> u64 {
         lock(&self.shared.state).start_offset()
@@ -350,8 +356,11 @@ impl SegmentLog {
     /// Returns the new next offset: `from` when it is a batch boundary, else the base
     /// of the batch holding `from`. The cut is synced before returning; pending
     /// notifications beyond it complete with [`Error::Truncated`], the others with `Ok`.
+    ///
+    /// A zero-width control batch holds no offset: those at `from` itself are kept (to
+    /// cut one of them, use [`SegmentLog::truncate_at`]).
     pub fn truncate_suffix(&self, from: u64) -> Result<u64> {
-        self.shared.truncate_suffix(from)
+        self.shared.truncate(crate::position::Cut::Offset(from))
     }
 
     /// Deletes whole segments whose offsets are all below `offset`; returns the new
@@ -485,7 +494,7 @@ impl Shared {
         }
         let (appended, _) = result?;
         if need_sync {
-            // Over `buffered_bytes_max`: the appender pays for a sync (backpressure).
+            // Over `buffered_bytes_max` with no flusher: the appender pays for a sync.
             self.sync_round()?;
         }
         Ok(appended)
@@ -516,7 +525,12 @@ impl Shared {
             .ok_or(Error::InvalidConfig("offset space exhausted"))?;
         {
             let active = st.active();
-            let too_big = active.size > 0 && active.size + len > self.config.segment_size_bytes_max;
+            // A segment is named by its base offset, so a new one can start only past
+            // the active one's base: a segment holding nothing but zero-width control
+            // batches (all at its base) grows past the limit until a record comes.
+            let too_big = active.size > 0
+                && active.size + len > self.config.segment_size_bytes_max
+                && base > active.base;
             let too_many = next - active.base > u64::from(u32::MAX);
             if too_big || too_many {
                 match self.roll(&mut st) {
@@ -579,8 +593,14 @@ impl Shared {
         if self.config.fsync == FsyncPolicy::Always {
             self.flusher_wake.notify_one();
         }
-        let need_sync = st.written_bytes - st.synced_bytes > self.config.buffered_bytes_max;
-        Ok((appended, need_sync))
+        let over = st.written_bytes - st.synced_bytes > self.config.buffered_bytes_max;
+        // With a flusher thread, it syncs at once, off the appender's thread (which may
+        // be an async executor's): the appender does not wait for an `fdatasync`.
+        // Without one (`Never`), the appender pays for the sync (backpressure).
+        if over && self.config.fsync != FsyncPolicy::Never {
+            self.flusher_wake.notify_one();
+        }
+        Ok((appended, over && self.config.fsync == FsyncPolicy::Never))
     }
 
     /// Seals the active segment (synced, index files written) and starts a new one at
@@ -631,7 +651,9 @@ impl Shared {
             return;
         }
         // `durable` is raised under the state lock, so this check cannot miss a round.
-        if self.durable.load(Ordering::Acquire) >= end {
+        // Offsets alone do not say it: a zero-width control batch appended at `end`
+        // holds no offset, so it is durable only once nothing written is unsynced.
+        if self.durable.load(Ordering::Acquire) >= end && st.synced_bytes == st.written_bytes {
             drop(st);
             callback(Ok(()));
             return;
@@ -906,130 +928,6 @@ impl Shared {
         }
     }
 
-    fn truncate_suffix(&self, from: u64) -> Result<u64> {
-        let _structure = self.structure.write().unwrap_or_else(|p| p.into_inner());
-        let sync_guard = lock(&self.sync_lock);
-        let mut st = lock(&self.state);
-        st.check_failed()?;
-        let (start, next) = (st.start_offset(), st.next_offset);
-        if from >= next {
-            return Ok(next);
-        }
-        if from < start {
-            return Err(Error::OffsetOutOfRange {
-                requested: from,
-                start,
-                end: next,
-            });
-        }
-        let seg_base = *st
-            .segments
-            .range(..=from)
-            .next_back()
-            .expect("from >= start")
-            .0;
-        // Later segments go first (newest first, so a crash leaves a contiguous log).
-        let later: Vec<u64> = st
-            .segments
-            .range(seg_base + 1..)
-            .map(|(b, _)| *b)
-            .rev()
-            .collect();
-        for b in later {
-            st.segments.remove(&b);
-            segment::remove_if_exists(&segment::log_path(&self.dir, b))?;
-            segment::remove_index_files(&self.dir, b)?;
-        }
-        let path = segment::log_path(&self.dir, seg_base);
-        // The segment becomes active: it needs a writable handle, and its index files
-        // would be stale.
-        let file = Arc::new(segment::open_rw(&path, false)?);
-        st.segments.get_mut(&seg_base).expect("segment exists").file = Some(Arc::clone(&file));
-        recount_open(&mut st);
-        segment::remove_index_files(&self.dir, seg_base)?;
-        let seg = st.segments.get_mut(&seg_base).expect("segment exists");
-        let interval = self.config.index_interval_bytes;
-        // Find the cut (start of the batch holding `from`) walking from the last index
-        // entry at or below it.
-        let mut w = Window::new(&file, &path, seg.size);
-        let (mut p, mut cut, mut new_next) = (
-            u64::from(seg.index.position_for((from - seg_base) as u32)),
-            None,
-            from,
-        );
-        while p < seg.size {
-            let Some(hb) = w.get(p, HEADER_LEN)? else {
-                return Err(Error::corruption(
-                    seg_base,
-                    p,
-                    "batch header runs past the end of the segment",
-                ));
-            };
-            let h = segment::parse_header(hb).map_err(|e| Error::corruption(seg_base, p, e))?;
-            if h.next_offset() > from {
-                cut = Some(p);
-                new_next = h.base_offset;
-                break;
-            }
-            p += u64::from(h.batch_length);
-        }
-        let cut =
-            cut.ok_or_else(|| Error::corruption(seg_base, p, "offset not found in its segment"))?;
-        // Drop the index entries at or after the cut, then replay the batches from the
-        // last kept entry up to the cut to restore the running state (max timestamp,
-        // bytes since the last entry).
-        seg.index.truncate((new_next - seg_base) as u32);
-        let mut p = seg
-            .index
-            .offsets
-            .last()
-            .map_or(0, |e| u64::from(e.position));
-        while p < cut {
-            let Some(hb) = w.get(p, HEADER_LEN)? else {
-                return Err(Error::corruption(
-                    seg_base,
-                    p,
-                    "batch header runs past the end of the segment",
-                ));
-            };
-            let h = segment::parse_header(hb).map_err(|e| Error::corruption(seg_base, p, e))?;
-            let rel = (h.base_offset - seg_base) as u32;
-            seg.index
-                .replay(interval, rel, p as u32, h.batch_length, h.max_timestamp);
-            p += u64::from(h.batch_length);
-        }
-        seg.size = cut;
-        seg.next = new_next;
-        let fatal = |st: &mut State, err: Error| -> Error {
-            let w = st.fail(&err);
-            fire(w, &Err(err.clone()));
-            err
-        };
-        if let Err(e) = file.set_len(cut).and_then(|()| file.sync_data()) {
-            return Err(fatal(&mut st, Error::io("truncate segment", &path, e)));
-        }
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        segment::sync_dir(&self.dir)?;
-        st.next_offset = new_next;
-        st.synced_bytes = st.written_bytes;
-        // Everything below the cut is durable now (sealed segments were synced at roll,
-        // the new active one just now). `durable` may go down: the log got shorter.
-        self.durable.store(new_next, Ordering::Release);
-        let waiters = std::mem::take(&mut st.waiters);
-        drop(st);
-        drop(sync_guard);
-        let (ok, cut_away): (Vec<_>, Vec<_>) = waiters.into_iter().partition(|w| w.end <= new_next);
-        fire(ok, &Ok(()));
-        for w in cut_away {
-            let end = w.end;
-            (w.callback)(Err(Error::Truncated {
-                end,
-                truncated_from: new_next,
-            }));
-        }
-        Ok(new_next)
-    }
-
     fn purge_prefix(&self, offset: u64) -> Result<u64> {
         let _structure = self.structure.write().unwrap_or_else(|p| p.into_inner());
         let sync_guard = lock(&self.sync_lock);
@@ -1163,7 +1061,7 @@ fn empty(offset: u64) -> LogSlice {
 }
 
 /// Recounts open sealed handles (the active segment's handle is not in the LRU).
-fn recount_open(st: &mut State) {
+pub(crate) fn recount_open(st: &mut State) {
     st.open_sealed = st
         .segments
         .values()
@@ -1174,7 +1072,7 @@ fn recount_open(st: &mut State) {
 
 /// The open handle of segment `base`, opening it (read-only) if needed and closing the
 /// least recently used sealed handle beyond `open_files_max`.
-fn open_segment_file(
+pub(crate) fn open_segment_file(
     dir: &Path,
     st: &mut State,
     base: u64,

@@ -24,6 +24,7 @@
 //! Raft needs the vote durable before answering a vote request: use `set_raft_durable`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -114,7 +115,7 @@ fn keyed_key(namespace: &str, key: &[u8]) -> Result<Vec<u8>> {
 fn meta_err(op: &'static str) -> impl Fn(sled::Error) -> Error {
     move |e| Error::Meta {
         op,
-        message: e.to_string(),
+        source: Arc::new(e),
     }
 }
 

@@ -53,3 +53,17 @@ pub fn batch_of_size(total_bytes: usize, record_count: u32, timestamp: i64, seed
         .collect();
     batch(record_count, timestamp, timestamp, &payload)
 }
+
+/// A zero-width control batch (attribute bit 3, `record_count` 0) with `payload` as its
+/// opaque section: how a partition log stores a Raft control entry, which occupies no
+/// record offset.
+pub fn control_batch(payload: &[u8]) -> Vec<u8> {
+    let mut out = batch(1, 0, 0, payload);
+    let mut header = BatchHeader::parse(&out).expect("a valid batch");
+    header.attributes = qiss::batch::header::CONTROL_FLAG;
+    header.record_count = 0;
+    header.write_to(&mut out);
+    let crc = crc32fast::hash(&out[CRC_START..]);
+    out[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_le_bytes());
+    out
+}

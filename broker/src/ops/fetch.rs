@@ -69,6 +69,7 @@ pub(crate) async fn fetch(
         let mut answer = empty(hw, start);
         if req.offset < hw {
             let batches = read_committed(group, req.offset, hw, bytes_max)
+                .await
                 .map_err(|e| raft_error(b, e, &what))?;
             let enough = batches.len() >= (req.bytes_min as usize).min(bytes_max);
             answer.batches = batches.to_vec();
@@ -97,23 +98,19 @@ fn empty(high_watermark: u64, log_start_offset: u64) -> FetchResponse {
 
 /// Whole stored batches from the one holding `offset`, up to `bytes_max` (at least one),
 /// cut before the first batch that does not end at or below `hw`.
-/// Whole stored batches from the one holding `offset`, cut before the first that ends
-/// above the high watermark `hw`.
-pub fn read_committed(
+pub async fn read_committed(
     group: &RaftGroup,
     offset: u64,
     hw: u64,
     bytes_max: usize,
 ) -> neo_raft::Result<Bytes> {
-    let (bytes, _next) = group.read_log(offset, bytes_max)?;
+    let (bytes, _next) = group.read_log(offset, bytes_max).await?;
     Ok(bytes.slice(..committed_prefix(&bytes, hw)))
 }
 
 /// Length of the prefix of `bytes` made of whole batches that end at or below `hw`
 /// (every record offset of the batch is below it). Applied entries never straddle the
 /// high watermark, so this is "base offset below `hw`", checked the strict way.
-/// The length of the prefix of `bytes` (whole stored batches) that ends at or below
-/// the high watermark `hw`.
 pub fn committed_prefix(bytes: &[u8], hw: u64) -> usize {
     let mut pos = 0usize;
     while pos < bytes.len() {

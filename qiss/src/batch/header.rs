@@ -13,7 +13,9 @@
 //!  37   2 attributes       u16 LE; bits 0-2 compression (0 none, 1 zstd),
 //!                          bit 3 control batch (a Raft entry without user records,
 //!                          skipped by consumers), other bits 0
-//!  39   4 record_count     u32 LE; >= 1; offsets are base_offset .. base_offset+count
+//!  39   4 record_count     u32 LE; offsets are base_offset .. base_offset+count; >= 1,
+//!                          except that a control batch may hold 0 (it then occupies
+//!                          no offset: Neo's partition logs store Raft control entries so)
 //!  43   8 first_timestamp  i64 LE; milliseconds since the Unix epoch
 //!  51   8 max_timestamp    i64 LE
 //!  59   8 producer_id      i64 LE; -1 when the producer is not idempotent
@@ -212,14 +214,16 @@ impl BatchHeader {
                 reason: "base_offset + record_count overflows",
             });
         }
-        if h.record_count == 0 {
-            return Err(Error::CorruptBatch {
-                reason: "record_count is zero",
-            });
-        }
         if h.attributes & !ATTRIBUTES_KNOWN != 0 {
             return Err(Error::CorruptBatch {
                 reason: "reserved attribute bits set",
+            });
+        }
+        // A zero-width control batch is how a partition log stores a Raft entry that
+        // must not consume a record offset; a user batch always holds a record.
+        if h.record_count == 0 && h.attributes & CONTROL_FLAG == 0 {
+            return Err(Error::CorruptBatch {
+                reason: "record_count is zero",
             });
         }
         Compression::from_bits(h.attributes)?;
@@ -237,7 +241,8 @@ impl BatchHeader {
         self.attributes & CONTROL_FLAG != 0
     }
 
-    /// Offset of the last record (`base_offset + record_count - 1`).
+    /// Offset of the last record (`base_offset + record_count - 1`; `base_offset - 1`,
+    /// saturating, for a zero-width control batch, which holds no record).
     pub fn last_offset(&self) -> u64 {
         // Saturating: `parse` rejects headers where this would overflow, but a header
         // built by hand must not panic either.

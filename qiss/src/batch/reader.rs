@@ -217,9 +217,9 @@ impl RecordBatch {
         self.header.record_count
     }
 
-    /// Always false: a batch holds at least one record.
+    /// Whether the batch holds no record: only a zero-width control batch does.
     pub fn is_empty(&self) -> bool {
-        false
+        self.header.record_count == 0
     }
 
     /// Whether this is a control batch (its section is opaque; [`RecordBatch::records`]

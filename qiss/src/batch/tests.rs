@@ -223,6 +223,16 @@ fn structure_is_checked_even_under_a_good_crc() {
     bad[39] = 4;
     reseal(&mut bad);
     assert!(validate(&bad).is_err());
+    // record_count zero: only a control batch may occupy no offset.
+    let mut bad = bytes.clone();
+    bad[39..43].copy_from_slice(&0u32.to_le_bytes());
+    reseal(&mut bad);
+    assert!(matches!(validate(&bad), Err(Error::CorruptBatch { .. })));
+    let mut control = BatchBuilder::control(b"entry").unwrap().to_vec();
+    control[39..43].copy_from_slice(&0u32.to_le_bytes());
+    reseal(&mut control);
+    let h = validate(&control).expect("a zero-width control batch is valid");
+    assert_eq!((h.record_count, h.next_offset()), (0, h.base_offset));
     // record_count smaller: bytes left after the last record.
     let mut bad = bytes.clone();
     bad[39] = 2;
