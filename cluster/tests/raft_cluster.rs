@@ -349,7 +349,7 @@ async fn write_all(
             for seq in mine {
                 loop {
                     match groups[at]
-                        .propose_records(batch(seq, 1 + (seq % 4) as u32))
+                        .propose_records(valid(batch(seq, 1 + (seq % 4) as u32)))
                         .await
                     {
                         Ok((base, n)) => {
@@ -483,7 +483,7 @@ async fn minority_commits_nothing_and_healing_converges() {
     let old = c.settle(&all).await;
     // An idempotent producer's first batch: the leader's once-per-term catch-up is done.
     c.group(old)
-        .propose_records(stamped(7, 0, 1))
+        .propose_records(valid(stamped(7, 0, 1)))
         .await
         .expect("stamped batch");
 
@@ -495,17 +495,17 @@ async fn minority_commits_nothing_and_healing_converges() {
     }
     let stranded = {
         let g = c.group(old);
-        tokio::spawn(async move { g.propose_records(batch(999_999, 1)).await })
+        tokio::spawn(async move { g.propose_records(valid(batch(999_999, 1))).await })
     };
     // A stamped batch in flight, and a retry of it that waits for the first copy.
     let stamped_first = {
         let g = c.group(old);
-        tokio::spawn(async move { g.propose_records(stamped(7, 1, 1)).await })
+        tokio::spawn(async move { g.propose_records(valid(stamped(7, 1, 1))).await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let stamped_retry = {
         let g = c.group(old);
-        tokio::spawn(async move { g.propose_records(stamped(7, 1, 1)).await })
+        tokio::spawn(async move { g.propose_records(valid(stamped(7, 1, 1))).await })
     };
 
     // The isolated leader notices within about the minimum election timeout (800 ms
@@ -527,7 +527,7 @@ async fn minority_commits_nothing_and_healing_converges() {
             "the stamped {what} must end with QuorumLost: {r:?}"
         );
     }
-    let refused = c.group(old).propose_records(batch(999_998, 1)).await;
+    let refused = c.group(old).propose_records(valid(batch(999_998, 1))).await;
     assert!(
         matches!(
             refused,
@@ -967,7 +967,7 @@ async fn two_hundred_partitions_on_three_nodes_elect_and_commit() {
         let replicas: Vec<Arc<RaftGroup>> = (1..=3).map(|id| groups[&(id, g)].clone()).collect();
         async move {
             let (base, n) = on_leader(&replicas, |r| async move {
-                r.propose_records(batch(g, 2)).await
+                r.propose_records(valid(batch(g, 2))).await
             })
             .await;
             (g, base, n)
@@ -1057,7 +1057,7 @@ async fn idempotent_batches_are_stored_once_across_failover() {
     for i in 0..20 {
         let seq = i * 3;
         let r = g
-            .propose_records(stamped(PRODUCER, seq, 3))
+            .propose_records(valid(stamped(PRODUCER, seq, 3)))
             .await
             .expect("write");
         acked.insert(seq, r);
@@ -1066,7 +1066,9 @@ async fn idempotent_batches_are_stored_once_across_failover() {
     let size = g.log_offsets().1;
     for (&seq, &r) in acked.iter().rev().take(5) {
         assert_eq!(
-            g.propose_records(stamped(PRODUCER, seq, 3)).await.unwrap(),
+            g.propose_records(valid(stamped(PRODUCER, seq, 3)))
+                .await
+                .unwrap(),
             r
         );
     }
@@ -1075,7 +1077,7 @@ async fn idempotent_batches_are_stored_once_across_failover() {
     let copies: Vec<_> = (0..4)
         .map(|_| {
             let g = g.clone();
-            tokio::spawn(async move { g.propose_records(stamped(PRODUCER, 60, 2)).await })
+            tokio::spawn(async move { g.propose_records(valid(stamped(PRODUCER, 60, 2))).await })
         })
         .collect();
     let mut answers = Vec::new();
@@ -1097,7 +1099,7 @@ async fn idempotent_batches_are_stored_once_across_failover() {
     for (&seq, &r) in acked.iter().skip(remembered) {
         let records = if seq == 60 { 2 } else { 3 };
         assert_eq!(
-            g2.propose_records(stamped(PRODUCER, seq, records))
+            g2.propose_records(valid(stamped(PRODUCER, seq, records)))
                 .await
                 .unwrap(),
             r,
@@ -1105,10 +1107,13 @@ async fn idempotent_batches_are_stored_once_across_failover() {
         );
     }
     assert!(matches!(
-        g2.propose_records(stamped(PRODUCER, 0, 3)).await,
+        g2.propose_records(valid(stamped(PRODUCER, 0, 3))).await,
         Err(neo_raft::Error::DuplicateSequence { .. })
     ));
-    let next = g2.propose_records(stamped(PRODUCER, 62, 1)).await.unwrap();
+    let next = g2
+        .propose_records(valid(stamped(PRODUCER, 62, 1)))
+        .await
+        .unwrap();
     assert!(next.0 > answers[0].0);
     assert_eq!(stored_copies(&c.log_bytes(new_leader), PRODUCER), 22);
     drop(g2);
@@ -1126,11 +1131,15 @@ async fn idempotent_batches_are_stored_once_across_failover() {
     }
     let g1 = c.group(leader);
     assert_eq!(
-        g1.propose_records(stamped(PRODUCER, 62, 1)).await.unwrap(),
+        g1.propose_records(valid(stamped(PRODUCER, 62, 1)))
+            .await
+            .unwrap(),
         next
     );
     assert_eq!(
-        g1.propose_records(stamped(PRODUCER, 57, 3)).await.unwrap(),
+        g1.propose_records(valid(stamped(PRODUCER, 57, 3)))
+            .await
+            .unwrap(),
         acked[&57]
     );
     let settled = c.settle(&all).await;
@@ -1155,7 +1164,7 @@ async fn idempotent_retry_after_every_node_restarts_is_stored_once() {
     let all = [1, 2, 3];
     let leader = c.leader(&all).await;
     let g = c.group(leader);
-    g.propose_records(stamped(PRODUCER, 0, 2))
+    g.propose_records(valid(stamped(PRODUCER, 0, 2)))
         .await
         .expect("write");
     // Cut the leader off, so the next batch is appended on it only.
@@ -1166,7 +1175,7 @@ async fn idempotent_retry_after_every_node_restarts_is_stored_once() {
     }
     let stranded = {
         let g = g.clone();
-        tokio::spawn(async move { g.propose_records(stamped(PRODUCER, 2, 2)).await })
+        tokio::spawn(async move { g.propose_records(valid(stamped(PRODUCER, 2, 2))).await })
     };
     g.wait_until(DEADLINE, "appended", |m| {
         m.last_log_index > m.committed_index
@@ -1188,7 +1197,11 @@ async fn idempotent_retry_after_every_node_restarts_is_stored_once() {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let answer = loop {
         let l = c.leader(&all).await;
-        match c.group(l).propose_records(stamped(PRODUCER, 2, 2)).await {
+        match c
+            .group(l)
+            .propose_records(valid(stamped(PRODUCER, 2, 2)))
+            .await
+        {
             Ok(r) => break r,
             Err(e) => {
                 assert!(tokio::time::Instant::now() < deadline, "retry failed: {e}");
@@ -1591,4 +1604,11 @@ async fn held(
         .expect("probe")
         .into_inner()
         .offset
+}
+
+/// The proof raft takes: these batches (`neo_storage::testing`) frame their records
+/// loosely, so they get the replica's receipt check (header, CRC, length), not a
+/// broker's full validation.
+fn valid(batch: bytes::Bytes) -> qiss::batch::ValidatedBatch {
+    qiss::batch::ValidatedBatch::check(batch).expect("valid batch")
 }

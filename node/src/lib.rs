@@ -31,12 +31,15 @@
 //! client ─ produce{topic, partition, acks, batch} ─► broker::produce
 //!   ├─ local MetaState: topic/partition → group id + replicas (UnknownTopic/UnknownPartition)
 //!   ├─ not a replica here ─► NotLeader{preferred replica's client addr}
-//!   ├─ size ≤ batch_bytes_max, qiss validate (CRC, records), not a control batch
-//!   │     (else InvalidRecordBatch; nothing stored)
+//!   ├─ size ≤ batch_bytes_max, ValidatedBatch::validate (the batch's one CRC check on
+//!   │     this node, records, limits), not a control batch (else InvalidRecordBatch;
+//!   │     nothing stored); the batch is a slice of the request frame's buffer
 //!   ├─ stamped by an idempotent producer and already held (or in flight) ─► the first
 //!   │     copy's offset, nothing stored (see neo-raft's `producers`)
-//!   ├─ acks=all|leader ─► RaftGroup::propose_records ─► openraft client_write
-//!   │     ─► leader appends (the batch itself is the log entry) + replicates over gRPC
+//!   ├─ acks=all|leader ─► RaftGroup::propose_records(ValidatedBatch) ─► openraft client_write
+//!   │     ─► leader appends (the batch itself is the log entry: stamped header + the
+//!   │        frame's bytes, no CRC, no copy) + replicates over gRPC (followers check
+//!   │        the CRC on receipt)
 //!   │     ─► quorum fdatasync'd ─► commit ─► apply assigns base offset ─► reply
 //!   │     (not leader ─► NotLeader{leader's advertised client addr}; timeout ─► NotEnoughReplicas)
 //!   └─ acks=none ─► propose_records_ff, reply at once (base_offset = u64::MAX)
@@ -50,7 +53,8 @@
 //!   ├─ hw = applied next_offset; offset outside [log start, log end] ─► OffsetOutOfRange
 //!   ├─ offset ≥ hw: wait on the applied watch (≤ wait_ms_max, ends on shutdown)
 //!   └─ read_log(offset, bytes_max) cut before the first batch with base ≥ hw
-//!        ─► the stored bytes, unchanged (control batches included; consumers skip them)
+//!        ─► the stored bytes, unchanged (control batches included; consumers skip them):
+//!           the segment read's `Bytes` is the response's `batches`, no copy until encoding
 //! ```
 //!
 //! # Invariants

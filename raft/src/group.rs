@@ -12,6 +12,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft::{BasicNode, ChangeMembers, Config, Raft, ReadPolicy, ServerState, SnapshotPolicy};
+use qiss::batch::ValidatedBatch;
 use tokio::sync::watch;
 
 use crate::codec;
@@ -369,7 +370,7 @@ impl RaftGroup {
     /// leader restored after a crash keeps its term and may hold an uncommitted tail), so
     /// the producer table covers every earlier batch, and the later batches of its term
     /// are in flight here or applied.
-    pub async fn propose_records(&self, batch: Bytes) -> Result<(u64, u32)> {
+    pub async fn propose_records(&self, batch: ValidatedBatch) -> Result<(u64, u32)> {
         self.propose(batch, false).await
     }
 
@@ -381,12 +382,13 @@ impl RaftGroup {
     /// stores it (its entry is then truncated by the next leader): the trade `acks=leader`
     /// makes for latency. A leader that steps down before appending the batch answers
     /// `NotLeader`.
-    pub async fn propose_records_leader_ack(&self, batch: Bytes) -> Result<(u64, u32)> {
+    pub async fn propose_records_leader_ack(&self, batch: ValidatedBatch) -> Result<(u64, u32)> {
         self.propose(batch, true).await
     }
 
-    async fn propose(&self, batch: Bytes, leader_ack: bool) -> Result<(u64, u32)> {
+    async fn propose(&self, batch: ValidatedBatch, leader_ack: bool) -> Result<(u64, u32)> {
         let header = Self::check_record_batch(&batch)?;
+        let batch = batch.into_bytes();
         self.check_quorum()?;
         // Every wait below (the once-per-term ReadIndex, a retry waiting for its first
         // copy in flight, the commit or the local flush) ends if this leader loses its
@@ -566,16 +568,17 @@ impl RaftGroup {
         lock(&self.producers).lookup(producer_id, epoch, base_sequence)
     }
 
-    /// What a partition group accepts as a proposal: a valid batch within
+    /// What a partition group accepts as a proposal: a batch validated on receipt (its
+    /// CRC is not computed again, here or by the log store) within
     /// [`RECORD_BATCH_BYTES_MAX`] that is not a control batch.
-    fn check_record_batch(batch: &[u8]) -> Result<qiss::batch::BatchHeader> {
+    fn check_record_batch(batch: &ValidatedBatch) -> Result<qiss::batch::BatchHeader> {
         if batch.len() > RECORD_BATCH_BYTES_MAX {
             return Err(Error::BatchTooLarge {
                 size: batch.len(),
                 max: RECORD_BATCH_BYTES_MAX,
             });
         }
-        let h = qiss::batch::check(batch).map_err(|source| Error::BadBatch { index: 0, source })?;
+        let h = *batch.header();
         if h.is_control() {
             return Err(Error::ControlBatch);
         }
@@ -586,12 +589,15 @@ impl RaftGroup {
     /// and returns once the Raft core has queued it, before it is written anywhere
     /// (`acks=none`). The outcome is never reported: the batch may be lost (leadership
     /// lost, crash) and its offset is not known to the caller.
-    pub async fn propose_records_ff(&self, batch: Bytes) -> Result<()> {
+    pub async fn propose_records_ff(&self, batch: ValidatedBatch) -> Result<()> {
         Self::check_record_batch(&batch)?;
         self.check_quorum()?;
         self.leader_or_not_leader()?;
         self.raft
-            .client_write_ff(Proposal::Records(RecordBatch::new(batch)), None)
+            .client_write_ff(
+                Proposal::Records(RecordBatch::new(batch.into_bytes())),
+                None,
+            )
             .await
             .map_err(|e| fatal(self.group, e))
     }

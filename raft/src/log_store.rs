@@ -598,10 +598,13 @@ impl RaftLogStorage<NeoRaft> for LogStore {
                     let count = BatchHeader::parse(b).map_or(0, |h| h.record_count);
                     acks.push((ack.clone(), base, count));
                 }
-                let appended = inner
-                    .log
-                    .append_at(&batch)
-                    .map_err(|e| io_err("log entry", "append", e))?;
+                let appended = match batch {
+                    codec::StoredBatch::Records { head, batch } => {
+                        inner.log.append_stamped_at(&head, batch)
+                    }
+                    codec::StoredBatch::Control(bytes) => inner.log.append_at(&bytes),
+                }
+                .map_err(|e| io_err("log entry", "append", e))?;
                 if map.entries.is_empty() {
                     map.first_index = index;
                 }

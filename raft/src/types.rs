@@ -66,12 +66,18 @@ impl fmt::Display for Proposal {
 /// An encoded Qiss record batch (header + records), kept as shared bytes so that it is
 /// never copied between the producer's frame, the log store and the replication stream.
 ///
+/// Its CRC was verified once on this replica before the value existed: on the leader by
+/// the broker (`RaftGroup::propose_records*` take a `qiss::batch::ValidatedBatch`), on a
+/// follower when the AppendEntries body was decoded (this type's `Deserialize` checks
+/// header, CRC and length, and refuses a damaged batch). So the log store trusts it and
+/// does not compute the CRC again.
+///
 /// The second field exists only in the memory of the replica that proposed the batch
 /// (never encoded, never replicated, equal to every other): `acks=leader` waits on it
 /// for the leader's own log to hold the batch durably.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordBatch(
-    #[serde(with = "bytes_serde")] pub Bytes,
+    #[serde(with = "checked_batch_serde")] pub Bytes,
     #[serde(skip)] pub LocalAck,
 );
 
@@ -152,16 +158,21 @@ pub enum Applied {
     Nothing,
 }
 
-mod bytes_serde {
+/// A record batch as a byte string; decoding it is its receipt on this replica, so the
+/// batch's CRC is checked there (the only check a follower runs on it).
+mod checked_batch_serde {
     use bytes::Bytes;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::de::Error as _;
+    use serde::{Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(b)
+        qiss::bytes::serialize(b, s)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        let v = serde_bytes::ByteBuf::deserialize(d)?;
-        Ok(Bytes::from(v.into_vec()))
+        let bytes = qiss::bytes::deserialize(d)?;
+        qiss::batch::ValidatedBatch::check(bytes)
+            .map(qiss::batch::ValidatedBatch::into_bytes)
+            .map_err(|e| D::Error::custom(format!("record batch: {e}")))
     }
 }

@@ -99,7 +99,8 @@ async fn fetch(shared: &Shared, req: FetchRequest) -> Result<FetchResponse, RpcE
             let batches = read_committed(&group, req.offset, hw, bytes_max)
                 .map_err(|e| raft_error(shared, e, &what))?;
             let enough = batches.len() >= (req.bytes_min as usize).min(bytes_max);
-            answer.batches = batches.to_vec();
+            // The segment read's buffer itself, no copy (see `read_committed`).
+            answer.batches = batches;
             if enough {
                 return Ok(answer);
             }
@@ -119,7 +120,7 @@ fn empty(high_watermark: u64, log_start_offset: u64) -> FetchResponse {
     FetchResponse {
         high_watermark,
         log_start_offset,
-        batches: Vec::new(),
+        batches: Bytes::new(),
     }
 }
 

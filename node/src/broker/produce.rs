@@ -31,10 +31,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use neo_protocol::api::{Acks, ProduceRequest, ProduceResponse};
 use neo_protocol::{ErrorCode, RequestContext, RpcError};
-use qiss::batch::BatchLimits;
+use qiss::batch::{BatchLimits, ValidatedBatch};
 
 use super::{lookup_error, not_leader, raft_error};
 use crate::node::Shared;
@@ -102,20 +101,24 @@ async fn produce(
             ),
         ));
     }
-    let header = qiss::batch::validate_with(
-        &req.records,
+    // The one check of the batch on this node: header, CRC, limits and every record's
+    // framing. The proof travels down (Raft proposal, log append), which trust it
+    // instead of checking the bytes again; `req.records` is a slice of the request
+    // frame's buffer, and it is stored from there without a copy.
+    let batch = ValidatedBatch::validate(
+        req.records,
         &BatchLimits {
             records_length_max: RECORDS_LENGTH_MAX,
         },
     )
     .map_err(|e| RpcError::new(ErrorCode::InvalidRecordBatch, format!("record batch: {e}")))?;
+    let header = *batch.header();
     if header.is_control() {
         return Err(RpcError::new(
             ErrorCode::InvalidRecordBatch,
             "control batches (attribute bit 3) are written by the broker only",
         ));
     }
-    let batch = Bytes::from(req.records);
     match req.acks {
         Acks::None => {
             group
