@@ -111,7 +111,7 @@ mod tests {
     }
 
     #[test]
-    fn validate_keeps_the_bytes_and_checks_the_crc_once() {
+    fn validate_keeps_the_bytes_and_checks_the_crc() {
         let bytes = batch();
         let before = crc_checks_total();
         let v = ValidatedBatch::validate(bytes.clone(), &BatchLimits::DEFAULT).expect("valid");
