@@ -38,11 +38,25 @@
 //! neo-node (Neo RPC) ─► Broker::produce(&SecurityContext, ProduceRequest)
 //!   ├─ lookup in the applied MetaState (UnknownTopic / UnknownPartition)
 //!   ├─ no replica here ─► NotLeader{preferred replica's client address}
-//!   ├─ size, CRC, records, not a control batch (InvalidRecordBatch; nothing stored)
+//!   ├─ size, then ValidatedBatch::validate: the batch's one CRC check on this node
+//!   │     (records, limits), not a control batch (InvalidRecordBatch; nothing stored);
+//!   │     the batch stays a slice of the request frame's buffer
 //!   ├─ acks=none ─► RaftGroup::propose_records_ff, answered at once
 //!   └─ acks=all|leader ─► Partition::append ─► (stamped: idempotence gate)
-//!        ─► RaftGroup::propose_* ─► quorum (or leader) fdatasync ─► applied
+//!        ─► RaftGroup::propose_* (ValidatedBatch: no CRC, no copy of the body)
+//!        ─► quorum (or leader) fdatasync ─► applied
 //!        ─► PartitionMachine::apply_records (producer table) ─► base offset
+//! ```
+//!
+//! # Request flow: fetch
+//!
+//! ```text
+//! Broker::fetch ─► lookup; not the leader ─► NotLeader{leader's client address}
+//!   ├─ hw = applied next_offset; offset outside [log start, log end] ─► OffsetOutOfRange
+//!   ├─ offset ≥ hw: wait on the applied watch (≤ wait_ms_max, ends on shutdown)
+//!   └─ read_log(offset, bytes_max) (blocking pool) cut before the first batch that
+//!        ends above hw ─► the stored bytes, unchanged (control batches included;
+//!        consumers skip them): the segment read's `Bytes` is the answer's `batches`
 //! ```
 //!
 //! # Invariants

@@ -52,7 +52,7 @@ fn produce_req(topic: &str, partition: u32, acks: Acks, records: Bytes) -> Produ
         acks,
         timeout_ms: 0,
         producer: None,
-        records: records.to_vec(),
+        records,
     }
 }
 
@@ -71,7 +71,7 @@ fn fetch_req(topic: &str, offset: u64, wait_ms_max: u32) -> FetchRequest {
 /// Record values of the data batches in a fetch answer, from `offset` on.
 fn values(resp: &FetchResponse, offset: u64) -> Vec<String> {
     let mut out = Vec::new();
-    let mut rest = Bytes::from(resp.batches.clone());
+    let mut rest = resp.batches.clone();
     while !rest.is_empty() {
         let h = qiss::batch::check(&rest).expect("whole batch");
         let len = h.batch_length as usize;

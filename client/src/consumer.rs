@@ -296,11 +296,13 @@ pub(crate) fn decode_into(
     topic: &str,
     partition: u32,
     position: u64,
-    batches: Vec<u8>,
+    batches: Bytes,
     out: &mut Vec<ConsumerRecord>,
 ) -> Result<u64> {
     let mut next = position;
-    for bytes in split_batches(Bytes::from(batches)) {
+    // `batches` is a slice of the response frame's buffer; every batch, key and value
+    // below is a slice of it in turn (no copy), and each batch's CRC is checked here.
+    for bytes in split_batches(batches) {
         let batch = RecordBatch::new(bytes?)?;
         next = next.max(batch.header().next_offset());
         if batch.is_control() {
@@ -350,7 +352,7 @@ mod tests {
         buf.extend_from_slice(&control);
         buf.extend_from_slice(&batch(14, &["d"]));
         let mut out = Vec::new();
-        let next = decode_into("t", 1, 11, buf, &mut out).unwrap();
+        let next = decode_into("t", 1, 11, Bytes::from(buf), &mut out).unwrap();
         assert_eq!(next, 15);
         let got: Vec<(u64, &[u8])> = out.iter().map(|r| (r.offset, r.value.as_ref())).collect();
         assert_eq!(got, vec![(11, &b"b"[..]), (12, b"c"), (14, b"d")]);
@@ -365,7 +367,7 @@ mod tests {
     #[test]
     fn decode_of_nothing_keeps_the_position() {
         let mut out = Vec::new();
-        assert_eq!(decode_into("t", 0, 7, Vec::new(), &mut out).unwrap(), 7);
+        assert_eq!(decode_into("t", 0, 7, Bytes::new(), &mut out).unwrap(), 7);
         assert!(out.is_empty());
     }
 
@@ -374,6 +376,6 @@ mod tests {
         let mut buf = batch(0, &["a"]);
         buf.truncate(buf.len() - 1);
         let mut out = Vec::new();
-        assert!(decode_into("t", 0, 0, buf, &mut out).is_err());
+        assert!(decode_into("t", 0, 0, Bytes::from(buf), &mut out).is_err());
     }
 }

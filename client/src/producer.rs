@@ -770,8 +770,9 @@ async fn run_job(shared: Arc<Shared>, job: Job) {
                 acks: config.acks,
                 timeout_ms: config.produce_timeout.as_millis().min(u32::MAX as u128) as u32,
                 producer: stamp,
-                // The builder's own buffer, not a copy (it is the only reference).
-                records: Vec::from(bytes),
+                // The builder's own buffer, shared, not copied: encoding the request
+                // copies it once, into the connection's out buffer.
+                records: bytes,
             };
             if config.acks == Acks::None {
                 // Nothing is awaited: the records count as sent once handed over.

@@ -126,7 +126,7 @@ fn service(me: u64, s: Shared) -> ServiceBuilder {
                     .map_err(|e| RpcError::new(ErrorCode::InvalidRecordBatch, e.to_string()))?;
                 let log = c.logs.entry((r.topic.clone(), r.partition)).or_default();
                 let base_offset = log.next_offset;
-                let mut batch = r.records;
+                let mut batch = r.records.to_vec();
                 set_base_offset(&mut batch, base_offset);
                 log.next_offset += u64::from(header.record_count);
                 log.batches.push(batch);
@@ -161,7 +161,7 @@ fn service(me: u64, s: Shared) -> ServiceBuilder {
                                 return Ok(FetchResponse {
                                     high_watermark: log.next_offset,
                                     log_start_offset: 0,
-                                    batches,
+                                    batches: batches.into(),
                                 });
                             }
                         }

@@ -388,7 +388,7 @@ async fn write_all(
             for seq in mine {
                 loop {
                     match groups[at]
-                        .propose_records(batch(seq, 1 + (seq % 4) as u32))
+                        .propose_records(valid(batch(seq, 1 + (seq % 4) as u32)))
                         .await
                     {
                         Ok((base, n)) => {
@@ -536,7 +536,7 @@ async fn minority_commits_nothing_and_healing_converges() {
     }
     let stranded = {
         let g = c.group(old);
-        tokio::spawn(async move { g.propose_records(batch(999_999, 1)).await })
+        tokio::spawn(async move { g.propose_records(valid(batch(999_999, 1))).await })
     };
     // A stamped batch in flight, and a retry of it that waits for the first copy.
     let stamped_first = {
@@ -573,7 +573,7 @@ async fn minority_commits_nothing_and_healing_converges() {
             "the stamped {what} must end with QuorumLost: {r:?}"
         );
     }
-    let refused = c.group(old).propose_records(batch(999_998, 1)).await;
+    let refused = c.group(old).propose_records(valid(batch(999_998, 1))).await;
     assert!(
         matches!(
             refused,
@@ -1027,7 +1027,7 @@ async fn two_hundred_partitions_on_three_nodes_elect_and_commit() {
         let replicas: Vec<Arc<RaftGroup>> = (1..=3).map(|id| groups[&(id, g)].clone()).collect();
         async move {
             let (base, n) = on_leader(&replicas, |r| async move {
-                r.propose_records(batch(g, 2)).await
+                r.propose_records(valid(batch(g, 2))).await
             })
             .await;
             (g, base, n)
@@ -1101,8 +1101,7 @@ fn stamped(producer: i64, sequence: i32, records: u32) -> Bytes {
 
 /// Writes `batch` through the broker's idempotence gate (acks=all).
 async fn produce(p: &Partition, batch: Bytes) -> neo_broker::Result<(u64, u32)> {
-    let header = qiss::batch::check(&batch).expect("valid batch");
-    p.append(batch, &header, WriteAck::Quorum).await
+    p.append(valid(batch), WriteAck::Quorum).await
 }
 
 /// Counts the stored batches of `producer` in `log`.
@@ -1661,4 +1660,11 @@ async fn held(
         .expect("probe")
         .into_inner()
         .offset
+}
+
+/// The proof raft takes: these batches (`neo_storage::testing`) frame their records
+/// loosely, so they get the replica's receipt check (header, CRC, length), not a
+/// broker's full validation.
+fn valid(batch: bytes::Bytes) -> qiss::batch::ValidatedBatch {
+    qiss::batch::ValidatedBatch::check(batch).expect("valid batch")
 }

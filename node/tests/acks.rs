@@ -28,7 +28,7 @@ fn produce(tag: &str, acks: Acks, timeout_ms: u32) -> ProduceRequest {
         acks,
         timeout_ms,
         producer: None,
-        records: b.build().expect("build").to_vec(),
+        records: b.build().expect("build"),
     }
 }
 
@@ -46,7 +46,7 @@ async fn committed_at(addrs: &[String], offset: u64) -> (Option<String>, u64) {
     let r: FetchResponse = try_call_leader(addrs, 0, "fetch", &req, DEADLINE)
         .await
         .expect("fetch");
-    for b in qiss::batch::split_batches(bytes::Bytes::from(r.batches)) {
+    for b in qiss::batch::split_batches(r.batches) {
         let b = qiss::batch::RecordBatch::new(b.expect("batch")).expect("valid");
         for rec in b.records() {
             if rec.offset() == offset && !b.is_control() {

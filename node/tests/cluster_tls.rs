@@ -66,7 +66,7 @@ fn produce(tag: &str) -> ProduceRequest {
         acks: Acks::All,
         timeout_ms: 10_000,
         producer: None,
-        records: batch(tag),
+        records: batch(tag).into(),
     }
 }
 

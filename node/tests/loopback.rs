@@ -129,7 +129,7 @@ async fn single_node_create_produce_fetch_and_errors() {
             acks: Acks::All,
             timeout_ms: 10_000,
             producer: None,
-            records: b.clone(),
+            records: b.clone().into(),
         };
         let r: ProduceResponse = retry(|| client.call(BROKER_SERVICE, "produce", &req)).await;
         offsets.push((r.base_offset, r.record_count));
@@ -153,7 +153,7 @@ async fn single_node_create_produce_fetch_and_errors() {
         .expect("fetch");
     assert!(r.high_watermark > offsets[1].0);
     let mut user = Vec::new();
-    for b in qiss::batch::split_batches(bytes::Bytes::from(r.batches)) {
+    for b in qiss::batch::split_batches(r.batches) {
         let b = qiss::batch::RecordBatch::new(b.expect("whole batch")).expect("valid batch");
         if !b.is_control() {
             user.push(b);
@@ -200,7 +200,7 @@ async fn single_node_create_produce_fetch_and_errors() {
                 acks: Acks::All,
                 timeout_ms: 10_000,
                 producer: None,
-                records: b3.clone(),
+                records: b3.clone().into(),
             },
         )
         .await
@@ -243,7 +243,7 @@ async fn single_node_create_produce_fetch_and_errors() {
                     acks: Acks::All,
                     timeout_ms: 10_000,
                     producer: None,
-                    records: batch(&values),
+                    records: batch(&values).into(),
                 },
             )
             .await
@@ -277,7 +277,7 @@ async fn single_node_create_produce_fetch_and_errors() {
             epoch: 0,
             sequence: 0,
         }),
-        records: stamped,
+        records: stamped.into(),
     };
     let first: ProduceResponse = client
         .call(BROKER_SERVICE, "produce", &req)
@@ -306,7 +306,7 @@ async fn single_node_create_produce_fetch_and_errors() {
                 acks: Acks::None,
                 timeout_ms: 0,
                 producer: None,
-                records: batch(&["x"]),
+                records: batch(&["x"]).into(),
             },
         )
         .await
@@ -320,7 +320,7 @@ async fn single_node_create_produce_fetch_and_errors() {
         acks: Acks::All,
         timeout_ms: 1_000,
         producer: None,
-        records,
+        records: records.into(),
     };
     let cases = [
         (produce("nope", 0, b1.clone()), ErrorCode::UnknownTopic),
@@ -386,7 +386,7 @@ async fn single_node_create_produce_fetch_and_errors() {
         .call(BROKER_SERVICE, "fetch", &fetch(offsets[0].0, 0))
         .await
         .expect("fetch again");
-    let user = qiss::batch::split_batches(bytes::Bytes::from(r.batches))
+    let user = qiss::batch::split_batches(r.batches)
         .map(|b| qiss::batch::RecordBatch::new(b.expect("batch")).expect("valid"))
         .filter(|b| !b.is_control())
         .count();

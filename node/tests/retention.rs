@@ -98,7 +98,7 @@ async fn consume_from(addrs: &[String], topic: &str, from: u64) -> Vec<String> {
         if r.batches.is_empty() {
             return out;
         }
-        for b in qiss::batch::split_batches(bytes::Bytes::from(r.batches)) {
+        for b in qiss::batch::split_batches(r.batches) {
             let b = qiss::batch::RecordBatch::new(b.expect("batch")).expect("valid");
             let h = b.header();
             let next = h.base_offset + u64::from(h.record_count);
@@ -254,7 +254,7 @@ async fn scenario(procs: &[Proc], addrs: &[String]) {
             acks: Acks::All,
             timeout_ms: 10_000,
             producer: None,
-            records,
+            records: records.into(),
         };
         let r: ProduceResponse = call_leader(addrs, "produce", &req).await;
         produced.push((r.base_offset, tag));
@@ -333,7 +333,7 @@ async fn scenario(procs: &[Proc], addrs: &[String]) {
             acks: Acks::All,
             timeout_ms: 10_000,
             producer: None,
-            records: batch(&format!("a{i}"), 1_000),
+            records: batch(&format!("a{i}"), 1_000).into(),
         };
         let r: ProduceResponse = call_leader(addrs, "produce", &req).await;
         hw = r.base_offset + 8;

@@ -43,7 +43,7 @@ fn produce_req(tag: &str) -> ProduceRequest {
         acks: Acks::All,
         timeout_ms: 10_000,
         producer: None,
-        records: batch(tag, 4),
+        records: batch(tag, 4).into(),
     }
 }
 
@@ -75,7 +75,7 @@ async fn consume_all(addrs: &[String]) -> Vec<String> {
         if r.batches.is_empty() {
             return out;
         }
-        for b in qiss::batch::split_batches(bytes::Bytes::from(r.batches)) {
+        for b in qiss::batch::split_batches(r.batches) {
             let b = qiss::batch::RecordBatch::new(b.expect("batch")).expect("valid");
             let h = b.header();
             let next = h.base_offset + u64::from(h.record_count);

@@ -48,7 +48,7 @@
 //! | [`tls`] | rustls (ring) config builders, [`PeerIdentity`] |
 //! | [`auth`] | the [`Authenticator`] trait of the handshake, [`Principal`] |
 //! | [`error`] | the crate's [`Error`], wire [`ErrorCode`]s, [`RpcError`] |
-//! | [`api`] | the broker's request/response types (produce, fetch, admin, groups, queues) |
+//! | [`api`] | the broker's request/response types (produce, fetch, admin, groups, queues); produce's `records` and fetch's `batches` are `Bytes` that decode as slices of the frame |
 //!
 //! # Request flow
 //!
@@ -61,6 +61,8 @@
 //!                                                                                   │
 //! server: read loop ◀─ read buffer: whole frames, up to a batch per write ◀─────────┘
 //!   ├─ lookup (service_id, method_id) in the registry → UnknownService/UnknownMethod
+//!   ├─ typed handlers decode the body (a slice of the read buffer) with
+//!   │  `qiss::from_bytes`: `Bytes` fields share it, nothing is copied
 //!   ├─ sync handler: run inline, reply
 //!   └─ async / event handler: take an in-flight permit (or reply Busy), spawn with
 //!      the method timeout; Cancel aborts it (its reply comes back through a queue)

@@ -73,6 +73,22 @@ pub fn from_slice_with<'de, T: de::Deserialize<'de>>(
     Ok(value)
 }
 
+/// Decodes a `T` that fills `bytes` exactly, with [`Limits::DEFAULT`]; fields declared
+/// `#[serde(with = "qiss::bytes")]` become slices of `bytes` (no copy). Borrowed `&[u8]`
+/// and `&str` fields borrow from `bytes` as with [`from_slice`].
+pub fn from_bytes<'de, T: de::Deserialize<'de>>(bytes: &'de bytes::Bytes) -> Result<T> {
+    from_bytes_with(bytes, &Limits::DEFAULT)
+}
+
+/// [`from_bytes`] with the given limits.
+pub fn from_bytes_with<'de, T: de::Deserialize<'de>>(
+    bytes: &'de bytes::Bytes,
+    limits: &Limits,
+) -> Result<T> {
+    let _published = crate::bytes::publish(bytes);
+    from_slice_with(bytes, limits)
+}
+
 /// Decodes a `T` from the start of `bytes` and returns it with the bytes after it (for
 /// a caller that reads several values back to back).
 pub fn take_from_slice<'de, T: de::Deserialize<'de>>(

@@ -2,8 +2,9 @@
 //!
 //! Two things live here:
 //! - a **serde codec** for every message body Neo RPC carries ([`to_vec`],
-//!   [`from_slice`]): compact (varint integers and lengths, no field names, no type
-//!   tags), borrowed zero-copy decoding of `&str` / `&[u8]`;
+//!   [`from_slice`], [`from_bytes`]): compact (varint integers and lengths, no field
+//!   names, no type tags), borrowed zero-copy decoding of `&str` / `&[u8]`, and shared
+//!   zero-copy `bytes::Bytes` fields ([`bytes`]) when decoding from a `Bytes`;
 //! - the **record batch** ([`batch`]): the container a produce request carries, the
 //!   partition log stores and a fetch returns, byte for byte unchanged.
 //!
@@ -15,7 +16,8 @@
 //! | module | role |
 //! |---|---|
 //! | `ser` | serde `Serializer`: [`to_vec`], [`append_to_vec`], [`to_writer`], [`serialized_size`] |
-//! | `de` | serde `Deserializer` over one borrowed slice: [`from_slice`], [`from_slice_with`], [`take_from_slice`], [`Limits`] |
+//! | `de` | serde `Deserializer` over one borrowed slice: [`from_slice`], [`from_slice_with`], [`take_from_slice`], [`Limits`]; [`from_bytes`] / [`from_bytes_with`] decode a `bytes::Bytes` the same way and let [`bytes`] fields share it |
+//! | [`bytes`] | `#[serde(with = "qiss::bytes")]` for `bytes::Bytes` fields: a slice of the [`from_bytes`] input, no copy |
 //! | `varint` | LEB128 varints and zigzag, strict (one encoding per value); shared by both halves |
 //! | [`batch`] | record batch: fixed header ([`batch::header`]), builder, reader with zero-copy record views |
 //! | `error` | the one [`Error`] enum |
@@ -43,12 +45,13 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod bytes;
 mod de;
 mod error;
 mod ser;
 mod varint;
 
-pub use de::{Limits, from_slice, from_slice_with, take_from_slice};
+pub use de::{Limits, from_bytes, from_bytes_with, from_slice, from_slice_with, take_from_slice};
 pub use error::{Error, Result};
 pub use ser::{append_to_vec, serialized_size, to_vec, to_writer};
 

@@ -43,35 +43,51 @@ pub(crate) fn record_count(batch: &[u8]) -> Option<u64> {
 
 type Payload = EntryPayload<Proposal, NodeId, Node>;
 
+/// How an entry is written to the segment log.
+pub(crate) enum StoredBatch<'a> {
+    /// A record batch: `head` is its header with the log's stamps written in, `batch` the
+    /// bytes as proposed or received; the log writes `head`, then `batch` after its
+    /// header. No copy of the body, no CRC: the stamps are outside the CRC, and the
+    /// batch's CRC was checked on receipt (see [`RecordBatch`]).
+    Records {
+        head: [u8; HEADER_LEN],
+        batch: &'a Bytes,
+    },
+    /// Any other entry, encoded as a whole control batch claiming `control_records`
+    /// records.
+    Control(Vec<u8>),
+}
+
 /// Encodes `entry` as the batch stored at `base_offset`; a control entry's batch claims
 /// `control_records` records.
 pub(crate) fn entry_to_batch(
     entry: &Entry,
     base_offset: u64,
     control_records: u32,
-) -> Result<Vec<u8>, Error> {
+) -> Result<StoredBatch<'_>, Error> {
     let term = entry.log_id.leader_id.term;
     let index = entry.log_id.index;
     match &entry.payload {
         EntryPayload::Normal(Proposal::Records(b)) => {
-            let mut bytes = b.0.to_vec();
-            qiss::batch::check(&bytes).map_err(|source| Error::BadBatch { index, source })?;
-            qiss::batch::set_base_offset(&mut bytes, base_offset);
-            qiss::batch::set_raft_stamp(&mut bytes, term, index);
-            Ok(bytes)
+            // A header parse (no CRC) so that a short buffer is an error, not a panic.
+            BatchHeader::parse(&b.0).map_err(|source| Error::BadBatch { index, source })?;
+            Ok(StoredBatch::Records {
+                head: qiss::batch::stamped_header(&b.0, base_offset, term, index),
+                batch: &b.0,
+            })
         }
         other => {
             let body = encode(other).map_err(|source| Error::Codec {
                 what: "entry payload",
                 source,
             })?;
-            Ok(control_batch(
+            Ok(StoredBatch::Control(control_batch(
                 base_offset,
                 term,
                 index,
                 control_records,
                 &body,
-            ))
+            )))
         }
     }
 }
@@ -108,12 +124,19 @@ pub(crate) fn control_batch(
     buf
 }
 
-/// Decodes the entry stored as `batch` (one whole batch, CRC already checked by the
-/// caller or checked here).
+/// Decodes the entry stored as `batch` (one whole batch read back from this replica's
+/// log). A control batch's CRC is checked here, before its payload is decoded and
+/// trusted. A record batch's is not: it was checked on its receipt here (and the tail
+/// segment's batches again by the scan at open), its entry is only read for the header
+/// fields the state machine applies and to be replicated (the follower checks it on
+/// receipt), and consumers check it on fetch. Checking it again here would be the leader's second CRC
+/// of every produced batch (openraft applies entries by reading them back).
 pub(crate) fn batch_to_entry(batch: Bytes) -> Result<Entry, Error> {
-    let h = qiss::batch::check(&batch).map_err(|source| Error::BadBatch { index: 0, source })?;
+    let bad = |source| Error::BadBatch { index: 0, source };
+    let h = BatchHeader::parse(&batch).map_err(bad)?;
     let log_id = LogId::new(h.term.into(), h.log_index);
     let payload = if h.is_control() {
+        h.verify_crc(&batch).map_err(bad)?;
         let body = &batch[HEADER_LEN..h.batch_length as usize];
         decode::<Payload>(body).map_err(|source| Error::Codec {
             what: "entry payload",

@@ -11,6 +11,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft::{BasicNode, ChangeMembers, Config, Raft, ReadPolicy, ServerState, SnapshotPolicy};
+use qiss::batch::ValidatedBatch;
 use tokio::sync::watch;
 
 use crate::codec;
@@ -329,7 +330,7 @@ impl RaftGroup {
     ///
     /// Every batch proposed is stored: deduplication of idempotent producers' retries is
     /// the broker's (it consults its producer table before it proposes).
-    pub async fn propose_records(&self, batch: Bytes) -> Result<(u64, u32)> {
+    pub async fn propose_records(&self, batch: ValidatedBatch) -> Result<(u64, u32)> {
         self.propose(batch, false).await
     }
 
@@ -340,19 +341,20 @@ impl RaftGroup {
     /// this leader fails before a quorum stores it (its entry is then truncated by the
     /// next leader): the trade `acks=leader` makes for latency. A leader that steps down
     /// before appending the batch answers `NotLeader`.
-    pub async fn propose_records_leader_ack(&self, batch: Bytes) -> Result<(u64, u32)> {
+    pub async fn propose_records_leader_ack(&self, batch: ValidatedBatch) -> Result<(u64, u32)> {
         self.propose(batch, true).await
     }
 
-    async fn propose(&self, batch: Bytes, leader_ack: bool) -> Result<(u64, u32)> {
+    async fn propose(&self, batch: ValidatedBatch, leader_ack: bool) -> Result<(u64, u32)> {
         // The wait for the commit or the local flush ends if this leader loses its
         // quorum meanwhile.
         if !leader_ack {
             return self
-                .bounded_by_quorum(self.propose_batch(RecordBatch::new(batch)))
+                .bounded_by_quorum(self.propose_batch(batch, LocalAck::default()))
                 .await;
         }
         Self::check_record_batch(&batch)?;
+        let batch = batch.into_bytes();
         self.check_quorum()?;
         self.bounded_by_quorum(async {
             let (ack, local) = LocalAck::channel();
@@ -371,12 +373,12 @@ impl RaftGroup {
     /// Proposes a record batch and waits until it is committed and applied (not
     /// bounded by [`RaftGroup::bounded_by_quorum`]: a caller that must not cut a write
     /// short, e.g. one whose in-flight entry retries wait on, runs this in its own task).
-    /// A [`LocalAck`] in the batch fires once this leader's own log holds it durably
-    /// (wait on it with [`RaftGroup::local_ack`]).
-    pub async fn propose_batch(&self, batch: RecordBatch) -> Result<(u64, u32)> {
-        Self::check_record_batch(&batch.0)?;
+    /// `ack` (if set) fires once this leader's own log holds the batch durably (wait on
+    /// it with [`RaftGroup::local_ack`]).
+    pub async fn propose_batch(&self, batch: ValidatedBatch, ack: LocalAck) -> Result<(u64, u32)> {
+        Self::check_record_batch(&batch)?;
         self.check_quorum()?;
-        write_records(&self.raft, self.group, batch).await
+        write_records(&self.raft, self.group, RecordBatch(batch.into_bytes(), ack)).await
     }
 
     /// `Ok` if this replica leads, else `NotLeader` with the leader it knows of.
@@ -420,16 +422,17 @@ impl RaftGroup {
         }
     }
 
-    /// What a partition group accepts as a proposal: a valid batch within
+    /// What a partition group accepts as a proposal: a batch validated on receipt (its
+    /// CRC is not computed again, here or by the log store) within
     /// [`RECORD_BATCH_BYTES_MAX`] that is not a control batch.
-    fn check_record_batch(batch: &[u8]) -> Result<qiss::batch::BatchHeader> {
+    fn check_record_batch(batch: &ValidatedBatch) -> Result<qiss::batch::BatchHeader> {
         if batch.len() > RECORD_BATCH_BYTES_MAX {
             return Err(Error::BatchTooLarge {
                 size: batch.len(),
                 max: RECORD_BATCH_BYTES_MAX,
             });
         }
-        let h = qiss::batch::check(batch).map_err(|source| Error::BadBatch { index: 0, source })?;
+        let h = *batch.header();
         if h.is_control() {
             return Err(Error::ControlBatch);
         }
@@ -440,12 +443,15 @@ impl RaftGroup {
     /// and returns once the Raft core has queued it, before it is written anywhere
     /// (`acks=none`). The outcome is never reported: the batch may be lost (leadership
     /// lost, crash) and its offset is not known to the caller.
-    pub async fn propose_records_ff(&self, batch: Bytes) -> Result<()> {
+    pub async fn propose_records_ff(&self, batch: ValidatedBatch) -> Result<()> {
         Self::check_record_batch(&batch)?;
         self.check_quorum()?;
         self.ensure_leader()?;
         self.raft
-            .client_write_ff(Proposal::Records(RecordBatch::new(batch)), None)
+            .client_write_ff(
+                Proposal::Records(RecordBatch::new(batch.into_bytes())),
+                None,
+            )
             .await
             .map_err(|e| fatal(self.group, e))
     }

@@ -26,8 +26,10 @@
 //! # Request flow
 //!
 //! ```text
-//! node ── RaftGroup::propose_records(batch) ──► openraft client_write (batched)
-//!   leader: LogStore::append ─► spawn_blocking: SegmentLog::append_at (offset + stamps)
+//! broker ── RaftGroup::propose_records(ValidatedBatch) ──► openraft client_write (batched)
+//!   leader: LogStore::append ─► spawn_blocking: SegmentLog::append_stamped_at (offset +
+//!           term/index stamped in a copy of the header; the body written from the
+//!           frame's bytes)
 //!           └─ IOFlushed fires from the storage flusher after fdatasync (group commit)
 //!   Router (GroupRouter) ─► Transport::send(target, group, AppendEntries, qiss bytes)
 //!           ─► neo-cluster gRPC ─► peer Registry::handle ─► follower's Raft ─► its LogStore
@@ -49,6 +51,11 @@
 //!   on a timer (its loss window is documented on the variant and in docs/node.md).
 //! - Every replica feeds its [`StateMachine`] the same entries in the same order, from
 //!   the same snapshot image: the machine must be deterministic.
+//! - A record batch's CRC is checked once per replica, on receipt: the leader's broker
+//!   validates it (`propose_records*` take a `qiss::batch::ValidatedBatch`), a follower
+//!   when it decodes the AppendEntries carrying it ([`RecordBatch`]'s `Deserialize`). The
+//!   log store, the segment log and the read-back openraft applies from trust that
+//!   (the stamps are outside the CRC); control batches are checked when read back.
 //! - Producers never write control batches: a proposed batch with attribute bit 3 is
 //!   refused ([`Error::ControlBatch`]), since the log store decodes control batches as
 //!   Raft entries.

@@ -527,10 +527,13 @@ impl Inner {
                     let count = BatchHeader::parse(b).map_or(0, |h| h.record_count);
                     acks.push((ack.clone(), base, count));
                 }
-                let appended = self
-                    .log
-                    .append_at(&batch)
-                    .map_err(|e| io_err("log entry", "append", e))?;
+                let appended = match batch {
+                    codec::StoredBatch::Records { head, batch } => {
+                        self.log.append_stamped_at(&head, batch)
+                    }
+                    codec::StoredBatch::Control(bytes) => self.log.append_at(&bytes),
+                }
+                .map_err(|e| io_err("log entry", "append", e))?;
                 if map.entries.is_empty() {
                     map.first_index = index;
                 }

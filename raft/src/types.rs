@@ -50,7 +50,7 @@ pub enum Proposal {
     Records(RecordBatch),
     /// A command for the group's [`crate::StateMachine`], encoded by its proposer (a
     /// metadata change, a committed offset, ...): opaque to this crate.
-    Command(#[serde(with = "bytes_serde")] Bytes),
+    Command(#[serde(with = "qiss::bytes")] Bytes),
 }
 
 impl fmt::Display for Proposal {
@@ -65,12 +65,18 @@ impl fmt::Display for Proposal {
 /// An encoded Qiss record batch (header + records), kept as shared bytes so that it is
 /// never copied between the producer's frame, the log store and the replication stream.
 ///
+/// Its CRC was verified once on this replica before the value existed: on the leader by
+/// the broker (`RaftGroup::propose_records*` take a `qiss::batch::ValidatedBatch`), on a
+/// follower when the AppendEntries body was decoded (this type's `Deserialize` checks
+/// header, CRC and length, and refuses a damaged batch). So the log store trusts it and
+/// does not compute the CRC again.
+///
 /// The second field exists only in the memory of the replica that proposed the batch
 /// (never encoded, never replicated, equal to every other): `acks=leader` waits on it
 /// for the leader's own log to hold the batch durably.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordBatch(
-    #[serde(with = "bytes_serde")] pub Bytes,
+    #[serde(with = "checked_batch_serde")] pub Bytes,
     #[serde(skip)] pub LocalAck,
 );
 
@@ -145,22 +151,27 @@ pub enum Applied {
         record_count: u32,
     },
     /// A command was applied: the state machine's encoded answer.
-    Command(#[serde(with = "bytes_serde")] Bytes),
+    Command(#[serde(with = "qiss::bytes")] Bytes),
     /// A blank or membership entry, or a record batch sent to the metadata group (it was
     /// committed and skipped, which keeps every replica's state identical).
     Nothing,
 }
 
-mod bytes_serde {
+/// A record batch as a byte string; decoding it is its receipt on this replica, so the
+/// batch's CRC is checked there (the only check a follower runs on it).
+mod checked_batch_serde {
     use bytes::Bytes;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::de::Error as _;
+    use serde::{Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(b)
+        qiss::bytes::serialize(b, s)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        let v = serde_bytes::ByteBuf::deserialize(d)?;
-        Ok(Bytes::from(v.into_vec()))
+        let bytes = qiss::bytes::deserialize(d)?;
+        qiss::batch::ValidatedBatch::check(bytes)
+            .map(qiss::batch::ValidatedBatch::into_bytes)
+            .map_err(|e| D::Error::custom(format!("record batch: {e}")))
     }
 }

@@ -4,15 +4,14 @@
 //! neo-broker's partition tests.) (That it answers before followers
 //! store the batch is tested with real processes in `node/tests/acks.rs`.)
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use neo_raft::{Error, GroupConfig, GroupKind, NodeStore, RaftGroup, RaftTiming, Role};
+use neo_raft::{Error, NodeStore, RaftGroup};
 
 mod common;
-use common::NoPeers;
+use common::{lead_alone, open_partition};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -29,21 +28,7 @@ fn batch(records: usize, producer: Option<(i64, i32)>) -> Bytes {
 }
 
 async fn open(dir: &std::path::Path, group: u64) -> Arc<RaftGroup> {
-    let store = NodeStore::open(dir).expect("store");
-    RaftGroup::open(
-        GroupConfig {
-            group,
-            node_id: 1,
-            kind: GroupKind::Partition,
-            timing: RaftTiming::PARTITION,
-            snapshot_every_entries: 0,
-        },
-        &store,
-        Arc::new(NoPeers),
-        Box::new(neo_raft::LogOnly),
-    )
-    .await
-    .expect("open")
+    open_partition(&NodeStore::open(dir).expect("store"), group).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,25 +37,20 @@ async fn leader_ack_answers_the_offsets_the_batch_commits_at() {
     let g = open(dir.path(), 1).await;
 
     // Not bootstrapped: not a leader.
-    match g.propose_records_leader_ack(batch(1, None)).await {
+    match g.propose_records_leader_ack(valid(batch(1, None))).await {
         Err(Error::NotLeader { .. }) => {}
         other => panic!("expected NotLeader, got {other:?}"),
     }
 
-    g.bootstrap(&BTreeMap::from([(1, "unused:1".to_string())]))
-        .await
-        .expect("bootstrap");
-    g.wait_until(DEADLINE, "leader", |m| m.role == Role::Leader)
-        .await
-        .expect("leads");
+    lead_alone(&g, DEADLINE).await;
 
     // Interleaved acks=all and acks=leader writes get consecutive offsets.
     let mut next = None;
     for i in 0..20 {
         let (base, n) = if i % 2 == 0 {
-            g.propose_records_leader_ack(batch(3, None)).await
+            g.propose_records_leader_ack(valid(batch(3, None))).await
         } else {
-            g.propose_records(batch(3, None)).await
+            g.propose_records(valid(batch(3, None))).await
         }
         .expect("propose");
         assert_eq!(n, 3);
@@ -95,4 +75,10 @@ async fn leader_ack_answers_the_offsets_the_batch_commits_at() {
         rest = rest.slice(h.batch_length as usize..);
     }
     assert_eq!(records, 60);
+}
+
+/// The proof a broker makes on receipt; raft takes nothing less.
+fn valid(batch: bytes::Bytes) -> qiss::batch::ValidatedBatch {
+    qiss::batch::ValidatedBatch::validate(batch, &qiss::batch::BatchLimits::DEFAULT)
+        .expect("valid batch")
 }

@@ -174,12 +174,12 @@ impl Cluster {
     }
 }
 
-fn batch(records: usize, seed: u8) -> Bytes {
+fn batch(records: usize, seed: u8) -> qiss::batch::ValidatedBatch {
     let mut b = qiss::batch::BatchBuilder::new();
     for _ in 0..records {
         b.push(1, None, &[], &[seed; 300]).expect("push");
     }
-    b.build().expect("build")
+    qiss::batch::ValidatedBatch::check(b.build().expect("build")).expect("valid batch")
 }
 
 /// Proposes `records` records at the cluster's leader (found again while a new one

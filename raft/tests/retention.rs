@@ -2,18 +2,16 @@
 //! cut on segment boundaries, purges through openraft, and leaves everything above the
 //! cut readable.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use neo_raft::{GroupConfig, GroupKind, NodeStore, RaftGroup, RaftTiming, Role};
+use neo_raft::NodeStore;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A one-node group never sends anything.
 mod common;
-use common::NoPeers;
+use common::{lead_alone, open_partition};
 
 fn batch(ts: i64, seed: u8) -> Bytes {
     let mut b = qiss::batch::BatchBuilder::new();
@@ -29,26 +27,8 @@ async fn apply_retention_purges_sealed_segments_below_the_applied_index() {
     let store = NodeStore::open(dir.path())
         .expect("store")
         .with_segment_bytes(4096);
-    let g = RaftGroup::open(
-        GroupConfig {
-            group: 1,
-            node_id: 1,
-            kind: GroupKind::Partition,
-            timing: RaftTiming::PARTITION,
-            snapshot_every_entries: 0,
-        },
-        &store,
-        Arc::new(NoPeers),
-        Box::new(neo_raft::LogOnly),
-    )
-    .await
-    .expect("open");
-    g.bootstrap(&BTreeMap::from([(1, "unused:1".to_string())]))
-        .await
-        .expect("bootstrap");
-    g.wait_until(DEADLINE, "leader", |m| m.role == Role::Leader)
-        .await
-        .expect("leads");
+    let g = open_partition(&store, 1).await;
+    lead_alone(&g, DEADLINE).await;
 
     // Nothing stored yet (one blank entry): nothing is due.
     assert_eq!(
@@ -62,7 +42,10 @@ async fn apply_retention_purges_sealed_segments_below_the_applied_index() {
     for i in 0..40u8 {
         // Old timestamps for the first 20 batches, recent ones after.
         let ts = if i < 20 { 1_000 } else { 1_000_000 };
-        let (base, n) = g.propose_records(batch(ts, i)).await.expect("propose");
+        let (base, n) = g
+            .propose_records(valid(batch(ts, i)))
+            .await
+            .expect("propose");
         assert_eq!(n, 2);
         offsets.push(base);
     }
@@ -134,9 +117,15 @@ async fn apply_retention_purges_sealed_segments_below_the_applied_index() {
     assert_eq!(h.base_offset, start2);
     // Writes go on after a purge.
     let (base, _) = g
-        .propose_records(batch(2_000_000, 99))
+        .propose_records(valid(batch(2_000_000, 99)))
         .await
         .expect("propose");
     assert_eq!(base, hw);
     g.shutdown().await.expect("shutdown");
+}
+
+/// The proof a broker makes on receipt; raft takes nothing less.
+fn valid(batch: bytes::Bytes) -> qiss::batch::ValidatedBatch {
+    qiss::batch::ValidatedBatch::validate(batch, &qiss::batch::BatchLimits::DEFAULT)
+        .expect("valid batch")
 }

@@ -32,7 +32,10 @@
 //! # Request flow
 //!
 //! **Append** (`append`, `append_at`, `append_with`, `append_durable`): check the length
-//! against `batch_size_bytes_max`, `qiss::batch::check` (header + CRC) outside any lock;
+//! against `batch_size_bytes_max`, `qiss::batch::check` (header + CRC) outside any lock
+//! (`append_stamped_at`, the Raft log store's path for a batch checked on receipt: a
+//! header parse only, and the stamped header is written before the caller's body, no
+//! copy);
 //! then under the state lock: roll the segment if the batch would overflow it (sync the
 //! old one, write and sync its index files, create the next file, sync the directory),
 //! `pwrite` the batch (its base offset stamped in a scratch copy) at the end of the active

@@ -27,7 +27,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use qiss::batch::header::FRAMING_LEN;
-use qiss::batch::{BatchHeader, HEADER_LEN};
+use qiss::batch::{
+    BASE_OFFSET_POS, BATCH_LENGTH_POS, BatchHeader, CRC_POS, HEADER_LEN, LOG_INDEX_POS, TERM_POS,
+};
 
 use std::fs::File;
 
@@ -275,6 +277,17 @@ impl SegmentLog {
         self.shared.append(batch, false, Some(Box::new(on_durable)))
     }
 
+    /// [`SegmentLog::append_at`] for a batch whose CRC its caller checked on receipt (the
+    /// Raft log store, whose entries carry that proof): `head` is `batch`'s header with
+    /// the stamps written in (`base_offset`, which must equal the log's next offset,
+    /// `term`, `log_index`; all outside the CRC), `batch` the whole batch as received.
+    /// The log writes `head`, then `batch` after its header: no CRC is computed and the
+    /// body is not copied. A `head` that differs from `batch`'s header in anything but
+    /// the stamps is refused ([`Error::InvalidBatch`]).
+    pub fn append_stamped_at(&self, head: &[u8; HEADER_LEN], batch: &[u8]) -> Result<Appended> {
+        self.shared.append_stamped(head, batch)
+    }
+
     /// [`SegmentLog::append_at`] with a durability callback (see `append_with`).
     pub fn append_at_with(
         &self,
@@ -459,6 +472,19 @@ impl Drop for SegmentLog {
     }
 }
 
+/// A batch that passed the append's checks, on its way into the log.
+struct Checked<'a> {
+    /// The whole batch.
+    batch: &'a [u8],
+    /// When given, written instead of `batch`'s header (the stamped copy of
+    /// `append_stamped_at`).
+    head: Option<&'a [u8; HEADER_LEN]>,
+    /// Its header, with the stamps as they will be written.
+    header: BatchHeader,
+    /// Whether `header.base_offset` must be the log's next offset (else it is stamped).
+    keep_base: bool,
+}
+
 impl Shared {
     fn append(
         &self,
@@ -466,6 +492,49 @@ impl Shared {
         keep_base: bool,
         callback: Option<DurableCallback>,
     ) -> Result<Appended> {
+        self.check_size(batch)?;
+        let header = qiss::batch::check(batch)?;
+        Self::check_length(&header, batch)?;
+        let input = Checked {
+            batch,
+            head: None,
+            header,
+            keep_base,
+        };
+        self.append_checked(&input, callback)
+    }
+
+    /// See [`SegmentLog::append_stamped_at`].
+    fn append_stamped(&self, head: &[u8; HEADER_LEN], batch: &[u8]) -> Result<Appended> {
+        self.check_size(batch)?;
+        let mut header = BatchHeader::parse(batch)?;
+        Self::check_length(&header, batch)?;
+        // Only the stamps may differ: everything else the CRC covers (or frames the
+        // batch) must be the batch's own, so what is written checks as it did.
+        let same = |r: std::ops::Range<usize>| head[r.clone()] == batch[r];
+        if !(same(BATCH_LENGTH_POS..TERM_POS) && same(CRC_POS..HEADER_LEN)) {
+            return Err(Error::InvalidBatch(qiss::Error::CorruptBatch {
+                reason: "stamped header differs from the batch's beyond the stamps",
+            }));
+        }
+        let stamp = |pos: usize| {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(&head[pos..pos + 8]);
+            u64::from_le_bytes(le)
+        };
+        header.base_offset = stamp(BASE_OFFSET_POS);
+        header.term = stamp(TERM_POS);
+        header.log_index = stamp(LOG_INDEX_POS);
+        let input = Checked {
+            batch,
+            head: Some(head),
+            header,
+            keep_base: true,
+        };
+        self.append_checked(&input, None)
+    }
+
+    fn check_size(&self, batch: &[u8]) -> Result<()> {
         let max = self.config.batch_size_bytes_max;
         if batch.len() as u64 > u64::from(max) {
             return Err(Error::BatchTooLarge {
@@ -473,14 +542,26 @@ impl Shared {
                 max: u64::from(max),
             });
         }
-        let header = qiss::batch::check(batch)?;
+        Ok(())
+    }
+
+    fn check_length(header: &BatchHeader, batch: &[u8]) -> Result<()> {
         if header.batch_length as usize != batch.len() {
             return Err(Error::InvalidBatch(qiss::Error::TrailingBytes {
                 remaining: batch.len() - header.batch_length as usize,
             }));
         }
+        Ok(())
+    }
+
+    /// The append after the checks.
+    fn append_checked(
+        &self,
+        input: &Checked<'_>,
+        callback: Option<DurableCallback>,
+    ) -> Result<Appended> {
         let mut to_fire = Vec::new();
-        let result = self.append_locked(batch, &header, keep_base, callback, &mut to_fire);
+        let result = self.append_locked(input, callback, &mut to_fire);
         let need_sync = matches!(result, Ok((_, true)));
         match &to_fire[..] {
             [] => {}
@@ -504,12 +585,16 @@ impl Shared {
     /// unlocking (satisfied by a roll: fire `Ok`; or failed: fire the error).
     fn append_locked(
         &self,
-        batch: &[u8],
-        header: &BatchHeader,
-        keep_base: bool,
+        input: &Checked<'_>,
         callback: Option<DurableCallback>,
         to_fire: &mut Vec<Waiter>,
     ) -> Result<(Appended, bool)> {
+        let &Checked {
+            batch,
+            head,
+            ref header,
+            keep_base,
+        } = input;
         let mut st = lock(&self.state);
         st.check_failed()?;
         let base = st.next_offset;
@@ -548,15 +633,24 @@ impl Shared {
         let active = segments.values_mut().next_back().expect("active segment");
         let position = active.size;
         let file = Arc::clone(active.file.as_ref().expect("active segment is open"));
-        let bytes: &[u8] = if header.base_offset == base {
-            batch
-        } else {
-            scratch.clear();
-            scratch.extend_from_slice(batch);
-            qiss::batch::set_base_offset(scratch, base);
-            scratch
+        let written = match head {
+            // The stamped header, then the body straight from the caller's buffer.
+            Some(head) => file.write_all_at(head, position).and_then(|()| {
+                file.write_all_at(&batch[HEADER_LEN..], position + HEADER_LEN as u64)
+            }),
+            None => {
+                let bytes: &[u8] = if header.base_offset == base {
+                    batch
+                } else {
+                    scratch.clear();
+                    scratch.extend_from_slice(batch);
+                    qiss::batch::set_base_offset(scratch, base);
+                    scratch
+                };
+                file.write_all_at(bytes, position)
+            }
         };
-        if let Err(e) = file.write_all_at(bytes, position) {
+        if let Err(e) = written {
             let err = Error::io(
                 "write segment",
                 segment::log_path(&self.dir, active.base),

@@ -428,3 +428,40 @@ fn open_files_stay_bounded_and_reads_still_work() {
         "{fds_before} -> {fds_after}"
     );
 }
+
+#[test]
+fn append_stamped_at_writes_the_stamped_header_and_the_body_unchecked_and_uncopied() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), &small_config());
+    log.append(&batch(100, 2, 0, 1)).unwrap();
+    let b = batch(300, 3, 10, 2);
+    let head = qiss::batch::stamped_header(&b, 2, 7, 42);
+    // No CRC is computed by this append (neo-raft's `one_crc` test counts that); what
+    // is stored checks, with the producer's CRC and the stamps.
+    let a = log.append_stamped_at(&head, &b).unwrap();
+    assert_eq!((a.base_offset, a.next_offset, a.position), (2, 5, 100));
+    let s = log.read(2, 1 << 20).unwrap();
+    let h = qiss::batch::check(&s.bytes).unwrap();
+    assert_eq!((h.base_offset, h.term, h.log_index), (2, 7, 42));
+    assert_eq!(&s.bytes[qiss::batch::CRC_POS..], &b[qiss::batch::CRC_POS..]);
+
+    // A stamped header must be the batch's own header but for the stamps, and its base
+    // offset the log's next one; nothing is stored otherwise.
+    let other = batch(300, 3, 11, 3);
+    let wrong = qiss::batch::stamped_header(&other, 5, 7, 43);
+    assert!(matches!(
+        log.append_stamped_at(&wrong, &b),
+        Err(Error::InvalidBatch(qiss::Error::CorruptBatch { .. }))
+    ));
+    let gap = qiss::batch::stamped_header(&b, 9, 7, 43);
+    assert!(matches!(
+        log.append_stamped_at(&gap, &b),
+        Err(Error::NonContiguous {
+            expected: 5,
+            got: 9
+        })
+    ));
+    let short = &b[..b.len() - 1];
+    assert!(log.append_stamped_at(&head, short).is_err());
+    assert_eq!(log.next_offset(), 5);
+}

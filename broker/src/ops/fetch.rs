@@ -72,7 +72,8 @@ pub(crate) async fn fetch(
                 .await
                 .map_err(|e| raft_error(b, e, &what))?;
             let enough = batches.len() >= (req.bytes_min as usize).min(bytes_max);
-            answer.batches = batches.to_vec();
+            // The segment read's buffer itself, no copy (see `read_committed`).
+            answer.batches = batches;
             if enough {
                 return Ok(answer);
             }
@@ -92,7 +93,7 @@ fn empty(high_watermark: u64, log_start_offset: u64) -> FetchResponse {
     FetchResponse {
         high_watermark,
         log_start_offset,
-        batches: Vec::new(),
+        batches: Bytes::new(),
     }
 }
 

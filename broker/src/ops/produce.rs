@@ -29,11 +29,10 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use neo_protocol::api::{Acks, ProduceRequest, ProduceResponse};
 use neo_protocol::{ErrorCode, RpcError};
 use neo_security::SecurityContext;
-use qiss::batch::BatchLimits;
+use qiss::batch::{BatchLimits, ValidatedBatch};
 
 use super::{broker_error, hosted_replica, raft_error};
 use crate::facade::Broker;
@@ -64,20 +63,24 @@ pub(crate) async fn produce(
             ),
         ));
     }
-    let header = qiss::batch::validate_with(
-        &req.records,
+    // The one check of the batch on this node: header, CRC, limits and every record's
+    // framing. The proof travels down (Raft proposal, log append), which trust it
+    // instead of checking the bytes again; `req.records` is a slice of the request
+    // frame's buffer, and it is stored from there without a copy.
+    let batch = ValidatedBatch::validate(
+        req.records,
         &BatchLimits {
             records_length_max: RECORDS_LENGTH_MAX,
         },
     )
     .map_err(|e| RpcError::new(ErrorCode::InvalidRecordBatch, format!("record batch: {e}")))?;
+    let header = *batch.header();
     if header.is_control() {
         return Err(RpcError::new(
             ErrorCode::InvalidRecordBatch,
             "control batches (attribute bit 3) are written by the broker only",
         ));
     }
-    let batch = Bytes::from(req.records);
     let ack = match req.acks {
         Acks::None => {
             replica
@@ -102,7 +105,7 @@ pub(crate) async fn produce(
     };
     let appended = tokio::time::timeout(
         Duration::from_millis(u64::from(timeout_ms)),
-        replica.append(batch, &header, ack),
+        replica.append(batch, ack),
     )
     .await;
     let (base_offset, record_count) = match appended {

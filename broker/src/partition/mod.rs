@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use neo_raft::{AppliedBatch, EntryId, LocalAck, RaftGroup, RecordBatch, Role, StateMachine};
+use neo_raft::{AppliedBatch, EntryId, LocalAck, RaftGroup, Role, StateMachine};
+use qiss::batch::ValidatedBatch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -168,15 +169,11 @@ impl Partition {
         &self.group
     }
 
-    /// Appends `batch` (a whole, checked record batch whose header is `header`) and
-    /// answers its base offset and record count once `ack` holds; an idempotent
-    /// producer's retry gets the first copy's answer (see the module doc).
-    pub async fn append(
-        &self,
-        batch: Bytes,
-        header: &qiss::batch::BatchHeader,
-        ack: WriteAck,
-    ) -> Result<(u64, u32)> {
+    /// Appends `batch` (checked once on receipt) and answers its base offset and record
+    /// count once `ack` holds; an idempotent producer's retry gets the first copy's
+    /// answer (see the module doc).
+    pub async fn append(&self, batch: ValidatedBatch, ack: WriteAck) -> Result<(u64, u32)> {
+        let header = *batch.header();
         if header.producer_id < 0 {
             return Ok(match ack {
                 WriteAck::Quorum => self.group.propose_records(batch).await?,
@@ -198,7 +195,7 @@ impl Partition {
 
     async fn append_stamped(
         &self,
-        batch: Bytes,
+        batch: ValidatedBatch,
         key: InflightKey,
         ack: WriteAck,
     ) -> Result<(u64, u32)> {
@@ -207,16 +204,16 @@ impl Partition {
             Claim::Answered(offsets) => return Ok(offsets),
             Claim::Write(guard) => guard,
         };
-        let (batch, local) = match ack {
-            WriteAck::Quorum => (RecordBatch::new(batch), None),
+        let (local_ack, local) = match ack {
+            WriteAck::Quorum => (LocalAck::default(), None),
             WriteAck::Leader => {
                 let (a, rx) = LocalAck::channel();
-                (RecordBatch(batch, a), Some(rx))
+                (a, Some(rx))
             }
         };
         let group = self.group.clone();
         let write = tokio::spawn(async move {
-            let r = group.propose_batch(batch).await;
+            let r = group.propose_batch(batch, local_ack).await;
             drop(guard);
             r
         });

@@ -1,5 +1,6 @@
 //! `fetch`: read record batches from a partition.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Which records a fetch may see.
@@ -38,7 +39,10 @@ pub struct FetchResponse {
     pub high_watermark: u64,
     /// First offset still in the log (after retention).
     pub log_start_offset: u64,
-    /// Zero or more whole Qiss record batches, concatenated, unchanged from disk.
-    #[serde(with = "serde_bytes")]
-    pub batches: Vec<u8>,
+    /// Zero or more whole Qiss record batches, concatenated, unchanged from disk: the
+    /// segment read's buffer on the broker, a slice of the response frame's buffer on a
+    /// client that decodes with `qiss::from_bytes`. On the wire a length-prefixed byte
+    /// string.
+    #[serde(with = "qiss::bytes")]
+    pub batches: Bytes,
 }

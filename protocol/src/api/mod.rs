@@ -90,6 +90,7 @@ pub fn broker_method_id(name: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{Bytes, BytesMut};
     use serde::Serialize;
     use serde::de::DeserializeOwned;
 
@@ -118,7 +119,7 @@ mod tests {
                 epoch: 1,
                 sequence: 42,
             }),
-            records: vec![0xde, 0xad, 0xbe, 0xef],
+            records: Bytes::from_static(&[0xde, 0xad, 0xbe, 0xef]),
         });
         round_trip(ProduceResponse {
             base_offset: 100,
@@ -137,7 +138,7 @@ mod tests {
         round_trip(FetchResponse {
             high_watermark: 20,
             log_start_offset: 0,
-            batches: vec![1, 2, 3],
+            batches: Bytes::from_static(&[1, 2, 3]),
         });
         round_trip(MetadataRequest {
             topics: vec!["a".into()],
@@ -272,7 +273,7 @@ mod tests {
             acks: Acks::Leader,
             timeout_ms: 0,
             producer: None,
-            records: records.clone(),
+            records: Bytes::from(records.clone()),
         };
         let bytes = qiss::to_vec(&request).unwrap();
         assert!(
@@ -280,5 +281,65 @@ mod tests {
                 .windows(records.len())
                 .any(|w| w == records.as_slice())
         );
+    }
+
+    /// Whether `inner`'s bytes lie inside the buffer `[start, start + len)`.
+    fn inside(start: *const u8, len: usize, inner: &[u8]) -> bool {
+        let (start, at) = (start as usize, inner.as_ptr() as usize);
+        at >= start && at + inner.len() <= start + len
+    }
+
+    /// Encodes `body` as a frame into a fresh read buffer, decodes it as the server and
+    /// the client do, and returns the body with the read buffer's range.
+    fn through_a_frame(body: Vec<u8>) -> (Bytes, *const u8, usize) {
+        use crate::frame::{self, EncodeOptions, Frame, Kind};
+        let frame = Frame {
+            kind: Kind::Request,
+            service_id: 1,
+            method_id: 1,
+            correlation_id: 1,
+            body: Bytes::from(body),
+        };
+        let mut read_buf = BytesMut::new();
+        frame::encode(&frame, &EncodeOptions::default(), &mut read_buf).unwrap();
+        let (start, len) = (read_buf.as_ptr(), read_buf.len());
+        let decoded = frame::decode(&mut read_buf, 1 << 20).unwrap().unwrap();
+        assert!(inside(start, len, &decoded.body));
+        (decoded.body, start, len)
+    }
+
+    #[test]
+    fn produce_records_and_fetch_batches_are_slices_of_the_frame_buffer() {
+        // A frame is cut out of the connection's read buffer and its body decoded with
+        // `qiss::from_bytes`: the batch bytes must not be copied.
+        let records: Vec<u8> = (0..200u8).collect();
+        let request = ProduceRequest {
+            topic: "t".into(),
+            partition: 0,
+            acks: Acks::All,
+            timeout_ms: 0,
+            producer: None,
+            records: Bytes::from(records.clone()),
+        };
+        let (body, start, len) = through_a_frame(qiss::to_vec(&request).unwrap());
+        let req: ProduceRequest = qiss::from_bytes(&body).unwrap();
+        assert_eq!(req, request);
+        assert!(inside(start, len, &req.records), "records were copied");
+
+        let response = FetchResponse {
+            high_watermark: 9,
+            log_start_offset: 0,
+            batches: Bytes::from(records.clone()),
+        };
+        let (body, start, len) = through_a_frame(qiss::to_vec(&response).unwrap());
+        let resp: FetchResponse = qiss::from_bytes(&body).unwrap();
+        assert_eq!(resp, response);
+        assert!(inside(start, len, &resp.batches), "batches were copied");
+
+        // From a plain slice the same bytes decode too (into a copy).
+        let wire = qiss::to_vec(&request).unwrap();
+        let copied: ProduceRequest = qiss::from_slice(&wire).unwrap();
+        assert_eq!(copied, request);
+        assert!(!inside(wire.as_ptr(), wire.len(), &copied.records));
     }
 }

@@ -1,5 +1,6 @@
 //! `produce`: append one record batch to a partition (sent to its leader).
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// When the leader answers a produce.
@@ -41,9 +42,11 @@ pub struct ProduceRequest {
     /// Idempotence stamp, if the producer is idempotent.
     pub producer: Option<ProducerStamp>,
     /// One Qiss record batch, byte for byte as the producer built it; stored and
-    /// fetched unchanged.
-    #[serde(with = "serde_bytes")]
-    pub records: Vec<u8>,
+    /// fetched unchanged. On the wire a length-prefixed byte string; decoded with
+    /// `qiss::from_bytes` (as the server does) it is a slice of the request frame's
+    /// buffer, so the batch reaches the log without a copy.
+    #[serde(with = "qiss::bytes")]
+    pub records: Bytes,
 }
 
 /// Where the batch landed.

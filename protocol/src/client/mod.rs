@@ -1027,7 +1027,7 @@ impl NeoClient {
     {
         let body = Bytes::from(qiss::to_vec(request)?);
         let reply = self.call_raw_with(service, method, body, options).await?;
-        Ok(qiss::from_slice(&reply)?)
+        Ok(qiss::from_bytes(&reply)?)
     }
 
     /// Call with raw body bytes (no Qiss on either side).

@@ -57,8 +57,11 @@ fn encode_body<T: Serialize>(value: &T) -> Result<Bytes, RpcError> {
         .map_err(|err| RpcError::internal(format!("response does not encode: {err}")))
 }
 
-fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, RpcError> {
-    qiss::from_slice(body).map_err(RpcError::from)
+/// Decodes a request body. `Bytes` fields of the request (`qiss::bytes`) become slices
+/// of `body`, itself a slice of the connection's read buffer: a produced batch is not
+/// copied on its way to the handler.
+fn decode_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, RpcError> {
+    qiss::from_bytes(body).map_err(RpcError::from)
 }
 
 /// Describes one method: its name, the names of its input and output types (for the
