@@ -104,6 +104,7 @@
 //! | `compression_threshold_bytes` | 64 KiB | both sides | body zstd-compressed |
 //! | `subscription_events_max` | 1024 | client | subscription cut off with `Lagged` |
 //! | `shutdown_drain_timeout` | 30 s | server | in-flight requests aborted |
+//! | `write_timeout` | 30 s | server | a peer that does not read its replies is disconnected |
 //! | [`server::registry::SERVICES_MAX`] / `METHODS_PER_SERVICE_MAX` | 1024 | server | `RegistryFull` at registration |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

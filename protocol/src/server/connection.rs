@@ -43,7 +43,7 @@ use crate::server::registry::{DESCRIBE_METHOD_ID, EventSink, Handler, SYSTEM_SER
 use crate::server::shutdown::Shutdown;
 
 /// How long a closing connection waits for its writer to flush the last frames.
-const WRITER_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const WRITER_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A spawned request, so a cancel or shutdown can stop it.
 struct Task {
@@ -62,6 +62,8 @@ enum Outcome {
     Shutdown,
     Malformed,
     DeadPeer,
+    /// The peer did not take its replies within `write_timeout`.
+    SlowPeer,
     Idle,
     Unauthenticated,
 }
@@ -193,8 +195,15 @@ where
         }
         // One write for everything this step produced. A peer that does not read
         // stalls only its own connection (TCP backpressure).
-        if !conn.out.is_empty() && conn.flush(&mut writer).await.is_err() {
-            break step.unwrap_or(Outcome::PeerClosed);
+        if !conn.out.is_empty() {
+            match tokio::time::timeout(config.write_timeout, conn.flush(&mut writer)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break step.unwrap_or(Outcome::PeerClosed),
+                Err(_) => {
+                    tracing::debug!(peer = %conn.peer.addr, "peer did not read its replies");
+                    break Outcome::SlowPeer;
+                }
+            }
         }
         if let Some(outcome) = step {
             break outcome;
@@ -547,6 +556,9 @@ impl Conn {
         writer: &mut W,
     ) {
         tracing::debug!(peer = %self.peer.addr, ?outcome, "closing connection");
+        // A write cut off by its timeout may have left a frame half written: writing
+        // anything more would corrupt the stream, so only the close goes out.
+        let mut torn = outcome == Outcome::SlowPeer;
         if outcome == Outcome::Shutdown {
             let streams: Vec<(u64, Task)> = {
                 let mut map = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
@@ -582,6 +594,7 @@ impl Conn {
                         }
                         let flushed = tokio::time::timeout(WRITER_FLUSH_TIMEOUT, self.flush(writer)).await;
                         if !matches!(flushed, Ok(Ok(()))) {
+                            torn |= flushed.is_err();
                             break;
                         }
                     }
@@ -600,11 +613,13 @@ impl Conn {
         }
         // Replies that finished meanwhile are already queued.
         while let Ok(frame) = rx.try_recv() {
-            self.push(frame);
+            if !torn {
+                self.push(frame);
+            }
         }
         // A peer that stops reading must not hold the connection open.
         let _ = tokio::time::timeout(WRITER_FLUSH_TIMEOUT, async {
-            if !self.out.is_empty() {
+            if !self.out.is_empty() && !torn {
                 self.flush(writer).await?;
             }
             writer.shutdown().await

@@ -52,6 +52,10 @@ pub struct NeoConfig {
     pub checksum_bodies: bool,
     /// How long shutdown waits for in-flight requests before aborting them.
     pub shutdown_drain_timeout: Duration,
+    /// Bound on one write of a connection's replies (what one step of its loop
+    /// produced). A peer that does not read its replies for this long is disconnected,
+    /// so it cannot hold its connection's heartbeats and buffers forever.
+    pub write_timeout: Duration,
     /// How long a TLS handshake (and the first bytes) may take.
     pub tls_handshake_timeout: Duration,
 }
@@ -70,6 +74,7 @@ impl Default for NeoConfig {
             compression_threshold_bytes: 64 * 1024,
             checksum_bodies: false,
             shutdown_drain_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
         }
     }
@@ -199,11 +204,26 @@ impl NeoServer {
                 drop(drained_tx);
             });
         }
-        // Stop accepting, tell every connection, and wait for them to drain.
+        // Stop accepting, tell every connection, and wait for them to drain. Each
+        // connection's drain is bounded (in-flight requests by `shutdown_drain_timeout`,
+        // its last writes by `write_timeout` and the writer flush); this bound is the
+        // sum, so a connection task that is stuck for another reason cannot hold
+        // shutdown forever.
         drop(listener);
         drop(notify_shutdown);
         drop(drained_tx);
-        let _ = drained_rx.recv().await;
+        let bound = shared.config.shutdown_drain_timeout
+            + shared.config.write_timeout
+            + connection::WRITER_FLUSH_TIMEOUT;
+        if tokio::time::timeout(bound, drained_rx.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?bound,
+                "connections still open after the shutdown drain bound"
+            );
+        }
         Ok(())
     }
 }
