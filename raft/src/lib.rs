@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! node ── RaftGroup::propose_records(batch) ──► openraft client_write (batched)
-//!   leader: LogStore::append ─► spawn_blocking: SegmentLog::append_at (offset + stamps)
+//!   leader: LogStore::append ─► SegmentLog::append_at (offset + term/index stamped)
 //!           └─ IOFlushed fires from the storage flusher after fdatasync (group commit)
 //!   Router (GroupRouter) ─► Transport::send(target, group, AppendEntries, qiss bytes)
 //!           ─► neo-cluster gRPC ─► peer Registry::handle ─► follower's Raft ─► its LogStore
@@ -30,9 +30,11 @@
 //!
 //! # Invariants
 //!
-//! - Disk I/O never runs on an executor thread: log appends, the vote's sled flush and
-//!   [`RaftGroup::read_log`] run on tokio's blocking pool; `fdatasync` on storage's
-//!   flusher thread.
+//! - No `fdatasync` runs on an executor thread: log syncs run on storage's flusher
+//!   thread, the vote's sled flush and [`RaftGroup::read_log`]'s `pread` on tokio's
+//!   blocking pool. Log appends (`pwrite` to the page cache) stay inline on Raft's core
+//!   task: moving them to the blocking pool measured slower (docs/BENCHMARKS.md); a
+//!   segment roll (two syncs) is the one slow step left there.
 //! - Nothing is reported durable before `fdatasync` returns: the log store hands
 //!   openraft's `IOFlushed` to `SegmentLog::notify_durable`; the vote is flushed to sled
 //!   before `save_vote` returns. The one exception is asked for explicitly:
@@ -62,6 +64,9 @@
 //!
 //! # Planned (not built yet)
 //!
+//! - A per-group writer thread for log appends (with reads of not-yet-written entries
+//!   served from memory), if segment rolls show up in latency: `spawn_blocking` per
+//!   append cost more than it saved.
 //! - Consumer groups, users and ACLs in the metadata state.
 //! - A persisted checkpoint of the index map, so that open does not scan the whole log.
 #![forbid(unsafe_code)]
