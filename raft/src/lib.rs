@@ -27,9 +27,9 @@
 //!
 //! ```text
 //! broker ── RaftGroup::propose_records(ValidatedBatch) ──► openraft client_write (batched)
-//!   leader: LogStore::append ─► spawn_blocking: SegmentLog::append_stamped_at (offset +
-//!           term/index stamped in a copy of the header; the body written from the
-//!           frame's bytes)
+//!   leader: LogStore::append ─► SegmentLog::append_stamped_at, inline on Raft's core task
+//!           (offset + term/index stamped in a copy of the header; the body written from
+//!           the frame's bytes)
 //!           └─ IOFlushed fires from the storage flusher after fdatasync (group commit)
 //!   Router (GroupRouter) ─► Transport::send(target, group, AppendEntries, qiss bytes)
 //!           ─► neo-cluster gRPC ─► peer Registry::handle ─► follower's Raft ─► its LogStore
@@ -41,9 +41,11 @@
 //!
 //! # Invariants
 //!
-//! - Disk I/O never runs on an executor thread: log appends, the vote's sled flush and
-//!   [`RaftGroup::read_log`] run on tokio's blocking pool; `fdatasync` on storage's
-//!   flusher thread.
+//! - No `fdatasync` runs on an executor thread: log syncs run on storage's flusher
+//!   thread, the vote's sled flush and [`RaftGroup::read_log`]'s `pread` on tokio's
+//!   blocking pool. Log appends (`pwrite` to the page cache) stay inline on Raft's core
+//!   task: moving them to the blocking pool measured slower (docs/BENCHMARKS.md); a
+//!   segment roll (two syncs) is the one slow step left there.
 //! - Nothing is reported durable before `fdatasync` returns: the log store hands
 //!   openraft's `IOFlushed` to `SegmentLog::notify_durable`; the vote is flushed to sled
 //!   before `save_vote` returns. The one exception is asked for explicitly:
@@ -81,6 +83,9 @@
 //!
 //! # Planned (not built yet)
 //!
+//! - A per-group writer thread for log appends (with reads of not-yet-written entries
+//!   served from memory), if segment rolls show up in latency: `spawn_blocking` per
+//!   append cost more than it saved.
 //! - A persisted checkpoint of the index map, so that open does not scan the whole log.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

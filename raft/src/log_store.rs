@@ -20,9 +20,9 @@
 //!   [`MetaStore`], Qiss-encoded, under the group's id.
 //!
 //! # Durability
-//! `append` writes every entry of the call (on tokio's blocking pool: the `pwrite`s, and
-//! a segment roll's syncs, never run on the executor thread of Raft's core, which
-//! awaits them), then registers openraft's `IOFlushed` with
+//! `append` writes every entry of the call (inline on Raft's core task: page-cache
+//! `pwrite`s; running them on the blocking pool measured slower, see
+//! docs/BENCHMARKS.md), then registers openraft's `IOFlushed` with
 //! [`SegmentLog::notify_durable`] for the end offset of the last one: it fires on the
 //! storage flusher thread only after an `fdatasync` covering the entries has returned,
 //! and one `fdatasync` covers every append since the previous one (group commit). The
@@ -500,7 +500,7 @@ impl Inner {
     }
 
     /// Writes `entries` to the segment log and registers `callback` to fire once they
-    /// are durable (see the module docs). Runs on a thread that may block.
+    /// are durable (see the module docs).
     fn append_entries(&self, entries: Vec<Entry>, callback: IOFlushed<NeoRaft>) -> io::Result<()> {
         let mut end = None;
         // acks=leader waiters of this call's entries: (notification, offset, count).
@@ -686,14 +686,12 @@ impl RaftLogStorage<NeoRaft> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        // The `pwrite`s (and a segment roll's syncs) run on the blocking pool, not on the
-        // executor thread of Raft's core. The core awaits only the writes, as before;
-        // `IOFlushed` still fires from the storage flusher after `fdatasync`.
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.append_entries(entries, callback))
-            .await
-            .map_err(|e| io_err("log entries", "append", e))?
+        // Inline, on Raft's core task: a `pwrite` to the page cache takes microseconds,
+        // and handing it to the blocking pool cost more than it freed (measured in
+        // docs/BENCHMARKS.md, 2026-12-06). `IOFlushed` fires from the storage flusher
+        // after `fdatasync`; a segment roll's syncs are the one slow case left here.
+        self.inner
+            .append_entries(entries.into_iter().collect(), callback)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
