@@ -7,9 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::future::BoxFuture;
-use neo_raft::{GroupId, NodeId, NodeStore, Registry, Role, RpcKind, Transport, TransportError};
+use neo_raft::{NoPeers, NodeId, NodeStore, Registry, Role};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -21,49 +19,10 @@ use crate::meta::{MetaCommand, MetaMachine, MetaResponse};
 pub const EMBEDDED_NODE_ID: NodeId = 1;
 /// The (unused) cluster and client address an embedded broker registers.
 pub const EMBEDDED_ADDR: &str = "in-process:0";
+/// How long [`Embedded::shutdown`] waits for the reconciler to stop.
+const RECONCILE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`Embedded::start`] waits for its metadata group to elect itself.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A Raft transport for a node with no peers: every RPC is `Unreachable`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoPeers;
-
-impl NoPeers {
-    fn unreachable(
-        target: NodeId,
-    ) -> BoxFuture<'static, std::result::Result<Bytes, TransportError>> {
-        Box::pin(async move {
-            Err(TransportError::Unreachable {
-                target,
-                reason: "an embedded broker has no peers".into(),
-            })
-        })
-    }
-}
-
-impl Transport for NoPeers {
-    fn send(
-        &self,
-        target: NodeId,
-        _: GroupId,
-        _: RpcKind,
-        _: Bytes,
-        _: Duration,
-    ) -> BoxFuture<'static, std::result::Result<Bytes, TransportError>> {
-        Self::unreachable(target)
-    }
-
-    fn send_snapshot(
-        &self,
-        target: NodeId,
-        _: GroupId,
-        _: Bytes,
-        _: Bytes,
-        _: Duration,
-    ) -> BoxFuture<'static, std::result::Result<Bytes, TransportError>> {
-        Self::unreachable(target)
-    }
-}
 
 /// A running single-node broker in this process.
 pub struct Embedded {
@@ -76,7 +35,11 @@ impl Embedded {
     /// Opens (or reopens) the broker whose data lives in `dir`, elects its metadata
     /// group, registers the node and starts keeping its partitions open.
     pub async fn start(dir: &Path, limits: BrokerLimits) -> Result<Embedded> {
-        let store = NodeStore::open(dir)?;
+        // Opening the store (sled, directory scan) is blocking disk I/O.
+        let path = dir.to_path_buf();
+        let store = tokio::task::spawn_blocking(move || NodeStore::open(path))
+            .await
+            .map_err(|e| join_error("open the node store", e))??;
         let (stop, stop_rx) = watch::channel(false);
         let (machine, view) = MetaMachine::new();
         let broker = Broker::open(
@@ -136,10 +99,28 @@ impl Embedded {
     /// Stops the broker: long polls end, the groups stop, the store is flushed.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.reconcile.await;
+        // The reconciler returns at its next await; a pass stuck in a group's open or
+        // bootstrap must not hold shutdown.
+        if tokio::time::timeout(RECONCILE_STOP_TIMEOUT, self.reconcile)
+            .await
+            .is_err()
+        {
+            tracing::warn!("reconcile did not stop within {RECONCILE_STOP_TIMEOUT:?}");
+        }
         self.broker.shutdown().await;
-        if let Err(e) = self.broker.store().flush() {
-            tracing::warn!("flush of the metadata store: {e}");
+        let store = self.broker.store().clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("flush of the metadata store: {e}"),
+            Err(e) => tracing::warn!("flush of the metadata store: {e}"),
         }
     }
+}
+
+/// A blocking task that did not finish (panicked or was cancelled).
+fn join_error(what: &str, e: tokio::task::JoinError) -> Error {
+    Error::Raft(neo_raft::Error::Fatal {
+        group: neo_raft::METADATA_GROUP,
+        reason: format!("{what}: {e}"),
+    })
 }

@@ -56,5 +56,14 @@ pub(crate) fn decode_image<T: serde::de::DeserializeOwned + Default>(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, Error::codec(what, e)))
 }
 
+/// Encodes a state machine's snapshot image; a failure is an I/O error carrying the
+/// codec error, so the snapshot build fails instead of storing an empty image.
+pub(crate) fn encode_image<T: serde::Serialize>(
+    what: &'static str,
+    state: &T,
+) -> std::io::Result<Vec<u8>> {
+    qiss::to_vec(state).map_err(|e| std::io::Error::other(Error::codec(what, e)))
+}
+
 /// Shorthand for results of this crate's internals.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

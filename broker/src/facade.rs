@@ -46,12 +46,13 @@ pub struct BrokerLimits {
 }
 
 impl Default for BrokerLimits {
+    /// The node's defaults (`neo-node` takes its own from here).
     fn default() -> Self {
         BrokerLimits {
-            batch_bytes_max: 1024 * 1024,
-            partitions_per_topic_max: 1_000,
+            batch_bytes_max: neo_raft::RECORD_BATCH_BYTES_MAX,
+            partitions_per_topic_max: 1024,
             fetch_wait_ms_max: 30_000,
-            fetch_bytes_max: 4 * 1024 * 1024,
+            fetch_bytes_max: 8 * 1024 * 1024,
             produce_timeout_ms_max: 30_000,
         }
     }
@@ -68,13 +69,16 @@ pub struct BrokerConfig {
     pub limits: BrokerLimits,
 }
 
+/// Why the transport refused a peer address (the transport's own error, kept whole).
+pub type PeerAddressError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What the broker learns from, and tells, the node's cluster wiring.
 pub trait Cluster: Send + Sync + 'static {
     /// Whether `node` counts as alive (by the node heartbeats); this node always is.
     fn is_alive(&self, node: NodeId) -> bool;
     /// A registered node's cluster (gRPC) address, for the Raft transport; an error
     /// (e.g. an address the transport cannot use) is retried at the next pass.
-    fn peer_address(&self, node: NodeId, addr: &str) -> Result<(), String>;
+    fn peer_address(&self, node: NodeId, addr: &str) -> Result<(), PeerAddressError>;
 }
 
 /// A cluster of one node: itself, always alive, no peers to reach.
@@ -86,7 +90,7 @@ impl Cluster for SingleNode {
         true
     }
 
-    fn peer_address(&self, _: NodeId, _: &str) -> Result<(), String> {
+    fn peer_address(&self, _: NodeId, _: &str) -> Result<(), PeerAddressError> {
         Ok(())
     }
 }
@@ -285,7 +289,14 @@ impl Broker {
             p.group().shutdown().await?;
             drop(p);
             if delete {
-                self.store.remove_group_files(group)?;
+                // Deleting a directory tree is blocking disk I/O: off the executor.
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.remove_group_files(group))
+                    .await
+                    .map_err(|e| neo_raft::Error::Fatal {
+                        group,
+                        reason: format!("remove group files: {e}"),
+                    })??;
             }
         }
         Ok(())

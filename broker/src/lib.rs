@@ -29,7 +29,7 @@
 //! | `facade` | [`Broker`]: the metadata replica, the partitions hosted here, lookups, open/close of partitions, and the operations |
 //! | `ops` | one file per operation (`produce`, `fetch`, `metadata`, `create_topic`, `delete_topic`, `list_topics`, `describe_topic`) and the mapping of every internal error to the wire's typed `RpcError` |
 //! | `reconcile` | keeps the partition replicas hosted here in step with the applied metadata ([`Broker::reconcile`]) |
-//! | `embedded` | [`Embedded`]: a single-node broker in the process over real storage, no sockets (tests, embedding); [`NoPeers`] |
+//! | `embedded` | [`Embedded`]: a single-node broker in the process over real storage, no sockets (tests, embedding), over `neo_raft::NoPeers` |
 //! | `error` | the crate's internal [`Error`] |
 //!
 //! # Request flow: produce
@@ -81,10 +81,11 @@ pub mod partition;
 pub mod placement;
 mod reconcile;
 
-pub use embedded::{EMBEDDED_ADDR, EMBEDDED_NODE_ID, Embedded, NoPeers};
+pub use embedded::{EMBEDDED_ADDR, EMBEDDED_NODE_ID, Embedded};
 pub use error::{Error, Result};
 pub use facade::{
-    Broker, BrokerConfig, BrokerLimits, Cluster, METADATA_SNAPSHOT_EVERY_ENTRIES, SingleNode,
+    Broker, BrokerConfig, BrokerLimits, Cluster, METADATA_SNAPSHOT_EVERY_ENTRIES, PeerAddressError,
+    SingleNode,
 };
 pub use neo_security::SecurityContext;
 pub use ops::create_topic::{

@@ -62,7 +62,7 @@ async fn pass(shared: &Shared, ready: &BTreeSet<GroupId>) -> BTreeSet<GroupId> {
     let mut where_: BTreeMap<GroupId, (&str, usize)> = BTreeMap::new();
     for (topic, t) in &state.topics {
         for (partition, p) in t.partitions.iter().enumerate() {
-            let Some(group) = shared.registry.get(p.group) else {
+            let Some(group) = shared.partition_group(p.group) else {
                 continue;
             };
             let m = group.metrics();
@@ -97,7 +97,7 @@ async fn pass(shared: &Shared, ready: &BTreeSet<GroupId>) -> BTreeSet<GroupId> {
         .into_iter()
         .take(TRANSFERS_PER_PASS_MAX)
     {
-        let Some(g) = shared.registry.get(group) else {
+        let Some(g) = shared.partition_group(group) else {
             continue;
         };
         let (topic, partition) = where_.get(&group).copied().unwrap_or(("?", 0));

@@ -193,15 +193,17 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
+        // The broker's limits have one set of defaults, the broker's.
+        let b = neo_broker::BrokerLimits::default();
         Limits {
             frame_size_bytes_max: 16 * 1024 * 1024,
-            batch_bytes_max: neo_raft::RECORD_BATCH_BYTES_MAX,
-            partitions_per_topic_max: 1024,
+            batch_bytes_max: b.batch_bytes_max,
+            partitions_per_topic_max: b.partitions_per_topic_max,
             connections_max: 10_000,
             inflight_requests_max: 1024,
-            fetch_wait_ms_max: 30_000,
-            fetch_bytes_max: 8 * 1024 * 1024,
-            produce_timeout_ms_max: 30_000,
+            fetch_wait_ms_max: b.fetch_wait_ms_max,
+            fetch_bytes_max: b.fetch_bytes_max,
+            produce_timeout_ms_max: b.produce_timeout_ms_max,
             http_connections_max: 64,
             retention_check_ms: 30_000,
             segment_bytes: 256 * 1024 * 1024,

@@ -155,7 +155,7 @@ async fn route(shared: &Arc<Shared>, head: &[u8]) -> Reply {
 }
 
 fn ready(shared: &Shared) -> Reply {
-    let meta_leader = shared.meta.metrics().serving_leader();
+    let meta_leader = shared.broker.meta_group().metrics().serving_leader();
     let leaderless: Vec<u64> = shared
         .partition_groups()
         .iter()
@@ -195,8 +195,7 @@ fn cluster(shared: &Shared) -> serde_json::Value {
     for (name, t) in &state.topics {
         for (i, p) in t.partitions.iter().enumerate() {
             let leader = shared
-                .registry
-                .get(p.group)
+                .partition_group(p.group)
                 .and_then(|g| g.metrics().serving_leader());
             partitions.push(json!({
                 "topic": name,

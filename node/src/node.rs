@@ -35,10 +35,6 @@ pub(crate) struct Shared {
     /// The cluster address other nodes use for this node.
     pub(crate) advertise_cluster: String,
     pub(crate) broker: Arc<Broker>,
-    /// Every Raft group hosted here (the broker opens and closes them).
-    pub(crate) registry: Arc<Registry>,
-    /// This node's replica of the metadata group (the broker's).
-    pub(crate) meta: Arc<RaftGroup>,
     /// Mutual TLS of the control plane, if configured (membership calls use it).
     pub(crate) cluster_tls: Option<neo_cluster::ClusterTls>,
     pub(crate) metrics: Metrics,
@@ -63,10 +59,12 @@ impl neo_broker::Cluster for NodeCluster {
         self.health.is_healthy(node)
     }
 
-    fn peer_address(&self, node: NodeId, addr: &str) -> std::result::Result<(), String> {
-        self.transport
-            .set_peer(node, addr)
-            .map_err(|e| e.to_string())
+    fn peer_address(
+        &self,
+        node: NodeId,
+        addr: &str,
+    ) -> std::result::Result<(), neo_broker::PeerAddressError> {
+        Ok(self.transport.set_peer(node, addr)?)
     }
 }
 
@@ -94,8 +92,13 @@ impl Shared {
             .partitions
             .get(partition as usize)?;
         Some(PartitionRef {
-            group: self.broker.partition(info.group).map(|p| p.group().clone()),
+            group: self.partition_group(info.group),
         })
+    }
+
+    /// This node's replica of partition group `group`, if it hosts one.
+    pub(crate) fn partition_group(&self, group: neo_raft::GroupId) -> Option<Arc<RaftGroup>> {
+        self.broker.partition(group).map(|p| p.group().clone())
     }
 
     /// Whether `peer` counts as alive (itself always does).
@@ -124,7 +127,7 @@ impl Shared {
             partitions_hosted: groups.len() as u64,
             partitions_led: led as u64,
             log_bytes: groups.iter().map(|g| g.log_size_bytes()).sum(),
-            is_controller: self.meta.metrics().role == Role::Leader,
+            is_controller: self.broker.meta_group().metrics().role == Role::Leader,
             nodes_alive: state.nodes.keys().filter(|n| self.is_alive(**n)).count() as u64,
         }
     }
@@ -234,7 +237,7 @@ impl Node {
             },
             store,
             Arc::new(transport.clone()),
-            registry.clone(),
+            registry,
             cluster_view,
             stop_rx.clone(),
             meta_machine,
@@ -251,9 +254,7 @@ impl Node {
             limits: cfg.limits.clone(),
             advertise_client,
             advertise_cluster,
-            meta: broker.meta_group().clone(),
             broker: broker.clone(),
-            registry,
             cluster_tls,
             metrics: Metrics::default(),
             registered,

@@ -59,7 +59,7 @@ async fn pass(shared: &Shared) {
             continue;
         }
         for (partition, p) in t.partitions.iter().enumerate() {
-            let Some(group) = shared.registry.get(p.group) else {
+            let Some(group) = shared.partition_group(p.group) else {
                 continue; // Not a replica here, or not opened yet.
             };
             let timeout = Duration::from_millis(PURGE_TIMEOUT_MS);

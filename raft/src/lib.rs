@@ -108,7 +108,7 @@ pub use log_store::{
     Durability, NodeStore, RECORD_BATCH_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 pub use machine::{AppliedBatch, EntryId, LogOnly, StateMachine};
-pub use network::{RpcKind, Transport, TransportError};
+pub use network::{NoPeers, RpcKind, Transport, TransportError};
 pub use state_machine::{AppliedState, GroupKind};
 pub use types::{
     Applied, GroupId, LocalAck, LocalAckResult, METADATA_GROUP, NodeId, Proposal, RecordBatch,

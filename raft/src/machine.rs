@@ -51,8 +51,9 @@ pub trait StateMachine: Send + Sync + 'static {
     /// where a machine publishes its new state to readers.
     fn publish(&mut self) {}
 
-    /// The whole state as a snapshot image.
-    fn snapshot(&self) -> Vec<u8>;
+    /// The whole state as a snapshot image. An error fails the snapshot build (never an
+    /// empty image that would restore as an empty state).
+    fn snapshot(&self) -> std::io::Result<Vec<u8>>;
 
     /// Replaces the whole state with a snapshot image made by [`StateMachine::snapshot`]
     /// (on any replica). A malformed image is an error: the group stops rather than run
@@ -72,8 +73,8 @@ impl StateMachine for LogOnly {
         Bytes::new()
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        Vec::new()
+    fn snapshot(&self) -> std::io::Result<Vec<u8>> {
+        Ok(Vec::new())
     }
 
     fn restore(&mut self, _: &[u8]) -> std::io::Result<()> {

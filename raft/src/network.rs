@@ -102,6 +102,46 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Bytes, TransportError>>;
 }
 
+/// A transport for a node with no peers (a single-node group, an embedded broker,
+/// tests): every RPC is `Unreachable`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoPeers;
+
+impl NoPeers {
+    fn unreachable(target: NodeId) -> BoxFuture<'static, Result<Bytes, TransportError>> {
+        Box::pin(async move {
+            Err(TransportError::Unreachable {
+                target,
+                reason: "this node has no peers".into(),
+            })
+        })
+    }
+}
+
+impl Transport for NoPeers {
+    fn send(
+        &self,
+        target: NodeId,
+        _: GroupId,
+        _: RpcKind,
+        _: Bytes,
+        _: Duration,
+    ) -> BoxFuture<'static, Result<Bytes, TransportError>> {
+        Self::unreachable(target)
+    }
+
+    fn send_snapshot(
+        &self,
+        target: NodeId,
+        _: GroupId,
+        _: Bytes,
+        _: Bytes,
+        _: Duration,
+    ) -> BoxFuture<'static, Result<Bytes, TransportError>> {
+        Self::unreachable(target)
+    }
+}
+
 /// The head of a snapshot transfer: who sends it and what it covers.
 #[derive(Serialize, serde::Deserialize)]
 pub(crate) struct SnapshotHead {

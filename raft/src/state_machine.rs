@@ -241,8 +241,9 @@ impl GroupStateMachine {
 /// Builds a snapshot from a copy of the state taken when the builder was made.
 pub struct SnapshotBuilder {
     state: Inner,
-    /// The application machine's image, taken with `state`.
-    app: Vec<u8>,
+    /// The application machine's image (or why it could not be made), taken with
+    /// `state`.
+    app: io::Result<Vec<u8>>,
     snapshot: Arc<std::sync::Mutex<Option<Snapshot>>>,
     snapshot_path: Option<PathBuf>,
 }
@@ -253,7 +254,7 @@ impl RaftSnapshotBuilder<NeoRaft> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let body = SnapshotBody {
             next_offset: self.state.next_offset,
-            app: std::mem::take(&mut self.app),
+            app: std::mem::replace(&mut self.app, Ok(Vec::new()))?,
         };
         let data =
             codec::encode(&body).map_err(|e| io::Error::other(format!("encode_snapshot: {e}")))?;

@@ -70,9 +70,8 @@ impl StateMachine for MetaMachine {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        // A `MetaState` is plain maps of strings and integers: encoding cannot fail.
-        qiss::to_vec(&self.state).unwrap_or_default()
+    fn snapshot(&self) -> std::io::Result<Vec<u8>> {
+        crate::error::encode_image("metadata image", &self.state)
     }
 
     fn restore(&mut self, image: &[u8]) -> std::io::Result<()> {
@@ -132,7 +131,7 @@ mod tests {
         m.publish();
         assert_eq!(view.borrow().nodes.len(), 1);
 
-        let image = m.snapshot();
+        let image = m.snapshot().unwrap();
         let (mut copy, copy_view) = MetaMachine::new();
         copy.restore(&image).unwrap();
         copy.publish();

@@ -82,12 +82,11 @@ impl StateMachine for PartitionMachine {
         Bytes::new()
     }
 
-    fn snapshot(&self) -> Vec<u8> {
+    fn snapshot(&self) -> std::io::Result<Vec<u8>> {
         let image = PartitionImage {
             producers: lock(&self.producers).image(),
         };
-        // Plain data: encoding cannot fail.
-        qiss::to_vec(&image).unwrap_or_default()
+        crate::error::encode_image("partition image", &image)
     }
 
     fn restore(&mut self, image: &[u8]) -> std::io::Result<()> {

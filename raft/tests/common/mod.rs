@@ -6,49 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::future::BoxFuture;
-use neo_raft::{
-    GroupConfig, GroupId, GroupKind, NodeId, NodeStore, RaftGroup, RaftTiming, Role, RpcKind,
-    Transport, TransportError,
-};
+use neo_raft::{GroupConfig, GroupId, GroupKind, NodeStore, RaftGroup, RaftTiming, Role};
 
-/// A transport for groups that have no peers: every RPC is `Unreachable`.
-pub struct NoPeers;
-
-impl Transport for NoPeers {
-    fn send(
-        &self,
-        target: NodeId,
-        _group: GroupId,
-        _kind: RpcKind,
-        _body: Bytes,
-        _timeout: Duration,
-    ) -> BoxFuture<'static, Result<Bytes, TransportError>> {
-        Box::pin(async move {
-            Err(TransportError::Unreachable {
-                target,
-                reason: "no peers".into(),
-            })
-        })
-    }
-
-    fn send_snapshot(
-        &self,
-        target: NodeId,
-        _group: GroupId,
-        _head: Bytes,
-        _data: Bytes,
-        _timeout: Duration,
-    ) -> BoxFuture<'static, Result<Bytes, TransportError>> {
-        Box::pin(async move {
-            Err(TransportError::Unreachable {
-                target,
-                reason: "no peers".into(),
-            })
-        })
-    }
-}
+pub use neo_raft::NoPeers;
 
 /// Opens partition group `group` of node 1 on `store`, with no peers.
 pub async fn open_partition(store: &NodeStore, group: GroupId) -> Arc<RaftGroup> {
