@@ -369,14 +369,14 @@ async fn single_node_create_produce_fetch_and_errors() {
         .expect_err("out of range");
     assert_eq!(code(&e), Some(ErrorCode::OffsetOutOfRange));
     let e = client
-        .call::<_, JoinGroupResponse>(
+        .call::<_, QueueReceiveResponse>(
             BROKER_SERVICE,
-            "join_group",
-            &JoinGroupRequest {
-                group: "g".into(),
-                member_id: None,
-                topics: vec![],
-                session_timeout_ms: 1,
+            "queue_receive",
+            &QueueReceiveRequest {
+                queue: "q".into(),
+                messages_max: 1,
+                visibility_timeout_ms: 1,
+                wait_ms_max: 0,
             },
         )
         .await

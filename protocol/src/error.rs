@@ -79,11 +79,21 @@ pub enum ErrorCode {
     /// An idempotent producer's batch was stored before, and its offset is no longer
     /// remembered (older than the producer's last batches): it is not stored again.
     DuplicateSequence = 1010,
+    /// A consumer-group member's epoch is stale, or the coordinator no longer knows the
+    /// member (its session timed out, it left): its heartbeats and commits are refused
+    /// and it must join again.
+    FencedMember = 1011,
+    /// Retriable after finding the coordinator again: this node does not coordinate the
+    /// group; the details carry the coordinator's address when known.
+    NotCoordinator = 1012,
+    /// The operation needs a group without members (delete, reset offsets, a commit
+    /// from outside the membership).
+    GroupNotEmpty = 1013,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order (for docs, tests and exhaustive tables).
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::Malformed,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -109,6 +119,9 @@ impl ErrorCode {
         ErrorCode::NotEnoughReplicas,
         ErrorCode::StaleGeneration,
         ErrorCode::DuplicateSequence,
+        ErrorCode::FencedMember,
+        ErrorCode::NotCoordinator,
+        ErrorCode::GroupNotEmpty,
     ];
 
     /// The stable wire number.
@@ -130,6 +143,7 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::NotLeader
                 | ErrorCode::NotEnoughReplicas
+                | ErrorCode::NotCoordinator
         )
     }
 }

@@ -77,6 +77,31 @@ pub const BROKER_METHODS: &[(u16, &str, &str, &str)] = &[
     ),
     (14, "queue_ack", "QueueAckRequest", "QueueAckResponse"),
     (15, "queue_nack", "QueueNackRequest", "QueueNackResponse"),
+    (
+        16,
+        "find_coordinator",
+        "FindCoordinatorRequest",
+        "FindCoordinatorResponse",
+    ),
+    (17, "list_groups", "ListGroupsRequest", "ListGroupsResponse"),
+    (
+        18,
+        "describe_group",
+        "DescribeGroupRequest",
+        "GroupDescription",
+    ),
+    (
+        19,
+        "delete_group",
+        "DeleteGroupRequest",
+        "DeleteGroupResponse",
+    ),
+    (
+        20,
+        "list_offsets",
+        "ListOffsetsRequest",
+        "ListOffsetsResponse",
+    ),
 ];
 
 /// The wire id of a broker method by name.
@@ -183,56 +208,111 @@ mod tests {
             partitions: vec![],
             configs: vec![],
         });
+        let tp = || TopicPartitions {
+            topic: "a".into(),
+            partitions: vec![0, 1],
+        };
+        round_trip(FindCoordinatorRequest { group: "g".into() });
+        round_trip(FindCoordinatorResponse {
+            node_id: 2,
+            address: "127.0.0.1:7070".into(),
+        });
         round_trip(JoinGroupRequest {
             group: "g".into(),
-            member_id: None,
+            instance_id: Some("i".into()),
+            client_id: "c".into(),
             topics: vec!["a".into()],
             session_timeout_ms: 10_000,
         });
         round_trip(JoinGroupResponse {
             member_id: "m".into(),
-            generation: 2,
-            assignment: vec![TopicPartitions {
-                topic: "a".into(),
-                partitions: vec![0, 1],
-            }],
+            member_epoch: 2,
+            assignment: vec![tp()],
+            heartbeat_interval_ms: 1000,
+            session_timeout_ms: 10_000,
         });
         round_trip(GroupHeartbeatRequest {
             group: "g".into(),
             member_id: "m".into(),
-            generation: 2,
+            member_epoch: 2,
+            owned: vec![tp()],
+            topics: Some(vec!["a".into()]),
+            wait_ms: 3000,
         });
-        round_trip(GroupHeartbeatResponse { rebalance: true });
+        round_trip(GroupHeartbeatResponse {
+            member_epoch: 3,
+            assignment: vec![],
+            heartbeat_interval_ms: 1000,
+        });
         round_trip(LeaveGroupRequest {
             group: "g".into(),
             member_id: "m".into(),
+            member_epoch: 3,
         });
         round_trip(LeaveGroupResponse {});
         round_trip(CommitOffsetsRequest {
             group: "g".into(),
-            member_id: "m".into(),
-            generation: 2,
-            offsets: vec![PartitionOffset {
-                topic: "a".into(),
-                partition: 0,
-                offset: 5,
-            }],
+            member_id: Some("m".into()),
+            member_epoch: 2,
+            topic: "a".into(),
+            partition: 0,
+            offset: 5,
+            metadata: "x".into(),
         });
         round_trip(CommitOffsetsResponse {});
         round_trip(FetchOffsetsRequest {
             group: "g".into(),
-            partitions: vec![TopicPartitions {
-                topic: "a".into(),
-                partitions: vec![0],
-            }],
+            topic: "a".into(),
+            partition: 0,
+            member_id: None,
+            member_epoch: 0,
         });
         round_trip(FetchOffsetsResponse {
-            offsets: vec![PartitionOffset {
-                topic: "a".into(),
-                partition: 0,
-                offset: 5,
+            offset: Some(5),
+            metadata: String::new(),
+            commit_time_ms: 1,
+            log_start_offset: 0,
+            log_end_offset: 9,
+        });
+        round_trip(ListGroupsRequest {});
+        round_trip(ListGroupsResponse {
+            groups: vec![GroupListing {
+                name: "g".into(),
+                state: "stable".into(),
+                members: 1,
             }],
         });
+        round_trip(DescribeGroupRequest { group: "g".into() });
+        round_trip(GroupDescription {
+            name: "g".into(),
+            state: "stable".into(),
+            group_epoch: 4,
+            members: vec![MemberDescription {
+                member_id: "m".into(),
+                instance_id: None,
+                client_id: "c".into(),
+                host: "127.0.0.1:5000".into(),
+                member_epoch: 4,
+                topics: vec!["a".into()],
+                assignment: vec![tp()],
+                pending: vec![],
+            }],
+            topics: vec!["a".into()],
+        });
+        round_trip(DeleteGroupRequest { group: "g".into() });
+        round_trip(DeleteGroupResponse {});
+        for spec in [
+            OffsetSpec::Earliest,
+            OffsetSpec::Latest,
+            OffsetSpec::Timestamp(-5),
+        ] {
+            round_trip(ListOffsetsRequest {
+                topic: "a".into(),
+                partition: 1,
+                spec,
+            });
+        }
+        round_trip(ListOffsetsResponse { offset: 7 });
         round_trip(QueueReceiveRequest {
             queue: "q".into(),
             messages_max: 10,
