@@ -83,7 +83,13 @@ impl Embedded {
             }));
         }
         let b = broker.clone();
-        let reconcile = tokio::spawn(async move { b.reconcile(stop_rx).await });
+        let duties_stop = stop_rx.clone();
+        let reconcile = tokio::spawn(async move {
+            // The group duties (evictions, expiry) run beside the reconciler and stop
+            // with it.
+            let duties = b.group_duties(duties_stop);
+            tokio::join!(b.reconcile(stop_rx), duties);
+        });
         Ok(Embedded {
             broker,
             stop,

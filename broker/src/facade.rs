@@ -37,6 +37,9 @@ pub struct BrokerLimits {
     pub batch_bytes_max: usize,
     /// Most partitions a topic may be created with.
     pub partitions_per_topic_max: u32,
+    /// A consumer group without members for this long is deleted with its committed
+    /// offsets (`offsets.retention.ms`), in milliseconds.
+    pub offsets_retention_ms: u64,
     /// Longest a fetch may wait for data, in milliseconds.
     pub fetch_wait_ms_max: u32,
     /// Most bytes one fetch answers with.
@@ -51,6 +54,7 @@ impl Default for BrokerLimits {
         BrokerLimits {
             batch_bytes_max: neo_raft::RECORD_BATCH_BYTES_MAX,
             partitions_per_topic_max: 1024,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
             fetch_wait_ms_max: 30_000,
             fetch_bytes_max: 8 * 1024 * 1024,
             produce_timeout_ms_max: 30_000,
@@ -120,6 +124,8 @@ pub struct Broker {
     pub(crate) cluster: Arc<dyn Cluster>,
     /// Turns `true` once: the node is shutting down (long polls return at once).
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The group coordinator's soft state (used while this node leads the metadata).
+    pub(crate) coordinator: crate::groups::coordinator::Coordinator,
 }
 
 impl Broker {
@@ -164,6 +170,7 @@ impl Broker {
             partitions: RwLock::default(),
             cluster,
             shutdown,
+            coordinator: Default::default(),
         }))
     }
 

@@ -24,10 +24,11 @@
 //! | module | role |
 //! |---|---|
 //! | [`meta`] | the metadata group's state ([`meta::MetaState`]: nodes, topics, partitions, replica sets) and its machine ([`meta::MetaMachine`]) with the [`meta::MetaView`] readers watch; `propose` and `linearizable` reads |
-//! | [`partition`] | a partition replica: its machine ([`partition::PartitionMachine`]: the idempotent-producer table; the home of committed offsets and queue deliveries) and [`partition::Partition`], whose `append` is the leader's idempotence gate |
+//! | [`partition`] | a partition replica: its machine ([`partition::PartitionMachine`]: the idempotent-producer table and committed offsets with their fences ([`partition::offsets`]); planned: queue deliveries) and [`partition::Partition`], whose `append` is the leader's idempotence gate |
 //! | [`placement`] | pure placement: spread replica sets and preferred leaders; leader moves back to preferred leaders |
 //! | `facade` | [`Broker`]: the metadata replica, the partitions hosted here, lookups, open/close of partitions, and the operations |
-//! | `ops` | one file per operation (`produce`, `fetch`, `metadata`, `create_topic`, `delete_topic`, `list_topics`, `describe_topic`) and the mapping of every internal error to the wire's typed `RpcError` |
+//! | [`groups`] | consumer groups: the sticky [`groups::assignor`], the replicated membership rules ([`groups::state`], inside [`meta::MetaState`]), the coordinator's soft state and duties (evictions, expiry, offsets of deleted groups) |
+//! | `ops` | one file per operation (`produce`, `fetch`, `metadata`, topic admin, the group methods) and the mapping of every internal error to the wire's typed `RpcError` |
 //! | `reconcile` | keeps the partition replicas hosted here in step with the applied metadata ([`Broker::reconcile`]) |
 //! | `embedded` | [`Embedded`]: a single-node broker in the process over real storage, no sockets (tests, embedding), over `neo_raft::NoPeers` |
 //! | `error` | the crate's internal [`Error`] |
@@ -75,6 +76,7 @@
 mod embedded;
 mod error;
 mod facade;
+pub mod groups;
 pub mod meta;
 mod ops;
 pub mod partition;
@@ -87,11 +89,14 @@ pub use facade::{
     Broker, BrokerConfig, BrokerLimits, Cluster, METADATA_SNAPSHOT_EVERY_ENTRIES, PeerAddressError,
     SingleNode,
 };
+pub use groups::GroupLag;
 pub use neo_security::SecurityContext;
 pub use ops::create_topic::{
     RETENTION_BYTES, RETENTION_MS, Retention, check_topic_name, parse_topic_configs,
 };
 pub use ops::fetch::{committed_prefix, read_committed};
+pub use ops::heartbeat_group::HEARTBEAT_WAIT_MS_MAX;
+pub use ops::join_group::SESSION_TIMEOUT_MS_DEFAULT;
 pub use ops::metadata::CLUSTER_ID;
 pub use ops::produce::OFFSET_UNKNOWN;
 

@@ -135,6 +135,7 @@ settings! {
     cluster_tls_key, "NEO_CLUSTER_TLS_KEY", "FILE", "Cluster mTLS: this node's private key, PEM";
     cluster_tls_ca, "NEO_CLUSTER_TLS_CA", "FILE", "Cluster mTLS: the cluster CA certificate(s), PEM; peers must present a certificate it signed";
     cluster_tls_server_name, "NEO_CLUSTER_TLS_SERVER_NAME", "NAME", "Cluster mTLS: check every peer's certificate against this DNS name instead of the host of its address";
+    offsets_retention_ms, "NEO_OFFSETS_RETENTION_MS", "MS", "A consumer group without members for this long is deleted with its committed offsets (default 604800000 = 7 days)";
     leader_balance_ms, "NEO_LEADER_BALANCE_MS", "MS", "Period of leader balancing: partitions led here go back to their preferred replica; 0 turns it off (default 5000)";
 }
 
@@ -189,6 +190,9 @@ pub struct Limits {
     /// Period of leader balancing (each leader hands its partitions back to their
     /// preferred replica once that replica is alive and caught up); 0 turns it off.
     pub leader_balance_ms: u64,
+    /// A consumer group without members for this long is deleted with its committed
+    /// offsets (`offsets.retention.ms`).
+    pub offsets_retention_ms: u64,
 }
 
 impl Default for Limits {
@@ -208,6 +212,7 @@ impl Default for Limits {
             retention_check_ms: 30_000,
             segment_bytes: 256 * 1024 * 1024,
             leader_balance_ms: 5_000,
+            offsets_retention_ms: b.offsets_retention_ms,
         }
     }
 }
@@ -552,6 +557,13 @@ impl Config {
                 300_000,
             )? as u32,
             http_connections_max: d.http_connections_max,
+            offsets_retention_ms: num(
+                "offsets_retention_ms",
+                &l.offsets_retention_ms,
+                d.offsets_retention_ms,
+                1_000,
+                u64::MAX / 2,
+            )?,
             retention_check_ms: num(
                 "retention_check_ms",
                 &l.retention_check_ms,

@@ -68,6 +68,10 @@ pub(crate) struct Metrics {
     pub(crate) fetch_errors: AtomicU64,
     pub(crate) fetch_bytes: AtomicU64,
     pub(crate) admin_requests: AtomicU64,
+    /// Consumer-group requests (membership and offsets).
+    pub(crate) group_requests: AtomicU64,
+    /// Consumer-group requests answered with an error.
+    pub(crate) group_errors: AtomicU64,
     /// Retention purges asked of partition replicas here.
     pub(crate) retention_purges: AtomicU64,
     /// Retention attempts that failed (logged; the next pass retries).
@@ -87,6 +91,19 @@ pub(crate) struct Gauges {
     pub(crate) log_bytes: u64,
     pub(crate) is_controller: bool,
     pub(crate) nodes_alive: u64,
+    /// Every group's committed offset and log end on the partitions led here.
+    pub(crate) group_lags: Vec<neo_broker::GroupLag>,
+    /// Members per group (filled on the coordinator only).
+    pub(crate) group_members: Vec<(String, u64)>,
+    /// Membership changes this node made as coordinator, by group.
+    pub(crate) group_rebalances: std::collections::BTreeMap<String, u64>,
+}
+
+/// A label value escaped for the text format.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -177,6 +194,18 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "neo_group_requests_total",
+            "Consumer-group requests received (membership and offsets).",
+            &self.group_requests,
+        );
+        counter(
+            &mut out,
+            "neo_group_errors_total",
+            "Consumer-group requests answered with an error.",
+            &self.group_errors,
+        );
+        counter(
+            &mut out,
             "neo_retention_purges_total",
             "Retention purges of partition replica logs on this node.",
             &self.retention_purges,
@@ -244,7 +273,50 @@ impl Metrics {
             "Client connections that sent a request in the last 60 s.",
             self.active_connections() as u64,
         );
+        render_groups(&mut out, g);
         out
+    }
+}
+
+/// The consumer-group series: lag per partition (on its leader), members and
+/// rebalances per group (on the coordinator).
+fn render_groups(out: &mut String, g: &Gauges) {
+    let _ = writeln!(
+        out,
+        "# HELP neo_group_lag Records between a group's committed offset and the log end \
+         (reported by the partition's leader)."
+    );
+    let _ = writeln!(out, "# TYPE neo_group_lag gauge");
+    for l in &g.group_lags {
+        let _ = writeln!(
+            out,
+            "neo_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+            label(&l.group),
+            label(&l.topic),
+            l.partition,
+            l.log_end.saturating_sub(l.committed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP neo_group_members Members of a group (reported by the group coordinator)."
+    );
+    let _ = writeln!(out, "# TYPE neo_group_members gauge");
+    for (name, n) in &g.group_members {
+        let _ = writeln!(out, "neo_group_members{{group=\"{}\"}} {n}", label(name));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP neo_group_rebalances_total Membership changes (joins, leaves, evictions, \
+         subscription changes) this node made as coordinator."
+    );
+    let _ = writeln!(out, "# TYPE neo_group_rebalances_total counter");
+    for (name, n) in &g.group_rebalances {
+        let _ = writeln!(
+            out,
+            "neo_group_rebalances_total{{group=\"{}\"}} {n}",
+            label(name)
+        );
     }
 }
 
@@ -265,6 +337,15 @@ mod tests {
             log_bytes: 10,
             is_controller: true,
             nodes_alive: 1,
+            group_lags: vec![neo_broker::GroupLag {
+                group: "g\"1".into(),
+                topic: "t".into(),
+                partition: 2,
+                committed: 5,
+                log_end: 9,
+            }],
+            group_members: vec![("g\"1".into(), 3)],
+            group_rebalances: [("g\"1".to_string(), 4)].into(),
         });
         assert!(text.contains("neo_produce_requests_total 3"));
         assert!(text.contains("neo_produce_latency_seconds_bucket{le=\"0.0001\"} 1"));
@@ -272,5 +353,8 @@ mod tests {
         assert!(text.contains("neo_produce_latency_seconds_bucket{le=\"+Inf\"} 3"));
         assert!(text.contains("neo_produce_latency_seconds_count 3"));
         assert!(text.contains("neo_partitions_led 1"));
+        assert!(text.contains("neo_group_lag{group=\"g\\\"1\",topic=\"t\",partition=\"2\"} 4"));
+        assert!(text.contains("neo_group_members{group=\"g\\\"1\"} 3"));
+        assert!(text.contains("neo_group_rebalances_total{group=\"g\\\"1\"} 4"));
     }
 }

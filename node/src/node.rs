@@ -129,6 +129,18 @@ impl Shared {
             log_bytes: groups.iter().map(|g| g.log_size_bytes()).sum(),
             is_controller: self.broker.meta_group().metrics().role == Role::Leader,
             nodes_alive: state.nodes.keys().filter(|n| self.is_alive(**n)).count() as u64,
+            group_lags: self.broker.group_lags(),
+            group_members: if self.broker.meta_group().metrics().role == Role::Leader {
+                state
+                    .groups
+                    .groups
+                    .iter()
+                    .map(|(n, g)| (n.clone(), g.members.len() as u64))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            group_rebalances: self.broker.group_rebalances(),
         }
     }
 }
@@ -141,6 +153,7 @@ fn broker_limits(l: &Limits) -> BrokerLimits {
         fetch_wait_ms_max: l.fetch_wait_ms_max,
         fetch_bytes_max: l.fetch_bytes_max,
         produce_timeout_ms_max: l.produce_timeout_ms_max,
+        offsets_retention_ms: l.offsets_retention_ms,
     }
 }
 
@@ -275,6 +288,8 @@ impl Node {
         )));
         let (b, until) = (broker.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move { b.reconcile(until).await }));
+        let (b, until) = (broker.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move { b.group_duties(until).await }));
         tasks.push(tokio::spawn(crate::retention::run(
             shared.clone(),
             stop_rx.clone(),

@@ -75,7 +75,14 @@ impl StateMachine for MetaMachine {
     }
 
     fn restore(&mut self, image: &[u8]) -> std::io::Result<()> {
-        self.state = crate::error::decode_image("metadata image", image)?;
+        self.state = match crate::error::decode_image("metadata image", image) {
+            Ok(state) => state,
+            // An image from before consumer groups existed.
+            Err(e) => match qiss::from_slice::<state::MetaStateV1>(image) {
+                Ok(old) => old.into(),
+                Err(_) => return Err(e),
+            },
+        };
         self.changed = true;
         Ok(())
     }

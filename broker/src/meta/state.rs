@@ -5,13 +5,16 @@
 //! in the same order, so a command that is refused (topic exists, unknown node) is refused
 //! identically everywhere and is answered with a typed [`MetaError`], never a panic.
 //!
-//! Planned: consumer groups, users and ACLs.
+//! Consumer-group membership ([`Groups`], rules in `crate::groups::state`) lives here
+//! too. Planned: users and ACLs.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use neo_raft::{GroupId, METADATA_GROUP, NodeId};
+
+use crate::groups::state::{GroupCommand, GroupError, Groups};
 
 /// Longest topic name accepted, in bytes.
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
@@ -57,6 +60,8 @@ pub enum MetaCommand {
         /// Topic name.
         name: String,
     },
+    /// Changes a consumer group's membership (proposed by its coordinator).
+    Group(GroupCommand),
 }
 
 /// The answer to a [`MetaCommand`].
@@ -102,6 +107,9 @@ pub enum MetaError {
         /// How many replicas it hosts.
         replicas: usize,
     },
+    /// A consumer-group command was refused.
+    #[error(transparent)]
+    Group(#[from] GroupError),
     /// The command's arguments break a limit or are malformed.
     #[error("invalid command: {reason}")]
     Invalid {
@@ -156,6 +164,28 @@ pub struct MetaState {
     /// The next partition group id to hand out (group ids are never reused, so that a
     /// deleted partition's stale replicas can never join a new group).
     pub next_group: GroupId,
+    /// Consumer groups: members, epochs, assignments.
+    pub groups: Groups,
+}
+
+/// The metadata image before consumer groups existed (snapshots written by earlier
+/// releases still restore).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct MetaStateV1 {
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    topics: BTreeMap<String, TopicInfo>,
+    next_group: GroupId,
+}
+
+impl From<MetaStateV1> for MetaState {
+    fn from(v: MetaStateV1) -> MetaState {
+        MetaState {
+            nodes: v.nodes,
+            topics: v.topics,
+            next_group: v.next_group,
+            groups: Groups::default(),
+        }
+    }
 }
 
 impl MetaState {
@@ -259,13 +289,32 @@ impl MetaState {
                         retention_bytes: *retention_bytes,
                     },
                 );
+                let counts = self.partition_counts();
+                self.groups.topic_changed(name, &counts);
                 Ok(MetaResponse::TopicCreated { first_group })
             }
             MetaCommand::DeleteTopic { name } => match self.topics.remove(name) {
-                Some(_) => Ok(MetaResponse::Done),
+                Some(_) => {
+                    let counts = self.partition_counts();
+                    self.groups.topic_changed(name, &counts);
+                    Ok(MetaResponse::Done)
+                }
                 None => Err(MetaError::UnknownTopic { name: name.clone() }),
             },
+            MetaCommand::Group(cmd) => {
+                let counts = self.partition_counts();
+                self.groups.apply(cmd, &counts)?;
+                Ok(MetaResponse::Done)
+            }
         }
+    }
+
+    /// Every topic's partition count.
+    pub fn partition_counts(&self) -> BTreeMap<String, u32> {
+        self.topics
+            .iter()
+            .map(|(name, t)| (name.clone(), t.partitions.len() as u32))
+            .collect()
     }
 
     /// How many partition replicas `node_id` hosts.

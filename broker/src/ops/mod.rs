@@ -10,11 +10,31 @@
 //! | `delete_topic` | `delete_topic.rs` | metadata leader (else `NotLeader` + hint) |
 //! | `list_topics` | `list_topics.rs` | any node (linearizable on the leader) |
 //! | `describe_topic` | `describe_topic.rs` | any node (its applied metadata) |
+//! | `find_coordinator` | `find_coordinator.rs` | any node (names the metadata leader) |
+//! | `join_group` | `join_group.rs` | group coordinator (else `NotCoordinator` + hint) |
+//! | `heartbeat_group` | `heartbeat_group.rs` | group coordinator (held until news) |
+//! | `leave_group` | `leave_group.rs` | group coordinator |
+//! | `delete_group` | `delete_group.rs` | group coordinator |
+//! | `list_groups` | `list_groups.rs` | any node (its applied metadata) |
+//! | `describe_group` | `describe_group.rs` | any node (its applied metadata) |
+//! | `commit_offsets` | `commit_offsets.rs` | partition leader (partition Raft group) |
+//! | `fetch_offsets` | `fetch_offsets.rs` | partition leader (a member's takeover fences) |
+//! | `list_offsets` | `list_offsets.rs` | partition leader |
 
+pub(crate) mod commit_offsets;
 pub(crate) mod create_topic;
+pub(crate) mod delete_group;
 pub(crate) mod delete_topic;
+pub(crate) mod describe_group;
 pub(crate) mod describe_topic;
 pub(crate) mod fetch;
+pub(crate) mod fetch_offsets;
+pub(crate) mod find_coordinator;
+pub(crate) mod heartbeat_group;
+pub(crate) mod join_group;
+pub(crate) mod leave_group;
+pub(crate) mod list_groups;
+pub(crate) mod list_offsets;
 pub(crate) mod list_topics;
 pub(crate) mod metadata;
 pub(crate) mod produce;
@@ -24,6 +44,8 @@ use neo_raft::NodeId;
 
 use crate::error::Error;
 use crate::facade::{Broker, Lookup};
+use crate::groups::state::GroupError;
+use crate::meta::MetaError;
 
 /// `NotLeader` pointing at `leader`'s advertised client address (no hint if unknown).
 pub(crate) fn not_leader(b: &Broker, leader: Option<NodeId>, what: &str) -> RpcError {
@@ -115,5 +137,28 @@ pub(crate) fn broker_error(b: &Broker, e: Error, what: &str) -> RpcError {
             RpcError::new(ErrorCode::DuplicateSequence, format!("{what}: {e}"))
         }
         Error::Codec { .. } => RpcError::internal(format!("{what}: {e}")),
+    }
+}
+
+/// The wire error of a refused group command.
+pub(crate) fn group_error(e: GroupError) -> RpcError {
+    let code = match &e {
+        GroupError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
+        GroupError::UnknownMember { .. } => ErrorCode::FencedMember,
+        GroupError::NotEmpty { .. } => ErrorCode::GroupNotEmpty,
+        GroupError::Full { .. } | GroupError::Invalid { .. } => ErrorCode::InvalidArgument,
+    };
+    RpcError::new(code, e.to_string())
+}
+
+/// The wire error of a refused metadata command.
+pub(crate) fn meta_error(e: MetaError) -> RpcError {
+    match e {
+        MetaError::Group(g) => group_error(g),
+        MetaError::TopicExists { .. } => {
+            RpcError::new(ErrorCode::TopicAlreadyExists, e.to_string())
+        }
+        MetaError::UnknownTopic { .. } => RpcError::new(ErrorCode::UnknownTopic, e.to_string()),
+        other => RpcError::invalid_argument(other.to_string()),
     }
 }

@@ -1,6 +1,7 @@
 //! A partition replica as the broker sees it: its Raft group, the application state kept
-//! next to its log ([`PartitionMachine`]: the idempotent-producer table today; the home
-//! of committed offsets and queue deliveries), and the leader-side write gate
+//! next to its log ([`PartitionMachine`]: the idempotent-producer table and the consumer
+//! groups' committed offsets ([`offsets`]); planned: queue deliveries), and the
+//! leader-side write gate
 //! ([`Partition::append`]) that keeps an idempotent producer's retries from being
 //! stored twice.
 //!
@@ -17,6 +18,7 @@
 //! batch may still commit: a retry meanwhile waits for it instead of storing a second
 //! copy.
 
+pub mod offsets;
 pub mod producers;
 
 use std::collections::HashMap;
@@ -32,6 +34,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::lock;
+use offsets::{OffsetError, OffsetTable, PartitionAnswer, PartitionCommand};
 use producers::{ProducedBatch, ProducerTable, ProducerTableImage, Seen};
 
 /// Bound on a new leader's wait until its whole log is applied before its first
@@ -41,22 +44,35 @@ const DEDUP_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The state a partition's machine and its leader's write gate share.
 pub(crate) type SharedProducers = Arc<Mutex<ProducerTable>>;
 
+/// The committed offsets a partition's machine and its handle share.
+pub(crate) type SharedOffsets = Arc<Mutex<OffsetTable>>;
+
 /// The snapshot image of a partition's application state (its records are the log).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PartitionImage {
     /// The idempotent producers' latest batches.
     producers: ProducerTableImage,
+    /// Consumer groups' committed offsets.
+    offsets: OffsetTable,
+}
+
+/// The image before committed offsets existed (snapshots of earlier releases restore).
+#[derive(Debug, Clone, Default, Deserialize)]
+struct PartitionImageV1 {
+    producers: ProducerTableImage,
 }
 
 /// A partition group's [`StateMachine`]: records every applied stamped batch in the
-/// producer table, in log order, on every replica.
+/// producer table and applies offset commands to the offset table, in log order, on
+/// every replica.
 pub struct PartitionMachine {
     producers: SharedProducers,
+    offsets: SharedOffsets,
 }
 
 impl PartitionMachine {
-    fn new(producers: SharedProducers) -> PartitionMachine {
-        PartitionMachine { producers }
+    fn new(producers: SharedProducers, offsets: SharedOffsets) -> PartitionMachine {
+        PartitionMachine { producers, offsets }
     }
 }
 
@@ -76,22 +92,39 @@ impl StateMachine for PartitionMachine {
         }
     }
 
-    fn apply_command(&mut self, _: EntryId, _: &[u8]) -> Bytes {
-        // No partition command exists yet (committed offsets and queue deliveries will
-        // be the first): an empty answer, the same on every replica.
-        Bytes::new()
+    fn apply_command(&mut self, _: EntryId, command: &[u8]) -> Bytes {
+        let answer = match qiss::from_slice::<PartitionCommand>(command) {
+            Ok(cmd) => lock(&self.offsets).apply(&cmd),
+            // Refused the same way on every replica: the bytes are the same everywhere.
+            Err(e) => PartitionAnswer::Refused(OffsetError::Invalid {
+                reason: format!("undecodable partition command: {e}"),
+            }),
+        };
+        // Plain data: encoding cannot fail.
+        Bytes::from(qiss::to_vec(&answer).unwrap_or_default())
     }
 
     fn snapshot(&self) -> std::io::Result<Vec<u8>> {
         let image = PartitionImage {
             producers: lock(&self.producers).image(),
+            offsets: lock(&self.offsets).clone(),
         };
         crate::error::encode_image("partition image", &image)
     }
 
     fn restore(&mut self, image: &[u8]) -> std::io::Result<()> {
-        let image: PartitionImage = crate::error::decode_image("partition image", image)?;
+        let image: PartitionImage = match crate::error::decode_image("partition image", image) {
+            Ok(image) => image,
+            Err(e) => match qiss::from_slice::<PartitionImageV1>(image) {
+                Ok(old) => PartitionImage {
+                    producers: old.producers,
+                    offsets: OffsetTable::default(),
+                },
+                Err(_) => return Err(e),
+            },
+        };
         *lock(&self.producers) = ProducerTable::from_image(image.producers);
+        *lock(&self.offsets) = image.offsets;
         Ok(())
     }
 }
@@ -135,6 +168,7 @@ pub enum WriteAck {
 pub struct Partition {
     group: Arc<RaftGroup>,
     producers: SharedProducers,
+    offsets: SharedOffsets,
     /// Stamped batches proposed by this replica and not yet finished.
     inflight: Inflight,
     /// The term in which this replica, as leader, last caught its state machine up to
@@ -147,9 +181,10 @@ impl Partition {
     /// (see [`Partition::new`]).
     pub fn machine() -> (PartitionMachine, PartitionState) {
         let producers = SharedProducers::default();
+        let offsets = SharedOffsets::default();
         (
-            PartitionMachine::new(producers.clone()),
-            PartitionState { producers },
+            PartitionMachine::new(producers.clone(), offsets.clone()),
+            PartitionState { producers, offsets },
         )
     }
 
@@ -158,6 +193,7 @@ impl Partition {
         Partition {
             group,
             producers: state.producers,
+            offsets: state.offsets,
             inflight: Arc::default(),
             dedup_term: AtomicU64::new(u64::MAX),
         }
@@ -304,6 +340,19 @@ impl Partition {
         Ok(())
     }
 
+    /// Proposes an offset command through the partition's Raft group (this replica
+    /// must lead it) and answers once it is committed and applied.
+    pub async fn offset_command(&self, cmd: &PartitionCommand) -> Result<PartitionAnswer> {
+        let bytes = qiss::to_vec(cmd).map_err(|e| Error::codec("partition command", e))?;
+        let answer = self.group.propose_command(Bytes::from(bytes)).await?;
+        qiss::from_slice(&answer).map_err(|e| Error::codec("partition answer", e))
+    }
+
+    /// Reads this replica's applied offset table.
+    pub fn with_offsets<R>(&self, f: impl FnOnce(&OffsetTable) -> R) -> R {
+        f(&lock(&self.offsets))
+    }
+
     /// The applied batch of an idempotent producer, if this replica's producer table
     /// remembers it (tests and diagnostics).
     pub fn produced_batch(
@@ -319,4 +368,5 @@ impl Partition {
 /// What a partition's machine shares with its [`Partition`] handle.
 pub struct PartitionState {
     producers: SharedProducers,
+    offsets: SharedOffsets,
 }

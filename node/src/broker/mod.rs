@@ -12,7 +12,17 @@
 //! | 5 | `delete_topic` | `Broker::delete_topic` |
 //! | 6 | `list_topics` | `Broker::list_topics` |
 //! | 7 | `describe_topic` | `Broker::describe_topic` |
-//! | 8-15 | groups, queues | `unsupported.rs`: not implemented, `UnknownMethod` |
+//! | 8 | `join_group` | `Broker::join_group` |
+//! | 9 | `heartbeat_group` | `Broker::heartbeat_group` (held up to 5 s) |
+//! | 10 | `leave_group` | `Broker::leave_group` |
+//! | 11 | `commit_offsets` | `Broker::commit_offsets` |
+//! | 12 | `fetch_offsets` | `Broker::fetch_offsets` |
+//! | 13-15 | queues | `unsupported.rs`: not implemented, `UnknownMethod` |
+//! | 16 | `find_coordinator` | `Broker::find_coordinator` |
+//! | 17 | `list_groups` | `Broker::list_groups` |
+//! | 18 | `describe_group` | `Broker::describe_group` |
+//! | 19 | `delete_group` | `Broker::delete_group` |
+//! | 20 | `list_offsets` | `Broker::list_offsets` |
 
 mod unsupported;
 
@@ -87,6 +97,25 @@ macro_rules! admin {
     };
 }
 
+/// A consumer-group method: counted, then handed to the broker.
+macro_rules! group {
+    ($shared:expr, $name:literal, $op:ident) => {
+        method(
+            $shared,
+            $name,
+            ADMIN_TIMEOUT_MS,
+            |s: Arc<Shared>, ctx: SecurityContext, req| async move {
+                s.metrics.group_requests.fetch_add(1, Ordering::Relaxed);
+                let r = s.broker.$op(&ctx, req).await;
+                if r.is_err() {
+                    s.metrics.group_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                r
+            },
+        )
+    };
+}
+
 /// The `neo.broker` service with every method, in wire-id order.
 pub(crate) fn service(shared: Arc<Shared>) -> ServiceBuilder {
     let l = &shared.limits;
@@ -100,8 +129,20 @@ pub(crate) fn service(shared: Arc<Shared>) -> ServiceBuilder {
         admin!(&shared, "delete_topic", delete_topic),
         admin!(&shared, "list_topics", list_topics),
         admin!(&shared, "describe_topic", describe_topic),
+        group!(&shared, "join_group", join_group),
+        group!(&shared, "heartbeat_group", heartbeat_group),
+        group!(&shared, "leave_group", leave_group),
+        group!(&shared, "commit_offsets", commit_offsets),
+        group!(&shared, "fetch_offsets", fetch_offsets),
     ];
     methods.extend(unsupported::methods());
+    methods.extend([
+        group!(&shared, "find_coordinator", find_coordinator),
+        group!(&shared, "list_groups", list_groups),
+        group!(&shared, "describe_group", describe_group),
+        group!(&shared, "delete_group", delete_group),
+        group!(&shared, "list_offsets", list_offsets),
+    ]);
     // Wire ids are positions: the table and the registration must agree exactly.
     assert_eq!(
         methods.iter().map(|(n, _)| *n).collect::<Vec<_>>(),

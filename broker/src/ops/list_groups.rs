@@ -1,0 +1,29 @@
+//! `list_groups`: every group with its state and member count, from this node's
+//! applied metadata (any node answers).
+
+use neo_protocol::RpcError;
+use neo_protocol::api::{GroupListing, ListGroupsRequest, ListGroupsResponse};
+use neo_security::SecurityContext;
+
+use crate::facade::Broker;
+use crate::groups::state::state_name;
+
+pub(crate) fn list_groups(
+    b: &Broker,
+    _ctx: &SecurityContext,
+    _req: ListGroupsRequest,
+) -> Result<ListGroupsResponse, RpcError> {
+    let state = b.state();
+    Ok(ListGroupsResponse {
+        groups: state
+            .groups
+            .groups
+            .iter()
+            .map(|(name, g)| GroupListing {
+                name: name.clone(),
+                state: state_name(g).to_string(),
+                members: g.members.len() as u32,
+            })
+            .collect(),
+    })
+}
