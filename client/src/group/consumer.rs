@@ -68,7 +68,9 @@ pub struct GroupConsumer {
     seen_generation: u64,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
-    listener: Option<Box<dyn RebalanceListener>>,
+    /// In a mutex only so that `GroupConsumer` is `Sync` (its `&self` futures are
+    /// `Send`) without asking listeners to be `Sync`; used through `get_mut`.
+    listener: std::sync::Mutex<Option<Box<dyn RebalanceListener>>>,
     offsets: OffsetCalls,
     commits: Commits,
     last_auto_commit: Instant,
@@ -171,7 +173,7 @@ impl GroupConsumer {
             commits: Commits::new(offsets.clone(), shared.clone()),
             shared,
             task: Some(task),
-            listener: None,
+            listener: std::sync::Mutex::new(None),
             offsets,
             last_auto_commit: Instant::now(),
         })
@@ -180,7 +182,7 @@ impl GroupConsumer {
     /// Install the assignment listener. Its callbacks run inside `poll` and `close`,
     /// so set it before the first `poll` to see the first assignment.
     pub fn set_listener(&mut self, listener: Box<dyn RebalanceListener>) {
-        self.listener = Some(listener);
+        *self.listener_mut() = Some(listener);
     }
 
     /// The group's name.
@@ -420,7 +422,7 @@ impl GroupConsumer {
         if self.config.auto_commit {
             revocation.commit_positions();
         }
-        if let Some(listener) = &mut self.listener {
+        if let Some(listener) = self.listener_mut() {
             listener.on_revoked(&mut revocation);
         }
         let result = self.commits.commit_sync(revocation.into_commits()).await;
@@ -469,7 +471,7 @@ impl GroupConsumer {
             }
         }
         if !started.is_empty() {
-            if let Some(listener) = &mut self.listener {
+            if let Some(listener) = self.listener_mut() {
                 listener.on_assigned(&started);
             }
             self.shared.set_owned(&self.owned);
@@ -500,6 +502,10 @@ impl GroupConsumer {
             },
             _ => result,
         }
+    }
+
+    fn listener_mut(&mut self) -> &mut Option<Box<dyn RebalanceListener>> {
+        self.listener.get_mut().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The positions of the owned partitions that are resolved.
@@ -571,7 +577,7 @@ impl GroupConsumer {
         self.commits.reset();
         if !lost.is_empty() {
             tracing::warn!(group = %self.group, lost = lost.len(), "membership lost; partitions dropped");
-            if let Some(listener) = &mut self.listener {
+            if let Some(listener) = self.listener_mut() {
                 listener.on_lost(&lost);
             }
         }
@@ -584,5 +590,27 @@ impl Drop for GroupConsumer {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<T: Send>(_: &T) {}
+
+    /// Never called: compiling it checks that the futures are `Send`.
+    #[allow(dead_code)]
+    async fn futures_are_send(mut consumer: GroupConsumer) {
+        send(&consumer.poll(Duration::ZERO));
+        send(&consumer.lag());
+        send(&consumer.commit_sync());
+        send(&consumer.close());
+    }
+
+    #[test]
+    fn group_consumer_can_move_between_threads() {
+        fn sync<T: Send + Sync>() {}
+        sync::<GroupConsumer>();
     }
 }

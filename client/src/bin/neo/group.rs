@@ -1,0 +1,295 @@
+//! `neo group ...` and `neo consume TOPIC --group G` (docs/cli.md, "Consumer groups").
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use neo_client::{
+    AutoOffsetReset, Client, Error, GroupAdmin, GroupConsumer, GroupConsumerConfig, GroupReport,
+    RebalanceListener, ResetTo, Revocation, TopicPartition,
+};
+
+use crate::{ConsumeArgs, Format, format_record};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupCommand {
+    /// List the groups: name, state and member count.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// A group's state, members and, per partition, committed offset, log end and lag.
+    Describe {
+        /// Group name.
+        group: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Move a group's committed offsets of a topic (only while it has no members).
+    ResetOffsets {
+        /// Group name.
+        group: String,
+        /// Topic whose partitions are reset (all of them).
+        #[arg(long)]
+        topic: String,
+        #[command(flatten)]
+        to: ResetTarget,
+    },
+    /// Delete a group without members: its membership and committed offsets.
+    Delete {
+        /// Group name.
+        group: String,
+    },
+}
+
+/// Exactly one target of `group reset-offsets`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct ResetTarget {
+    /// Each partition's first offset still stored.
+    #[arg(long)]
+    pub(crate) to_earliest: bool,
+    /// Each partition's log end (skip everything stored).
+    #[arg(long)]
+    pub(crate) to_latest: bool,
+    /// This offset, clamped to each partition's [log start, log end].
+    #[arg(long, value_name = "N")]
+    pub(crate) to_offset: Option<u64>,
+    /// The first offset whose record timestamp is at or after MS (milliseconds since
+    /// the Unix epoch); the log end if there is none.
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub(crate) to_timestamp: Option<i64>,
+}
+
+impl ResetTarget {
+    pub(crate) fn to(&self) -> ResetTo {
+        match (self.to_offset, self.to_timestamp) {
+            (Some(n), _) => ResetTo::Offset(n),
+            (_, Some(ms)) => ResetTo::Timestamp(ms),
+            _ if self.to_earliest => ResetTo::Earliest,
+            _ => ResetTo::Latest,
+        }
+    }
+}
+
+pub(crate) async fn group(client: Client, cmd: GroupCommand) -> anyhow::Result<ExitCode> {
+    let admin = GroupAdmin::new(client);
+    match cmd {
+        GroupCommand::List { format } => {
+            let groups = admin.list_groups().await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string(&groups)?),
+                Format::Text => {
+                    for g in groups {
+                        println!("{} state {} members {}", g.name, g.state, g.members);
+                    }
+                }
+            }
+        }
+        GroupCommand::Describe { group, format } => {
+            let report = admin
+                .describe(&group)
+                .await
+                .map_err(|e| anyhow::anyhow!("describe group {group:?}: {e}"))?;
+            println!("{}", format_report(&report, format)?);
+        }
+        GroupCommand::ResetOffsets { group, topic, to } => {
+            let done = admin
+                .reset_offsets(&group, &topic, to.to())
+                .await
+                .map_err(|e| anyhow::anyhow!("reset offsets of group {group:?}: {e}"))?;
+            for (partition, offset) in done {
+                println!("reset {group} {topic}/{partition} to {offset}");
+            }
+        }
+        GroupCommand::Delete { group } => {
+            admin
+                .delete_group(&group)
+                .await
+                .map_err(|e| anyhow::anyhow!("delete group {group:?}: {e}"))?;
+            println!("deleted group {group}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn or_dash<T: ToString>(value: Option<T>) -> String {
+    value.map_or("-".to_string(), |v| v.to_string())
+}
+
+/// `neo group describe` output (text: one line per group, member and partition).
+pub(crate) fn format_report(report: &GroupReport, format: Format) -> anyhow::Result<String> {
+    if format == Format::Json {
+        return Ok(serde_json::to_string(report)?);
+    }
+    let mut out = format!(
+        "group {} state {} epoch {} coordinator {} members {}\n",
+        report.group,
+        report.state,
+        report.group_epoch,
+        report.coordinator,
+        report.members.len()
+    );
+    for m in &report.members {
+        let assigned: Vec<String> = m.assignment.iter().map(ToString::to_string).collect();
+        out.push_str(&format!(
+            "member {} client {} host {} instance {} epoch {} assigned [{}]\n",
+            m.member_id,
+            m.client_id,
+            m.host,
+            or_dash(m.instance_id.as_deref()),
+            m.member_epoch,
+            assigned.join(",")
+        ));
+    }
+    for o in &report.offsets {
+        out.push_str(&format!(
+            "offset {}/{} committed {} end {} lag {}\n",
+            o.topic,
+            o.partition,
+            or_dash(o.committed_offset),
+            o.log_end_offset,
+            or_dash(o.lag)
+        ));
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// Offsets printed but not yet committed with a revocation, per partition (the next
+/// offset to print). Shared with the listener so that a revoked partition commits
+/// exactly what was printed of it.
+type Printed = Arc<Mutex<BTreeMap<TopicPartition, u64>>>;
+
+struct CommitPrinted(Printed);
+
+impl RebalanceListener for CommitPrinted {
+    fn on_revoked(&mut self, revocation: &mut Revocation) {
+        let mut printed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for tp in revocation.partitions() {
+            if let Some(offset) = printed.remove(&tp) {
+                revocation.commit(tp, offset);
+            }
+        }
+    }
+
+    fn on_lost(&mut self, lost: &[TopicPartition]) {
+        let mut printed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for tp in lost {
+            printed.remove(tp);
+        }
+    }
+}
+
+/// `neo consume TOPIC --group G`: prints like the plain consume, commits what it
+/// printed after each batch (without waiting), and before it exits (waiting).
+pub(crate) async fn consume_group(
+    client: Client,
+    args: ConsumeArgs,
+    group: &str,
+) -> anyhow::Result<ExitCode> {
+    // Fail early and clearly on an unknown topic.
+    client.partition_count(&args.topic).await?;
+    let config = GroupConsumerConfig {
+        client_id: "neo-cli".to_string(),
+        // Commits follow what was printed, not what was polled (`--max` may stop in
+        // the middle of a poll's records).
+        auto_commit: false,
+        auto_offset_reset: if args.from_beginning {
+            AutoOffsetReset::Earliest
+        } else {
+            AutoOffsetReset::Latest
+        },
+        ..GroupConsumerConfig::default()
+    };
+    let mut consumer = GroupConsumer::subscribe(client, group, &[&args.topic], config).await?;
+    let printed: Printed = Arc::default();
+    consumer.set_listener(Box::new(CommitPrinted(printed.clone())));
+    let result = print_loop(&mut consumer, &args, &printed).await;
+    // Before exiting: commit everything printed (the close's revocation does it,
+    // through the listener), then leave the group.
+    let closed = consumer.close().await;
+    let code = result?;
+    closed.map_err(|e| anyhow::anyhow!("commit before exit: {e}"))?;
+    Ok(code)
+}
+
+async fn print_loop(
+    consumer: &mut GroupConsumer,
+    args: &ConsumeArgs,
+    printed: &Printed,
+) -> anyhow::Result<ExitCode> {
+    let max = args.max.unwrap_or(u64::MAX);
+    if max == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let idle_limit = args.timeout_ms.map(Duration::from_millis);
+    let poll_wait = idle_limit
+        .unwrap_or(Duration::from_millis(500))
+        .min(Duration::from_millis(500));
+    let mut count = 0u64;
+    let mut last_new = Instant::now();
+    let stdout = std::io::stdout();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let wait = match idle_limit {
+            Some(limit) => {
+                let left = limit.saturating_sub(last_new.elapsed());
+                if left.is_zero() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                left.min(poll_wait)
+            }
+            None => poll_wait,
+        };
+        let polled = tokio::select! {
+            polled = consumer.poll(wait) => polled,
+            _ = &mut ctrl_c => return Ok(ExitCode::SUCCESS),
+        };
+        let records = match polled {
+            Ok(records) => records,
+            Err(err @ Error::Fenced { .. }) => {
+                // Partitions dropped; the next poll joins again.
+                eprintln!("warning: {err}");
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if records.is_empty() {
+            continue;
+        }
+        last_new = Instant::now();
+        let mut batch = BTreeMap::new();
+        let mut out = stdout.lock();
+        let mut done = false;
+        for record in &records {
+            writeln!(out, "{}", format_record(record, args.format))?;
+            batch.insert(
+                TopicPartition::new(record.topic.clone(), record.partition),
+                record.offset + 1,
+            );
+            count += 1;
+            if count >= max {
+                done = true;
+                break;
+            }
+        }
+        out.flush()?;
+        drop(out);
+        printed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(batch.clone());
+        if let Err(err) = consumer.commit_offsets(batch) {
+            eprintln!("warning: commit failed: {err}");
+        }
+        if done {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
