@@ -218,6 +218,35 @@ pub(crate) async fn consume_group(
     Ok(code)
 }
 
+/// The offsets to commit after printing the first `shown` of a poll's `records`: for a
+/// partition whose records were all printed, the consumer's position (past any Raft
+/// control entries the fetch skipped too); else the offset after the last one printed.
+fn printed_offsets(
+    records: &[neo_client::ConsumerRecord],
+    shown: usize,
+    position: impl Fn(&TopicPartition) -> Option<u64>,
+) -> BTreeMap<TopicPartition, u64> {
+    let mut out = BTreeMap::new();
+    for record in &records[..shown] {
+        out.insert(
+            TopicPartition::new(record.topic.clone(), record.partition),
+            record.offset + 1,
+        );
+    }
+    let cut: std::collections::BTreeSet<TopicPartition> = records[shown..]
+        .iter()
+        .map(|r| TopicPartition::new(r.topic.clone(), r.partition))
+        .collect();
+    for (tp, offset) in out.iter_mut() {
+        if !cut.contains(tp)
+            && let Some(p) = position(tp)
+        {
+            *offset = (*offset).max(p);
+        }
+    }
+    out
+}
+
 async fn print_loop(
     consumer: &mut GroupConsumer,
     args: &ConsumeArgs,
@@ -264,23 +293,30 @@ async fn print_loop(
             continue;
         }
         last_new = Instant::now();
-        let mut batch = BTreeMap::new();
         let mut out = stdout.lock();
-        let mut done = false;
+        let mut shown = 0usize;
         for record in &records {
             writeln!(out, "{}", format_record(record, args.format))?;
-            batch.insert(
-                TopicPartition::new(record.topic.clone(), record.partition),
-                record.offset + 1,
-            );
+            shown += 1;
             count += 1;
             if count >= max {
-                done = true;
                 break;
             }
         }
         out.flush()?;
         drop(out);
+        let done = count >= max;
+        let mut batch = printed_offsets(&records, shown, |tp| consumer.position(tp));
+        if shown == records.len() {
+            // Everything polled was printed: every position is printed up to (a
+            // partition whose fetch held only Raft control entries moved too).
+            for tp in consumer.assignment() {
+                if let Some(p) = consumer.position(&tp) {
+                    let at = batch.entry(tp).or_insert(p);
+                    *at = (*at).max(p);
+                }
+            }
+        }
         printed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -291,5 +327,48 @@ async fn print_loop(
         if done {
             return Ok(ExitCode::SUCCESS);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn record(partition: u32, offset: u64) -> neo_client::ConsumerRecord {
+        neo_client::ConsumerRecord {
+            topic: "t".into(),
+            partition,
+            offset,
+            timestamp_ms: 0,
+            key: None,
+            value: Bytes::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn commits_cover_what_was_printed_and_nothing_more() {
+        let records = [record(0, 4), record(1, 7), record(0, 5), record(1, 8)];
+        // Positions past trailing control entries: 0 → 9, 1 → 12.
+        let position = |tp: &TopicPartition| Some(if tp.partition == 0 { 9 } else { 12 });
+        let all = printed_offsets(&records, 4, position);
+        assert_eq!(
+            all,
+            BTreeMap::from([
+                (TopicPartition::new("t", 0), 9),
+                (TopicPartition::new("t", 1), 12)
+            ])
+        );
+        // --max stopped after 3: partition 0 fully printed, partition 1 cut after 7.
+        let cut = printed_offsets(&records, 3, position);
+        assert_eq!(
+            cut,
+            BTreeMap::from([
+                (TopicPartition::new("t", 0), 9),
+                (TopicPartition::new("t", 1), 8)
+            ])
+        );
+        assert!(printed_offsets(&records, 0, position).is_empty());
     }
 }
