@@ -333,7 +333,183 @@ async fn print_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::BenchCommand;
+    use crate::{Cli, Command};
     use bytes::Bytes;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("neo").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn consume_group_flags() {
+        match parse(&[
+            "consume",
+            "t",
+            "--group",
+            "g",
+            "--from-beginning",
+            "--max-messages",
+            "7",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Consume(a) => {
+                assert_eq!(a.group.as_deref(), Some("g"));
+                assert!(a.from_beginning);
+                assert_eq!(a.max, Some(7), "--max-messages is --max");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse(&["consume", "t", "--group", "g", "--partition", "1"]).is_err(),
+            "a member reads what the group assigns"
+        );
+        assert!(parse(&["consume", "t", "--group", "g", "--offset", "3"]).is_err());
+        assert!(
+            parse(&["consume", "t", "--group"]).is_err(),
+            "a name is required"
+        );
+    }
+
+    #[test]
+    fn group_command_flags() {
+        match parse(&["group", "list"]).unwrap().command {
+            Command::Group(GroupCommand::List { format }) => assert_eq!(format, Format::Text),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["group", "describe", "g", "--format", "json"])
+            .unwrap()
+            .command
+        {
+            Command::Group(GroupCommand::Describe { group, format }) => {
+                assert_eq!((group.as_str(), format), ("g", Format::Json))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse(&["group", "describe"]).is_err(),
+            "group name required"
+        );
+        let reset = |extra: &[&str]| {
+            parse(&[&["group", "reset-offsets", "g", "--topic", "t"][..], extra].concat())
+        };
+        let to = |extra: &[&str]| match reset(extra).unwrap().command {
+            Command::Group(GroupCommand::ResetOffsets { group, topic, to }) => {
+                assert_eq!((group.as_str(), topic.as_str()), ("g", "t"));
+                to.to()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(to(&["--to-earliest"]), neo_client::ResetTo::Earliest);
+        assert_eq!(to(&["--to-latest"]), neo_client::ResetTo::Latest);
+        assert_eq!(to(&["--to-offset", "42"]), neo_client::ResetTo::Offset(42));
+        assert_eq!(
+            to(&["--to-timestamp", "1700000000000"]),
+            neo_client::ResetTo::Timestamp(1_700_000_000_000)
+        );
+        assert_eq!(
+            to(&["--to-timestamp", "-5"]),
+            neo_client::ResetTo::Timestamp(-5)
+        );
+        assert!(reset(&[]).is_err(), "a target is required");
+        assert!(
+            reset(&["--to-earliest", "--to-latest"]).is_err(),
+            "one target only"
+        );
+        assert!(reset(&["--to-offset", "-1"]).is_err());
+        assert!(
+            parse(&["group", "reset-offsets", "g", "--to-earliest"]).is_err(),
+            "--topic"
+        );
+        match parse(&["group", "delete", "g"]).unwrap().command {
+            Command::Group(GroupCommand::Delete { group }) => assert_eq!(group, "g"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_consume_group_flags() {
+        match parse(&["bench", "consume", "--topic", "t", "--group", "g"])
+            .unwrap()
+            .command
+        {
+            Command::Bench(BenchCommand::Consume {
+                group, consumers, ..
+            }) => {
+                assert_eq!((group.as_deref(), consumers), (Some("g"), 4))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "bench",
+            "consume",
+            "--topic",
+            "t",
+            "--group",
+            "g",
+            "--consumers",
+            "8",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Bench(BenchCommand::Consume { consumers, .. }) => assert_eq!(consumers, 8),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse(&["bench", "consume", "--topic", "t", "--consumers", "2"]).is_err(),
+            "--consumers needs --group"
+        );
+        assert!(
+            parse(&[
+                "bench",
+                "consume",
+                "--topic",
+                "t",
+                "--group",
+                "g",
+                "--consumers",
+                "0"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn group_describe_text_is_one_line_per_item() {
+        let report = neo_client::GroupReport {
+            group: "g".into(),
+            state: "stable".into(),
+            group_epoch: 3,
+            coordinator: 1,
+            members: vec![neo_client::MemberReport {
+                member_id: "m1".into(),
+                instance_id: None,
+                client_id: "neo-cli".into(),
+                host: "127.0.0.1:5000".into(),
+                member_epoch: 3,
+                topics: vec!["t".into()],
+                assignment: vec![neo_client::TopicPartition::new("t", 0)],
+            }],
+            offsets: vec![neo_client::OffsetReport {
+                topic: "t".into(),
+                partition: 0,
+                committed_offset: None,
+                log_end_offset: 4,
+                lag: None,
+                metadata: String::new(),
+            }],
+        };
+        assert_eq!(
+            format_report(&report, Format::Text).unwrap(),
+            "group g state stable epoch 3 coordinator 1 members 1\n\
+             member m1 client neo-cli host 127.0.0.1:5000 instance - epoch 3 assigned [t/0]\n\
+             offset t/0 committed - end 4 lag -"
+        );
+    }
 
     fn record(partition: u32, offset: u64) -> neo_client::ConsumerRecord {
         neo_client::ConsumerRecord {
