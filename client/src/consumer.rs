@@ -95,6 +95,17 @@ pub struct Consumer {
     /// Position (next offset to return) of each assigned partition; `Beginning` and
     /// `End` are resolved on the next poll.
     positions: BTreeMap<(String, u32), Offset>,
+    /// The high watermark each partition's last fetch saw (for lag).
+    high_watermarks: BTreeMap<(String, u32), u64>,
+}
+
+/// What one round of fetches gave: records, and the partitions whose fetch failed.
+#[derive(Debug, Default)]
+pub(crate) struct PollOutcome {
+    /// Records of every partition whose fetch succeeded, per partition in offset order.
+    pub(crate) records: Vec<ConsumerRecord>,
+    /// Partitions whose fetch failed, with the error (their positions were kept).
+    pub(crate) failed: Vec<((String, u32), Error)>,
 }
 
 impl Consumer {
@@ -109,6 +120,7 @@ impl Consumer {
             client,
             config,
             positions: BTreeMap::new(),
+            high_watermarks: BTreeMap::new(),
         }
     }
 
@@ -138,7 +150,9 @@ impl Consumer {
 
     /// Stop reading a partition.
     pub fn unassign(&mut self, topic: &str, partition: u32) {
-        self.positions.remove(&(topic.to_string(), partition));
+        let key = (topic.to_string(), partition);
+        self.positions.remove(&key);
+        self.high_watermarks.remove(&key);
     }
 
     /// Move an assigned partition (assigns it if it was not).
@@ -171,32 +185,46 @@ impl Consumer {
     /// committed (long poll). Empty when none arrived in time. An error of one
     /// partition's fetch keeps that partition's position (nothing is skipped) and is
     /// returned only if no other partition returned records.
+    ///
+    /// Cancel-safe: positions move only in the last, synchronous step, so a `poll`
+    /// future dropped before it completes (a `select!` that took another branch)
+    /// returns nothing and moves nothing.
     pub async fn poll(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>> {
+        let outcome = self.poll_partitions(wait).await?;
+        match outcome.failed.into_iter().next() {
+            Some((_, e)) if outcome.records.is_empty() => Err(e),
+            _ => Ok(outcome.records),
+        }
+    }
+
+    /// The body of [`Consumer::poll`], shared with the group consumer: the records,
+    /// and each partition whose fetch failed with its error (its position kept), so
+    /// that a caller can act per partition (a group consumer resets a partition whose
+    /// position fell out of the log). Cancel-safe like `poll`. Fails as a whole only
+    /// when an unresolved start position (`Beginning`/`End`) cannot be resolved.
+    pub(crate) async fn poll_partitions(&mut self, wait: Duration) -> Result<PollOutcome> {
         self.resolve_positions().await?;
         let wait_ms = wait.as_millis().min(u32::MAX as u128) as u32;
         let this = &*self;
         let mut fetches: FuturesUnordered<_> = this
             .positions
             .iter()
-            .map(|((topic, partition), offset)| {
-                let position = match offset {
-                    Offset::At(o) => *o,
-                    _ => unreachable!("resolved above"),
-                };
-                let topic = topic.clone();
-                let partition = *partition;
-                async move {
-                    let resp = this
-                        .fetch(
-                            &topic,
-                            partition,
-                            position,
-                            wait_ms,
-                            this.config.fetch_bytes_max,
-                        )
-                        .await;
-                    (topic, partition, position, resp)
-                }
+            .filter_map(|((topic, partition), offset)| match offset {
+                Offset::At(o) => Some((topic.clone(), *partition, *o)),
+                // Resolved above; a partition seeked meanwhile waits for the next poll.
+                _ => None,
+            })
+            .map(|(topic, partition, position)| async move {
+                let resp = this
+                    .fetch(
+                        &topic,
+                        partition,
+                        position,
+                        wait_ms,
+                        this.config.fetch_bytes_max,
+                    )
+                    .await;
+                (topic, partition, position, resp)
             })
             .collect();
         let mut done = Vec::new();
@@ -215,30 +243,35 @@ impl Consumer {
         drop(fetches);
         // A partition's records and its new position are taken together, or neither: a
         // failed fetch (or undecodable answer) of one partition leaves its position where
-        // it was and does not cost the records other partitions returned. The error is
-        // returned only when no partition returned records (it comes back next poll).
-        let mut records = Vec::new();
-        let mut first_error = None;
+        // it was and does not cost the records other partitions returned.
+        let mut outcome = PollOutcome::default();
         for (topic, partition, position, resp) in done {
             let mut got = Vec::new();
-            let next = resp
-                .and_then(|resp| decode_into(&topic, partition, position, resp.batches, &mut got));
+            let next = resp.and_then(|resp| {
+                let next = decode_into(&topic, partition, position, resp.batches, &mut got)?;
+                Ok((next, resp.high_watermark))
+            });
             match next {
-                Ok(next) => {
-                    records.append(&mut got);
-                    self.positions
-                        .insert((topic, partition), Offset::At(next.max(position)));
+                Ok((next, high_watermark)) => {
+                    outcome.records.append(&mut got);
+                    let key = (topic, partition);
+                    self.high_watermarks.insert(key.clone(), high_watermark);
+                    self.positions.insert(key, Offset::At(next.max(position)));
                 }
                 Err(e) => {
                     tracing::debug!(%topic, partition, error = %e, "fetch failed; position kept");
-                    first_error.get_or_insert(e);
+                    outcome.failed.push(((topic, partition), e));
                 }
             }
         }
-        match first_error {
-            Some(e) if records.is_empty() => Err(e),
-            _ => Ok(records),
-        }
+        Ok(outcome)
+    }
+
+    /// The high watermark of a partition as its last fetch in `poll` saw it.
+    pub(crate) fn last_high_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.high_watermarks
+            .get(&(topic.to_string(), partition))
+            .copied()
     }
 
     async fn resolve_positions(&mut self) -> Result<()> {

@@ -79,6 +79,27 @@ pub enum Error {
     /// The producer was closed (dropped) before the record was delivered.
     #[error("producer closed before the record was delivered")]
     ProducerClosed,
+    /// A group consumer lost its membership: the coordinator fenced it (stale epoch,
+    /// session timed out) or it could not reach the coordinator for a whole session
+    /// timeout. Its partitions were dropped without a commit (another member may own
+    /// them now); the next `poll` joins the group again under a new member id.
+    #[error("member {member_id:?} of group {group:?} was fenced: {reason}")]
+    Fenced {
+        /// The group.
+        group: String,
+        /// The member id that lost its membership.
+        member_id: String,
+        /// What happened (the coordinator's error, or the local session loss).
+        reason: String,
+    },
+    /// The operation needs a group without active members (reset offsets, delete).
+    #[error(
+        "group {group:?} has active members; stop them (or wait for their session timeout) first"
+    )]
+    GroupNotEmpty {
+        /// The group.
+        group: String,
+    },
 }
 
 impl Error {
@@ -101,7 +122,9 @@ impl Error {
             | Error::InvalidArgument(_)
             | Error::RetriesExhausted { .. }
             | Error::DeadlineExceeded { .. }
-            | Error::ProducerClosed => false,
+            | Error::ProducerClosed
+            | Error::Fenced { .. }
+            | Error::GroupNotEmpty { .. } => false,
         }
     }
 
@@ -136,6 +159,8 @@ impl Error {
                 last.code()
             }
             Error::BatchFailed(err) => err.code(),
+            Error::Fenced { .. } => Some(ErrorCode::FencedMember),
+            Error::GroupNotEmpty { .. } => Some(ErrorCode::GroupNotEmpty),
             _ => None,
         }
     }
@@ -144,6 +169,20 @@ impl Error {
     pub fn leader_hint(&self) -> Option<&str> {
         match self {
             Error::Broker(err) => err.leader_hint(),
+            _ => None,
+        }
+    }
+
+    /// The coordinator address a `NotCoordinator` error carried, if any (its details,
+    /// like `NotLeader`'s; the protocol crate has no accessor for it).
+    pub fn coordinator_hint(&self) -> Option<&str> {
+        match self {
+            Error::Broker(err)
+                if err.error_code() == Some(ErrorCode::NotCoordinator)
+                    && !err.details.is_empty() =>
+            {
+                std::str::from_utf8(&err.details).ok()
+            }
             _ => None,
         }
     }
@@ -203,5 +242,39 @@ mod tests {
         assert!(!exhausted.is_retriable());
         assert_eq!(exhausted.code(), Some(ErrorCode::NotLeader));
         assert!(!Error::InvalidArgument("x".into()).is_retriable());
+    }
+
+    #[test]
+    fn group_errors_have_codes_and_hints() {
+        let moved = Error::from(neo_protocol::Error::Rpc(
+            RpcError::new(ErrorCode::NotCoordinator, "not me")
+                .with_details(b"10.0.0.9:7070".to_vec()),
+        ));
+        assert!(moved.is_retriable());
+        assert_eq!(moved.coordinator_hint(), Some("10.0.0.9:7070"));
+        assert_eq!(moved.leader_hint(), None);
+        let no_hint = Error::from(neo_protocol::Error::Rpc(RpcError::new(
+            ErrorCode::NotCoordinator,
+            "not me",
+        )));
+        assert_eq!(no_hint.coordinator_hint(), None);
+        let bad_utf8 = Error::from(neo_protocol::Error::Rpc(
+            RpcError::new(ErrorCode::NotCoordinator, "x").with_details(vec![0xff, 0xfe]),
+        ));
+        assert_eq!(
+            bad_utf8.coordinator_hint(),
+            None,
+            "never panics on server input"
+        );
+        let fenced = Error::Fenced {
+            group: "g".into(),
+            member_id: "m".into(),
+            reason: "stale epoch".into(),
+        };
+        assert!(!fenced.is_retriable());
+        assert_eq!(fenced.code(), Some(ErrorCode::FencedMember));
+        let busy = Error::GroupNotEmpty { group: "g".into() };
+        assert_eq!(busy.code(), Some(ErrorCode::GroupNotEmpty));
+        assert!(busy.to_string().contains("active members"), "{busy}");
     }
 }

@@ -26,9 +26,10 @@
 //! | [`partitioner`] | explicit / murmur2 of the key (Kafka-compatible, stable) / round robin |
 //! | [`producer`] | [`Producer`]: per-partition batching by size and linger, zstd, acks, in-flight bound, [`Delivery`] futures |
 //! | [`consumer`] | [`Consumer`]: assign, seek, long-poll `poll`, control batches skipped |
+//! | [`group`] | consumer groups: [`GroupConsumer`] (join, heartbeat task, revoke/assign reconciliation, commits, [`RebalanceListener`]) and [`GroupAdmin`] (list, describe with lag, reset offsets, delete) |
 //! | [`admin`] | [`Admin`]: create / delete / list / describe topics, [`ClusterStatus`] |
 //! | [`error`] | the one [`Error`] enum, retriable vs fatal |
-//! | `bin/neo` | the CLI (`topic`, `produce`, `consume`, `cluster status`, `bench`); contract in `docs/cli.md` |
+//! | `bin/neo` | the CLI (`topic`, `produce`, `consume [--group]`, `group`, `cluster status`, `bench`); contract in `docs/cli.md` |
 //!
 //! # A produce
 //!
@@ -50,6 +51,16 @@
 //!   ─▶ skip control batches, skip records below the position ─▶ position = next offset
 //! ```
 //!
+//! # A group member
+//!
+//! ```text
+//! GroupConsumer::subscribe ─▶ find_coordinator ─▶ join_group ─▶ heartbeat task
+//!   (one long-poll heartbeat_group in flight; new assignments handed to poll)
+//! GroupConsumer::poll ─▶ reconcile: revoked → on_revoked + commit (quorum) + report;
+//!   assigned → fetch_offsets as member (fences old owners) → committed offset or
+//!   auto_offset_reset ─▶ auto-commit of returned positions ─▶ Consumer's fetch
+//! ```
+//!
 //! # Invariants
 //!
 //! - Depends only on `neo-protocol` and `qiss` (and tokio & co): never on raft,
@@ -63,6 +74,9 @@
 //!   bytes (same producer stamp).
 //! - A consumer position only moves past batches it returned or skipped (control), so
 //!   a consumer sees each committed record once, in offset order.
+//! - A group member commits only positions past records `poll` returned
+//!   (at-least-once), gives a revoked partition up only after its commit was answered,
+//!   and commits nothing once fenced.
 //! - The key partitioner is a contract: `(murmur2(key) & 0x7fff_ffff) % partitions`,
 //!   Kafka's murmur2; it never changes.
 #![deny(missing_docs)]
@@ -72,6 +86,7 @@ pub mod admin;
 pub mod client;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod metadata;
 pub mod partitioner;
 pub mod producer;
@@ -81,6 +96,10 @@ pub use admin::{Admin, ClusterStatus, NodeStatus, PartitionStatus};
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Offset};
 pub use error::{Error, Result};
+pub use group::{
+    AutoOffsetReset, GroupAdmin, GroupConsumer, GroupConsumerConfig, GroupReport, MemberReport,
+    OffsetReport, PartitionLag, RebalanceListener, ResetTo, Revocation, TopicPartition,
+};
 pub use metadata::MetadataCache;
 pub use neo_protocol::api::{Acks, Isolation};
 pub use partitioner::{murmur2, partition_for_key};

@@ -168,6 +168,23 @@ impl TestCluster {
         self.wait_ready(id, READY_TIMEOUT)
     }
 
+    /// SIGKILL every node, then start them all again on their data dirs and wait for
+    /// each `/ready` (a node alone cannot be ready: it needs the metadata group's
+    /// quorum, so they are all started before any is waited for).
+    pub fn restart_all(&mut self) -> anyhow::Result<()> {
+        let ids: Vec<u64> = self.nodes.iter().map(|n| n.spec.id).collect();
+        for &id in &ids {
+            self.kill(id)?;
+        }
+        for &id in &ids {
+            self.spawn(id)?;
+        }
+        for &id in &ids {
+            self.wait_ready(id, READY_TIMEOUT)?;
+        }
+        Ok(())
+    }
+
     /// Wait until node `id` answers `/ready` with 200.
     pub fn wait_ready(&mut self, id: u64, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;

@@ -1,6 +1,6 @@
 //! `nats-bench`: the NATS JetStream half of `scripts/bench-vs-nats.sh`.
 //!
-//! `produce` measures exactly what `neo bench produce` measures (client/src/bin/neo.rs):
+//! `produce` measures exactly what `neo bench produce` measures (client/src/bin/neo/bench.rs):
 //! one task on one connection keeps K B-byte messages awaiting their JetStream publish
 //! acknowledgement (it publishes until K are outstanding, then waits for the oldest ack
 //! before publishing the next); the latency of a message is publish call -> ack

@@ -1,20 +1,24 @@
 //! `neo`: the command-line client of a Neo cluster. The contract (commands, flags,
 //! output formats, exit statuses) is documented in `docs/cli.md`; scripts rely on it.
 
-use std::collections::VecDeque;
+mod bench;
+mod group;
+
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use neo_client::admin::{RETENTION_BYTES, RETENTION_MS};
 use neo_client::{
-    Acks, Admin, Client, ClientConfig, ClusterStatus, Consumer, ConsumerRecord, Delivery, Offset,
-    Producer, ProducerConfig, ProducerRecord,
+    Acks, Admin, Client, ClientConfig, ClusterStatus, Consumer, ConsumerRecord, Offset, Producer,
+    ProducerConfig, ProducerRecord,
 };
 use serde::Serialize;
+
+use bench::{BenchCommand, bench};
+use group::{GroupCommand, consume_group};
 
 /// Command-line client of a Neo cluster.
 #[derive(Debug, Parser)]
@@ -40,8 +44,12 @@ enum Command {
     Topic(TopicCommand),
     /// Produce one message per stdin line; a summary goes to stderr.
     Produce(ProduceArgs),
-    /// Print messages, one per stdout line.
+    /// Print messages, one per stdout line (as a member of a consumer group with
+    /// `--group`).
     Consume(ConsumeArgs),
+    /// List, describe, reset the offsets of, and delete consumer groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// The cluster's nodes, controller and partition placement.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -86,7 +94,7 @@ enum TopicCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum AcksArg {
+pub(crate) enum AcksArg {
     All,
     Leader,
     None,
@@ -130,15 +138,20 @@ struct ConsumeArgs {
     /// Read only this partition (default: all).
     #[arg(long)]
     partition: Option<u32>,
-    /// Start at the first offset still stored (default: only new messages).
+    /// Start at the first offset still stored (default: only new messages). With
+    /// `--group`: only for partitions where the group has no committed offset.
     #[arg(long, conflicts_with = "offset")]
     from_beginning: bool,
     /// Start at this offset.
     #[arg(long)]
     offset: Option<u64>,
     /// Stop after this many messages.
-    #[arg(long)]
+    #[arg(long, visible_alias = "max-messages")]
     max: Option<u64>,
+    /// Consume as a member of this consumer group: read the partitions the group
+    /// assigns, from its committed offsets, and commit what was printed.
+    #[arg(long, conflicts_with_all = ["partition", "offset"])]
+    group: Option<String>,
     /// Stop after this long with nothing new (default: never).
     #[arg(long)]
     timeout_ms: Option<u64>,
@@ -154,56 +167,6 @@ enum ClusterCommand {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Produce N messages of B bytes with K in flight.
-    Produce {
-        /// Topic (must exist).
-        #[arg(long)]
-        topic: String,
-        /// Messages to send.
-        #[arg(long)]
-        msgs: u64,
-        /// Value size in bytes.
-        #[arg(long)]
-        size: usize,
-        /// Messages awaiting acknowledgement at once.
-        #[arg(long, default_value_t = 1)]
-        inflight: usize,
-        /// Acknowledgement mode.
-        #[arg(long, value_enum, default_value = "all")]
-        acks: AcksArg,
-        /// Batches in flight per partition (the producer's
-        /// `partition_inflight_batches_max`); messages sent while every slot is busy
-        /// wait in the next batch, so fewer slots make fewer, larger batches.
-        #[arg(long, default_value_t = BENCH_BATCHES_INFLIGHT, value_parser = clap::value_parser!(u32).range(1..=1024))]
-        batches_inflight: u32,
-        /// How long a batch may wait for more messages, in microseconds (0: sent as
-        /// soon as a slot is free).
-        #[arg(long, default_value_t = 0)]
-        linger_us: u64,
-        /// A batch is sent once it reaches this many bytes (at most 1 MiB).
-        #[arg(long, default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
-        batch_bytes: u64,
-        /// Compress Neo RPC frames of 64 KiB and more (the client's default). Off in
-        /// the bench: its values are all `x`, and NATS compresses nothing either.
-        #[arg(long)]
-        rpc_compression: bool,
-    },
-    /// Read a topic from the beginning until nothing new arrives.
-    Consume {
-        /// Topic (must exist).
-        #[arg(long)]
-        topic: String,
-        /// Stop after this many messages (default: when nothing new arrives).
-        #[arg(long)]
-        msgs: Option<u64>,
-        /// Stop after this long with nothing new.
-        #[arg(long, default_value_t = 2000)]
-        timeout_ms: u64,
     },
 }
 
@@ -244,7 +207,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Topic(cmd) => topic(client, cmd).await,
         Command::Produce(args) => produce(client, args).await,
-        Command::Consume(args) => consume(client, args).await,
+        Command::Consume(args) => match args.group.clone() {
+            Some(group) => consume_group(client, args, &group).await,
+            None => consume(client, args).await,
+        },
+        Command::Group(cmd) => group::group(client, cmd).await,
         Command::Cluster(ClusterCommand::Status { format }) => {
             let status = Admin::new(client).cluster_status().await?;
             println!("{}", format_status(&status, format)?);
@@ -501,167 +468,11 @@ async fn consume(client: Client, args: ConsumeArgs) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// The line `neo bench` prints.
-#[derive(Debug, Serialize, PartialEq)]
-struct BenchReport {
-    msgs: u64,
-    bytes: u64,
-    elapsed_s: f64,
-    msgs_per_s: f64,
-    mb_per_s: f64,
-    p50_us: u64,
-    p99_us: u64,
-    p999_us: u64,
-}
-
-/// The `q`-quantile (0..=1) of sorted samples, nearest rank; 0 when empty.
-fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn report(msgs: u64, bytes: u64, elapsed: Duration, mut latencies_us: Vec<u64>) -> BenchReport {
-    latencies_us.sort_unstable();
-    let secs = elapsed.as_secs_f64().max(1e-9);
-    BenchReport {
-        msgs,
-        bytes,
-        elapsed_s: secs,
-        msgs_per_s: msgs as f64 / secs,
-        mb_per_s: bytes as f64 / secs / 1e6,
-        p50_us: percentile(&latencies_us, 0.50),
-        p99_us: percentile(&latencies_us, 0.99),
-        p999_us: percentile(&latencies_us, 0.999),
-    }
-}
-
-/// Default of `neo bench produce --batches-inflight` (measurements in
-/// docs/BENCHMARKS.md, "Neo vs NATS JetStream").
-const BENCH_BATCHES_INFLIGHT: u32 = 1;
-
-/// `neo bench produce`'s load: `inflight` messages awaiting their acknowledgement at
-/// all times. One task sends until `inflight` are outstanding, then waits for the
-/// oldest and retires every acknowledged message at the front of the window before
-/// sending more. A message's latency is its own: from just before its `send` call to
-/// the moment the producer received its batch's answer ([`Delivery::completed_at`]),
-/// not to when this loop got round to looking at it. The record is built once and
-/// sent by reference: nothing is allocated per message but the producer's batch.
-async fn bench_produce(
-    producer: &Producer,
-    topic: String,
-    msgs: u64,
-    size: usize,
-    inflight: usize,
-) -> anyhow::Result<BenchReport> {
-    let record = ProducerRecord::new(topic, Bytes::from(vec![b'x'; size]));
-    let mut window: VecDeque<(Instant, Delivery)> = VecDeque::with_capacity(inflight);
-    let mut latencies = Vec::with_capacity(usize::try_from(msgs).unwrap_or(0).min(1 << 28));
-    let mut sent = 0u64;
-    let started = Instant::now();
-    let mut last_ack = started;
-    while sent < msgs || !window.is_empty() {
-        while window.len() < inflight && sent < msgs {
-            let t0 = Instant::now();
-            let delivery = producer.send_ref(&record).await?;
-            window.push_back((t0, delivery));
-            sent += 1;
-        }
-        if let Some((_, oldest)) = window.front_mut() {
-            (&mut *oldest).await?;
-        }
-        while let Some((t0, delivery)) = window.front() {
-            let Some(result) = delivery.result() else {
-                break;
-            };
-            result?;
-            let at = delivery.completed_at().unwrap_or_else(Instant::now);
-            latencies.push(at.saturating_duration_since(*t0).as_micros() as u64);
-            last_ack = last_ack.max(at);
-            window.pop_front();
-        }
-    }
-    let elapsed = last_ack.saturating_duration_since(started);
-    Ok(report(msgs, msgs * size as u64, elapsed, latencies))
-}
-
-async fn bench(client: Client, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        BenchCommand::Produce {
-            topic,
-            msgs,
-            size,
-            inflight,
-            acks,
-            batches_inflight,
-            linger_us,
-            batch_bytes,
-            ..
-        } => {
-            client.partition_count(&topic).await?;
-            let inflight = inflight.max(1);
-            let producer = Producer::with_config(
-                client,
-                ProducerConfig {
-                    acks: acks.into(),
-                    // Batches form from the messages that wait for a free slot.
-                    linger: Duration::from_micros(linger_us),
-                    partition_inflight_batches_max: batches_inflight as usize,
-                    batch_size_bytes: batch_bytes as usize,
-                    buffer_records_max: ProducerConfig::default().buffer_records_max.max(inflight),
-                    ..ProducerConfig::default()
-                },
-            );
-            let r = bench_produce(&producer, topic, msgs, size, inflight).await?;
-            println!("{}", serde_json::to_string(&r)?);
-        }
-        BenchCommand::Consume {
-            topic,
-            msgs,
-            timeout_ms,
-        } => {
-            let mut consumer = Consumer::new(client);
-            consumer.assign_all(&topic, Offset::Beginning).await?;
-            let idle = Duration::from_millis(timeout_ms);
-            let want = msgs.unwrap_or(u64::MAX);
-            let (mut count, mut bytes) = (0u64, 0u64);
-            let mut latencies = Vec::new();
-            let started = Instant::now();
-            let mut last_new = Instant::now();
-            while count < want && last_new.elapsed() < idle {
-                let t0 = Instant::now();
-                let records = consumer
-                    .poll(idle.saturating_sub(last_new.elapsed()))
-                    .await?;
-                if records.is_empty() {
-                    continue;
-                }
-                // Latency here is one poll's round trip, charged to each record it
-                // returned (a consumer has no per-message send time).
-                let us = t0.elapsed().as_micros() as u64;
-                last_new = Instant::now();
-                for r in &records {
-                    count += 1;
-                    bytes += r.value.len() as u64;
-                    latencies.push(us);
-                }
-            }
-            let elapsed = last_new.saturating_duration_since(started);
-            if count == 0 {
-                bail!("no message in topic {topic:?} within {timeout_ms} ms");
-            }
-            let r = report(count, bytes, elapsed, latencies);
-            println!("{}", serde_json::to_string(&r)?);
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::{BENCH_BATCHES_INFLIGHT, percentile, report};
+    use bytes::Bytes;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("neo").chain(args.iter().copied()))

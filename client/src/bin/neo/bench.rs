@@ -1,0 +1,409 @@
+//! `neo bench`: produce and consume throughput and latency (docs/cli.md, "Bench").
+
+use std::collections::VecDeque;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Subcommand;
+use neo_client::{
+    AutoOffsetReset, Client, Consumer, Delivery, GroupConsumer, GroupConsumerConfig, Offset,
+    Producer, ProducerConfig, ProducerRecord,
+};
+use serde::Serialize;
+
+use crate::AcksArg;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Produce N messages of B bytes with K in flight.
+    Produce {
+        /// Topic (must exist).
+        #[arg(long)]
+        topic: String,
+        /// Messages to send.
+        #[arg(long)]
+        msgs: u64,
+        /// Value size in bytes.
+        #[arg(long)]
+        size: usize,
+        /// Messages awaiting acknowledgement at once.
+        #[arg(long, default_value_t = 1)]
+        inflight: usize,
+        /// Acknowledgement mode.
+        #[arg(long, value_enum, default_value = "all")]
+        acks: AcksArg,
+        /// Batches in flight per partition (the producer's
+        /// `partition_inflight_batches_max`); messages sent while every slot is busy
+        /// wait in the next batch, so fewer slots make fewer, larger batches.
+        #[arg(long, default_value_t = BENCH_BATCHES_INFLIGHT, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        batches_inflight: u32,
+        /// How long a batch may wait for more messages, in microseconds (0: sent as
+        /// soon as a slot is free).
+        #[arg(long, default_value_t = 0)]
+        linger_us: u64,
+        /// A batch is sent once it reaches this many bytes (at most 1 MiB).
+        #[arg(long, default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
+        batch_bytes: u64,
+        /// Compress Neo RPC frames of 64 KiB and more (the client's default). Off in
+        /// the bench: its values are all `x`, and NATS compresses nothing either.
+        #[arg(long)]
+        rpc_compression: bool,
+    },
+    /// Read a topic from the beginning until nothing new arrives.
+    Consume {
+        /// Topic (must exist).
+        #[arg(long)]
+        topic: String,
+        /// Stop after this many messages (default: when nothing new arrives).
+        #[arg(long)]
+        msgs: Option<u64>,
+        /// Stop after this long with nothing new.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// Also read the topic as members of this consumer group (a new group: it
+        /// starts where the group has no committed offset, at the beginning), and
+        /// compare with as many plain consumers in the same run.
+        #[arg(long)]
+        group: Option<String>,
+        /// Consumers on each side of the `--group` comparison.
+        #[arg(long, default_value_t = 4, requires = "group", value_parser = clap::value_parser!(u32).range(1..=256))]
+        consumers: u32,
+    },
+}
+
+/// The line `neo bench` prints.
+#[derive(Debug, Serialize, PartialEq)]
+pub(crate) struct BenchReport {
+    pub(crate) msgs: u64,
+    pub(crate) bytes: u64,
+    pub(crate) elapsed_s: f64,
+    pub(crate) msgs_per_s: f64,
+    pub(crate) mb_per_s: f64,
+    pub(crate) p50_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) p999_us: u64,
+}
+
+/// The `q`-quantile (0..=1) of sorted samples, nearest rank; 0 when empty.
+pub(crate) fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub(crate) fn report(
+    msgs: u64,
+    bytes: u64,
+    elapsed: Duration,
+    mut latencies_us: Vec<u64>,
+) -> BenchReport {
+    latencies_us.sort_unstable();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    BenchReport {
+        msgs,
+        bytes,
+        elapsed_s: secs,
+        msgs_per_s: msgs as f64 / secs,
+        mb_per_s: bytes as f64 / secs / 1e6,
+        p50_us: percentile(&latencies_us, 0.50),
+        p99_us: percentile(&latencies_us, 0.99),
+        p999_us: percentile(&latencies_us, 0.999),
+    }
+}
+
+/// Default of `neo bench produce --batches-inflight` (measurements in
+/// docs/BENCHMARKS.md, "Neo vs NATS JetStream").
+pub(crate) const BENCH_BATCHES_INFLIGHT: u32 = 1;
+
+/// `neo bench produce`'s load: `inflight` messages awaiting their acknowledgement at
+/// all times. One task sends until `inflight` are outstanding, then waits for the
+/// oldest and retires every acknowledged message at the front of the window before
+/// sending more. A message's latency is its own: from just before its `send` call to
+/// the moment the producer received its batch's answer ([`Delivery::completed_at`]),
+/// not to when this loop got round to looking at it. The record is built once and
+/// sent by reference: nothing is allocated per message but the producer's batch.
+async fn bench_produce(
+    producer: &Producer,
+    topic: String,
+    msgs: u64,
+    size: usize,
+    inflight: usize,
+) -> anyhow::Result<BenchReport> {
+    let record = ProducerRecord::new(topic, Bytes::from(vec![b'x'; size]));
+    let mut window: VecDeque<(Instant, Delivery)> = VecDeque::with_capacity(inflight);
+    let mut latencies = Vec::with_capacity(usize::try_from(msgs).unwrap_or(0).min(1 << 28));
+    let mut sent = 0u64;
+    let started = Instant::now();
+    let mut last_ack = started;
+    while sent < msgs || !window.is_empty() {
+        while window.len() < inflight && sent < msgs {
+            let t0 = Instant::now();
+            let delivery = producer.send_ref(&record).await?;
+            window.push_back((t0, delivery));
+            sent += 1;
+        }
+        if let Some((_, oldest)) = window.front_mut() {
+            (&mut *oldest).await?;
+        }
+        while let Some((t0, delivery)) = window.front() {
+            let Some(result) = delivery.result() else {
+                break;
+            };
+            result?;
+            let at = delivery.completed_at().unwrap_or_else(Instant::now);
+            latencies.push(at.saturating_duration_since(*t0).as_micros() as u64);
+            last_ack = last_ack.max(at);
+            window.pop_front();
+        }
+    }
+    let elapsed = last_ack.saturating_duration_since(started);
+    Ok(report(msgs, msgs * size as u64, elapsed, latencies))
+}
+
+pub(crate) async fn bench(client: Client, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Produce {
+            topic,
+            msgs,
+            size,
+            inflight,
+            acks,
+            batches_inflight,
+            linger_us,
+            batch_bytes,
+            ..
+        } => {
+            client.partition_count(&topic).await?;
+            let inflight = inflight.max(1);
+            let producer = Producer::with_config(
+                client,
+                ProducerConfig {
+                    acks: acks.into(),
+                    // Batches form from the messages that wait for a free slot.
+                    linger: Duration::from_micros(linger_us),
+                    partition_inflight_batches_max: batches_inflight as usize,
+                    batch_size_bytes: batch_bytes as usize,
+                    buffer_records_max: ProducerConfig::default().buffer_records_max.max(inflight),
+                    ..ProducerConfig::default()
+                },
+            );
+            let r = bench_produce(&producer, topic, msgs, size, inflight).await?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        BenchCommand::Consume {
+            topic,
+            msgs,
+            timeout_ms,
+            group: None,
+            ..
+        } => {
+            let mut consumer = Consumer::new(client);
+            consumer.assign_all(&topic, Offset::Beginning).await?;
+            let idle = Duration::from_millis(timeout_ms);
+            let want = msgs.unwrap_or(u64::MAX);
+            let (mut count, mut bytes) = (0u64, 0u64);
+            let mut latencies = Vec::new();
+            let started = Instant::now();
+            let mut last_new = Instant::now();
+            while count < want && last_new.elapsed() < idle {
+                let t0 = Instant::now();
+                let records = consumer
+                    .poll(idle.saturating_sub(last_new.elapsed()))
+                    .await?;
+                if records.is_empty() {
+                    continue;
+                }
+                // Latency here is one poll's round trip, charged to each record it
+                // returned (a consumer has no per-message send time).
+                let us = t0.elapsed().as_micros() as u64;
+                last_new = Instant::now();
+                for r in &records {
+                    count += 1;
+                    bytes += r.value.len() as u64;
+                    latencies.push(us);
+                }
+            }
+            let elapsed = last_new.saturating_duration_since(started);
+            if count == 0 {
+                bail!("no message in topic {topic:?} within {timeout_ms} ms");
+            }
+            let r = report(count, bytes, elapsed, latencies);
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        BenchCommand::Consume {
+            topic,
+            msgs,
+            timeout_ms,
+            group: Some(group),
+            consumers,
+        } => {
+            let idle = Duration::from_millis(timeout_ms);
+            let consumers = consumers as usize;
+            let partitions = client.partition_count(&topic).await?;
+            // Plain consumers first (the group, reading second, gets no colder cache).
+            let plain =
+                bench_side(&client, &topic, None, consumers, partitions, msgs, idle).await?;
+            if plain.msgs == 0 {
+                bail!("no message in topic {topic:?} within {timeout_ms} ms");
+            }
+            let want = Some(msgs.unwrap_or(plain.msgs));
+            let grouped = bench_side(
+                &client,
+                &topic,
+                Some(&group),
+                consumers,
+                partitions,
+                want,
+                idle,
+            )
+            .await?;
+            if grouped.msgs < plain.msgs {
+                eprintln!(
+                    "warning: the group read {} messages, the plain consumers {}: does group {group:?} have committed offsets already? Use a new group name.",
+                    grouped.msgs, plain.msgs
+                );
+            }
+            let line = GroupBenchReport {
+                consumers: consumers as u32,
+                ratio: grouped.msgs_per_s / plain.msgs_per_s.max(1e-9),
+                group: grouped,
+                plain,
+            };
+            println!("{}", serde_json::to_string(&line)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The line `neo bench consume --group` prints.
+#[derive(Debug, Serialize, PartialEq)]
+pub(crate) struct GroupBenchReport {
+    pub(crate) consumers: u32,
+    pub(crate) group: BenchReport,
+    pub(crate) plain: BenchReport,
+    /// `group.msgs_per_s / plain.msgs_per_s`.
+    pub(crate) ratio: f64,
+}
+
+/// Progress shared by the consumers of one side of the comparison.
+#[derive(Debug)]
+struct Progress {
+    started: Instant,
+    msgs: AtomicU64,
+    bytes: AtomicU64,
+    /// Microseconds from `started` to the newest record any consumer got.
+    last_us: AtomicU64,
+}
+
+impl Progress {
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_micros(self.last_us.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
+/// One side of `bench consume --group`: `consumers` consumers reading `topic` from the
+/// beginning, as members of `group`, or (no group) each assigned the partitions `p`
+/// with `p % consumers == i`. Ends once `want` messages were read in all, or nothing
+/// new came for `idle`. Elapsed time runs from before the consumers start (the group
+/// side's join and first assignment included) to the last message.
+async fn bench_side(
+    client: &Client,
+    topic: &str,
+    group: Option<&str>,
+    consumers: usize,
+    partitions: u32,
+    want: Option<u64>,
+    idle: Duration,
+) -> anyhow::Result<BenchReport> {
+    let want = want.unwrap_or(u64::MAX);
+    let progress = Arc::new(Progress {
+        started: Instant::now(),
+        msgs: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        last_us: AtomicU64::new(0),
+    });
+    let mut tasks = Vec::new();
+    for i in 0..consumers {
+        let (client, topic, group) = (client.clone(), topic.to_string(), group.map(String::from));
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut source = match group {
+                Some(group) => {
+                    let config = GroupConsumerConfig {
+                        client_id: format!("neo-bench-{i}"),
+                        auto_offset_reset: AutoOffsetReset::Earliest,
+                        ..GroupConsumerConfig::default()
+                    };
+                    let member =
+                        GroupConsumer::subscribe(client, &group, &[&topic], config).await?;
+                    Source::Group(Box::new(member))
+                }
+                None => {
+                    let mut consumer = Consumer::new(client);
+                    let mine: Vec<u32> = (0..partitions)
+                        .filter(|p| *p as usize % consumers == i)
+                        .collect();
+                    if !mine.is_empty() {
+                        consumer.assign(&topic, &mine, Offset::Beginning).await?;
+                    }
+                    Source::Plain(consumer)
+                }
+            };
+            let mut latencies = Vec::new();
+            while progress.msgs.load(Ordering::Relaxed) < want && progress.idle_for() < idle {
+                let t0 = Instant::now();
+                let wait = idle
+                    .saturating_sub(progress.idle_for())
+                    .min(Duration::from_millis(200));
+                let records = match &mut source {
+                    Source::Group(c) => c.poll(wait).await?,
+                    Source::Plain(c) if c.assignment().is_empty() => {
+                        tokio::time::sleep(wait).await;
+                        Vec::new()
+                    }
+                    Source::Plain(c) => c.poll(wait).await?,
+                };
+                if records.is_empty() {
+                    continue;
+                }
+                let us = t0.elapsed().as_micros() as u64;
+                let bytes: u64 = records.iter().map(|r| r.value.len() as u64).sum();
+                progress
+                    .msgs
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+                let now_us = progress.started.elapsed().as_micros() as u64;
+                progress.last_us.fetch_max(now_us, Ordering::Relaxed);
+                latencies.extend(std::iter::repeat_n(us, records.len()));
+            }
+            if let Source::Group(c) = source {
+                c.close().await?;
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.context("bench consumer task")??);
+    }
+    let elapsed = Duration::from_micros(progress.last_us.load(Ordering::Relaxed));
+    Ok(report(
+        progress.msgs.load(Ordering::Relaxed),
+        progress.bytes.load(Ordering::Relaxed),
+        elapsed,
+        latencies,
+    ))
+}
+
+/// A bench consumer of either side.
+enum Source {
+    Group(Box<GroupConsumer>),
+    Plain(Consumer),
+}
