@@ -7,6 +7,8 @@
 //! | `/ready` | 200 when the metadata group and every partition group hosted here have a leader and this node is registered; else 503. JSON body either way |
 //! | `/metrics` | Prometheus text format 0.0.4 |
 //! | `/v1/cluster` | JSON: nodes (id, client and cluster addresses, alive), controller, partitions (topic, partition, group, leader, replicas) |
+//! | `/v1/groups` | JSON: every consumer group (name, state, members) from this node's applied metadata, and the coordinator |
+//! | `/v1/groups/{name}` | JSON: the group as `neo group describe --format json` prints it (members, and per partition committed offset, log end offset, lag), asked of the cluster through this node's client port; 404 for an unknown group |
 //! | `/v1/partitions/{topic}/{p}/digest` | JSON digest of this replica's committed log (for comparing replicas) |
 //!
 //! Limits: request head at most [`REQUEST_HEAD_BYTES_MAX`], read within
@@ -149,6 +151,8 @@ async fn route(shared: &Arc<Shared>, head: &[u8]) -> Reply {
             body: shared.metrics.render(&shared.gauges()),
         },
         ["v1", "cluster"] => Reply::json(200, cluster(shared)),
+        ["v1", "groups"] => Reply::json(200, groups(shared)),
+        ["v1", "groups", name] => group(shared, name).await,
         ["v1", "partitions", topic, p, "digest"] => digest(shared, topic, p).await,
         _ => Reply::text(404, "not found\n"),
     }
@@ -212,6 +216,77 @@ fn cluster(shared: &Shared) -> serde_json::Value {
         "controller": shared.controller(),
         "partitions": partitions,
     })
+}
+
+/// Every group as this node's applied metadata has it.
+fn groups(shared: &Shared) -> serde_json::Value {
+    let state = shared.state();
+    let groups: Vec<_> = state
+        .groups
+        .groups
+        .iter()
+        .map(|(name, g)| {
+            json!({
+                "name": name,
+                "state": neo_broker::groups::state::state_name(g),
+                "members": g.members.len(),
+                "group_epoch": g.epoch,
+            })
+        })
+        .collect();
+    json!({ "coordinator": shared.controller(), "groups": groups })
+}
+
+/// Bound on answering `/v1/groups/{name}` (it asks every partition leader).
+const GROUP_DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One group with its offsets, asked of the cluster through this node's client port.
+async fn group(shared: &Arc<Shared>, name: &str) -> Reply {
+    let name = percent_decode(name);
+    let addr = shared.advertise_client.clone();
+    let describe = async {
+        let client = shared
+            .cluster_client
+            .get_or_try_init(|| async move { neo_client::Client::connect(&[addr]).await })
+            .await?;
+        neo_client::GroupAdmin::new(client.clone())
+            .describe(&name)
+            .await
+    };
+    match tokio::time::timeout(GROUP_DESCRIBE_TIMEOUT, describe).await {
+        Ok(Ok(report)) => match serde_json::to_value(&report) {
+            Ok(v) => Reply::json(200, v),
+            Err(e) => Reply::json(500, json!({"error": e.to_string()})),
+        },
+        Ok(Err(e)) if e.code() == Some(neo_protocol::ErrorCode::UnknownGroup) => {
+            Reply::json(404, json!({"error": e.to_string()}))
+        }
+        Ok(Err(e)) => Reply::json(503, json!({"error": e.to_string()})),
+        Err(_) => Reply::json(
+            503,
+            json!({"error": format!("no answer within {GROUP_DESCRIBE_TIMEOUT:?}")}),
+        ),
+    }
+}
+
+/// `%XX` escapes of a path segment decoded (invalid escapes are kept as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn digest(shared: &Arc<Shared>, topic: &str, p: &str) -> Reply {
@@ -302,4 +377,16 @@ pub async fn healthcheck(addr: &str, timeout: Duration) -> bool {
         Some(line.starts_with("HTTP/1.1 200") || line.starts_with("HTTP/1.0 200"))
     };
     matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_escapes_and_keeps_bad_ones() {
+        assert_eq!(percent_decode("a%2Fb%20c"), "a/b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%é"), "%zz%é");
+    }
 }

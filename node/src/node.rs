@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// Turns `true` once the metadata leader has this node's addresses.
     pub(crate) registered: watch::Receiver<bool>,
+    /// A client of the cluster through this node's own client port (made on first use
+    /// by `/v1/groups/{name}`, which reads offsets from every partition leader).
+    pub(crate) cluster_client: tokio::sync::OnceCell<neo_client::Client>,
 }
 
 /// A partition as the HTTP admin resolves it from the local metadata state.
@@ -271,6 +274,7 @@ impl Node {
             cluster_tls,
             metrics: Metrics::default(),
             registered,
+            cluster_client: tokio::sync::OnceCell::new(),
         });
 
         let mut tasks = vec![health.spawn(cfg.node_id, transport, stop_rx.clone())];

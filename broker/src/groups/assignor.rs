@@ -233,13 +233,14 @@ mod tests {
         assert_eq!(a["a"], [("t".to_string(), 0), ("t".to_string(), 1)].into());
     }
 
-    fn arb_case() -> impl Strategy<
-        Value = (
-            BTreeMap<String, BTreeSet<String>>,
-            BTreeMap<String, u32>,
-            Vec<usize>,
-        ),
-    > {
+    /// Subscriptions, partition counts and member indexes to drop.
+    type Case = (
+        BTreeMap<String, BTreeSet<String>>,
+        BTreeMap<String, u32>,
+        Vec<usize>,
+    );
+
+    fn arb_case() -> impl Strategy<Value = Case> {
         let topics = prop::collection::btree_map("t[0-4]", 0u32..20, 1..5);
         topics.prop_flat_map(|c| {
             let names: Vec<String> = c.keys().cloned().collect();

@@ -146,12 +146,12 @@ pub(crate) async fn run_duties(b: &Broker, mut stop: watch::Receiver<bool>) {
             return;
         }
         round += 1;
-        if b.meta_group().leadership().0 == Role::Leader {
-            if let Err(e) = coordinator_round(b).await {
-                tracing::debug!("group coordinator duties: {}", e.message);
-            }
+        if b.meta_group().leadership().0 == Role::Leader
+            && let Err(e) = coordinator_round(b).await
+        {
+            tracing::debug!("group coordinator duties: {}", e.message);
         }
-        if round % OFFSET_GC_EVERY_ROUNDS == 0 {
+        if round.is_multiple_of(OFFSET_GC_EVERY_ROUNDS) {
             drop_deleted_groups_offsets(b).await;
         }
     }
