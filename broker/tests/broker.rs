@@ -6,55 +6,15 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use neo_broker::{BrokerLimits, Embedded, OFFSET_UNKNOWN, SecurityContext};
+use neo_broker::{Embedded, OFFSET_UNKNOWN};
 use neo_protocol::api::{
-    Acks, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest, FetchRequest,
-    FetchResponse, Isolation, ListTopicsRequest, MetadataRequest, ProduceRequest, ProduceResponse,
+    Acks, DeleteTopicRequest, DescribeTopicRequest, FetchRequest, FetchResponse, Isolation,
+    ListTopicsRequest, MetadataRequest, ProduceResponse,
 };
 use neo_protocol::{ErrorCode, RpcError};
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn ctx() -> SecurityContext {
-    SecurityContext::client(Some("tester".into()), "127.0.0.1:4000".parse().unwrap())
-}
-
-async fn start(dir: &std::path::Path) -> Embedded {
-    Embedded::start(dir, BrokerLimits::default())
-        .await
-        .expect("embedded broker starts")
-}
-
-fn create(name: &str, partitions: u32) -> CreateTopicRequest {
-    CreateTopicRequest {
-        name: name.into(),
-        partitions,
-        replication_factor: 1,
-        configs: vec![],
-    }
-}
-
-fn batch(values: &[&str], producer: Option<(i64, i32)>) -> Bytes {
-    let mut b = qiss::batch::BatchBuilder::new();
-    if let Some((id, seq)) = producer {
-        b.producer(id, 0, seq);
-    }
-    for v in values {
-        b.push(1, Some(b"k"), &[], v.as_bytes()).expect("push");
-    }
-    b.build().expect("build")
-}
-
-fn produce_req(topic: &str, partition: u32, acks: Acks, records: Bytes) -> ProduceRequest {
-    ProduceRequest {
-        topic: topic.into(),
-        partition,
-        acks,
-        timeout_ms: 0,
-        producer: None,
-        records,
-    }
-}
+mod common;
+use common::*;
 
 fn fetch_req(topic: &str, offset: u64, wait_ms_max: u32) -> FetchRequest {
     FetchRequest {
@@ -86,10 +46,6 @@ fn values(resp: &FetchResponse, offset: u64) -> Vec<String> {
         rest = rest.slice(len..);
     }
     out
-}
-
-fn code(r: Result<impl std::fmt::Debug, RpcError>) -> ErrorCode {
-    r.expect_err("refused").error_code().expect("a known code")
 }
 
 async fn produce(
