@@ -133,4 +133,4 @@ impl Default for GroupConsumerConfig {
 
 /// Bound on the length of a group name, an instance id or a client id this client
 /// sends (the broker applies its own bounds too).
-pub const GROUP_NAME_BYTES_MAX: usize = 255;
+pub const GROUP_NAME_BYTES_MAX: usize = 249;
