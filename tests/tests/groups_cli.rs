@@ -202,6 +202,33 @@ async fn cli_group_commands() -> anyhow::Result<()> {
         );
         let (status, body) = http_get(http, "/v1/groups/no%2Dsuch")?;
         ensure!(status == 404, "unknown group: {status} {body}");
+        // /metrics: each partition's leader reports the group's lag (0: all committed),
+        // and the coordinator its members
+        let mut lag_series = 0;
+        let mut members_series = 0;
+        for id in 1..=3 {
+            let (status, body) = http_get(cluster.spec(id).http, "/metrics")?;
+            ensure!(status == 200, "/metrics of node {id}: {status}");
+            for line in body.lines() {
+                if line.starts_with(&format!(
+                    "neo_group_lag{{group=\"{group}\",topic=\"{topic}\""
+                )) {
+                    ensure!(line.ends_with(" 0"), "lag after a full commit: {line}");
+                    lag_series += 1;
+                }
+                if line.starts_with(&format!("neo_group_members{{group=\"{group}\"}}")) {
+                    members_series += 1;
+                }
+            }
+        }
+        ensure!(
+            lag_series == 3,
+            "one lag series per partition, got {lag_series}"
+        );
+        ensure!(
+            members_series == 1,
+            "the coordinator reports members: {members_series}"
+        );
 
         let listed = ok(cluster, &["group", "list"], "")?;
         ensure!(
