@@ -7,10 +7,12 @@
 //! |---|---|
 //! | [`cluster`] | [`TestCluster`]: start N `neo-node` processes on free loopback ports with static `--peers`, wait for `/ready`, kill -9, restart one or all on the same data dirs, node logs for failure messages |
 //! | [`pki`] | [`TestPki`]: a throwaway CA and leaf certificates (PEM) for mutual-TLS tests (shared with the `neo-cluster` and `neo-node` tests) |
+//! | [`run`] | [`with_cluster`] (a scenario on a fresh cluster, logs on failure), [`connect`], [`neo`] (the CLI against a cluster) |
 //! | [`ports`] | [`free_port`]: loopback ports for nodes to bind later, below the ephemeral range (shared with `neo-chaos` and the `neo-node` tests) |
 //! | `tests/cluster.rs` | 3 nodes, 3 partitions × replication 3, 100k messages through the client while the leader of a partition is killed; exactly-once and per-partition order of acknowledged messages; the killed node restarts, rejoins and catches up |
 //! | `tests/cli.rs` | the `neo` CLI contract of `docs/cli.md`, by running the built binary |
-//! | `tests/groups.rs` | consumer groups on 3 nodes: 4 members share 12 partitions exactly once; a killed member's partitions move after its session timeout and resume from its last commit; kill -9 of the coordinator and of a partition leader; committed offsets across a full restart; `neo consume --group` and `neo group` |
+//! | `tests/groups.rs` | consumer groups on 3 nodes: 4 members share 12 partitions exactly once; a killed member's partitions move after its session timeout and resume from its last commit; kill -9 of the coordinator and of a partition leader; committed offsets across a full restart |
+//! | `tests/groups_cli.rs` | `neo consume --group`, `neo group list/describe/reset-offsets/delete`, `/v1/groups`, `/v1/groups/{name}` and the group metrics on a real cluster |
 //!
 //! # Binaries
 //!
@@ -31,7 +33,9 @@
 pub mod cluster;
 pub mod pki;
 pub mod ports;
+pub mod run;
 
 pub use cluster::{TestCluster, binary};
 pub use pki::TestPki;
 pub use ports::{free_addr, free_port};
+pub use run::{connect, neo, with_cluster};

@@ -1,31 +1,11 @@
 //! The `neo` CLI contract (`docs/cli.md`), by running the built binary against a real
 //! 3-node cluster.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use anyhow::{Context, ensure};
-use neo_tests::{TestCluster, binary};
+use neo_tests::{TestCluster, neo};
 use serde_json::Value;
-
-/// Runs `neo --server <cluster> args...` with `stdin`, returning its output.
-fn neo(cluster: &TestCluster, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
-    let mut child = Command::new(binary("neo")?)
-        .arg("--server")
-        .arg(cluster.servers())
-        .args(args)
-        .env_remove("NEO_SERVER")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(stdin.as_bytes())?;
-    Ok(child.wait_with_output()?)
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -20,7 +20,7 @@ use neo_client::{
     Admin, AutoOffsetReset, Client, Error, GroupAdmin, GroupConsumer, GroupConsumerConfig,
     Producer, ProducerRecord, TopicPartition,
 };
-use neo_tests::TestCluster;
+use neo_tests::{TestCluster, connect, with_cluster};
 
 /// Bound on every wait for consumption or reassignment.
 const WAIT_MAX: Duration = Duration::from_secs(60);
@@ -146,10 +146,6 @@ fn config(session: Duration) -> GroupConsumerConfig {
     }
 }
 
-async fn connect(cluster: &TestCluster) -> anyhow::Result<Client> {
-    Ok(Client::connect(&cluster.client_addrs()).await?)
-}
-
 /// Produce `count` records from `first` on (value = the sequence number, partition =
 /// seq % partitions); returns (partition, offset) → seq of the acknowledged ones (all
 /// must be).
@@ -249,23 +245,10 @@ async fn committed(
         .collect())
 }
 
-/// Runs `scenario` on a fresh 3-node cluster; prints the nodes' logs if it fails.
-async fn with_cluster<F>(scenario: F) -> anyhow::Result<()>
-where
-    F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<()>,
-{
-    let mut cluster = TestCluster::start(3)?;
-    let result = scenario(&mut cluster).await;
-    if result.is_err() {
-        eprintln!("{}", cluster.logs(60));
-    }
-    result
-}
-
 /// (a) 4 members, 12 partitions: 3 each, every record returned by exactly one member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_members_share_twelve_partitions_exactly_once() -> anyhow::Result<()> {
-    with_cluster(async |cluster| {
+    with_cluster(3, async |cluster| {
         let (topic, group) = ("ga", "ga-group");
         let client = connect(cluster).await?;
         Admin::new(client.clone())
@@ -327,7 +310,7 @@ async fn four_members_share_twelve_partitions_exactly_once() -> anyhow::Result<(
 /// records returned twice are the ones it returned after that commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_member_partitions_resume_from_its_last_commit() -> anyhow::Result<()> {
-    with_cluster(async |cluster| {
+    with_cluster(3, async |cluster| {
         let (topic, group) = ("gb", "gb-group");
         let session = Duration::from_secs(3);
         let client = connect(cluster).await?;
@@ -468,7 +451,7 @@ async fn killed_member_partitions_resume_from_its_last_commit() -> anyhow::Resul
 /// their ids, commits survive, consumption continues.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn coordinator_and_leader_kills_keep_commits_and_membership() -> anyhow::Result<()> {
-    with_cluster(async |cluster| {
+    with_cluster(3, async |cluster| {
         let (topic, group) = ("gc", "gc-group");
         let client = connect(cluster).await?;
         Admin::new(client.clone()).create_topic(topic, 6, 3).await?;
@@ -572,7 +555,7 @@ async fn wait_until_committed(client: &Client, group: &str, topic: &str) -> anyh
 /// (d) A full cluster restart keeps committed offsets; a new member resumes there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn committed_offsets_survive_a_full_restart() -> anyhow::Result<()> {
-    with_cluster(async |cluster| {
+    with_cluster(3, async |cluster| {
         let (topic, group) = ("gd", "gd-group");
         let client = connect(cluster).await?;
         Admin::new(client.clone()).create_topic(topic, 3, 3).await?;

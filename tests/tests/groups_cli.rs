@@ -2,14 +2,12 @@
 //! `neo consume --group`, `neo group list/describe/reset-offsets/delete` (the contract in
 //! docs/cli.md) and `/v1/groups`, `/v1/groups/{name}` (docs/node.md).
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use neo_client::{Admin, AutoOffsetReset, Client, GroupConsumer, GroupConsumerConfig};
+use neo_client::{Admin, AutoOffsetReset, GroupConsumer, GroupConsumerConfig};
 use neo_tests::cluster::http_get;
-use neo_tests::{TestCluster, binary};
+use neo_tests::{TestCluster, connect, neo, with_cluster};
 use serde_json::Value;
 
 /// Bound on every wait for an assignment.
@@ -22,42 +20,6 @@ fn config(session: Duration) -> GroupConsumerConfig {
         auto_offset_reset: AutoOffsetReset::Earliest,
         ..GroupConsumerConfig::default()
     }
-}
-
-async fn connect(cluster: &TestCluster) -> anyhow::Result<Client> {
-    Ok(Client::connect(&cluster.client_addrs()).await?)
-}
-
-/// Runs `scenario` on a fresh 3-node cluster; prints the nodes' logs if it fails.
-async fn with_cluster<F>(scenario: F) -> anyhow::Result<()>
-where
-    F: AsyncFnOnce(&mut TestCluster) -> anyhow::Result<()>,
-{
-    let mut cluster = TestCluster::start(3)?;
-    let result = scenario(&mut cluster).await;
-    if result.is_err() {
-        eprintln!("{}", cluster.logs(60));
-    }
-    result
-}
-
-/// Runs `neo --server <cluster> args...` with `stdin`.
-fn neo(cluster: &TestCluster, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
-    let mut child = Command::new(binary("neo")?)
-        .arg("--server")
-        .arg(cluster.servers())
-        .args(args)
-        .env_remove("NEO_SERVER")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(stdin.as_bytes())?;
-    Ok(child.wait_with_output()?)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -127,7 +89,7 @@ fn describe_json(cluster: &TestCluster, group: &str) -> anyhow::Result<Value> {
 /// (e) `neo consume --group`, `neo group list/describe/reset-offsets/delete`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cli_group_commands() -> anyhow::Result<()> {
-    with_cluster(async |cluster| {
+    with_cluster(3, async |cluster| {
         let (topic, group) = ("ge", "cg");
         let client = connect(cluster).await?;
         Admin::new(client.clone()).create_topic(topic, 3, 3).await?;
