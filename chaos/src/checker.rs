@@ -12,11 +12,13 @@
 //! | drain | every partition was read up to its high watermark | yes |
 //! | replicas | every replica answered a digest, at the same `start_offset` and `high_watermark`, with the same `crc32`, `batches`, `bytes` | yes |
 //! | failover | per fault and affected partition: fault start → completion of the first `Ok` produce invoked after it; p50 / p99 / max | no (reported) |
+//! | consumer group | [`crate::groups_check`]: consumed at least once, nothing foreign, committed offsets never backwards, members rejoin | yes |
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::groups_check::{GroupCheck, check_group};
 use crate::history::{
     History, Outcome, PartitionDigests, ProduceOp, drain_map, parse_payload, payload,
 };
@@ -92,6 +94,9 @@ pub struct CheckReport {
     pub digests_identical: bool,
     /// Failover times.
     pub failover: FailoverStats,
+    /// The consumer group's rules (`None`: no group workload).
+    #[serde(default)]
+    pub group: Option<GroupCheck>,
     /// Up to 10 examples per category (`lost`, `unexpected`, ...).
     pub examples: BTreeMap<String, Vec<String>>,
     /// One line per violated invariant; empty = pass.
@@ -361,8 +366,9 @@ pub fn check(history: &History) -> CheckReport {
         );
     }
 
-    // 6. Failover.
+    // 6. Failover, 7. the consumer group.
     r.failover = failover(history);
+    r.group = history.group.as_ref().map(|g| check_group(history, g));
 
     // Verdict.
     let mut v = Vec::new();
@@ -393,6 +399,7 @@ pub fn check(history: &History) -> CheckReport {
     if !r.digests_identical {
         v.push("replica digests differ or are missing".to_string());
     }
+    v.extend(r.group.iter().flat_map(|g| g.violations.iter().cloned()));
     r.violations = v;
     r
 }

@@ -1,7 +1,8 @@
 //! The recorded history of one run: every produce (invoke, then ok / fail / unknown),
-//! every record the live consumers read, the faults with their times, the final drain
-//! and the replica digests. Plain data: the workload and the runner fill it, the
-//! checker reads it, `neo-chaos check FILE` reloads it from JSON.
+//! every record the live consumers read, the consumer group's reads, commits,
+//! rebalances and committed-offset samples, the faults with their times, the final
+//! drain and the replica digests. Plain data: the workload and the runner fill it, the
+//! checker reads it, `neo-chaos --check-history FILE` reloads it from JSON.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -171,6 +172,173 @@ pub struct History {
     pub drain: Vec<DrainedPartition>,
     /// Replica digests, by partition.
     pub digests: Vec<PartitionDigests>,
+    /// The consumer group workload (`None`: `--group-consumers 0`, or a history
+    /// recorded before groups existed).
+    #[serde(default)]
+    pub group: Option<GroupHistory>,
+}
+
+/// How a group member's commit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitOutcome {
+    /// Answered: a quorum of the partition's Raft group applied it.
+    Acked,
+    /// An error came back (fenced, not leader, timeout, ...). Retries inside the
+    /// client may have sent it more than once, so it may still have been applied.
+    Error,
+    /// Made by the client inside `poll` or `close` (the revocation commit the
+    /// listener asked for): its own answer is not observable.
+    Unobserved,
+}
+
+/// One commit of a group member (one partition, one offset: the next record to
+/// consume).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCommit {
+    /// Member index (0-based; one task and client each).
+    pub member: u32,
+    /// The member id it committed as (empty while rejoining).
+    pub member_id: String,
+    /// Partition.
+    pub partition: u32,
+    /// The committed offset.
+    pub offset: u64,
+    /// When the commit was started.
+    pub invoke_us: u64,
+    /// When it was answered or failed (`None`: unobserved).
+    pub complete_us: Option<u64>,
+    /// The outcome.
+    pub outcome: CommitOutcome,
+    /// The error kind (`FencedMember`, `NotLeader`, `Timeout`, ...), for `Error`.
+    pub error_kind: Option<String>,
+    /// The error text, for `Error`.
+    pub error: Option<String>,
+}
+
+/// One record a group member's `poll` returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRead {
+    /// Member index.
+    pub member: u32,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// The value, as text.
+    pub value: String,
+    /// When the poll returned it.
+    pub at_us: u64,
+}
+
+/// What happened to a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupEventKind {
+    /// The member has a new member id (first join or rejoin).
+    Joined {
+        /// The id.
+        member_id: String,
+    },
+    /// `on_assigned`: partitions taken over, each with the offset reading starts at
+    /// (the committed offset read through the partition's Raft group by the takeover's
+    /// fence, or the log start when the group had none).
+    Assigned {
+        /// (partition, start offset).
+        partitions: Vec<(u32, u64)>,
+    },
+    /// `on_revoked`: partitions given up, each with the position committed for it
+    /// (`None`: position not resolved, nothing committed).
+    Revoked {
+        /// (partition, committed position).
+        partitions: Vec<(u32, Option<u64>)>,
+    },
+    /// `on_lost`: partitions dropped without a commit (fenced).
+    Lost {
+        /// Partitions.
+        partitions: Vec<u32>,
+    },
+    /// `poll` (or `subscribe`, `close`) returned an error; `FencedMember` means the
+    /// member lost its membership and joins again.
+    Error {
+        /// What was called (`subscribe`, `poll`, `close`).
+        call: String,
+        /// The error kind.
+        kind: String,
+        /// The error text.
+        error: String,
+    },
+    /// The member stopped (after its last commit and `close`).
+    Closed,
+}
+
+/// One event of one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEvent {
+    /// Member index.
+    pub member: u32,
+    /// When the `poll` (or call) during which it happened began.
+    pub start_us: u64,
+    /// When it was seen.
+    pub at_us: u64,
+    /// What.
+    pub kind: GroupEventKind,
+}
+
+/// One read of the group's committed offset of a partition (`GroupAdmin`: the applied
+/// offset table of the node that believes it leads the partition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetSample {
+    /// Partition.
+    pub partition: u32,
+    /// The committed offset (`None`: none yet).
+    pub offset: Option<u64>,
+    /// The partition's log end offset in the same answer (`None`: not known, for the
+    /// auditor's reads).
+    pub log_end_offset: Option<u64>,
+    /// When the read was started.
+    pub invoke_us: u64,
+    /// When it was answered.
+    pub complete_us: u64,
+}
+
+/// What `describe_group` said during the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSnapshot {
+    /// When it was answered.
+    pub at_us: u64,
+    /// `empty`, `reconciling` or `stable`.
+    pub state: String,
+    /// The group epoch (bumped by every membership or assignment change).
+    pub group_epoch: u64,
+    /// Members.
+    pub members: u32,
+}
+
+/// Everything the consumer group workload recorded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupHistory {
+    /// The group's name.
+    pub group: String,
+    /// Members started.
+    pub members: u32,
+    /// Every record returned to a member.
+    pub reads: Vec<GroupRead>,
+    /// Every commit.
+    pub commits: Vec<GroupCommit>,
+    /// Joins, rebalances, errors, stops.
+    pub events: Vec<GroupEvent>,
+    /// Committed offsets sampled during the run.
+    pub samples: Vec<OffsetSample>,
+    /// Sample or describe calls that failed: (time, error kind).
+    pub sample_errors: Vec<(u64, String)>,
+    /// `describe_group` answers during the run.
+    pub snapshots: Vec<GroupSnapshot>,
+    /// Committed offsets read after every member closed (two equal reads in a row).
+    pub final_offsets: Vec<OffsetSample>,
+    /// When the final phase began (after the drain) and when it ended (every
+    /// acknowledged record consumed, or the deadline).
+    pub final_phase_us: Option<(u64, u64)>,
 }
 
 /// The payload of a record: unique per run, producer and sequence number.
@@ -295,6 +463,38 @@ impl Recorder {
     pub fn healed(&self) {
         let now = self.clock.now_us();
         self.lock().healed_us = Some(now);
+    }
+
+    /// Run `f` on the group history (created by [`Recorder::start_group`]); `None`
+    /// without a group workload.
+    pub fn group<R>(&self, f: impl FnOnce(&mut GroupHistory) -> R) -> Option<R> {
+        self.lock().group.as_mut().map(f)
+    }
+
+    /// Start recording a group workload.
+    pub fn start_group(&self, group: &str, members: u32) {
+        self.lock().group = Some(GroupHistory {
+            group: group.to_string(),
+            members,
+            ..GroupHistory::default()
+        });
+    }
+
+    /// Acknowledged produces the group has not consumed yet (at their partition and
+    /// offset); 0 without a group workload.
+    pub fn group_unconsumed(&self) -> usize {
+        let h = self.lock();
+        let Some(g) = &h.group else { return 0 };
+        let consumed: std::collections::HashSet<(u32, u64)> =
+            g.reads.iter().map(|r| (r.partition, r.offset)).collect();
+        h.produces
+            .iter()
+            .filter(|p| p.outcome == Outcome::Ok)
+            .filter(|p| {
+                !p.offset
+                    .is_some_and(|o| consumed.contains(&(p.partition, o)))
+            })
+            .count()
     }
 
     /// Store the drain and digests.

@@ -9,10 +9,12 @@
 //! |---|---|
 //! | [`history`] | the recorded run: produces (invoke → ok / fail / unknown, µs timestamps), live reads, faults, drain, replica digests; [`Recorder`](history::Recorder) shared by every task |
 //! | [`workload`] | producers (unique payloads `{run}:{producer}:{seq}`, one partition each) and one live consumer per partition; the final drain |
+//! | [`group_workload`] | `--group-consumers` members of one consumer group polling and committing under the faults, a committed-offset sampler, the catch-up after the drain and the auditor's final read |
 //! | [`cluster`] | [`Cluster`](cluster::Cluster): kill, stop, start, pause, resume, cut / degrade links, heal, ready, logs — over local processes ([`cluster::local`]: signals, per-node uids + iptables connmark rules) or docker compose ([`cluster::docker`]: docker CLI + iptables via `nsenter`) |
 //! | [`faults`] | [`Scenario`](faults::Scenario)s and their inject → hold → heal → settle cycles, seeded |
 //! | [`admin_http`] | the node's HTTP admin API: `/ready`, `/v1/cluster` (leaders, replicas), digests |
 //! | [`checker`] | pure: history → [`CheckReport`](checker::CheckReport) (lost, unexpected, duplicates, order, live reads, drain, digests, failover) |
+//! | [`groups_check`] | pure: the group rules → [`GroupCheck`](groups_check::GroupCheck) (consumed at least once, nothing foreign, committed offsets never backwards, members rejoin; duplicates, commit errors, rebalances) |
 //! | [`runner`] | one scenario end to end → [`ScenarioReport`](runner::ScenarioReport) (JSON) |
 //! | [`report`] | human summary and the markdown table |
 //! | `main` | the CLI (`--mode`, `--scenario`, `--duration`, `--seed`, `--report-dir`, ...) |
@@ -22,11 +24,15 @@
 //! ```text
 //! fresh cluster (temp dirs | compose down -v; up -d) ─▶ wait /ready on every node
 //!   ─▶ create topic (partitions, rf 3) ─▶ workload: producers + live consumers
+//!      + group members (poll, commit) + committed-offset sampler
 //!   ─▶ warm-up ─▶ fault cycles until --duration (inject, hold, heal, settle)
 //!   ─▶ heal everything, wait /ready ─▶ cool-down (writes continue)
 //!   ─▶ stop producers, wait until every send resolved (or its retry deadline passed)
 //!   ─▶ digests of every replica until they agree on (start, high watermark)
-//!   ─▶ drain every partition to that high watermark ─▶ check ─▶ report ─▶ teardown
+//!   ─▶ drain every partition to that high watermark
+//!   ─▶ group: consume until every acknowledged record was (≤ 60 s), members commit
+//!      and close, the auditor reads the final committed offsets
+//!   ─▶ check ─▶ report ─▶ teardown
 //! ```
 //!
 //! # Invariants
@@ -38,7 +44,10 @@
 //!   may legitimately be stored or not.
 //! - A run fails on: lost > 0, offset mismatches, unexpected > 0, order violations,
 //!   live reads missing from the final log, an incomplete drain, replica digests that
-//!   differ or are missing. Duplicates and failover times are reported, never failed on.
+//!   differ or are missing; and for the group: an acknowledged record it never
+//!   consumed, a consumed record never produced, a committed offset going backwards, a
+//!   phantom committed offset, a fenced member that never rejoined. Duplicates (stored
+//!   or consumed), commit errors and failover times are reported, never failed on.
 //! - Every random choice comes from the printed seed; no timing is ever asserted.
 //! - Every fault is undone before the checks (links healed, nodes resumed / started),
 //!   and every cluster is torn down (processes, containers, volumes, iptables chains).
@@ -49,6 +58,8 @@ pub mod admin_http;
 pub mod checker;
 pub mod cluster;
 pub mod faults;
+pub mod group_workload;
+pub mod groups_check;
 pub mod history;
 pub mod report;
 pub mod runner;

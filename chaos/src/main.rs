@@ -72,6 +72,10 @@ struct Args {
     /// Partitions of the topic.
     #[arg(long, default_value_t = 3)]
     partitions: u32,
+    /// Members of the consumer group that consumes the topic during every scenario
+    /// (0: no group workload).
+    #[arg(long, default_value_t = 3)]
+    group_consumers: u32,
     /// Replication factor of the topic.
     #[arg(long, default_value_t = 3)]
     replication: u32,
@@ -207,6 +211,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             partitions: args.partitions,
             producers: args.producers,
             rate: args.rate,
+            group_consumers: args.group_consumers,
             ..WorkloadConfig::default()
         },
         report_dir: Some(args.report_dir.clone()),
@@ -229,6 +234,12 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         reports.push(r);
     }
     let table = report::table(&reports);
+    let group_table = report::group_table(&reports);
+    let table = if group_table.is_empty() {
+        table
+    } else {
+        format!("{table}\nConsumer group:\n\n{group_table}")
+    };
     println!(
         "\n{table}\nseed {seed}, {} mode, {:.0} s wall in total",
         config.mode.name(),

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::groups_check::GroupCheck;
 use crate::runner::{ScenarioReport, Status};
 
 fn ms(v: Option<f64>) -> String {
@@ -82,6 +83,9 @@ pub fn summary(r: &ScenarioReport) -> String {
             ms(f.max_ms),
             f.unrecovered
         );
+        if let Some(g) = &c.group {
+            group_summary(&mut out, g);
+        }
         for (category, list) in &c.examples {
             let _ = writeln!(out, "  {category}:");
             for e in list.iter().take(5) {
@@ -96,6 +100,107 @@ pub fn summary(r: &ScenarioReport) -> String {
         let _ = writeln!(out, "  node logs: {l}");
     }
     let _ = writeln!(out, "  reproduce: {}", r.reproduce);
+    out
+}
+
+/// `{a: 1, b: 2}` as `a 1, b 2` (`none` when empty).
+fn counts(map: &std::collections::BTreeMap<String, usize>) -> String {
+    if map.is_empty() {
+        return "none".into();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn group_summary(out: &mut String, g: &GroupCheck) {
+    let _ = writeln!(
+        out,
+        "  group {} ({} members): consumed {} ({} distinct), missed {}, duplicates {} (of {} records), unexpected {}; caught up in {}",
+        g.group,
+        g.members,
+        g.consumed,
+        g.consumed_distinct,
+        g.missed,
+        g.duplicates,
+        g.duplicated_records,
+        g.unexpected,
+        ms(g.catch_up_ms)
+    );
+    let _ = writeln!(
+        out,
+        "  group commits: acked {}, unobserved (revocations) {}, errors: {}",
+        g.commits_acked,
+        g.commits_unobserved,
+        counts(&g.commit_errors)
+    );
+    let _ = writeln!(
+        out,
+        "  group members: joins {}, fences {}, rebalance callbacks {}, group epoch max {}, stuck {}; errors: {}",
+        g.joins,
+        g.fences,
+        g.rebalances,
+        g.group_epoch_max
+            .map_or_else(|| "—".to_string(), |e| e.to_string()),
+        g.members_stuck,
+        counts(&g.member_errors)
+    );
+    let _ = writeln!(
+        out,
+        "  committed offsets: regressions {} (max {}), reordered acks {}, samples {} ({} stale, lag max {}; {} phantom; failed: {}), final {:?} (lag {})",
+        g.commit_regressions,
+        g.commit_regression_max,
+        g.reordered_acks,
+        g.samples,
+        g.stale_samples,
+        g.stale_sample_lag_max,
+        g.phantom_samples,
+        counts(&g.sample_errors),
+        g.final_committed,
+        g.final_lag
+    );
+    for (category, list) in &g.examples {
+        let _ = writeln!(out, "  {category}:");
+        for e in list.iter().take(5) {
+            let _ = writeln!(out, "    {e}");
+        }
+    }
+}
+
+/// The markdown table of the consumer group figures (empty without a group workload).
+pub fn group_table(reports: &[ScenarioReport]) -> String {
+    let rows: Vec<(&ScenarioReport, &GroupCheck)> = reports
+        .iter()
+        .filter_map(|r| Some((r, r.check.as_ref()?.group.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "| scenario | members | consumed | missed | duplicates | unexpected | commits acked | commit errors | joins | fences | rebalance callbacks | regression max | stale samples | catch-up |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (r, g) in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            g.members,
+            g.consumed,
+            g.missed,
+            g.duplicates,
+            g.unexpected,
+            g.commits_acked,
+            counts(&g.commit_errors),
+            g.joins,
+            g.fences,
+            g.rebalances,
+            g.commit_regression_max,
+            g.stale_samples,
+            ms(g.catch_up_ms)
+        );
+    }
     out
 }
 

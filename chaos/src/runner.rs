@@ -13,6 +13,7 @@ use crate::admin_http;
 use crate::checker::{CheckReport, check};
 use crate::cluster::{Cluster, DockerCluster, DockerOptions, LocalCluster, LocalOptions, local};
 use crate::faults::{self, FaultContext, READY_TIMEOUT, Scenario};
+use crate::group_workload::GroupWorkload;
 use crate::history::{Clock, FaultEvent, History, PartitionDigests, Recorder};
 use crate::workload::{self, Workload, WorkloadConfig, client_config};
 
@@ -20,6 +21,8 @@ use crate::workload::{self, Workload, WorkloadConfig, client_config};
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The drain gives up on a partition after this long without progress.
 pub const DRAIN_IDLE_MAX: Duration = Duration::from_secs(30);
+/// After the drain, how long the group may take to consume every acknowledged record.
+pub const GROUP_CATCH_UP_MAX: Duration = Duration::from_secs(60);
 
 /// Where the cluster runs.
 #[derive(Debug, Clone)]
@@ -100,6 +103,9 @@ pub struct ScenarioReport {
     pub fault_cycles: usize,
     /// Producers.
     pub producers: u32,
+    /// Members of the consumer group workload (0: none).
+    #[serde(default)]
+    pub group_consumers: u32,
     /// Records per second asked for.
     pub rate: f64,
     /// Partitions of the topic.
@@ -136,6 +142,7 @@ pub async fn run_scenario(config: &RunConfig, scenario: Scenario) -> ScenarioRep
         wall_s: 0.0,
         fault_cycles: 0,
         producers: config.workload.producers,
+        group_consumers: config.workload.group_consumers,
         rate: config.workload.rate,
         partitions: config.workload.partitions,
         replication: config.replication,
@@ -268,6 +275,10 @@ async fn drive(
     let clock = Clock::start();
     let recorder = Recorder::new(clock, run_id, w.partitions, config.replication);
     let workload = Workload::start(&seeds, &recorder, w).await?;
+    let group = (w.group_consumers > 0).then(|| {
+        let name = format!("chaos-{run_id}");
+        GroupWorkload::start(&seeds, &recorder, &w.topic, &name, w.group_consumers)
+    });
     let progress = tokio::spawn(progress(recorder.clone()));
     tokio::time::sleep(config.warmup).await;
 
@@ -328,6 +339,11 @@ async fn drive(
     )
     .await;
     recorder.finish(drain, digests);
+    if let Some(group) = group {
+        group
+            .finish(&recorder, w.partitions, GROUP_CATCH_UP_MAX)
+            .await;
+    }
     Ok((recorder.snapshot(), cycles, trouble))
 }
 
@@ -383,8 +399,11 @@ async fn collect_digests(cluster: &Cluster, topic: &str, partitions: u32) -> Vec
 async fn progress(recorder: Recorder) {
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
+        let group = recorder
+            .group(|g| format!(", group consumed {}", g.reads.len()))
+            .unwrap_or_default();
         eprintln!(
-            "[{:7.2}s] acknowledged {}, unresolved {}",
+            "[{:7.2}s] acknowledged {}, unresolved {}{group}",
             recorder.clock().secs(),
             recorder.acknowledged(),
             recorder.pending()
@@ -405,12 +424,13 @@ fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> anyhow::Result
 fn reproduce(config: &RunConfig, scenario: Scenario) -> String {
     let w = &config.workload;
     format!(
-        "neo-chaos --mode {} --scenario {scenario} --seed {} --duration {}s --producers {} --rate {} --partitions {}",
+        "neo-chaos --mode {} --scenario {scenario} --seed {} --duration {}s --producers {} --rate {} --partitions {} --group-consumers {}",
         config.mode.name(),
         config.seed,
         config.duration.as_secs(),
         w.producers,
         w.rate,
-        w.partitions
+        w.partitions,
+        w.group_consumers
     )
 }

@@ -46,6 +46,8 @@ pub struct WorkloadConfig {
     pub produce_timeout: Duration,
     /// Retry of one batch (bounds how long a record can stay unresolved).
     pub retry: RetryPolicy,
+    /// Members of the consumer group workload (`crate::group_workload`); 0: none.
+    pub group_consumers: u32,
 }
 
 impl Default for WorkloadConfig {
@@ -63,6 +65,7 @@ impl Default for WorkloadConfig {
                 attempts_max: 1_000,
                 deadline: Duration::from_secs(45),
             },
+            group_consumers: 3,
         }
     }
 }
