@@ -40,7 +40,7 @@ struct Seen {
 struct MemberState {
     assignment: Vec<TopicPartition>,
     member_id: Option<String>,
-    /// `Error::Fenced` returned by `poll`.
+    /// `Error::Fenced` returned by `poll` (also listed in `errors`, with the reason).
     fenced: u32,
     /// Other errors returned by `poll` (tolerated, counted).
     errors: Vec<String>,
@@ -103,7 +103,11 @@ fn run_member(index: usize, mut consumer: GroupConsumer, log: Arc<Mutex<Vec<Seen
                     partition: r.partition,
                     offset: r.offset,
                 })),
-                Err(Error::Fenced { .. }) => st.lock().unwrap().fenced += 1,
+                Err(err @ Error::Fenced { .. }) => {
+                    let mut st = st.lock().unwrap();
+                    st.fenced += 1;
+                    st.errors.push(err.to_string());
+                }
                 Err(err) => {
                     st.lock().unwrap().errors.push(err.to_string());
                     tokio::time::sleep(Duration::from_millis(100)).await;

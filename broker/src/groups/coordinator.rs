@@ -104,6 +104,11 @@ pub(crate) async fn ensure(b: &Broker) -> Result<(std::sync::Arc<MetaState>, u64
     if role != Role::Leader {
         return Err(not_coordinator(b, leader));
     }
+    if b.meta_group().quorum_lost() {
+        // Cut off from the metadata quorum: another coordinator is being elected, and
+        // this one could neither change the membership nor vouch for its view of it.
+        return Err(not_coordinator(b, None));
+    }
     let c = &b.coordinator;
     if c.ready_term.load(Ordering::Acquire) != term {
         meta::linearizable(b.meta_group(), &b.meta_view())

@@ -15,10 +15,9 @@
 
 use neo_protocol::api::{CommitOffsetsRequest, CommitOffsetsResponse};
 use neo_protocol::{ErrorCode, RpcError};
-use neo_raft::Role;
 use neo_security::SecurityContext;
 
-use super::{broker_error, hosted_replica, not_leader};
+use super::{broker_error, hosted_replica, serving_leader};
 use crate::facade::Broker;
 use crate::groups::coordinator::now_ms;
 use crate::groups::state::{GroupState, check_name};
@@ -41,10 +40,7 @@ pub(crate) async fn commit_offsets(
     }
     let what = format!("{}/{}", req.topic, req.partition);
     let p = hosted_replica(b, &req.topic, req.partition, &what)?;
-    let (role, _, leader) = p.group().leadership();
-    if role != Role::Leader {
-        return Err(not_leader(b, leader, &what));
-    }
+    serving_leader(b, p.group(), &what)?;
     let (incarnation, member) = owner_check(
         b,
         &req.group,
@@ -54,6 +50,8 @@ pub(crate) async fn commit_offsets(
         req.partition,
     )
     .await?;
+    // The high watermark of a leader that has applied its predecessors' entries.
+    p.catch_up().await.map_err(|e| broker_error(b, e, &what))?;
     let hw = p.group().applied_watch().borrow().next_offset;
     if req.offset > hw {
         return Err(RpcError::new(

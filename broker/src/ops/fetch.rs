@@ -25,11 +25,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use neo_protocol::api::{FetchRequest, FetchResponse};
 use neo_protocol::{ErrorCode, RpcError};
-use neo_raft::{RaftGroup, Role};
+use neo_raft::RaftGroup;
 use neo_security::SecurityContext;
 use qiss::batch::BatchHeader;
 
-use super::{hosted_replica, not_leader, raft_error};
+use super::{hosted_replica, raft_error, serving_leader};
 use crate::facade::Broker;
 
 pub(crate) async fn fetch(
@@ -40,10 +40,7 @@ pub(crate) async fn fetch(
     let what = format!("{}/{}", req.topic, req.partition);
     let replica = hosted_replica(b, &req.topic, req.partition, &what)?;
     let group = replica.group();
-    let m = group.metrics();
-    if m.role != Role::Leader {
-        return Err(not_leader(b, m.leader, &what));
-    }
+    serving_leader(b, group, &what)?;
     let limits = b.limits();
     let bytes_max = match req.bytes_max as usize {
         0 => limits.fetch_bytes_max,

@@ -12,11 +12,10 @@
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{FetchOffsetsRequest, FetchOffsetsResponse};
-use neo_raft::Role;
 use neo_security::SecurityContext;
 
 use super::commit_offsets::{offset_error, owner_check};
-use super::{broker_error, hosted_replica, not_leader};
+use super::{broker_error, hosted_replica, serving_leader};
 use crate::facade::Broker;
 use crate::groups::state::check_name;
 use crate::partition::offsets::{CommittedOffset, PartitionAnswer, PartitionCommand};
@@ -29,10 +28,7 @@ pub(crate) async fn fetch_offsets(
     check_name("group name", &req.group, false).map_err(super::group_error)?;
     let what = format!("{}/{}", req.topic, req.partition);
     let p = hosted_replica(b, &req.topic, req.partition, &what)?;
-    let (role, _, leader) = p.group().leadership();
-    if role != Role::Leader {
-        return Err(not_leader(b, leader, &what));
-    }
+    serving_leader(b, p.group(), &what)?;
     let committed: Option<CommittedOffset> = match req.member_id.as_deref() {
         Some(member_id) => {
             let (incarnation, fence) = owner_check(
@@ -65,6 +61,8 @@ pub(crate) async fn fetch_offsets(
             }
         }
         None => {
+            // A new leader answers only once it has applied its predecessors' commits.
+            p.catch_up().await.map_err(|e| broker_error(b, e, &what))?;
             let state = b.state();
             let g = state
                 .groups

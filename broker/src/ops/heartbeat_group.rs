@@ -126,6 +126,9 @@ pub(crate) async fn heartbeat_group(
         if role != Role::Leader || now_term != term {
             return Err(not_coordinator(b, leader));
         }
+        if b.meta_group().quorum_lost() {
+            return Err(not_coordinator(b, None));
+        }
         tokio::select! {
             r = view.changed() => if r.is_err() { return Err(not_coordinator(b, None)) },
             _ = tokio::time::sleep_until(deadline) => {}

@@ -9,12 +9,11 @@
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{ListOffsetsRequest, ListOffsetsResponse, OffsetSpec};
-use neo_raft::Role;
 use neo_security::SecurityContext;
 use qiss::batch::BatchHeader;
 
 use super::fetch::read_committed;
-use super::{hosted_replica, not_leader, raft_error};
+use super::{hosted_replica, raft_error, serving_leader};
 use crate::facade::Broker;
 
 /// Bytes read per step of a scan by time.
@@ -28,10 +27,11 @@ pub(crate) async fn list_offsets(
     let what = format!("{}/{}", req.topic, req.partition);
     let p = hosted_replica(b, &req.topic, req.partition, &what)?;
     let group = p.group();
-    let (role, _, leader) = group.leadership();
-    if role != Role::Leader {
-        return Err(not_leader(b, leader, &what));
-    }
+    serving_leader(b, group, &what)?;
+    // A new leader answers only once it has applied its predecessors' entries.
+    p.catch_up()
+        .await
+        .map_err(|e| super::broker_error(b, e, &what))?;
     let (start, _) = group.log_offsets();
     let hw = group.applied_watch().borrow().next_offset;
     let offset = match req.spec {

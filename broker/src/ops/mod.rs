@@ -40,7 +40,7 @@ pub(crate) mod metadata;
 pub(crate) mod produce;
 
 use neo_protocol::{ErrorCode, RpcError};
-use neo_raft::NodeId;
+use neo_raft::{NodeId, RaftGroup, Role};
 
 use crate::error::Error;
 use crate::facade::{Broker, Lookup};
@@ -56,6 +56,21 @@ pub(crate) fn not_leader(b: &Broker, leader: Option<NodeId>, what: &str) -> RpcE
         _ => format!("not the leader of {what}; no leader known yet, retry shortly"),
     };
     e
+}
+
+/// `Ok` when this replica leads `group` and still hears from a quorum; else
+/// `NotLeader`: with the leader's address when another replica leads, with none when
+/// this one leads but is cut off from its quorum (another leader is being elected, and
+/// what this one would answer may already be stale).
+pub(crate) fn serving_leader(b: &Broker, group: &RaftGroup, what: &str) -> Result<(), RpcError> {
+    let m = group.metrics();
+    if m.role != Role::Leader {
+        return Err(not_leader(b, m.leader, what));
+    }
+    if m.quorum_lost {
+        return Err(not_leader(b, None, what));
+    }
+    Ok(())
 }
 
 /// This node's replica of `topic`/`partition`, or the typed error: `UnknownTopic`,

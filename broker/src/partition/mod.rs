@@ -234,7 +234,7 @@ impl Partition {
         key: InflightKey,
         ack: WriteAck,
     ) -> Result<(u64, u32)> {
-        self.catch_up_for_dedup().await?;
+        self.catch_up().await?;
         let guard = match self.claim(key).await? {
             Claim::Answered(offsets) => return Ok(offsets),
             Claim::Write(guard) => guard,
@@ -303,8 +303,10 @@ impl Partition {
 
     /// Leader only: once per term, waits until everything committed before the term is
     /// applied, and everything in its log at that point (so the producer table knows
-    /// every earlier batch, including a restored leader's uncommitted tail).
-    async fn catch_up_for_dedup(&self) -> Result<()> {
+    /// every earlier batch, including a restored leader's uncommitted tail, and reads
+    /// of the applied state (committed offsets, the high watermark) are not older than
+    /// what an earlier leader answered).
+    pub async fn catch_up(&self) -> Result<()> {
         let (role, term, leader) = self.group.leadership();
         if role != Role::Leader {
             return Err(neo_raft::Error::NotLeader {

@@ -1,7 +1,7 @@
 //! The member's state shared by the poll path and the heartbeat task, and the task.
 //!
 //! ```text
-//!            join answered                 FencedMember / session lost
+//!            join answered                 FencedMember (or unknown group)    
 //! Rejoining ───────────────▶ Joined ──────────────────────────────────▶ Fenced
 //!     ▲                        │ heartbeat answers: epoch, target assignment
 //!     └────────────────────────┴── poll path dropped everything (rejoin) ◀──┘
@@ -11,6 +11,14 @@
 //! partitions. They meet in [`State`]: the task writes the target assignment and the
 //! phase and wakes the poll path (`poll_wake`); the poll path writes what it owns and
 //! wakes the task (`task_wake`), which then heartbeats at once (wait 0).
+//!
+//! Only the coordinator ends a membership. While no coordinator answers (it died, an
+//! election is under way, it is frozen or unreachable) the member keeps its partitions
+//! and keeps trying, as Kafka's consumer does: a new coordinator gives every member a
+//! full session from its takeover, so a failover costs no rebalance. If the
+//! coordinator did evict the member meanwhile, its first answer is `FencedMember`, and
+//! any commit the member makes after the new owner took a partition over is refused
+//! (`FencedMember`) too: nothing it does can move the group's offsets.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -44,7 +52,7 @@ pub(crate) struct Member {
 pub(crate) enum Phase {
     /// A member (`State::member` is set).
     Joined,
-    /// Fenced by the coordinator or out of session: the poll path must drop every
+    /// Fenced by the coordinator: the poll path must drop every
     /// partition without committing, then ask for a rejoin.
     Fenced {
         /// The member id that was fenced.
@@ -247,6 +255,8 @@ impl HeartbeatTask {
     pub(crate) async fn run(mut self) {
         let mut failures = 0u32;
         let mut last_answer = Instant::now();
+        // A warning about a long coordinator outage was logged (once per outage).
+        let mut warned = false;
         loop {
             let step = self.next_step();
             match step {
@@ -284,8 +294,12 @@ impl HeartbeatTask {
                 }
                 Step::Heartbeat(request, member) => {
                     let sent = Instant::now();
-                    let timeout =
-                        Duration::from_millis(u64::from(request.wait_ms)) + self.request_timeout;
+                    // A frozen coordinator must not hold the member for long: after the
+                    // held wait, at most a third of the session (then it asks again,
+                    // maybe a new coordinator).
+                    let session = self.shared.lock().session_timeout;
+                    let timeout = Duration::from_millis(u64::from(request.wait_ms))
+                        + self.request_timeout.min(session / 3);
                     let call = self.link.call_once::<_, GroupHeartbeatResponse>(
                         "heartbeat_group",
                         &request,
@@ -299,6 +313,7 @@ impl HeartbeatTask {
                     match result {
                         Ok(resp) => {
                             failures = 0;
+                            warned = false;
                             last_answer = Instant::now();
                             let changed = self.answered(&member, &resp);
                             if !changed {
@@ -313,18 +328,20 @@ impl HeartbeatTask {
                         }
                         Err(err) => {
                             failures += 1;
-                            let session = self.shared.lock().session_timeout;
-                            if last_answer.elapsed() >= session {
-                                let reason = format!(
-                                    "no heartbeat answered for {session:?} (last error: {err})"
+                            if !err.is_retriable() {
+                                self.shared.report(err);
+                            } else if last_answer.elapsed() >= self.shared.lock().session_timeout
+                                && !warned
+                            {
+                                warned = true;
+                                tracing::warn!(
+                                    group = %self.join.group,
+                                    member = %member.id,
+                                    error = %err,
+                                    "no coordinator answered for a whole session; keeping the partitions until one does"
                                 );
-                                self.shared.fenced(&member.id, reason);
-                            } else {
-                                if !err.is_retriable() {
-                                    self.shared.report(err);
-                                }
-                                self.pause(self.backoff.backoff(failures)).await;
                             }
+                            self.pause(self.backoff.backoff(failures)).await;
                         }
                     }
                 }

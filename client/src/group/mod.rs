@@ -100,9 +100,11 @@ pub struct GroupConsumerConfig {
     pub instance_id: Option<String>,
     /// The application's name for itself, shown by `describe_group`.
     pub client_id: String,
-    /// A member silent this long is removed from the group by the coordinator; also
-    /// how long this client keeps its partitions without any heartbeat answered
-    /// before it drops them on its own. Default 10 s.
+    /// A member silent this long is removed from the group by the coordinator (a new
+    /// coordinator, after a failover, gives every member a full session from its
+    /// takeover). While no coordinator answers, the client keeps its partitions and
+    /// keeps trying; the coordinator's answer (`FencedMember` if it evicted the member)
+    /// decides. Default 10 s.
     pub session_timeout: Duration,
     /// Commit the positions of the owned partitions (past the records `poll` returned)
     /// every `auto_commit_interval`, when partitions are revoked, and on `close`.
