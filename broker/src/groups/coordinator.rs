@@ -85,6 +85,9 @@ impl Coordinator {
 
 /// `NotCoordinator` pointing at the metadata leader (when known).
 pub(crate) fn not_coordinator(b: &Broker, leader: Option<u64>) -> RpcError {
+    // Never this node itself (a leader whose first read of its term failed): the
+    // client would only come back here.
+    let leader = leader.filter(|l| *l != b.node_id());
     let addr = leader.and_then(|l| b.client_addr_of(l));
     let message = match (&leader, &addr) {
         (Some(l), Some(a)) => format!("not the group coordinator; node {l} at {a} is"),
