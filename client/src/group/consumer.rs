@@ -399,6 +399,7 @@ impl GroupConsumer {
         let Some(member) = view.member else {
             // Rejoining: nothing to own until the new member's assignment arrives.
             self.seen_generation = view.generation;
+            self.shared.reconciled(view.generation);
             return Ok(());
         };
         let diff = assignment::diff(&self.owned, &view.target);
@@ -409,6 +410,7 @@ impl GroupConsumer {
             self.take_over(&diff.assigned, &member).await?;
         }
         self.seen_generation = view.generation;
+        self.shared.reconciled(view.generation);
         Ok(())
     }
 

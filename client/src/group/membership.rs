@@ -75,6 +75,11 @@ pub(crate) struct State {
     pub(crate) generation: u64,
     /// What the poll path owns (reported in heartbeats).
     owned: PartitionSet,
+    /// The last `generation` the poll path has brought its partitions in line with.
+    /// Until it reaches `generation`, heartbeats also report the target's partitions
+    /// as owned: the poll path may be taking them over right now, and reporting them
+    /// not owned would let the coordinator hand them to another member first.
+    reconciled: u64,
     /// `owned` changed since the last heartbeat was sent: send the next one at once.
     owned_dirty: bool,
     /// An error for the poll path to return once (join refused, coordinator gone).
@@ -86,6 +91,19 @@ pub(crate) struct State {
     abandoned: Option<Member>,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) session_timeout: Duration,
+}
+
+impl State {
+    /// What a heartbeat reports as owned: what the poll path owns, and, while it has
+    /// not caught up with the latest target, the target's partitions too (see
+    /// `reconciled`).
+    fn reported_owned(&self) -> PartitionSet {
+        let mut owned = self.owned.clone();
+        if self.reconciled < self.generation {
+            owned.extend(self.target.iter().cloned());
+        }
+        owned
+    }
 }
 
 /// [`State`] and the two wake-ups.
@@ -117,6 +135,7 @@ impl Shared {
             generation: 0,
             owned: PartitionSet::new(),
             owned_dirty: false,
+            reconciled: 0,
             error: None,
             closing: false,
             abandoned: None,
@@ -143,6 +162,12 @@ impl Shared {
             target: state.target.clone(),
             generation: state.generation,
         }
+    }
+
+    /// The poll path has brought its partitions in line with `generation`.
+    pub(crate) fn reconciled(&self, generation: u64) {
+        let mut state = self.lock();
+        state.reconciled = state.reconciled.max(generation);
     }
 
     /// The current member identity (for commits), if joined.
@@ -370,7 +395,7 @@ impl HeartbeatTask {
                     group: self.join.group.clone(),
                     member_id: member.id.clone(),
                     member_epoch: member.epoch,
-                    owned: assignment::to_wire(&state.owned),
+                    owned: assignment::to_wire(&state.reported_owned()),
                     topics: None,
                     wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
                 };
