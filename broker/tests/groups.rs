@@ -578,3 +578,67 @@ async fn offsets_survive_a_restart_and_go_with_the_group() {
     }
     e.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_group_expires_with_its_offsets_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = neo_broker::BrokerLimits {
+        offsets_retention_ms: 1_000,
+        ..neo_broker::BrokerLimits::default()
+    };
+    let e = Embedded::start(dir.path(), limits).await.unwrap();
+    let b = e.broker();
+    let c = ctx();
+    b.create_topic(&c, create("t", 1)).await.unwrap();
+    fill(&e, "t", 0, 3).await;
+    let m = Member::joined(b.join_group(&c, join_req("g", &["t"], None)).await.unwrap());
+    b.commit_offsets(&c, m.commit("g", "t", 0, 2))
+        .await
+        .unwrap();
+    // A group with a member never expires, however long it lives.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let d = b
+        .describe_group(&c, DescribeGroupRequest { group: "g".into() })
+        .await
+        .unwrap();
+    assert_eq!(d.members.len(), 1);
+    let mut keep = [m];
+    settle(&e, "g", &mut keep).await;
+    b.leave_group(
+        &c,
+        LeaveGroupRequest {
+            group: "g".into(),
+            member_id: keep[0].id.clone(),
+            member_epoch: keep[0].epoch,
+        },
+    )
+    .await
+    .unwrap();
+    // Empty for longer than the retention: the group goes, and its offsets with it.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let listed = b.list_groups(&c, ListGroupsRequest {}).await.unwrap();
+        if listed.groups.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        code(b.fetch_offsets(&c, admin_fetch("g", "t", 0)).await),
+        ErrorCode::UnknownGroup
+    );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while b
+        .partitions()
+        .iter()
+        .any(|p| p.with_offsets(|t| !t.groups.is_empty()))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "offsets never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    e.shutdown().await;
+}
