@@ -341,9 +341,12 @@ impl HeartbeatTask {
                             warned = false;
                             last_answer = Instant::now();
                             let changed = self.answered(&member, &resp);
-                            if !changed {
-                                // An early answer without news: keep the pace of one
-                                // heartbeat per interval.
+                            if !changed && request.wait_ms > 0 {
+                                // A held heartbeat answered early without news: keep
+                                // the pace of one heartbeat per interval. (An answer to
+                                // a wait-0 report is expected at once; the next, held
+                                // heartbeat goes out right away, or the member would
+                                // not hear of a rebalance for up to an interval.)
                                 let interval = self.shared.lock().heartbeat_interval;
                                 self.pause_until(sent + interval).await;
                             }
