@@ -10,12 +10,19 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Subcommand;
 use neo_client::{
-    AutoOffsetReset, Client, Consumer, Delivery, GroupConsumer, GroupConsumerConfig, Offset,
+    AutoOffsetReset, Client, Consumer, Delivery, Error, GroupConsumer, GroupConsumerConfig, Offset,
     Producer, ProducerConfig, ProducerRecord,
 };
 use serde::Serialize;
 
 use crate::AcksArg;
+
+// A child of this module (main.rs declares only `bench`): `neo bench commit` and
+// `neo bench rebalance`.
+#[path = "bench_group/mod.rs"]
+mod bench_group;
+
+use bench_group::{CommitArgs, RebalanceArgs};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
@@ -73,6 +80,12 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 4, requires = "group", value_parser = clap::value_parser!(u32).range(1..=256))]
         consumers: u32,
     },
+    /// Commit rate of a consumer group's members (each committing its partitions'
+    /// offsets, one commit in flight), against single-record produce batches.
+    Commit(CommitArgs),
+    /// Rebalance time of a consumer group: a member leaves (or is killed), then a
+    /// fresh one joins, round after round.
+    Rebalance(RebalanceArgs),
 }
 
 /// The line `neo bench` prints.
@@ -277,6 +290,8 @@ pub(crate) async fn bench(client: Client, cmd: BenchCommand) -> anyhow::Result<E
             };
             println!("{}", serde_json::to_string(&line)?);
         }
+        BenchCommand::Commit(args) => bench_group::commit(client, args).await?,
+        BenchCommand::Rebalance(args) => bench_group::rebalance(client, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -299,6 +314,9 @@ struct Progress {
     bytes: AtomicU64,
     /// Microseconds from `started` to the newest record any consumer got.
     last_us: AtomicU64,
+    /// `Error::Fenced` answers (a member lost its membership; it joins again on its
+    /// next poll and reads again from the group's committed offsets).
+    fenced: AtomicU64,
 }
 
 impl Progress {
@@ -328,6 +346,7 @@ async fn bench_side(
         msgs: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         last_us: AtomicU64::new(0),
+        fenced: AtomicU64::new(0),
     });
     let mut tasks = Vec::new();
     for i in 0..consumers {
@@ -363,7 +382,13 @@ async fn bench_side(
                     .saturating_sub(progress.idle_for())
                     .min(Duration::from_millis(200));
                 let records = match &mut source {
-                    Source::Group(c) => c.poll(wait).await?,
+                    Source::Group(c) => match c.poll(wait).await {
+                        Err(Error::Fenced { .. }) => {
+                            progress.fenced.fetch_add(1, Ordering::Relaxed);
+                            Vec::new()
+                        }
+                        records => records?,
+                    },
                     Source::Plain(c) if c.assignment().is_empty() => {
                         tokio::time::sleep(wait).await;
                         Vec::new()
@@ -384,7 +409,12 @@ async fn bench_side(
                 latencies.extend(std::iter::repeat_n(us, records.len()));
             }
             if let Source::Group(c) = source {
-                c.close().await?;
+                match c.close().await {
+                    Err(Error::Fenced { .. }) => {
+                        progress.fenced.fetch_add(1, Ordering::Relaxed);
+                    }
+                    closed => closed?,
+                }
             }
             Ok::<_, anyhow::Error>(latencies)
         }));
@@ -392,6 +422,13 @@ async fn bench_side(
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await.context("bench consumer task")??);
+    }
+    let fenced = progress.fenced.load(Ordering::Relaxed);
+    if fenced > 0 {
+        eprintln!(
+            "warning: members of group {:?} were fenced {fenced} times (each joined again and read again from the committed offsets)",
+            group.unwrap_or_default()
+        );
     }
     let elapsed = Duration::from_micros(progress.last_us.load(Ordering::Relaxed));
     Ok(report(
@@ -406,4 +443,98 @@ async fn bench_side(
 enum Source {
     Group(Box<GroupConsumer>),
     Plain(Consumer),
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("neo").chain(args.iter().copied()))
+    }
+
+    fn commit_args(extra: &[&str]) -> Result<CommitArgs, clap::Error> {
+        let base = ["bench", "commit", "--topic", "t", "--group", "g"];
+        match parse(&[&base[..], extra].concat())?.command {
+            Command::Bench(BenchCommand::Commit(a)) => Ok(a),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn rebalance_args(extra: &[&str]) -> Result<RebalanceArgs, clap::Error> {
+        let base = ["bench", "rebalance", "--topic", "t"];
+        match parse(&[&base[..], extra].concat())?.command {
+            Command::Bench(BenchCommand::Rebalance(a)) => Ok(a),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_commit_flags() {
+        let a = commit_args(&[]).unwrap();
+        assert_eq!((a.topic.as_str(), a.group.as_str()), ("t", "g"));
+        assert_eq!((a.consumers, a.duration_ms), (64, 10_000));
+        assert_eq!(a.session_timeout_ms, 10_000);
+        let a = commit_args(&["--consumers", "8", "--duration-ms", "500"]).unwrap();
+        assert_eq!((a.consumers, a.duration_ms), (8, 500));
+        assert!(
+            parse(&["bench", "commit", "--topic", "t"]).is_err(),
+            "--group is required"
+        );
+        assert!(
+            parse(&["bench", "commit", "--group", "g"]).is_err(),
+            "--topic is required"
+        );
+        for bad in [
+            &["--consumers", "0"][..],
+            &["--consumers", "1001"],
+            &["--duration-ms", "0"],
+            &["--session-timeout-ms", "999"],
+        ] {
+            assert!(commit_args(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bench_rebalance_flags() {
+        let a = rebalance_args(&[]).unwrap();
+        assert_eq!((a.topic.as_str(), a.group.as_deref()), ("t", None));
+        assert_eq!((a.members, a.rounds, a.kill), (10, 20, false));
+        assert_eq!((a.session_timeout_ms, a.pause_ms), (10_000, None));
+        assert_eq!(bench_group::default_pause_ms(10_000), 3_500);
+        assert_eq!(bench_group::default_pause_ms(3_000), 1_500);
+        let a = rebalance_args(&[
+            "--group",
+            "g",
+            "--members",
+            "3",
+            "--rounds",
+            "2",
+            "--kill",
+            "--session-timeout-ms",
+            "3000",
+            "--pause-ms",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(a.group.as_deref(), Some("g"));
+        assert_eq!((a.members, a.rounds, a.kill), (3, 2, true));
+        assert_eq!((a.session_timeout_ms, a.pause_ms), (3000, Some(0)));
+        assert!(
+            parse(&["bench", "rebalance"]).is_err(),
+            "--topic is required"
+        );
+        for bad in [
+            &["--members", "1"][..],
+            &["--rounds", "0"],
+            &["--session-timeout-ms", "300001"],
+            &["--kill", "yes"],
+            &["--pause-ms", "-1"],
+        ] {
+            assert!(rebalance_args(bad).is_err(), "{bad:?}");
+        }
+    }
 }
