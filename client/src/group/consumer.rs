@@ -407,7 +407,10 @@ impl GroupConsumer {
             self.revoke(diff.revoked).await?;
         }
         if !diff.assigned.is_empty() {
-            self.take_over(&diff.assigned, &member).await?;
+            self.shared.taking_over(&diff.assigned);
+            let taken = self.take_over(&diff.assigned, &member).await;
+            self.shared.taking_over(&[]);
+            taken?;
         }
         self.seen_generation = view.generation;
         self.shared.reconciled(view.generation);

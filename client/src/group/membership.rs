@@ -31,6 +31,7 @@ use neo_protocol::api::{
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::TopicPartition;
 use super::assignment::{self, PartitionSet};
 use super::coordinator::{CoordinatorLink, timed_out};
 use crate::error::{Error, Result};
@@ -80,6 +81,9 @@ pub(crate) struct State {
     /// as owned: the poll path may be taking them over right now, and reporting them
     /// not owned would let the coordinator hand them to another member first.
     reconciled: u64,
+    /// Partitions the poll path is taking over right now (their takeover fetch may
+    /// already have fenced them for this member): reported as owned too.
+    taking_over: PartitionSet,
     /// `owned` changed since the last heartbeat was sent: send the next one at once.
     owned_dirty: bool,
     /// An error for the poll path to return once (join refused, coordinator gone).
@@ -99,6 +103,7 @@ impl State {
     /// `reconciled`).
     fn reported_owned(&self) -> PartitionSet {
         let mut owned = self.owned.clone();
+        owned.extend(self.taking_over.iter().cloned());
         if self.reconciled < self.generation {
             owned.extend(self.target.iter().cloned());
         }
@@ -136,6 +141,7 @@ impl Shared {
             owned: PartitionSet::new(),
             owned_dirty: false,
             reconciled: 0,
+            taking_over: PartitionSet::new(),
             error: None,
             closing: false,
             abandoned: None,
@@ -168,6 +174,11 @@ impl Shared {
     pub(crate) fn reconciled(&self, generation: u64) {
         let mut state = self.lock();
         state.reconciled = state.reconciled.max(generation);
+    }
+
+    /// The poll path starts (a non-empty set) or ends (empty) taking partitions over.
+    pub(crate) fn taking_over(&self, partitions: &[TopicPartition]) {
+        self.lock().taking_over = partitions.iter().cloned().collect();
     }
 
     /// The current member identity (for commits), if joined.
