@@ -495,6 +495,42 @@ impl RaftGroup {
         }
     }
 
+    /// Waits (at most `timeout`) until this replica has applied everything the current
+    /// term's leader reported committed, and that commit is of the current term (so it
+    /// covers every entry committed before the term began: a replica that just
+    /// restarted, or just rejoined, has seen them all). A leader asks a quorum
+    /// ([`RaftGroup::ensure_linearizable`]). `Ok(false)`: not caught up in time (no
+    /// leader, or still replaying).
+    pub async fn caught_up_in_term(&self, timeout: Duration) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if self.metrics().role == Role::Leader {
+            return match tokio::time::timeout_at(deadline, self.ensure_linearizable()).await {
+                Ok(Ok(())) => Ok(true),
+                Ok(Err(Error::NotLeader { .. })) | Err(_) => Ok(false),
+                Ok(Err(e)) => Err(e),
+            };
+        }
+        let mut rx = self.raft.metrics();
+        loop {
+            let caught_up = {
+                let m = rx.borrow_watched();
+                m.current_leader.is_some()
+                    && m.cluster_committed.is_some_and(|c| {
+                        c.leader_id.term == m.current_term
+                            && m.last_applied.is_some_and(|a| a.index >= c.index)
+                    })
+            };
+            if caught_up {
+                return Ok(true);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(fatal(self.group, "metrics channel closed")),
+                Err(_) => return Ok(false),
+            }
+        }
+    }
+
     /// What this replica has applied: last applied index and the partition's high
     /// watermark (`next_offset`).
     pub fn applied(&self) -> AppliedState {

@@ -29,27 +29,50 @@ use crate::ops;
 /// epoch) a request names before it decides with what it has.
 const VIEW_CATCH_UP: Duration = Duration::from_secs(2);
 
+/// How long a node whose metadata replica has not applied its current leader's
+/// commits (it just restarted, or lost its leader) waits for them before it answers
+/// from the view it has.
+const TERM_CATCH_UP: Duration = Duration::from_secs(5);
+
+/// The local metadata state once the replica has applied what its leader committed
+/// before the current term (at most [`TERM_CATCH_UP`]): for reads that would answer
+/// "unknown" from a replica that has just restarted.
+pub(crate) async fn view_caught_up(b: &Broker) -> Arc<MetaState> {
+    if let Err(e) = b.meta_group().caught_up_in_term(TERM_CATCH_UP).await {
+        tracing::debug!("metadata catch-up: {e}");
+    }
+    b.state()
+}
+
 /// The local metadata state once it knows `group` (and `member_id` at `epoch` or
 /// later), or after [`VIEW_CATCH_UP`]: the member may have joined a moment ago at the
-/// coordinator and this node's replica is a few entries behind.
+/// coordinator and this node's replica is a few entries behind. Before a group is
+/// called unknown, the replica must also have applied what its leader committed
+/// before the current term (a node that has just restarted replays and hears from the
+/// leader first: without this it answers `UnknownGroup` for a group created long ago).
 pub(crate) async fn view_knowing(
     b: &Broker,
     group: &str,
     member: Option<(&str, u64)>,
 ) -> Arc<MetaState> {
-    let mut view = b.meta_view();
-    let deadline = tokio::time::Instant::now() + VIEW_CATCH_UP;
-    loop {
-        let state = view.borrow_and_update().clone();
-        let known = state
+    let knows = |state: &MetaState| {
+        state
             .groups
             .groups
             .get(group)
             .is_some_and(|g| match member {
                 None => true,
                 Some((id, epoch)) => g.members.get(id).is_some_and(|m| m.epoch >= epoch),
-            });
-        if known {
+            })
+    };
+    let mut view = b.meta_view();
+    if !knows(&view.borrow_and_update()) {
+        view_caught_up(b).await;
+    }
+    let deadline = tokio::time::Instant::now() + VIEW_CATCH_UP;
+    loop {
+        let state = view.borrow_and_update().clone();
+        if knows(&state) {
             return state;
         }
         tokio::select! {
@@ -130,7 +153,7 @@ impl Broker {
         ctx: &SecurityContext,
         req: DescribeGroupRequest,
     ) -> Result<GroupDescription, RpcError> {
-        ops::describe_group::describe_group(self, ctx, req)
+        ops::describe_group::describe_group(self, ctx, req).await
     }
 
     /// Deletes an empty group (at its coordinator).

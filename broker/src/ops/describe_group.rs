@@ -14,12 +14,16 @@ use crate::facade::Broker;
 use crate::groups::state::state_name;
 use crate::groups::to_wire;
 
-pub(crate) fn describe_group(
+pub(crate) async fn describe_group(
     b: &Broker,
     _ctx: &SecurityContext,
     req: DescribeGroupRequest,
 ) -> Result<GroupDescription, RpcError> {
-    let state = b.state();
+    let mut state = b.state();
+    if !state.groups.groups.contains_key(&req.group) {
+        // Not "unknown" before this replica has applied its leader's commits.
+        state = crate::groups::view_caught_up(b).await;
+    }
     let g = state
         .groups
         .groups

@@ -63,7 +63,10 @@ pub(crate) async fn fetch_offsets(
         None => {
             // A new leader answers only once it has applied its predecessors' commits.
             p.catch_up().await.map_err(|e| broker_error(b, e, &what))?;
-            let state = b.state();
+            let mut state = b.state();
+            if !state.groups.groups.contains_key(&req.group) {
+                state = crate::groups::view_caught_up(b).await;
+            }
             let g = state
                 .groups
                 .groups
