@@ -47,6 +47,7 @@ impl Embedded {
                 node_id: EMBEDDED_NODE_ID,
                 advertise_client: EMBEDDED_ADDR.to_string(),
                 limits,
+                access: Default::default(),
             },
             store,
             Arc::new(NoPeers),

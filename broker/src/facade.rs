@@ -71,6 +71,8 @@ pub struct BrokerConfig {
     pub advertise_client: String,
     /// The limits of its operations.
     pub limits: BrokerLimits,
+    /// Authorization: on or off, and the superusers.
+    pub access: crate::access::AccessConfig,
 }
 
 /// Why the transport refused a peer address (the transport's own error, kept whole).
@@ -126,6 +128,8 @@ pub struct Broker {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The group coordinator's soft state (used while this node leads the metadata).
     pub(crate) coordinator: crate::groups::coordinator::Coordinator,
+    /// The authorizer, cached per change of the replicated roles.
+    pub(crate) access: crate::access::Access,
 }
 
 impl Broker {
@@ -161,6 +165,7 @@ impl Broker {
         .await?;
         registry.insert(meta.clone());
         Ok(Arc::new(Broker {
+            access: crate::access::Access::new(cfg.access.clone()),
             cfg,
             store,
             transport,

@@ -73,6 +73,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod access;
 mod embedded;
 mod error;
 mod facade;
@@ -83,6 +84,7 @@ pub mod partition;
 pub mod placement;
 mod reconcile;
 
+pub use access::AccessConfig;
 pub use embedded::{EMBEDDED_ADDR, EMBEDDED_NODE_ID, Embedded};
 pub use error::{Error, Result};
 pub use facade::{

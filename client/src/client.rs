@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use neo_protocol::api::{BROKER_SERVICE, MetadataRequest, MetadataResponse};
-use neo_protocol::{CallOptions, NeoClient};
+use neo_protocol::{CallOptions, ErrorCode, NeoClient};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -14,6 +14,15 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::metadata::{LeaderLookup, MetadataCache};
 use crate::retry::{Retry, RetryPolicy};
+
+/// Whether `err` is the cluster refusing this client's credential or principal: every
+/// node would answer the same, so it is the error to report, not a reachability one.
+fn refuses_access(err: &Error) -> bool {
+    matches!(
+        err.code(),
+        Some(ErrorCode::Unauthenticated | ErrorCode::PermissionDenied)
+    )
+}
 
 /// Every knob of a [`Client`], named, units last.
 #[derive(Debug, Clone)]
@@ -124,6 +133,11 @@ impl Client {
     /// leaves partitions without a leader (a leader cut off from its followers gives
     /// none for its partitions; a broker may also lag), the other candidates are asked
     /// too and fill those in ([`MetadataCache::merge_leaders`]), until none is left.
+    ///
+    /// If no candidate answers and one of them refused the credential
+    /// (`Unauthenticated`) or the principal (`PermissionDenied`), that refusal is the
+    /// error (not retriable), so that callers see its code rather than
+    /// [`Error::NoBrokerReachable`].
     pub async fn refresh_metadata(&self) -> Result<()> {
         let seen = self.cache().generation();
         let _single = self.inner.refreshing.lock().await;
@@ -133,6 +147,7 @@ impl Client {
         let mut tried = Vec::new();
         let mut last = String::from("no address to try");
         let mut applied = false;
+        let mut refused: Option<Error> = None;
         for address in self.candidates(None) {
             let request = MetadataRequest { topics: Vec::new() };
             let result: Result<MetadataResponse> = self
@@ -160,13 +175,16 @@ impl Client {
                     tracing::debug!(%address, error = %err, "metadata request failed");
                     last = err.to_string();
                     tried.push(address);
+                    if refused.is_none() && refuses_access(&err) {
+                        refused = Some(err);
+                    }
                 }
             }
         }
         if applied {
             return Ok(());
         }
-        Err(Error::NoBrokerReachable { tried, last })
+        Err(refused.unwrap_or(Error::NoBrokerReachable { tried, last }))
     }
 
     /// The partition count of `topic` (from the cache; refreshed once if unknown).
@@ -186,11 +204,30 @@ impl Client {
         }
         self.cache().mark_stale();
         self.refresh_metadata().await?;
-        self.cache()
-            .partition_count(topic)
-            .ok_or_else(|| Error::UnknownTopic {
+        let count = self.cache().partition_count(topic);
+        match count {
+            Some(n) => Ok(n),
+            None => Err(self.missing_topic(topic).await),
+        }
+    }
+
+    /// Why `topic` is not in the metadata: with security on, the cluster lists only
+    /// the topics the principal may see, so the broker is asked by name, and a
+    /// `PermissionDenied` naming the topic and operation is the answer; else
+    /// `UnknownTopic`.
+    async fn missing_topic(&self, topic: &str) -> Error {
+        let request = MetadataRequest {
+            topics: vec![topic.to_string()],
+        };
+        match self
+            .call_any::<_, MetadataResponse>("metadata", &request)
+            .await
+        {
+            Err(err) if err.code() == Some(ErrorCode::PermissionDenied) => err,
+            _ => Error::UnknownTopic {
                 topic: topic.to_string(),
-            })
+            },
+        }
     }
 
     /// The leader address of a partition, refreshing metadata as needed.
@@ -205,9 +242,7 @@ impl Client {
         }
         match lookup {
             LeaderLookup::Address(address) => Ok(address),
-            LeaderLookup::UnknownTopic => Err(Error::UnknownTopic {
-                topic: topic.to_string(),
-            }),
+            LeaderLookup::UnknownTopic => Err(self.missing_topic(topic).await),
             LeaderLookup::UnknownPartition { count } => Err(Error::UnknownPartition {
                 topic: topic.to_string(),
                 partition,

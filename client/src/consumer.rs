@@ -13,6 +13,15 @@
 //! Invariant: a partition's position only moves forward, and only past batches whose
 //! records were returned to the caller (or that were control batches), so every
 //! committed record is returned exactly once per consumer, in offset order.
+//!
+//! With a key ring ([`ConsumerConfig::encryption`]), records carrying `neo-enc` are
+//! decrypted after decoding ([`crate::encryption`]). In `poll`, a record that cannot be
+//! decrypted ends its partition's records just before it and keeps the position at it:
+//! that poll returns the records before it (and the other partitions'), and a poll
+//! whose first record of a partition is undecryptable answers [`Error::Decrypt`]
+//! (moving no position), until the key ring can open it or the caller seeks past it.
+//! `poll_each` instead returns every record, decrypted or as an
+//! [`UndecryptableRecord`](crate::UndecryptableRecord), and moves past all of them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +33,7 @@ use neo_protocol::api::{FetchRequest, FetchResponse, Isolation};
 use qiss::batch::{RecordBatch, split_batches};
 
 use crate::client::Client;
+use crate::encryption::{DecryptMode, RecordResult, SharedKeyring};
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 
@@ -42,6 +52,10 @@ pub struct ConsumerConfig {
     pub retry: RetryPolicy,
     /// Added to the long-poll wait to bound one fetch call on the client side.
     pub request_timeout: Duration,
+    /// Client-side end-to-end decryption ([`crate::encryption`]): records carrying
+    /// `neo-enc` are returned with their plaintext value, or as a per-record error.
+    /// `None` (the default): records are returned as stored, encrypted ones included.
+    pub encryption: Option<SharedKeyring>,
 }
 
 impl Default for ConsumerConfig {
@@ -52,6 +66,7 @@ impl Default for ConsumerConfig {
             isolation: Isolation::Committed,
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(10),
+            encryption: None,
         }
     }
 }
@@ -102,10 +117,19 @@ pub struct Consumer {
 /// What one round of fetches gave: records, and the partitions whose fetch failed.
 #[derive(Debug, Default)]
 pub(crate) struct PollOutcome {
-    /// Records of every partition whose fetch succeeded, per partition in offset order.
-    pub(crate) records: Vec<ConsumerRecord>,
-    /// Partitions whose fetch failed, with the error (their positions were kept).
+    /// Records of every partition whose fetch succeeded, per partition in offset order
+    /// (`Err` items only with [`DecryptMode::EachRecord`]).
+    pub(crate) records: Vec<RecordResult>,
+    /// Partitions whose fetch failed, with the error (their positions were kept); an
+    /// [`Error::Decrypt`] first, and then no records and no position moved at all.
     pub(crate) failed: Vec<((String, u32), Error)>,
+}
+
+/// The records of a [`DecryptMode::StopAtFailure`] round, which has no `Err` item (its
+/// undecryptable records are in `failed`, or left for the next round).
+pub(crate) fn stopped_records(records: Vec<RecordResult>) -> Vec<ConsumerRecord> {
+    debug_assert!(records.iter().all(Result::is_ok));
+    records.into_iter().filter_map(Result::ok).collect()
 }
 
 impl Consumer {
@@ -189,8 +213,26 @@ impl Consumer {
     /// Cancel-safe: positions move only in the last, synchronous step, so a `poll`
     /// future dropped before it completes (a `select!` that took another branch)
     /// returns nothing and moves nothing.
+    ///
+    /// With a key ring, values come back decrypted; a record that cannot be decrypted
+    /// stops its partition there and is answered as [`Error::Decrypt`] (see the module
+    /// docs; [`Consumer::poll_each`] returns such records instead).
     pub async fn poll(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>> {
-        let outcome = self.poll_partitions(wait).await?;
+        let outcome = self
+            .poll_partitions(wait, DecryptMode::StopAtFailure)
+            .await?;
+        match outcome.failed.into_iter().next() {
+            Some((_, e)) if outcome.records.is_empty() => Err(e),
+            _ => Ok(stopped_records(outcome.records)),
+        }
+    }
+
+    /// [`Consumer::poll`], but every record comes back on its own: `Ok` with its value
+    /// decrypted (or never encrypted), or `Err` with the record as stored and why it
+    /// cannot be decrypted. Positions move past both kinds. Without a key ring every
+    /// item is `Ok`.
+    pub async fn poll_each(&mut self, wait: Duration) -> Result<Vec<RecordResult>> {
+        let outcome = self.poll_partitions(wait, DecryptMode::EachRecord).await?;
         match outcome.failed.into_iter().next() {
             Some((_, e)) if outcome.records.is_empty() => Err(e),
             _ => Ok(outcome.records),
@@ -202,7 +244,11 @@ impl Consumer {
     /// that a caller can act per partition (a group consumer resets a partition whose
     /// position fell out of the log). Cancel-safe like `poll`. Fails as a whole only
     /// when an unresolved start position (`Beginning`/`End`) cannot be resolved.
-    pub(crate) async fn poll_partitions(&mut self, wait: Duration) -> Result<PollOutcome> {
+    pub(crate) async fn poll_partitions(
+        &mut self,
+        wait: Duration,
+        mode: DecryptMode,
+    ) -> Result<PollOutcome> {
         self.resolve_positions().await?;
         let wait_ms = wait.as_millis().min(u32::MAX as u128) as u32;
         let this = &*self;
@@ -245,6 +291,9 @@ impl Consumer {
         // failed fetch (or undecodable answer) of one partition leaves its position where
         // it was and does not cost the records other partitions returned.
         let mut outcome = PollOutcome::default();
+        let mut moves = Vec::new();
+        // Partitions whose first record cannot be decrypted (`StopAtFailure`).
+        let mut blocked = Vec::new();
         for (topic, partition, position, resp) in done {
             let mut got = Vec::new();
             let next = resp.and_then(|resp| {
@@ -253,16 +302,41 @@ impl Consumer {
             });
             match next {
                 Ok((next, high_watermark)) => {
-                    outcome.records.append(&mut got);
                     let key = (topic, partition);
                     self.high_watermarks.insert(key.clone(), high_watermark);
-                    self.positions.insert(key, Offset::At(next.max(position)));
+                    let mut next = next.max(position);
+                    match &self.config.encryption {
+                        None => outcome.records.extend(got.into_iter().map(Ok)),
+                        Some(ring) => {
+                            let mut decrypted = ring.decrypt_records(got, mode);
+                            if let Some(stopped) = decrypted.stopped {
+                                // Read again from the record that failed.
+                                next = stopped.record.offset;
+                                if decrypted.records.is_empty() {
+                                    blocked.push((key.clone(), Error::from(stopped)));
+                                }
+                            }
+                            outcome.records.append(&mut decrypted.records);
+                        }
+                    }
+                    moves.push((key, next));
                 }
                 Err(e) => {
                     tracing::debug!(%topic, partition, error = %e, "fetch failed; position kept");
                     outcome.failed.push(((topic, partition), e));
                 }
             }
+        }
+        if !blocked.is_empty() {
+            // The undecryptable record is this poll's answer; nothing moves, so the
+            // other partitions' records come again with the next poll.
+            outcome.records.clear();
+            blocked.append(&mut outcome.failed);
+            outcome.failed = blocked;
+            return Ok(outcome);
+        }
+        for (key, next) in moves {
+            self.positions.insert(key, Offset::At(next));
         }
         Ok(outcome)
     }

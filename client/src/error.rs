@@ -92,6 +92,33 @@ pub enum Error {
         /// What happened (the coordinator's error, or the local session loss).
         reason: String,
     },
+    /// A producer could not encrypt a record's value (its key ring has no current key,
+    /// or the random source failed); the record was not sent.
+    #[error("cannot encrypt a record for topic {topic:?}: {source}")]
+    Encrypt {
+        /// The record's topic.
+        topic: String,
+        /// Why.
+        #[source]
+        source: crate::encryption::EncryptionError,
+    },
+    /// A consumed record's value cannot be decrypted (unknown or retired key, wrong
+    /// key, tampered, moved to another topic, malformed `neo-enc` header). Never
+    /// retried: `poll` keeps the partition's position at this record, so it is
+    /// returned again until the key ring can open it or the caller seeks past it
+    /// (`offset + 1`).
+    #[error("record {topic}/{partition}@{offset} cannot be decrypted: {source}")]
+    Decrypt {
+        /// The record's topic.
+        topic: String,
+        /// The record's partition.
+        partition: u32,
+        /// The record's offset.
+        offset: u64,
+        /// Why.
+        #[source]
+        source: crate::encryption::EncryptionError,
+    },
     /// The operation needs a group without active members (reset offsets, delete).
     #[error(
         "group {group:?} has active members; stop them (or wait for their session timeout) first"
@@ -123,6 +150,8 @@ impl Error {
             | Error::RetriesExhausted { .. }
             | Error::DeadlineExceeded { .. }
             | Error::ProducerClosed
+            | Error::Encrypt { .. }
+            | Error::Decrypt { .. }
             | Error::Fenced { .. }
             | Error::GroupNotEmpty { .. } => false,
         }
@@ -148,6 +177,23 @@ impl Error {
             Error::Transport(_) | Error::LeaderNotAvailable { .. } => true,
             _ => false,
         }
+    }
+
+    /// A `Throttled` refusal: how long the broker asked to wait (its `details`).
+    pub fn throttle_delay(&self) -> Option<std::time::Duration> {
+        let rpc = match self {
+            Error::Broker(err) | Error::Transport(neo_protocol::Error::Rpc(err)) => err,
+            Error::BatchFailed(err) => return err.throttle_delay(),
+            _ => return None,
+        };
+        if rpc.error_code() != Some(ErrorCode::Throttled) {
+            return None;
+        }
+        let ms = std::str::from_utf8(&rpc.details)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(100);
+        Some(std::time::Duration::from_millis(ms))
     }
 
     /// The broker's error code, if the broker answered with one.

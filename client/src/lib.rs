@@ -28,8 +28,10 @@
 //! | [`consumer`] | [`Consumer`]: assign, seek, long-poll `poll`, control batches skipped |
 //! | [`group`] | consumer groups: [`GroupConsumer`] (join, heartbeat task, revoke/assign reconciliation, commits, [`RebalanceListener`]) and [`GroupAdmin`] (list, describe with lag, reset offsets, delete) |
 //! | [`admin`] | [`Admin`]: create / delete / list / describe topics, [`ClusterStatus`] |
+//! | [`encryption`] | client-side end-to-end payload encryption: [`SharedKeyring`] on a producer encrypts each value (AES-256-GCM / ChaCha20-Poly1305, key id and nonce in the `neo-enc` header, key id + origin topic bound as associated data); on a consumer decrypts, a typed error per undecryptable record |
+//! | [`security_admin`] | [`SecurityAdmin`]: roles, grants, role assignments, API keys, quotas (`alter_security` / `describe_security`, any broker) |
 //! | [`error`] | the one [`Error`] enum, retriable vs fatal |
-//! | `bin/neo` | the CLI (`topic`, `produce`, `consume [--group]`, `group`, `cluster status`, `bench`); contract in `docs/cli.md` |
+//! | `bin/neo` | the CLI (`topic`, `produce`, `consume [--group]`, `group`, `cluster status`, `role`, `user`, `quota`, `bench`; `--token` / `--api-key` / `--tls-*`); contract in `docs/cli.md` |
 //!
 //! # A produce
 //!
@@ -63,10 +65,13 @@
 //!
 //! # Invariants
 //!
-//! - Depends only on `neo-protocol` and `qiss` (and tokio & co): never on raft,
-//!   cluster, storage or node.
+//! - Depends only on `neo-protocol`, `qiss` and `neo-security` (its pure key ring;
+//!   and tokio & co): never on raft, cluster, storage, broker or node.
 //! - Every retry loop is bounded by `RetryPolicy::attempts_max` and
-//!   `RetryPolicy::deadline`; only errors with [`Error::is_retriable`] are retried.
+//!   `RetryPolicy::deadline`; only errors with [`Error::is_retriable`] are retried. A
+//!   `Throttled` answer waits the delay it carries and counts only against the
+//!   deadline.
+//! - The broker never sees plaintext of an encrypted record, nor any key.
 //! - Every queue is bounded: records buffered in a producer (`buffer_records_max`,
 //!   `send` waits beyond it), batches in flight per partition, bytes per fetch,
 //!   cached connections (`connections_max`).
@@ -85,16 +90,21 @@
 pub mod admin;
 pub mod client;
 pub mod consumer;
+pub mod encryption;
 pub mod error;
 pub mod group;
 pub mod metadata;
 pub mod partitioner;
 pub mod producer;
 pub mod retry;
+pub mod security_admin;
 
 pub use admin::{Admin, ClusterStatus, NodeStatus, PartitionStatus};
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Offset};
+pub use encryption::{
+    AeadAlgorithm, EncryptionError, Keyring, RecordResult, SharedKeyring, UndecryptableRecord,
+};
 pub use error::{Error, Result};
 pub use group::{
     AutoOffsetReset, GroupAdmin, GroupConsumer, GroupConsumerConfig, GroupReport, MemberReport,
@@ -102,7 +112,12 @@ pub use group::{
 };
 pub use metadata::MetadataCache;
 pub use neo_protocol::api::{Acks, Isolation};
+pub use neo_protocol::api::{
+    ApiKeyDescription, GrantDescription, QuotaDescription, QuotaLimits, QuotaScope,
+    RoleDescription, SecurityChange, SecurityDescription,
+};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use qiss::batch::Compression;
 pub use retry::RetryPolicy;
+pub use security_admin::{CreatedApiKey, SecurityAdmin};

@@ -17,7 +17,9 @@
 //! buffer permit, locks the producer's queues twice (the topic's partition count, which
 //! it takes from the client's metadata cache at most every 100 ms, then the batch), and
 //! appends the record to its batch's buffer; the topic name is shared (`Arc<str>`) by
-//! its queues and jobs, never copied per record.
+//! its queues and jobs, never copied per record. With a key ring
+//! ([`ProducerConfig::encryption`]) it also seals the value first (the ring's read
+//! lock, one random nonce, one AEAD pass into a new buffer), outside the queues' lock.
 //! The records of a batch share one completion (outcome, time of the answer, the
 //! wakers of the tasks that wait); a [`Delivery`] is that completion plus the record's
 //! index, and resolves to the batch's base offset plus that index.
@@ -59,6 +61,7 @@ use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
 use crate::client::Client;
+use crate::encryption::{ENCRYPTION_HEADER, SharedKeyring};
 use crate::error::{Error, Result};
 use crate::partitioner::Partitioner;
 use crate::retry::RetryPolicy;
@@ -97,6 +100,10 @@ pub struct ProducerConfig {
     pub retry: RetryPolicy,
     /// Stamp batches with a producer id and per-partition sequence numbers.
     pub idempotence: bool,
+    /// Client-side end-to-end encryption ([`crate::encryption`]): each value is sealed
+    /// under the ring's current key before it joins a batch (a record that already
+    /// carries `neo-enc` is sent as it is). `None` (the default): values go as given.
+    pub encryption: Option<SharedKeyring>,
 }
 
 impl Default for ProducerConfig {
@@ -111,6 +118,7 @@ impl Default for ProducerConfig {
             produce_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             idempotence: true,
+            encryption: None,
         }
     }
 }
@@ -531,6 +539,17 @@ impl Producer {
             partition: record.partition.unwrap_or(0),
             count,
         })?;
+        // Sealed outside every lock; the batch gets the ciphertext and `neo-enc`.
+        let sealed = match &shared.config.encryption {
+            Some(ring) => ring
+                .seal(&record.topic, &record.headers, &record.value)
+                .map_err(|source| Error::Encrypt {
+                    topic: record.topic.clone(),
+                    source,
+                })?,
+            None => None,
+        };
+        let value: &[u8] = sealed.as_ref().map_or(&record.value, |s| &s.ciphertext);
         let permit = match shared.buffer.try_acquire() {
             Ok(permit) => permit,
             Err(TryAcquireError::NoPermits) => shared
@@ -541,22 +560,22 @@ impl Producer {
             Err(TryAcquireError::Closed) => return Err(Error::ProducerClosed),
         };
         let timestamp = record.timestamp_ms.unwrap_or(now);
-        let headers: Vec<(&str, &[u8])> = record
+        let mut headers: Vec<(&str, &[u8])> = record
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_ref()))
             .collect();
+        if let Some(sealed) = &sealed {
+            headers.push((ENCRYPTION_HEADER, sealed.header()));
+        }
         let (delivery, jobs, linger_topic) = {
             let mut state = shared.lock();
             let (name, queue) = state.queue(&record.topic, partition);
             let batch_size = shared.config.batch_size_bytes;
             if let Some(open) = &queue.open {
-                let grow = open.builder.record_len(
-                    timestamp,
-                    record.key.as_deref(),
-                    &headers,
-                    &record.value,
-                );
+                let grow =
+                    open.builder
+                        .record_len(timestamp, record.key.as_deref(), &headers, value);
                 if open.builder.encoded_len() + grow > batch_size {
                     let full = queue.open.take().expect("checked above");
                     queue.ready.push_back(full);
@@ -585,9 +604,9 @@ impl Producer {
                 }
             }
             let open = queue.open.as_mut().expect("opened above");
-            let pushed =
-                open.builder
-                    .push(timestamp, record.key.as_deref(), &headers, &record.value);
+            let pushed = open
+                .builder
+                .push(timestamp, record.key.as_deref(), &headers, value);
             if let Err(err) = pushed {
                 if open.builder.is_empty() {
                     queue.open = None;

@@ -84,10 +84,25 @@ impl Retry {
     /// Called with a failed attempt's error: `Ok(())` after sleeping the backoff if
     /// another attempt is allowed, else the error to give up with.
     pub(crate) async fn failed(&mut self, err: Error) -> Result<()> {
-        self.attempt += 1;
         if !err.is_retriable() {
+            self.attempt += 1;
             return Err(err);
         }
+        // A throttled request waits as long as the broker asked (at least the backoff)
+        // and does not count as a failed attempt: only the deadline bounds it.
+        if let Some(delay) = err.throttle_delay() {
+            let wait = delay.max(self.policy.base_backoff(1));
+            if wait >= self.remaining() {
+                return Err(Error::DeadlineExceeded {
+                    deadline: self.policy.deadline,
+                    last: Box::new(err),
+                });
+            }
+            tracing::debug!(?wait, error = %err, "throttled");
+            tokio::time::sleep(wait).await;
+            return Ok(());
+        }
+        self.attempt += 1;
         if self.attempt >= self.policy.attempts_max.max(1) {
             return Err(Error::RetriesExhausted {
                 attempts: self.attempt,

@@ -65,33 +65,48 @@ macro_rules! settings {
                 #[arg(long, value_name = $value, help = concat!($help, " [env: ", $env, "]"))]
                 pub $field: Option<String>,
             )*
+            /// Superusers: principals allowed everything (repeatable; env and TOML: a
+            /// comma-separated list, or a TOML array).
+            #[arg(long, value_name = "NAME", help = "A principal allowed everything when security is on; repeatable (bootstraps roles and grants) [env: NEO_SUPERUSER, comma-separated]")]
+            pub superuser: Vec<String>,
         }
 
         /// One layer of raw settings (flags, environment or file).
         #[derive(Debug, Default, Clone, PartialEq, Eq)]
         struct Layer {
             $( $field: Option<String>, )*
+            superuser: Option<String>,
         }
 
         impl Layer {
             fn from_args(a: &RunArgs) -> Layer {
-                Layer { $( $field: a.$field.clone(), )* }
+                Layer {
+                    $( $field: a.$field.clone(), )*
+                    superuser: (!a.superuser.is_empty()).then(|| a.superuser.join(",")),
+                }
             }
 
             fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Layer {
-                Layer { $( $field: get($env).filter(|v| !v.is_empty()), )* }
+                Layer {
+                    $( $field: get($env).filter(|v| !v.is_empty()), )*
+                    superuser: get("NEO_SUPERUSER").filter(|v| !v.is_empty()),
+                }
             }
 
             fn set(&mut self, key: &str, value: String) -> bool {
                 match key {
                     $( stringify!($field) => { self.$field = Some(value); true } )*
+                    "superuser" => { self.superuser = Some(value); true }
                     _ => false,
                 }
             }
 
             /// `self` where set, else `lower`.
             fn over(self, lower: Layer) -> Layer {
-                Layer { $( $field: self.$field.or(lower.$field), )* }
+                Layer {
+                    $( $field: self.$field.or(lower.$field), )*
+                    superuser: self.superuser.or(lower.superuser),
+                }
             }
         }
 
@@ -101,6 +116,7 @@ macro_rules! settings {
                 $( stringify!($field) => format!(
                     "--{} / {} / {}", stringify!($field).replace('_', "-"), $env, stringify!($field)
                 ), )*
+                "superuser" => "--superuser / NEO_SUPERUSER / superuser".to_string(),
                 other => other.to_string(),
             }
         }
@@ -137,6 +153,17 @@ settings! {
     cluster_tls_server_name, "NEO_CLUSTER_TLS_SERVER_NAME", "NAME", "Cluster mTLS: check every peer's certificate against this DNS name instead of the host of its address";
     offsets_retention_ms, "NEO_OFFSETS_RETENTION_MS", "MS", "A consumer group without members for this long is deleted with its committed offsets (default 604800000 = 7 days)";
     leader_balance_ms, "NEO_LEADER_BALANCE_MS", "MS", "Period of leader balancing: partitions led here go back to their preferred replica; 0 turns it off (default 5000)";
+    auth, "NEO_AUTH", "jwt,apikey,mtls", "Security on: the client port requires one of these authentication methods (any subset; none or empty = security off) and every request is authorized";
+    jwt_hs256_secret_file, "NEO_JWT_HS256_SECRET_FILE", "FILE", "JWT: HS256 shared secret (the file's bytes, trailing newline trimmed)";
+    jwt_public_key_file, "NEO_JWT_PUBLIC_KEY_FILE", "FILE", "JWT: public key, PEM (RS256, ES256 or EdDSA by key type)";
+    jwt_jwks_file, "NEO_JWT_JWKS_FILE", "FILE", "JWT: a JWKS file of public keys, reloaded when it changes";
+    jwt_issuer, "NEO_JWT_ISSUER", "ISS", "JWT: required issuer (iss)";
+    jwt_audience, "NEO_JWT_AUDIENCE", "AUD", "JWT: required audience (aud)";
+    jwt_roles_claim, "NEO_JWT_ROLES_CLAIM", "CLAIM", "JWT: the claim holding the principal's role names (default roles)";
+    metrics_open, "NEO_METRICS_OPEN", "true|false", "With security on, serve /metrics on the HTTP port without a bearer token (default false)";
+    tls_cert, "NEO_TLS_CERT", "FILE", "TLS on the client port: this node's certificate chain, PEM (with --tls-key)";
+    tls_key, "NEO_TLS_KEY", "FILE", "TLS on the client port: the private key, PEM";
+    tls_client_ca, "NEO_TLS_CLIENT_CA", "FILE", "TLS on the client port: CA certificate(s), PEM, that sign client certificates (mTLS; required with --auth mtls)";
 }
 
 /// How this node finds its cluster.
@@ -246,6 +273,10 @@ pub struct Config {
     pub limits: Limits,
     /// Mutual TLS on the control plane (port 7071); `None`: plaintext.
     pub cluster_tls: Option<ClusterTlsFiles>,
+    /// Security (`--auth` and friends); `None`: off.
+    pub security: Option<crate::security::SecurityConfig>,
+    /// TLS on the client port (`--tls-*`); `None`: plaintext.
+    pub client_tls: Option<crate::security::ClientTlsFiles>,
 }
 
 /// The PEM files of cluster mTLS (checked when the config is resolved, loaded again at
@@ -333,6 +364,12 @@ fn file_layer(path: &std::path::Path) -> Result<Layer> {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) if key == "superuser" => {
+                let names: Option<Vec<&str>> = items.iter().map(|v| v.as_str()).collect();
+                names
+                    .ok_or_else(|| file_err("key \"superuser\": expected strings".into()))?
+                    .join(",")
+            }
             other => {
                 return Err(file_err(format!(
                     "key {key:?}: expected a string or a number, found {}",
@@ -612,6 +649,24 @@ impl Config {
                 ),
             });
         }
+        let path = |v: &Option<String>| v.as_ref().map(PathBuf::from);
+        let (security, client_tls) =
+            crate::security::SecurityConfig::resolve(crate::security::SecuritySettings {
+                auth: l.auth.as_deref(),
+                jwt: crate::security::JwtFiles {
+                    hs256_secret: path(&l.jwt_hs256_secret_file),
+                    public_key: path(&l.jwt_public_key_file),
+                    jwks: path(&l.jwt_jwks_file),
+                    issuer: l.jwt_issuer.clone(),
+                    audience: l.jwt_audience.clone(),
+                    roles_claim: l.jwt_roles_claim.clone(),
+                },
+                superuser: l.superuser.as_deref(),
+                metrics_open: l.metrics_open.as_deref(),
+                tls_cert: l.tls_cert.as_deref(),
+                tls_key: l.tls_key.as_deref(),
+                tls_client_ca: l.tls_client_ca.as_deref(),
+            })?;
         Ok(Config {
             node_id,
             data_dir,
@@ -626,6 +681,8 @@ impl Config {
             durability,
             limits,
             cluster_tls,
+            security,
+            client_tls,
         })
     }
 }

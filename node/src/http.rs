@@ -11,10 +11,15 @@
 //! | `/v1/groups/{name}` | JSON: the group as `neo group describe --format json` prints it (members, and per partition committed offset, log end offset, lag), asked of the cluster through this node's client port; 404 for an unknown group |
 //! | `/v1/partitions/{topic}/{p}/digest` | JSON digest of this replica's committed log (for comparing replicas) |
 //!
+//! With security on (`--auth`), every path but `/health`, `/ready` (and `/metrics` with
+//! `--metrics-open true`) needs `Authorization: Bearer <JWT or API key>` and the
+//! path's permission: 401 / 403 otherwise (see `crate::security::http`).
+//!
 //! Limits: request head at most [`REQUEST_HEAD_BYTES_MAX`], read within
 //! [`REQUEST_TIMEOUT_MS`]; at most `http_connections_max` connections at once (more
 //! wait in the listen backlog).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +30,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::node::Shared;
+use crate::security::http as http_auth;
 use neo_broker::committed_prefix;
+use neo_security::{Operation, ResourceType};
 
 /// Largest request head (request line + headers) read.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
@@ -93,20 +100,26 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Internal Server Error",
     }
 }
 
 async fn connection(mut socket: TcpStream, shared: Arc<Shared>) {
+    let Ok(peer) = socket.peer_addr() else {
+        return;
+    };
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let reply = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break route(&shared, &buf[..end]).await;
+            break route(&shared, &buf[..end], peer).await;
         }
         if buf.len() >= REQUEST_HEAD_BYTES_MAX {
             break Reply::text(431, "request head too large\n");
@@ -128,7 +141,7 @@ async fn connection(mut socket: TcpStream, shared: Arc<Shared>) {
     let _ = socket.shutdown().await;
 }
 
-async fn route(shared: &Arc<Shared>, head: &[u8]) -> Reply {
+async fn route(shared: &Arc<Shared>, head: &[u8], peer: SocketAddr) -> Reply {
     let Ok(head) = std::str::from_utf8(head) else {
         return Reply::text(400, "request head is not UTF-8\n");
     };
@@ -142,6 +155,37 @@ async fn route(shared: &Arc<Shared>, head: &[u8]) -> Reply {
     }
     let path = target.split('?').next().unwrap_or("");
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Probes (and metrics, if configured so) stay open; the rest needs a bearer token
+    // when security is on (see `crate::security::http`).
+    let open = match segments.as_slice() {
+        ["health"] | ["ready"] => true,
+        ["metrics"] => shared.metrics_open,
+        _ => false,
+    };
+    let caller = if open {
+        None
+    } else {
+        match http_auth::caller(shared, head, peer) {
+            Ok(caller) => caller,
+            Err(refusal) => return refused(refusal),
+        }
+    };
+    let caller = caller.as_ref();
+    let allowed = |resource, name: &str| {
+        http_auth::authorize(shared, caller, resource, name, Operation::Describe)
+    };
+    let check = match segments.as_slice() {
+        ["metrics"] => allowed(ResourceType::Cluster, "metrics"),
+        ["v1", "cluster"] => allowed(ResourceType::Cluster, "cluster"),
+        ["v1", "groups", name] => allowed(ResourceType::Group, &percent_decode(name)),
+        ["v1", "partitions", topic, _, "digest"] => {
+            allowed(ResourceType::Topic, &percent_decode(topic))
+        }
+        _ => Ok(()),
+    };
+    if let Err(refusal) = check {
+        return refused(refusal);
+    }
     match segments.as_slice() {
         ["health"] => Reply::text(200, "ok\n"),
         ["ready"] => ready(shared),
@@ -151,11 +195,15 @@ async fn route(shared: &Arc<Shared>, head: &[u8]) -> Reply {
             body: shared.metrics.render(&shared.gauges()),
         },
         ["v1", "cluster"] => Reply::json(200, cluster(shared)),
-        ["v1", "groups"] => Reply::json(200, groups(shared)),
-        ["v1", "groups", name] => group(shared, name).await,
+        ["v1", "groups"] => Reply::json(200, groups(shared, caller)),
+        ["v1", "groups", name] => group(shared, name, caller).await,
         ["v1", "partitions", topic, p, "digest"] => digest(shared, topic, p).await,
         _ => Reply::text(404, "not found\n"),
     }
+}
+
+fn refused(r: http_auth::Refusal) -> Reply {
+    Reply::json(r.status, json!({ "error": r.reason }))
 }
 
 fn ready(shared: &Shared) -> Reply {
@@ -219,12 +267,22 @@ fn cluster(shared: &Shared) -> serde_json::Value {
 }
 
 /// Every group as this node's applied metadata has it.
-fn groups(shared: &Shared) -> serde_json::Value {
+fn groups(shared: &Shared, caller: Option<&http_auth::Caller>) -> serde_json::Value {
     let state = shared.state();
     let groups: Vec<_> = state
         .groups
         .groups
         .iter()
+        .filter(|(name, _)| {
+            http_auth::authorize(
+                shared,
+                caller,
+                ResourceType::Group,
+                name,
+                Operation::Describe,
+            )
+            .is_ok()
+        })
         .map(|(name, g)| {
             json!({
                 "name": name,
@@ -241,17 +299,31 @@ fn groups(shared: &Shared) -> serde_json::Value {
 const GROUP_DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One group with its offsets, asked of the cluster through this node's client port.
-async fn group(shared: &Arc<Shared>, name: &str) -> Reply {
+async fn group(shared: &Arc<Shared>, name: &str, caller: Option<&http_auth::Caller>) -> Reply {
     let name = percent_decode(name);
+    if shared.client_tls {
+        // The node would have to verify its own client port's certificate.
+        return Reply::json(
+            501,
+            json!({"error": "not served with TLS on the client port: use `neo group describe`"}),
+        );
+    }
     let addr = shared.advertise_client.clone();
     let describe = async {
-        let client = shared
-            .cluster_client
-            .get_or_try_init(|| async move { neo_client::Client::connect(&[addr]).await })
-            .await?;
-        neo_client::GroupAdmin::new(client.clone())
-            .describe(&name)
-            .await
+        let client = match caller {
+            // With security on the offsets are read as the caller, with its token.
+            Some(caller) => {
+                let mut config = neo_client::ClientConfig::default();
+                config.rpc.auth_token = Some(caller.token.clone().into_bytes());
+                neo_client::Client::connect_with(&[addr], config).await?
+            }
+            None => shared
+                .cluster_client
+                .get_or_try_init(|| async move { neo_client::Client::connect(&[addr]).await })
+                .await?
+                .clone(),
+        };
+        neo_client::GroupAdmin::new(client).describe(&name).await
     };
     match tokio::time::timeout(GROUP_DESCRIBE_TIMEOUT, describe).await {
         Ok(Ok(report)) => match serde_json::to_value(&report) {

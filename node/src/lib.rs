@@ -55,6 +55,7 @@ mod http;
 mod metrics;
 mod node;
 mod retention;
+pub mod security;
 
 pub use config::{Bootstrap, Config, ConfigError, Limits, LogFormat, RunArgs};
 pub use error::{Error, Result};

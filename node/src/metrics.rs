@@ -72,6 +72,8 @@ pub(crate) struct Metrics {
     pub(crate) group_requests: AtomicU64,
     /// Consumer-group requests answered with an error.
     pub(crate) group_errors: AtomicU64,
+    /// Requests refused `Throttled` (over a rate limit).
+    pub(crate) throttled: AtomicU64,
     /// Retention purges asked of partition replicas here.
     pub(crate) retention_purges: AtomicU64,
     /// Retention attempts that failed (logged; the next pass retries).
@@ -203,6 +205,12 @@ impl Metrics {
             "neo_group_errors_total",
             "Consumer-group requests answered with an error.",
             &self.group_errors,
+        );
+        counter(
+            &mut out,
+            "neo_throttled_requests_total",
+            "Requests refused Throttled: a principal or client address over a rate limit.",
+            &self.throttled,
         );
         counter(
             &mut out,

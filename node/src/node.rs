@@ -43,6 +43,15 @@ pub(crate) struct Shared {
     /// A client of the cluster through this node's own client port (made on first use
     /// by `/v1/groups/{name}`, which reads offsets from every partition leader).
     pub(crate) cluster_client: tokio::sync::OnceCell<neo_client::Client>,
+    /// Rate limits (security on only).
+    pub(crate) throttle: Option<Arc<crate::security::Throttle>>,
+    /// The credential checks of the client port, also used for the HTTP port's bearer
+    /// tokens (security on only).
+    pub(crate) authenticators: Option<Arc<neo_security::Authenticators>>,
+    /// TLS is on on the client port.
+    pub(crate) client_tls: bool,
+    /// `/metrics` answers without a token.
+    pub(crate) metrics_open: bool,
 }
 
 /// A partition as the HTTP admin resolves it from the local metadata state.
@@ -250,6 +259,7 @@ impl Node {
                 node_id: cfg.node_id,
                 advertise_client: advertise_client.clone(),
                 limits: broker_limits(&cfg.limits),
+                access: crate::security::SecurityConfig::access(cfg.security.as_ref()),
             },
             store,
             Arc::new(transport.clone()),
@@ -265,7 +275,40 @@ impl Node {
         }
 
         let (registered_tx, registered) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let authenticators = match &cfg.security {
+            Some(security) => {
+                let runtime = crate::security::SecurityRuntime::start(
+                    security,
+                    broker.meta_view(),
+                    stop_rx.clone(),
+                )
+                .map_err(|reason| crate::config::ConfigError::Conflict {
+                    reason: format!("security: {reason}"),
+                })?;
+                tasks.extend(runtime.tasks);
+                tracing::info!(
+                    jwt = security.methods.jwt,
+                    api_key = security.methods.api_key,
+                    mtls = security.methods.mtls,
+                    superusers = security.superusers.len(),
+                    "security on: the client and HTTP ports require authentication"
+                );
+                Some(runtime.authenticators)
+            }
+            None => None,
+        };
+        let throttle = cfg.security.as_ref().map(|_| {
+            let (throttle, task) =
+                crate::security::Throttle::start(broker.meta_view(), stop_rx.clone());
+            tasks.push(task);
+            throttle
+        });
         let shared = Arc::new(Shared {
+            throttle,
+            authenticators,
+            client_tls: cfg.client_tls.is_some(),
+            metrics_open: cfg.security.as_ref().is_none_or(|s| s.metrics_open),
             node_id: cfg.node_id,
             limits: cfg.limits.clone(),
             advertise_client,
@@ -277,7 +320,7 @@ impl Node {
             cluster_client: tokio::sync::OnceCell::new(),
         });
 
-        let mut tasks = vec![health.spawn(cfg.node_id, transport, stop_rx.clone())];
+        tasks.push(health.spawn(cfg.node_id, transport, stop_rx.clone()));
         let seed = match &cfg.bootstrap {
             Bootstrap::Join(seed) => seed.clone(),
             // Our own control plane answers with the leader's address when it does not
@@ -314,6 +357,17 @@ impl Node {
             shutdown_drain_timeout: Duration::from_secs(5),
             ..NeoConfig::default()
         });
+        if let Some(tls) = &cfg.client_tls {
+            let config = tls
+                .load()
+                .map_err(|reason| crate::config::ConfigError::Conflict {
+                    reason: format!("client port TLS: {reason}"),
+                })?;
+            server = server.with_tls(config);
+        }
+        if let Some(authenticators) = &shared.authenticators {
+            server = server.with_authenticator(authenticators.clone());
+        }
         server.register(crate::broker::service(shared.clone()))?;
         let rpc = server.start(client_listener)?;
         tasks.push(tokio::spawn(crate::http::serve(

@@ -20,12 +20,46 @@ use crate::tls::PeerIdentity;
 pub struct Principal {
     /// Stable name of the authenticated identity (user, service account, key id).
     pub name: String,
+    /// Roles the credential itself states (e.g. a JWT's roles claim).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// When the credential stops being valid (seconds since the Unix epoch): the
+    /// server closes the connection then, with `Unauthenticated`. `None`: never.
+    #[serde(default)]
+    pub expires_at_unix_secs: Option<u64>,
+    /// The id of a revocable credential (an API key id): the server asks
+    /// [`Authenticator::still_valid`] before each request on the connection.
+    #[serde(default)]
+    pub credential_id: Option<String>,
 }
 
 impl Principal {
-    /// A principal with this name.
+    /// A principal with this name, no roles, no expiry.
     pub fn new(name: impl Into<String>) -> Principal {
-        Principal { name: name.into() }
+        Principal {
+            name: name.into(),
+            roles: Vec::new(),
+            expires_at_unix_secs: None,
+            credential_id: None,
+        }
+    }
+
+    /// This principal, authenticated by the revocable credential `id`.
+    pub fn with_credential_id(mut self, id: Option<String>) -> Principal {
+        self.credential_id = id;
+        self
+    }
+
+    /// This principal with `roles`.
+    pub fn with_roles(mut self, roles: Vec<String>) -> Principal {
+        self.roles = roles;
+        self
+    }
+
+    /// This principal, valid until `unix_secs`.
+    pub fn expiring_at(mut self, unix_secs: Option<u64>) -> Principal {
+        self.expires_at_unix_secs = unix_secs;
+        self
     }
 }
 
@@ -45,6 +79,15 @@ pub trait Authenticator: Send + Sync + 'static {
     /// The principal for `token`, or an error whose code is sent to the client
     /// (normally `Unauthenticated`) before the connection is closed.
     fn authenticate(&self, token: &[u8], peer: &PeerInfo) -> Result<Principal, RpcError>;
+
+    /// Whether a principal this authenticator established is still valid (its
+    /// credential was not revoked since). Asked before every request of a connection
+    /// whose principal has a [`Principal::credential_id`]; a `false` closes the
+    /// connection with `Unauthenticated`. Must be cheap. Default: always valid.
+    fn still_valid(&self, principal: &Principal) -> bool {
+        let _ = principal;
+        true
+    }
 }
 
 /// Body of the `Response` to a successful `Auth` frame (Qiss-encoded).

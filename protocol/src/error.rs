@@ -48,6 +48,10 @@ pub enum ErrorCode {
     Cancelled = 22,
     /// Retriable: the server is shutting down; retry on another connection or node.
     ShuttingDown = 23,
+    /// Retriable after a delay: the principal (or client address) is over one of its
+    /// rate limits (produce bytes/s, fetch bytes/s, requests/s). The details carry the
+    /// delay in milliseconds (decimal ASCII): retry no sooner. The connection stays open.
+    Throttled = 24,
     /// The connection has not completed the authentication handshake, or the token was
     /// rejected. The connection is closed after this error.
     Unauthenticated = 30,
@@ -93,7 +97,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order (for docs, tests and exhaustive tables).
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::Malformed,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -105,6 +109,7 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::Cancelled,
         ErrorCode::ShuttingDown,
+        ErrorCode::Throttled,
         ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied,
         ErrorCode::Internal,
@@ -141,6 +146,7 @@ impl ErrorCode {
             self,
             ErrorCode::Busy
                 | ErrorCode::ShuttingDown
+                | ErrorCode::Throttled
                 | ErrorCode::NotLeader
                 | ErrorCode::NotEnoughReplicas
                 | ErrorCode::NotCoordinator

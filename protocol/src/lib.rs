@@ -126,6 +126,8 @@ pub use client::{
 pub use codec::FrameCodec;
 pub use error::{Error, ErrorCode, Result, RpcError};
 pub use frame::{Frame, Kind};
+/// The rustls this crate is built with (for TLS configs made elsewhere).
+pub use rustls;
 pub use server::context::RequestContext;
 pub use server::registry::{
     EventSink, Method, MethodBuilder, MethodDescriptor, RegistryTable, ServiceBuilder,

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -84,6 +85,22 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// Every certificate of a PEM document (`what` names it in errors); none is an error.
+pub fn certs_from_pem(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Tls(format!("{what}: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::Tls(format!("{what}: no PEM certificate found")));
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM document (PKCS#8, PKCS#1 or SEC1).
+pub fn key_from_pem(what: &str, pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| Error::Tls(format!("{what}: {e}")))
 }
 
 fn root_store(roots: Vec<CertificateDer<'static>>) -> Result<RootCertStore> {

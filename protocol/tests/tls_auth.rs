@@ -231,3 +231,59 @@ async fn requests_before_the_handshake_are_refused() {
     }
     server.shutdown().await;
 }
+
+/// A principal whose credential expires is disconnected at expiry (and carries its
+/// roles to the handlers' context until then).
+#[tokio::test]
+async fn a_connection_is_closed_when_its_credential_expires() {
+    /// One credential, valid until a fixed time (a client that reconnects after
+    /// expiry is refused).
+    struct Expiring(u64);
+    impl neo_protocol::Authenticator for Expiring {
+        fn authenticate(
+            &self,
+            _token: &[u8],
+            _peer: &neo_protocol::PeerInfo,
+        ) -> Result<neo_protocol::Principal, RpcError> {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            if now >= self.0 {
+                return Err(RpcError::new(ErrorCode::Unauthenticated, "expired"));
+            }
+            Ok(neo_protocol::Principal::new("eve")
+                .with_roles(vec!["reader".into()])
+                .expiring_at(Some(self.0)))
+        }
+    }
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    let server = start_with(
+        NeoServer::new(NeoConfig::default()).with_authenticator(Arc::new(Expiring(expiry))),
+        vec![whoami()],
+    )
+    .await;
+    let config = ClientConfig {
+        auth_token: Some(b"t".to_vec()),
+        ..ClientConfig::default()
+    };
+    let client = client_with(&server, config).await;
+    let who: WhoAmI = client.call("whoami", "get", &()).await.unwrap();
+    assert_eq!(who.0.as_deref(), Some("eve"));
+    // Valid for at most 2 s (whole seconds): gone well before 5 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match client.call::<_, WhoAmI>("whoami", "get", &()).await {
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Ok(_) => panic!("the connection outlived its credential"),
+            Err(_) => break,
+        }
+    }
+    server.shutdown().await;
+}

@@ -235,15 +235,13 @@ impl SecurityError {
 
     /// The error as it travels to a client.
     ///
-    /// `Throttled` has no wire code of its own yet: it is sent as the retriable `Busy`
-    /// with the delay in milliseconds (decimal ASCII) in `details`, until neo-protocol
-    /// grows a `Throttled` code.
+    /// `Throttled` carries the delay in milliseconds (decimal ASCII) in `details`.
     pub fn to_rpc_error(&self) -> RpcError {
         let code = match self {
             SecurityError::Unauthenticated { .. } => ErrorCode::Unauthenticated,
             SecurityError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             SecurityError::Throttled { retry_after_ms, .. } => {
-                return RpcError::new(ErrorCode::Busy, self.to_string())
+                return RpcError::new(ErrorCode::Throttled, self.to_string())
                     .with_details(retry_after_ms.to_string().into_bytes());
             }
             SecurityError::Invalid { .. }
@@ -313,7 +311,7 @@ mod tests {
             retry_after_ms: 250,
         };
         let wire = throttled.to_rpc_error();
-        assert_eq!(wire.error_code(), Some(ErrorCode::Busy));
+        assert_eq!(wire.error_code(), Some(ErrorCode::Throttled));
         assert_eq!(wire.details, b"250");
     }
 

@@ -115,6 +115,17 @@ impl TokenBucket {
         }
     }
 
+    /// Take `cost` units at `now` whatever the bucket holds (the bucket goes into
+    /// debt): for costs known only after the work is done, such as the bytes a fetch
+    /// returned. Later requests wait the debt off.
+    pub fn charge(&mut self, cost: u64, now: Duration) {
+        let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        self.tat_nanos = self
+            .tat_nanos
+            .max(now)
+            .saturating_add(self.cost_nanos(cost));
+    }
+
     /// Whether the bucket is full at `now` (and so may be forgotten).
     pub fn is_full(&self, now: Duration) -> bool {
         u128::from(self.tat_nanos) <= now.as_nanos()
@@ -231,6 +242,13 @@ impl QuotaConfig {
     }
 }
 
+/// Whether a request is admitted only within its limit, or charged regardless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Take,
+    Charge,
+}
+
 #[derive(Debug, Clone)]
 struct Buckets([Option<TokenBucket>; 3]);
 
@@ -249,10 +267,20 @@ impl Buckets {
         self.0.iter().flatten().all(|b| b.is_full(now))
     }
 
-    fn take(&mut self, kind: LimitKind, cost: u64, now: Duration) -> Result<(), SecurityError> {
+    fn take(
+        &mut self,
+        kind: LimitKind,
+        cost: u64,
+        now: Duration,
+        mode: Mode,
+    ) -> Result<(), SecurityError> {
         let Some(bucket) = self.0[kind.index()].as_mut() else {
             return Ok(());
         };
+        if mode == Mode::Charge {
+            bucket.charge(cost, now);
+            return Ok(());
+        }
         bucket
             .try_take(cost, now)
             .map_err(|wait| SecurityError::Throttled {
@@ -327,17 +355,35 @@ impl RateLimiter {
         cost: u64,
         now: Duration,
     ) -> Result<(), SecurityError> {
+        self.apply(ctx, kind, cost, now, Mode::Take)
+    }
+
+    /// Charge `cost` units of `kind` to `ctx` at `now` unconditionally (into debt):
+    /// for costs known after the work, such as the bytes a fetch returned; the
+    /// principal's next requests of that kind are throttled until the debt is paid.
+    pub fn charge(&mut self, ctx: &SecurityContext, kind: LimitKind, cost: u64, now: Duration) {
+        let _ = self.apply(ctx, kind, cost, now, Mode::Charge);
+    }
+
+    fn apply(
+        &mut self,
+        ctx: &SecurityContext,
+        kind: LimitKind,
+        cost: u64,
+        now: Duration,
+        mode: Mode,
+    ) -> Result<(), SecurityError> {
         if ctx.internal {
             return Ok(());
         }
         let Some(principal) = ctx.principal.as_deref() else {
             return match ctx.peer {
-                Some(peer) => self.check_ip(peer.ip(), kind, cost, now),
+                Some(peer) => self.apply_ip(peer.ip(), kind, cost, now, mode),
                 None => Ok(()),
             };
         };
         if let Some(buckets) = self.principals.get_mut(principal) {
-            return buckets.take(kind, cost, now);
+            return buckets.take(kind, cost, now, mode);
         }
         let burst = self.burst();
         if self.at_capacity(now) {
@@ -345,7 +391,7 @@ impl RateLimiter {
                 self.principal_overflow = Buckets::new(&self.config.principal_default, burst);
             }
             return match self.principal_overflow.as_mut() {
-                Some(buckets) => buckets.take(kind, cost, now),
+                Some(buckets) => buckets.take(kind, cost, now, mode),
                 None => Ok(()),
             };
         }
@@ -355,7 +401,7 @@ impl RateLimiter {
                 .principals
                 .entry(principal.to_string())
                 .or_insert(buckets)
-                .take(kind, cost, now),
+                .take(kind, cost, now, mode),
             None => Ok(()),
         }
     }
@@ -368,17 +414,34 @@ impl RateLimiter {
         cost: u64,
         now: Duration,
     ) -> Result<(), SecurityError> {
+        self.apply_ip(ip, kind, cost, now, Mode::Take)
+    }
+
+    fn apply_ip(
+        &mut self,
+        ip: IpAddr,
+        kind: LimitKind,
+        cost: u64,
+        now: Duration,
+        mode: Mode,
+    ) -> Result<(), SecurityError> {
         if let Some(buckets) = self.ips.get_mut(&ip) {
-            return buckets.take(kind, cost, now);
+            return buckets.take(kind, cost, now, mode);
         }
         let burst = self.burst();
         let Some(fresh) = Buckets::new(&self.config.per_ip, burst) else {
             return Ok(());
         };
         if self.at_capacity(now) {
-            return self.ip_overflow.get_or_insert(fresh).take(kind, cost, now);
+            return self
+                .ip_overflow
+                .get_or_insert(fresh)
+                .take(kind, cost, now, mode);
         }
-        self.ips.entry(ip).or_insert(fresh).take(kind, cost, now)
+        self.ips
+            .entry(ip)
+            .or_insert(fresh)
+            .take(kind, cost, now, mode)
     }
 
     /// Forget every full bucket set (no state is lost: a full bucket is a new one).
@@ -421,6 +484,16 @@ mod tests {
         for _ in 0..10 {
             b.try_take(1, ms(1_100)).unwrap();
         }
+    }
+
+    #[test]
+    fn a_charge_is_waited_off() {
+        let mut b = TokenBucket::new(1_000, Duration::from_secs(1));
+        b.try_take(500, ms(0)).unwrap();
+        // 3 000 bytes charged after the fact: 2.5 s beyond the burst.
+        b.charge(3_000, ms(0));
+        assert_eq!(b.try_take(1, ms(0)), Err(ms(2_501)));
+        b.try_take(1, ms(2_501)).unwrap();
     }
 
     #[test]

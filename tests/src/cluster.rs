@@ -57,6 +57,8 @@ pub struct TestCluster {
     nodes: Vec<Node>,
     peers: String,
     binary: PathBuf,
+    /// Flags every node gets besides the addresses (e.g. security settings).
+    extra_args: Vec<String>,
     /// Holds every data dir and log; removed on drop.
     _root: tempfile::TempDir,
 }
@@ -75,6 +77,12 @@ impl std::fmt::Debug for TestCluster {
 impl TestCluster {
     /// Start `n` nodes and wait until each reports `/ready`.
     pub fn start(n: u64) -> anyhow::Result<TestCluster> {
+        TestCluster::start_with_args(n, &[])
+    }
+
+    /// Start `n` nodes, each also given `extra_args` (e.g. `--auth jwt ...`), and wait
+    /// until each reports `/ready`.
+    pub fn start_with_args(n: u64, extra_args: &[String]) -> anyhow::Result<TestCluster> {
         let binary = binary("neo-node")?;
         let root = tempfile::Builder::new().prefix("neo-e2e-").tempdir()?;
         let mut specs = Vec::new();
@@ -104,6 +112,7 @@ impl TestCluster {
             nodes,
             peers,
             binary,
+            extra_args: extra_args.to_vec(),
             _root: root,
         };
         for id in 1..=n {
@@ -229,6 +238,7 @@ impl TestCluster {
     fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let binary = self.binary.clone();
         let peers = self.peers.clone();
+        let extra = self.extra_args.clone();
         let node = self.node_mut(id);
         std::fs::create_dir_all(&node.spec.data_dir)?;
         let log = File::options().create(true).append(true).open(&node.log)?;
@@ -245,6 +255,7 @@ impl TestCluster {
             .arg(node.spec.http.to_string())
             .arg("--peers")
             .arg(&peers)
+            .args(&extra)
             .env(
                 "NEO_LOG",
                 std::env::var("NEO_E2E_LOG").unwrap_or_else(|_| "warn".into()),
@@ -286,9 +297,21 @@ pub fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
 
 /// `GET path` on `addr`: the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    http_get_as(addr, path, None)
+}
+
+/// `GET path` on `addr` with `Authorization: Bearer <token>` when given.
+pub fn http_get_as(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response

@@ -12,6 +12,10 @@
 //! | `tests/cluster.rs` | 3 nodes, 3 partitions × replication 3, 100k messages through the client while the leader of a partition is killed; exactly-once and per-partition order of acknowledged messages; the killed node restarts, rejoins and catches up |
 //! | `tests/cli.rs` | the `neo` CLI contract of `docs/cli.md`, by running the built binary |
 //! | `tests/groups.rs` | consumer groups on 3 nodes: 4 members share 12 partitions exactly once; a killed member's partitions move after its session timeout and resume from its last commit; kill -9 of the coordinator and of a partition leader; committed offsets across a full restart |
+//! | `tests/encryption.rs` | client-side end-to-end encryption on 1 node: plaintext back with the key ring, ciphertext only on the wire and on the node's disk, a typed error per record without the key, rotation, crypto-shredding by retiring a key, a dead-lettered record, a group member |
+//! | `tests/security.rs` | security on 3 nodes (`--auth jwt,apikey`): hostile credentials refused, RBAC refusals exactly where a grant ends, grants/unassigns/API-key revocation reaching open connections on every node, roles from the token's claim |
+//! | `tests/security_cli.rs` | the CLI's security contract: `--token`/`--api-key`, exit statuses 3 and 4, `neo role ...`, `neo user api-key ...` |
+//! | `tests/security_tls.rs` | TLS on the client port, cluster mTLS and client-certificate principals on 3 nodes, through the CLI's `--tls-*` flags |
 //! | `tests/groups_cli.rs` | `neo consume --group`, `neo group list/describe/reset-offsets/delete`, `/v1/groups`, `/v1/groups/{name}` and the group metrics on a real cluster |
 //!
 //! # Binaries

@@ -2,6 +2,7 @@
 //! ([`MetaState::apply`]); [`MetaMachine`] is the [`StateMachine`] that feeds it the
 //! committed commands and publishes every new state to a [`MetaView`].
 
+pub mod security;
 pub mod state;
 
 use std::sync::Arc;
@@ -77,10 +78,13 @@ impl StateMachine for MetaMachine {
     fn restore(&mut self, image: &[u8]) -> std::io::Result<()> {
         self.state = match crate::error::decode_image("metadata image", image) {
             Ok(state) => state,
-            // An image from before consumer groups existed.
-            Err(e) => match qiss::from_slice::<state::MetaStateV1>(image) {
+            // An image from before the security state, or before consumer groups.
+            Err(e) => match qiss::from_slice::<state::MetaStateV2>(image) {
                 Ok(old) => old.into(),
-                Err(_) => return Err(e),
+                Err(_) => match qiss::from_slice::<state::MetaStateV1>(image) {
+                    Ok(old) => old.into(),
+                    Err(_) => return Err(e),
+                },
             },
         };
         self.changed = true;

@@ -6,7 +6,8 @@
 //! identically everywhere and is answered with a typed [`MetaError`], never a panic.
 //!
 //! Consumer-group membership ([`Groups`], rules in `crate::groups::state`) lives here
-//! too. Planned: users and ACLs.
+//! too, and the security state (roles, grants, assignments, API key hashes; commands in
+//! [`super::security`]).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use neo_raft::{GroupId, METADATA_GROUP, NodeId};
 
 use crate::groups::state::{GroupCommand, GroupError, Groups};
+use neo_security::SecurityState;
+
+use super::security::SecurityCommand;
 
 /// Longest topic name accepted, in bytes.
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
@@ -62,6 +66,8 @@ pub enum MetaCommand {
     },
     /// Changes a consumer group's membership (proposed by its coordinator).
     Group(GroupCommand),
+    /// Changes roles, grants, assignments or API keys.
+    Security(SecurityCommand),
 }
 
 /// The answer to a [`MetaCommand`].
@@ -110,6 +116,12 @@ pub enum MetaError {
     /// A consumer-group command was refused.
     #[error(transparent)]
     Group(#[from] GroupError),
+    /// A security change was refused (unknown role, bad grant, limit).
+    #[error("{reason}")]
+    Security {
+        /// What is wrong.
+        reason: String,
+    },
     /// The command's arguments break a limit or are malformed.
     #[error("invalid command: {reason}")]
     Invalid {
@@ -166,6 +178,29 @@ pub struct MetaState {
     pub next_group: GroupId,
     /// Consumer groups: members, epochs, assignments.
     pub groups: Groups,
+    /// Roles, grants, role assignments, API key hashes.
+    pub security: SecurityState,
+}
+
+/// The metadata image before the security state existed.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct MetaStateV2 {
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    topics: BTreeMap<String, TopicInfo>,
+    next_group: GroupId,
+    groups: Groups,
+}
+
+impl From<MetaStateV2> for MetaState {
+    fn from(v: MetaStateV2) -> MetaState {
+        MetaState {
+            nodes: v.nodes,
+            topics: v.topics,
+            next_group: v.next_group,
+            groups: v.groups,
+            security: SecurityState::default(),
+        }
+    }
 }
 
 /// The metadata image before consumer groups existed (snapshots written by earlier
@@ -184,6 +219,7 @@ impl From<MetaStateV1> for MetaState {
             topics: v.topics,
             next_group: v.next_group,
             groups: Groups::default(),
+            security: SecurityState::default(),
         }
     }
 }
@@ -304,6 +340,10 @@ impl MetaState {
             MetaCommand::Group(cmd) => {
                 let counts = self.partition_counts();
                 self.groups.apply(cmd, &counts)?;
+                Ok(MetaResponse::Done)
+            }
+            MetaCommand::Security(cmd) => {
+                super::security::apply(&mut self.security, cmd)?;
                 Ok(MetaResponse::Done)
             }
         }

@@ -15,7 +15,7 @@
 
 use neo_protocol::api::{CommitOffsetsRequest, CommitOffsetsResponse};
 use neo_protocol::{ErrorCode, RpcError};
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use super::{broker_error, hosted_replica, serving_leader};
 use crate::facade::Broker;
@@ -28,9 +28,11 @@ use crate::partition::offsets::{
 
 pub(crate) async fn commit_offsets(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: CommitOffsetsRequest,
 ) -> Result<CommitOffsetsResponse, RpcError> {
+    b.authorize(ctx, ResourceType::Group, &req.group, Operation::Consume)?;
+    b.authorize(ctx, ResourceType::Topic, &req.topic, Operation::Consume)?;
     check_name("group name", &req.group, false).map_err(super::group_error)?;
     if req.metadata.len() > OFFSET_METADATA_LEN_MAX {
         return Err(RpcError::invalid_argument(format!(

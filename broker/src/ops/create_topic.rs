@@ -26,7 +26,7 @@ use neo_protocol::{ErrorCode, RpcError};
 use neo_raft::{NodeId, Role};
 
 use super::{broker_error, not_leader};
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use crate::facade::Broker;
 
@@ -100,9 +100,10 @@ pub fn parse_topic_configs(configs: &[(String, String)]) -> Result<Retention, St
 
 pub(crate) async fn create_topic(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: CreateTopicRequest,
 ) -> Result<CreateTopicResponse, RpcError> {
+    b.authorize(ctx, ResourceType::Topic, &req.name, Operation::Create)?;
     check_topic_name(&req.name).map_err(RpcError::invalid_argument)?;
     let max = b.limits().partitions_per_topic_max;
     if req.partitions == 0 || req.partitions > max {

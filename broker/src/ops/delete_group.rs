@@ -6,7 +6,7 @@
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{DeleteGroupRequest, DeleteGroupResponse};
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use crate::facade::Broker;
 use crate::groups::coordinator;
@@ -14,9 +14,10 @@ use crate::groups::state::GroupCommand;
 
 pub(crate) async fn delete_group(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: DeleteGroupRequest,
 ) -> Result<DeleteGroupResponse, RpcError> {
+    b.authorize(ctx, ResourceType::Group, &req.group, Operation::Delete)?;
     coordinator::ensure(b).await?;
     coordinator::propose(b, GroupCommand::Delete { group: req.group }).await?;
     Ok(DeleteGroupResponse {})

@@ -8,15 +8,16 @@ use neo_protocol::{ErrorCode, RpcError};
 use neo_raft::Role;
 
 use super::{broker_error, not_leader};
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use crate::facade::Broker;
 
 pub(crate) async fn delete_topic(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: DeleteTopicRequest,
 ) -> Result<DeleteTopicResponse, RpcError> {
+    b.authorize(ctx, ResourceType::Topic, &req.name, Operation::Delete)?;
     let m = b.meta_group().metrics();
     if m.role != Role::Leader {
         return Err(not_leader(b, m.leader, "the metadata group"));

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use neo_protocol::api::{DescribeGroupRequest, GroupDescription, MemberDescription};
 use neo_protocol::{ErrorCode, RpcError};
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use crate::facade::Broker;
 use crate::groups::state::state_name;
@@ -16,9 +16,10 @@ use crate::groups::to_wire;
 
 pub(crate) async fn describe_group(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: DescribeGroupRequest,
 ) -> Result<GroupDescription, RpcError> {
+    b.authorize(ctx, ResourceType::Group, &req.group, Operation::Describe)?;
     let mut state = b.state();
     if !state.groups.groups.contains_key(&req.group) {
         // Not "unknown" before this replica has applied its leader's commits.

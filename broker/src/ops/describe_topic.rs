@@ -9,15 +9,16 @@ use crate::meta::TopicInfo;
 
 use super::create_topic::{RETENTION_BYTES, RETENTION_MS};
 use super::metadata::partitions;
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use crate::facade::Broker;
 
 pub(crate) fn describe_topic(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: DescribeTopicRequest,
 ) -> Result<TopicDescription, RpcError> {
+    b.authorize(ctx, ResourceType::Topic, &req.name, Operation::Describe)?;
     let state = b.state();
     let t = state.topics.get(&req.name).ok_or_else(|| {
         RpcError::new(

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use neo_protocol::api::{FetchRequest, FetchResponse};
 use neo_protocol::{ErrorCode, RpcError};
 use neo_raft::RaftGroup;
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 use qiss::batch::BatchHeader;
 
 use super::{hosted_replica, raft_error, serving_leader};
@@ -34,9 +34,10 @@ use crate::facade::Broker;
 
 pub(crate) async fn fetch(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: FetchRequest,
 ) -> Result<FetchResponse, RpcError> {
+    b.authorize(ctx, ResourceType::Topic, &req.topic, Operation::Consume)?;
     let what = format!("{}/{}", req.topic, req.partition);
     let replica = hosted_replica(b, &req.topic, req.partition, &what)?;
     let group = replica.group();

@@ -12,7 +12,7 @@
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{FetchOffsetsRequest, FetchOffsetsResponse};
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use super::commit_offsets::{offset_error, owner_check};
 use super::{broker_error, hosted_replica, serving_leader};
@@ -22,9 +22,20 @@ use crate::partition::offsets::{CommittedOffset, PartitionAnswer, PartitionComma
 
 pub(crate) async fn fetch_offsets(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: FetchOffsetsRequest,
 ) -> Result<FetchOffsetsResponse, RpcError> {
+    b.authorize(
+        ctx,
+        ResourceType::Group,
+        &req.group,
+        if req.member_id.is_some() {
+            Operation::Consume
+        } else {
+            Operation::Describe
+        },
+    )?;
+    b.authorize(ctx, ResourceType::Topic, &req.topic, Operation::Describe)?;
     check_name("group name", &req.group, false).map_err(super::group_error)?;
     let what = format!("{}/{}", req.topic, req.partition);
     let p = hosted_replica(b, &req.topic, req.partition, &what)?;

@@ -3,7 +3,7 @@
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{FindCoordinatorRequest, FindCoordinatorResponse};
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use crate::facade::Broker;
 use crate::groups::coordinator::not_coordinator;
@@ -11,9 +11,10 @@ use crate::groups::state::check_name;
 
 pub(crate) fn find_coordinator(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: FindCoordinatorRequest,
 ) -> Result<FindCoordinatorResponse, RpcError> {
+    b.authorize(ctx, ResourceType::Group, &req.group, Operation::Describe)?;
     check_name("group name", &req.group, false).map_err(super::group_error)?;
     let leader = b.controller();
     match leader.and_then(|l| b.client_addr_of(l).map(|a| (l, a))) {

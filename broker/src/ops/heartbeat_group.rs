@@ -17,7 +17,7 @@ use std::time::Duration;
 use neo_protocol::api::{GroupHeartbeatRequest, GroupHeartbeatResponse};
 use neo_protocol::{ErrorCode, RpcError};
 use neo_raft::Role;
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use super::join_group::heartbeat_interval_ms;
 use crate::facade::Broker;
@@ -55,9 +55,13 @@ fn member<'a>(state: &'a MetaState, req: &GroupHeartbeatRequest) -> Result<&'a M
 
 pub(crate) async fn heartbeat_group(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: GroupHeartbeatRequest,
 ) -> Result<GroupHeartbeatResponse, RpcError> {
+    b.authorize(ctx, ResourceType::Group, &req.group, Operation::Consume)?;
+    for t in req.topics.iter().flatten() {
+        b.authorize(ctx, ResourceType::Topic, t, Operation::Consume)?;
+    }
     let (state, term) = coordinator::ensure(b).await?;
     let m = member(&state, &req)?;
     if !m.accepts_epoch(req.member_epoch) {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{JoinGroupRequest, JoinGroupResponse};
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use crate::facade::Broker;
 use crate::groups::coordinator::{self, now_ms};
@@ -35,6 +35,10 @@ pub(crate) async fn join_group(
     let topics: BTreeSet<String> = req.topics.iter().cloned().collect();
     check_name("group name", &req.group, false).map_err(super::group_error)?;
     check_topics(&topics).map_err(super::group_error)?;
+    b.authorize(ctx, ResourceType::Group, &req.group, Operation::Consume)?;
+    for t in &topics {
+        b.authorize(ctx, ResourceType::Topic, t, Operation::Consume)?;
+    }
     let (state, term) = coordinator::ensure(b).await?;
     if let Some(t) = topics.iter().find(|t| !state.topics.contains_key(*t)) {
         return Err(super::unknown_topic(t));

@@ -7,7 +7,7 @@
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{LeaveGroupRequest, LeaveGroupResponse};
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use crate::facade::Broker;
 use crate::groups::coordinator::{self, now_ms};
@@ -15,9 +15,10 @@ use crate::groups::state::GroupCommand;
 
 pub(crate) async fn leave_group(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: LeaveGroupRequest,
 ) -> Result<LeaveGroupResponse, RpcError> {
+    b.authorize(ctx, ResourceType::Group, &req.group, Operation::Consume)?;
     let (state, _) = coordinator::ensure(b).await?;
     let Some(m) = state
         .groups

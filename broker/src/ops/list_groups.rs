@@ -3,14 +3,14 @@
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{GroupListing, ListGroupsRequest, ListGroupsResponse};
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use crate::facade::Broker;
 use crate::groups::state::state_name;
 
 pub(crate) fn list_groups(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     _req: ListGroupsRequest,
 ) -> Result<ListGroupsResponse, RpcError> {
     let state = b.state();
@@ -19,6 +19,7 @@ pub(crate) fn list_groups(
             .groups
             .groups
             .iter()
+            .filter(|(name, _)| b.allows(ctx, ResourceType::Group, name, Operation::Describe))
             .map(|(name, g)| GroupListing {
                 name: name.clone(),
                 state: state_name(g).to_string(),

@@ -9,7 +9,7 @@
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{ListOffsetsRequest, ListOffsetsResponse, OffsetSpec};
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 use qiss::batch::BatchHeader;
 
 use super::fetch::read_committed;
@@ -21,9 +21,10 @@ const SCAN_BYTES: usize = 4 * 1024 * 1024;
 
 pub(crate) async fn list_offsets(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: ListOffsetsRequest,
 ) -> Result<ListOffsetsResponse, RpcError> {
+    b.authorize(ctx, ResourceType::Topic, &req.topic, Operation::Describe)?;
     let what = format!("{}/{}", req.topic, req.partition);
     let p = hosted_replica(b, &req.topic, req.partition, &what)?;
     let group = p.group();

@@ -6,13 +6,13 @@ use neo_protocol::RpcError;
 use neo_protocol::api::{ListTopicsRequest, ListTopicsResponse};
 use neo_raft::Role;
 
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use crate::facade::Broker;
 
 pub(crate) async fn list_topics(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     _req: ListTopicsRequest,
 ) -> Result<ListTopicsResponse, RpcError> {
     let state = if b.meta_group().metrics().role == Role::Leader {
@@ -23,6 +23,11 @@ pub(crate) async fn list_topics(
         b.state()
     };
     Ok(ListTopicsResponse {
-        topics: state.topics.keys().cloned().collect(),
+        topics: state
+            .topics
+            .keys()
+            .filter(|name| b.allows(ctx, ResourceType::Topic, name, Operation::Describe))
+            .cloned()
+            .collect(),
     })
 }

@@ -16,7 +16,7 @@ use neo_protocol::api::{
     BrokerInfo, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata,
 };
 
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 
 use crate::facade::Broker;
 
@@ -25,7 +25,7 @@ pub const CLUSTER_ID: &str = "neo";
 
 pub(crate) fn metadata(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: MetadataRequest,
 ) -> Result<MetadataResponse, RpcError> {
     let state = b.state();
@@ -41,12 +41,21 @@ pub(crate) fn metadata(
         })
         .collect();
     let mut topics = Vec::new();
+    // A topic's metadata is for whoever may describe, produce to or consume it.
+    let visible = |name: &str| {
+        [Operation::Describe, Operation::Produce, Operation::Consume]
+            .into_iter()
+            .any(|op| b.allows(ctx, ResourceType::Topic, name, op))
+    };
     if req.topics.is_empty() {
-        for (name, t) in &state.topics {
+        for (name, t) in state.topics.iter().filter(|(name, _)| visible(name)) {
             topics.push(topic_metadata(b, name, t));
         }
     } else {
         for name in &req.topics {
+            if !visible(name) {
+                b.authorize(ctx, ResourceType::Topic, name, Operation::Describe)?;
+            }
             let t = state
                 .topics
                 .get(name)

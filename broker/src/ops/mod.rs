@@ -38,6 +38,7 @@ pub(crate) mod list_offsets;
 pub(crate) mod list_topics;
 pub(crate) mod metadata;
 pub(crate) mod produce;
+pub(crate) mod security;
 
 use neo_protocol::{ErrorCode, RpcError};
 use neo_raft::{NodeId, RaftGroup, Role};

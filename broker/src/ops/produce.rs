@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use neo_protocol::api::{Acks, ProduceRequest, ProduceResponse};
 use neo_protocol::{ErrorCode, RpcError};
-use neo_security::SecurityContext;
+use neo_security::{Operation, ResourceType, SecurityContext};
 use qiss::batch::{BatchLimits, ValidatedBatch};
 
 use super::{broker_error, hosted_replica, raft_error};
@@ -47,9 +47,10 @@ const RECORDS_LENGTH_MAX: u32 = 64 * 1024 * 1024;
 
 pub(crate) async fn produce(
     b: &Broker,
-    _ctx: &SecurityContext,
+    ctx: &SecurityContext,
     req: ProduceRequest,
 ) -> Result<ProduceResponse, RpcError> {
+    b.authorize(ctx, ResourceType::Topic, &req.topic, Operation::Produce)?;
     let what = format!("{}/{}", req.topic, req.partition);
     let replica = hosted_replica(b, &req.topic, req.partition, &what)?;
     let limits = b.limits();

@@ -18,7 +18,8 @@ use super::membership::{HeartbeatTask, Member, Phase, Shared};
 use super::offsets::{Commits, OffsetCalls};
 use super::{AutoOffsetReset, GROUP_NAME_BYTES_MAX, GroupConsumerConfig, TopicPartition};
 use crate::client::Client;
-use crate::consumer::{Consumer, ConsumerRecord, Offset};
+use crate::consumer::{Consumer, ConsumerRecord, Offset, stopped_records};
+use crate::encryption::{DecryptMode, RecordResult};
 use crate::error::{Error, Result};
 
 /// One owned partition's lag, as [`GroupConsumer::lag`] reports it.
@@ -225,7 +226,24 @@ impl GroupConsumer {
     /// callbacks) and runs the automatic commit when due. Returns
     /// [`Error::Fenced`] once when the member lost its membership (its partitions
     /// dropped without commit); the following polls rejoin.
+    ///
+    /// With a key ring (`config.consumer.encryption`), values come back decrypted, and a
+    /// record that cannot be decrypted is answered as [`Error::Decrypt`] with the
+    /// partition's position kept at it, as [`Consumer::poll`] does: skip it with
+    /// [`GroupConsumer::seek`] to `offset + 1`, or use [`GroupConsumer::poll_each`].
     pub async fn poll(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>> {
+        let records = self.poll_with(wait, DecryptMode::StopAtFailure).await?;
+        Ok(stopped_records(records))
+    }
+
+    /// [`GroupConsumer::poll`], but every record comes back on its own: decrypted (or
+    /// never encrypted), or as stored with the reason it cannot be decrypted
+    /// ([`Consumer::poll_each`]). Positions (and so commits) move past both kinds.
+    pub async fn poll_each(&mut self, wait: Duration) -> Result<Vec<RecordResult>> {
+        self.poll_with(wait, DecryptMode::EachRecord).await
+    }
+
+    async fn poll_with(&mut self, wait: Duration, mode: DecryptMode) -> Result<Vec<RecordResult>> {
         let deadline = Instant::now() + wait;
         if let Some(err) = self.commits.take_error() {
             return Err(self.after_commit_error(err));
@@ -247,7 +265,7 @@ impl GroupConsumer {
             // The fetch is cancel-safe: cut short by an assignment change, it returns
             // and moves nothing.
             let outcome = tokio::select! {
-                outcome = self.consumer.poll_partitions(left) => outcome?,
+                outcome = self.consumer.poll_partitions(left, mode) => outcome?,
                 () = wake => continue,
             };
             let mut first_error = None;

@@ -114,8 +114,9 @@ pub struct GroupConsumerConfig {
     pub auto_commit_interval: Duration,
     /// Start of a partition without a committed offset. Default `Latest`.
     pub auto_offset_reset: AutoOffsetReset,
-    /// Fetching (bytes per fetch, isolation, fetch retries, per-call timeout); its
-    /// `request_timeout` also bounds each coordinator and commit call.
+    /// Fetching (bytes per fetch, isolation, fetch retries, per-call timeout, and the
+    /// key ring that decrypts values, `consumer.encryption`); its `request_timeout` also
+    /// bounds each coordinator and commit call.
     pub consumer: ConsumerConfig,
 }
 

@@ -31,9 +31,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use futures::future::Either;
 use neo_broker::SecurityContext;
 use neo_protocol::api::{Acks, BROKER_METHODS, BROKER_SERVICE};
 use neo_protocol::{Method, MethodBuilder, RequestContext, RpcError, ServiceBuilder};
+use neo_security::rate::LimitKind;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -48,7 +50,12 @@ const HANDLER_SLACK_MS: u64 = 5_000;
 
 /// The security context of a request on this connection.
 fn security_context(ctx: &RequestContext) -> SecurityContext {
-    SecurityContext::client(ctx.principal().map(|p| p.name.clone()), ctx.peer_addr())
+    let principal = ctx.principal();
+    let mut sc = SecurityContext::client(principal.map(|p| p.name.clone()), ctx.peer_addr());
+    if let Some(p) = principal {
+        sc.roles = p.roles.clone();
+    }
+    sc
 }
 
 /// A typed async method whose handler gets the shared node state and the request's
@@ -61,7 +68,7 @@ fn method<Req, Resp, F, Fut>(
 ) -> (&'static str, Method)
 where
     Req: DeserializeOwned + Send + 'static,
-    Resp: Serialize + 'static,
+    Resp: Serialize + Send + 'static,
     F: Fn(Arc<Shared>, SecurityContext, Req) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
 {
@@ -77,7 +84,19 @@ where
         .timeout(Duration::from_millis(timeout_ms))
         .async_handler_with_context(move |ctx: RequestContext, req: Req| {
             shared.metrics.saw_peer(ctx.peer_addr());
-            f(shared.clone(), security_context(&ctx), req)
+            let sc = security_context(&ctx);
+            // Every request costs one `requests/s` token (security on only).
+            let refusal = shared
+                .throttle
+                .as_ref()
+                .and_then(|t| t.check(&sc, LimitKind::Requests, 1).err());
+            match refusal {
+                None => Either::Left(f(shared.clone(), sc, req)),
+                Some(e) => {
+                    shared.metrics.throttled.fetch_add(1, Ordering::Relaxed);
+                    Either::Right(std::future::ready(Err(e)))
+                }
+            }
         });
     (name, m)
 }
@@ -142,6 +161,8 @@ pub(crate) fn service(shared: Arc<Shared>) -> ServiceBuilder {
         group!(&shared, "describe_group", describe_group),
         group!(&shared, "delete_group", delete_group),
         group!(&shared, "list_offsets", list_offsets),
+        admin!(&shared, "alter_security", alter_security),
+        admin!(&shared, "describe_security", describe_security),
     ]);
     // Wire ids are positions: the table and the registration must agree exactly.
     assert_eq!(
@@ -171,6 +192,12 @@ async fn produce(
     m.produce_requests.fetch_add(1, Ordering::Relaxed);
     let size = req.records.len() as u64;
     let acks = req.acks;
+    if let Some(t) = &shared.throttle
+        && let Err(e) = t.check(&ctx, LimitKind::ProduceBytes, size)
+    {
+        m.throttled.fetch_add(1, Ordering::Relaxed);
+        return Err(e);
+    }
     let r = shared.broker.produce(&ctx, req).await;
     match &r {
         Ok(resp) => {
@@ -197,11 +224,21 @@ async fn fetch(
     let m = &shared.metrics;
     let started = Instant::now();
     m.fetch_requests.fetch_add(1, Ordering::Relaxed);
+    // Admitted while not in fetch-bytes debt; the bytes returned are charged after.
+    if let Some(t) = &shared.throttle
+        && let Err(e) = t.check(&ctx, LimitKind::FetchBytes, 0)
+    {
+        m.throttled.fetch_add(1, Ordering::Relaxed);
+        return Err(e);
+    }
     let r = shared.broker.fetch(&ctx, req).await;
     match &r {
         Ok(resp) => {
             m.fetch_bytes
                 .fetch_add(resp.batches.len() as u64, Ordering::Relaxed);
+            if let Some(t) = &shared.throttle {
+                t.charge(&ctx, LimitKind::FetchBytes, resp.batches.len() as u64);
+            }
         }
         Err(_) => {
             m.fetch_errors.fetch_add(1, Ordering::Relaxed);

@@ -14,12 +14,14 @@ pub mod fetch;
 pub mod groups;
 pub mod produce;
 pub mod queues;
+pub mod security;
 
 pub use admin::*;
 pub use fetch::*;
 pub use groups::*;
 pub use produce::*;
 pub use queues::*;
+pub use security::*;
 
 /// Name of the service every broker method belongs to.
 pub const BROKER_SERVICE: &str = "neo.broker";
@@ -101,6 +103,18 @@ pub const BROKER_METHODS: &[(u16, &str, &str, &str)] = &[
         "list_offsets",
         "ListOffsetsRequest",
         "ListOffsetsResponse",
+    ),
+    (
+        21,
+        "alter_security",
+        "AlterSecurityRequest",
+        "AlterSecurityResponse",
+    ),
+    (
+        22,
+        "describe_security",
+        "DescribeSecurityRequest",
+        "SecurityDescription",
     ),
 ];
 

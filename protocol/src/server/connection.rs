@@ -83,6 +83,8 @@ struct Conn {
     ctx: RequestContext,
     peer: PeerInfo,
     authenticated: bool,
+    /// When the handshake's credential expires: the connection is closed then.
+    expires_at: Option<Instant>,
     inflight: Arc<Semaphore>,
     tasks: Tasks,
     /// Frames encoded and waiting for the next write.
@@ -125,6 +127,7 @@ where
     let now = Instant::now();
     let mut conn = Conn {
         authenticated: shared.authenticator.is_none(),
+        expires_at: None,
         shared,
         tx,
         ctx: RequestContext::new(info, 0, 0, 0),
@@ -152,6 +155,15 @@ where
         } else {
             tokio::select! {
             _ = shutdown.recv() => Some(Outcome::Shutdown),
+            _ = sleep_until_some(conn.expires_at) => {
+                tracing::debug!(peer = %conn.peer.addr, "credential expired: closing");
+                let err = RpcError::new(
+                    ErrorCode::Unauthenticated,
+                    "the credential of this connection expired: reconnect with a fresh one",
+                );
+                conn.push(err.to_frame(0, 0, 0));
+                Some(Outcome::Unauthenticated)
+            }
             _ = rx.recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX) => {
                 for frame in batch.drain(..) {
                     conn.push(frame);
@@ -175,6 +187,14 @@ where
                 };
                 if let Some(read) = waiting {
                     conn.on_read(read, &mut input)
+                } else if conn.revoked() {
+                    tracing::debug!(peer = %conn.peer.addr, "credential revoked: closing");
+                    let err = RpcError::new(
+                        ErrorCode::Unauthenticated,
+                        "the credential of this connection was revoked",
+                    );
+                    conn.push(err.to_frame(0, 0, 0));
+                    Some(Outcome::Unauthenticated)
                 } else if silent_for >= dead_after {
                     tracing::debug!(peer = %conn.peer.addr, ?silent_for, "peer missed heartbeats");
                     Some(Outcome::DeadPeer)
@@ -211,6 +231,24 @@ where
     };
     conn.close(outcome, &mut rx, &mut writer).await;
     Ok(())
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The monotonic instant of a wall-clock time (seconds since the Unix epoch); now if
+/// that time has passed.
+fn instant_of_unix_secs(unix_secs: u64) -> Instant {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = Duration::from_secs(unix_secs).saturating_sub(now_unix);
+    Instant::now() + left
 }
 
 impl Conn {
@@ -271,6 +309,7 @@ impl Conn {
         };
         match authenticator.authenticate(&frame.body, &self.peer) {
             Ok(principal) => {
+                self.expires_at = principal.expires_at_unix_secs.map(instant_of_unix_secs);
                 let body = qiss::to_vec(&AuthOk {
                     principal: principal.name.clone(),
                 })
@@ -307,7 +346,24 @@ impl Conn {
         ));
     }
 
+    /// Whether the connection's credential was revoked since its handshake.
+    fn revoked(&self) -> bool {
+        let info = self.ctx.connection();
+        match (&info.principal, &self.shared.authenticator) {
+            (Some(p), Some(a)) if p.credential_id.is_some() => !a.still_valid(p),
+            _ => false,
+        }
+    }
+
     fn on_request(&mut self, frame: Frame) -> Flow {
+        if self.revoked() {
+            let err = RpcError::new(
+                ErrorCode::Unauthenticated,
+                "the credential of this connection was revoked",
+            );
+            self.push(err.to_frame(frame.correlation_id, frame.service_id, frame.method_id));
+            return Flow::Close(Outcome::Unauthenticated);
+        }
         if frame.service_id == SYSTEM_SERVICE_ID {
             let reply = if frame.method_id == DESCRIBE_METHOD_ID {
                 Frame {

@@ -217,6 +217,11 @@ impl JwtKeySet {
         Ok(self)
     }
 
+    /// The keys, in the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = &JwtKey> {
+        self.keys.iter()
+    }
+
     /// The keys of a JWKS document (RFC 7517). Keys for encryption (`use: enc`), with an
     /// `alg` other than HS256/RS256/ES256/EdDSA, or on another curve are skipped (a
     /// provider's JWKS often lists such keys); a document with no usable key is an

@@ -216,8 +216,23 @@ impl Authenticator for Authenticators {
     /// The protocol's hook has no clock parameter: this is where the system clock is read.
     fn authenticate(&self, token: &[u8], peer: &PeerInfo) -> Result<Principal, RpcError> {
         self.identify(token, peer, unix_now_secs())
-            .map(|identity| Principal::new(identity.principal))
+            .map(|identity| {
+                let revocable = identity.method == AuthMethod::ApiKey;
+                Principal::new(identity.principal)
+                    .with_roles(identity.roles)
+                    .expiring_at(identity.expires_at_unix_secs)
+                    .with_credential_id(identity.key_id.filter(|_| revocable))
+            })
             .map_err(|e| e.to_rpc_error())
+    }
+
+    /// An API key must not have been revoked (or removed) since the handshake.
+    fn still_valid(&self, principal: &Principal) -> bool {
+        match (&principal.credential_id, &self.api_keys) {
+            (Some(key_id), Some(keys)) => keys.is_valid(key_id),
+            (Some(_), None) => false,
+            (None, _) => true,
+        }
     }
 }
 

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 use neo_client::{
-    AutoOffsetReset, Client, Consumer, Delivery, Error, GroupConsumer, GroupConsumerConfig, Offset,
-    Producer, ProducerConfig, ProducerRecord,
+    AeadAlgorithm, AutoOffsetReset, Client, Consumer, Delivery, Error, GroupConsumer,
+    GroupConsumerConfig, Keyring, Offset, Producer, ProducerConfig, ProducerRecord, SharedKeyring,
 };
 use serde::Serialize;
 
@@ -59,6 +59,15 @@ pub(crate) enum BenchCommand {
         /// the bench: its values are all `x`, and NATS compresses nothing either.
         #[arg(long)]
         rpc_compression: bool,
+        /// Encrypt every value client-side with this AEAD, under a random key made for
+        /// the run (docs/security.md, "Payload encryption and key rotation").
+        #[arg(long, value_enum)]
+        encrypt: Option<EncryptArg>,
+        /// With `--encrypt`: run this many pairs of runs in this process, each pair one
+        /// run without encryption and one with (alternating which goes first), and print
+        /// the medians of both and their ratio.
+        #[arg(long, value_name = "PAIRS", requires = "encrypt", value_parser = clap::value_parser!(u32).range(1..=100))]
+        compare_plain: Option<u32>,
     },
     /// Read a topic from the beginning until nothing new arrives.
     Consume {
@@ -86,6 +95,68 @@ pub(crate) enum BenchCommand {
     /// Rebalance time of a consumer group: a member leaves (or is killed), then a
     /// fresh one joins, round after round.
     Rebalance(RebalanceArgs),
+}
+
+/// `neo bench produce --encrypt`'s algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum EncryptArg {
+    /// AES-256-GCM.
+    Aes256gcm,
+    /// ChaCha20-Poly1305.
+    Chacha20poly1305,
+}
+
+impl From<EncryptArg> for AeadAlgorithm {
+    fn from(arg: EncryptArg) -> AeadAlgorithm {
+        match arg {
+            EncryptArg::Aes256gcm => AeadAlgorithm::Aes256Gcm,
+            EncryptArg::Chacha20poly1305 => AeadAlgorithm::ChaCha20Poly1305,
+        }
+    }
+}
+
+/// The line `neo bench produce --encrypt A --compare-plain N` prints.
+#[derive(Debug, Serialize, PartialEq)]
+pub(crate) struct EncryptBenchReport {
+    pub(crate) algorithm: &'static str,
+    pub(crate) pairs: u32,
+    /// The median run (by `msgs_per_s`) of each side.
+    pub(crate) plain: BenchReport,
+    pub(crate) encrypted: BenchReport,
+    /// The median over the pairs of `encrypted msgs/s ÷ plain msgs/s` within a pair
+    /// (runs minutes apart on a shared machine compare worse than neighbours).
+    pub(crate) ratio: f64,
+    /// That ratio for each pair, in run order.
+    pub(crate) pair_ratios: Vec<f64>,
+    /// The median CPU time (user + system) of this process per message, µs, on each
+    /// side: what encryption costs the client. Absent without `/proc`.
+    pub(crate) plain_cpu_us_per_msg: Option<f64>,
+    pub(crate) encrypted_cpu_us_per_msg: Option<f64>,
+}
+
+/// The median run by throughput (the upper one of an even count).
+fn median(mut runs: Vec<BenchReport>) -> Option<BenchReport> {
+    runs.sort_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
+    let middle = runs.len() / 2;
+    runs.into_iter().nth(middle)
+}
+
+/// The median of `values` (the upper one of an even count).
+fn median_f64(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
+/// CPU time (user + system) this process used so far, from `/proc/self/stat` (Linux);
+/// `None` where it cannot be read. In clock ticks of 10 ms (`USER_HZ` is 100 on Linux).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name is in parentheses and may hold spaces: count after it. The
+    // first field after it is field 3 (state); utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// The line `neo bench` prints.
@@ -190,24 +261,90 @@ pub(crate) async fn bench(client: Client, cmd: BenchCommand) -> anyhow::Result<E
             batches_inflight,
             linger_us,
             batch_bytes,
+            encrypt,
+            compare_plain,
             ..
         } => {
             client.partition_count(&topic).await?;
             let inflight = inflight.max(1);
-            let producer = Producer::with_config(
-                client,
-                ProducerConfig {
-                    acks: acks.into(),
-                    // Batches form from the messages that wait for a free slot.
-                    linger: Duration::from_micros(linger_us),
-                    partition_inflight_batches_max: batches_inflight as usize,
-                    batch_size_bytes: batch_bytes as usize,
-                    buffer_records_max: ProducerConfig::default().buffer_records_max.max(inflight),
-                    ..ProducerConfig::default()
-                },
-            );
-            let r = bench_produce(&producer, topic, msgs, size, inflight).await?;
-            println!("{}", serde_json::to_string(&r)?);
+            let config = ProducerConfig {
+                acks: acks.into(),
+                // Batches form from the messages that wait for a free slot.
+                linger: Duration::from_micros(linger_us),
+                partition_inflight_batches_max: batches_inflight as usize,
+                batch_size_bytes: batch_bytes as usize,
+                buffer_records_max: ProducerConfig::default().buffer_records_max.max(inflight),
+                ..ProducerConfig::default()
+            };
+            let ring = match encrypt {
+                Some(algorithm) => Some(SharedKeyring::with_key(
+                    "bench",
+                    algorithm.into(),
+                    &Keyring::generate_key()?,
+                )?),
+                None => None,
+            };
+            let (Some(pairs), Some(algorithm), Some(ring)) = (compare_plain, encrypt, ring.clone())
+            else {
+                let producer = Producer::with_config(
+                    client,
+                    ProducerConfig {
+                        encryption: ring,
+                        ..config
+                    },
+                );
+                let r = bench_produce(&producer, topic, msgs, size, inflight).await?;
+                println!("{}", serde_json::to_string(&r)?);
+                return Ok(ExitCode::SUCCESS);
+            };
+            // Interleaved, alternating which side goes first, so that drift of the
+            // machine (other load, the log growing) falls on both sides alike.
+            let (mut plain, mut encrypted, mut pair_ratios) = (Vec::new(), Vec::new(), Vec::new());
+            // CPU µs per message of each run, plain then encrypted.
+            let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+            for pair in 0..pairs {
+                let order = if pair % 2 == 0 {
+                    [false, true]
+                } else {
+                    [true, false]
+                };
+                let mut rates = [0.0; 2];
+                for sealed in order {
+                    let producer = Producer::with_config(
+                        client.clone(),
+                        ProducerConfig {
+                            encryption: sealed.then(|| ring.clone()),
+                            ..config.clone()
+                        },
+                    );
+                    let cpu_before = process_cpu();
+                    let r = bench_produce(&producer, topic.clone(), msgs, size, inflight).await?;
+                    if let (Some(before), Some(after)) = (cpu_before, process_cpu()) {
+                        let us = after.saturating_sub(before).as_secs_f64() * 1e6;
+                        cpu[usize::from(sealed)].push(us / msgs.max(1) as f64);
+                    }
+                    let side = if sealed { "encrypted" } else { "plain" };
+                    eprintln!("pair {pair} {side}: {}", serde_json::to_string(&r)?);
+                    rates[usize::from(sealed)] = r.msgs_per_s;
+                    if sealed { &mut encrypted } else { &mut plain }.push(r);
+                }
+                pair_ratios.push(rates[1] / rates[0].max(1e-9));
+            }
+            let (Some(plain), Some(encrypted)) = (median(plain), median(encrypted)) else {
+                bail!("no run");
+            };
+            let [plain_cpu, encrypted_cpu] = cpu;
+            let line = EncryptBenchReport {
+                algorithm: AeadAlgorithm::from(algorithm).name(),
+                pairs,
+                plain,
+                encrypted,
+                ratio: median_f64(pair_ratios.clone()).unwrap_or(0.0),
+                pair_ratios,
+                plain_cpu_us_per_msg: median_f64(plain_cpu),
+                encrypted_cpu_us_per_msg: median_f64(encrypted_cpu),
+            };
+            println!("{}", serde_json::to_string(&line)?);
         }
         BenchCommand::Consume {
             topic,
@@ -469,6 +606,47 @@ mod tests {
         match parse(&[&base[..], extra].concat())?.command {
             Command::Bench(BenchCommand::Rebalance(a)) => Ok(a),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_produce_encrypt_flags() {
+        let base = [
+            "bench", "produce", "--topic", "t", "--msgs", "1", "--size", "1",
+        ];
+        let flags = |extra: &[&str]| -> Result<_, clap::Error> {
+            Ok(match parse(&[&base[..], extra].concat())?.command {
+                Command::Bench(BenchCommand::Produce {
+                    encrypt,
+                    compare_plain,
+                    ..
+                }) => (encrypt, compare_plain),
+                other => panic!("{other:?}"),
+            })
+        };
+        assert_eq!(flags(&[]).unwrap(), (None, None));
+        assert_eq!(
+            flags(&["--encrypt", "aes256gcm"]).unwrap(),
+            (Some(EncryptArg::Aes256gcm), None)
+        );
+        assert_eq!(
+            flags(&["--encrypt", "chacha20poly1305", "--compare-plain", "3"]).unwrap(),
+            (Some(EncryptArg::Chacha20poly1305), Some(3))
+        );
+        assert!(flags(&["--encrypt", "rot13"]).is_err());
+        assert!(
+            flags(&["--compare-plain", "3"]).is_err(),
+            "--compare-plain needs --encrypt"
+        );
+        assert!(flags(&["--encrypt", "aes256gcm", "--compare-plain", "0"]).is_err());
+        let run = |msgs_per_s| report(1, 1, Duration::from_secs_f64(1.0 / msgs_per_s), vec![]);
+        let mid = median(vec![run(3.0), run(1.0), run(2.0)]).unwrap();
+        assert!((mid.msgs_per_s - 2.0).abs() < 1e-6, "{mid:?}");
+        assert!(median(Vec::new()).is_none());
+        assert_eq!(median_f64(vec![0.9, 0.7, 1.1, 0.8]), Some(0.9));
+        assert_eq!(median_f64(Vec::new()), None);
+        if cfg!(target_os = "linux") {
+            assert!(process_cpu().is_some(), "/proc/self/stat parses");
         }
     }
 

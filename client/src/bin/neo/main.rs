@@ -3,6 +3,8 @@
 
 mod bench;
 mod group;
+mod quota;
+mod security;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -15,10 +17,13 @@ use neo_client::{
     Acks, Admin, Client, ClientConfig, ClusterStatus, Consumer, ConsumerRecord, Offset, Producer,
     ProducerConfig, ProducerRecord,
 };
+use neo_protocol::ErrorCode;
 use serde::Serialize;
 
 use bench::{BenchCommand, bench};
 use group::{GroupCommand, consume_group};
+use quota::QuotaCommand;
+use security::{ConnectionSecurity, RoleCommand, UserCommand};
 
 /// Command-line client of a Neo cluster.
 #[derive(Debug, Parser)]
@@ -33,9 +38,18 @@ struct Cli {
         value_delimiter = ','
     )]
     server: Vec<String>,
+    /// Credential and TLS: `--token`, `--api-key`, `--tls-ca`, `--tls-cert`,
+    /// `--tls-key`, `--tls-server-name`.
+    #[command(flatten)]
+    security: ConnectionSecurity,
     #[command(subcommand)]
     command: Command,
 }
+
+/// Exit status when the cluster refused the credential (`Unauthenticated`).
+const EXIT_UNAUTHENTICATED: u8 = 3;
+/// Exit status when the cluster refused the operation (`PermissionDenied`).
+const EXIT_PERMISSION_DENIED: u8 = 4;
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -53,6 +67,15 @@ enum Command {
     /// The cluster's nodes, controller and partition placement.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Roles: create, grant, revoke, assign, unassign, list, describe, delete.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Users' API keys: create, revoke, list.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Rate limits: set, list.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
     /// Measure throughput and latency; prints one JSON line.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -182,13 +205,46 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let has_credential = cli.security.has_credential();
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            let status = exit_status(error_code(&err));
+            if status == EXIT_UNAUTHENTICATED && !has_credential {
+                eprintln!(
+                    "hint: pass a credential: --token (NEO_TOKEN) or --api-key (NEO_API_KEY)"
+                );
+            }
+            ExitCode::from(status)
         }
     }
+}
+
+/// The exit status of a failure with this wire code (docs/cli.md): 3 and 4 tell a
+/// refused credential and a refused operation apart from every other error (1).
+fn exit_status(code: Option<ErrorCode>) -> u8 {
+    match code {
+        Some(ErrorCode::Unauthenticated) => EXIT_UNAUTHENTICATED,
+        Some(ErrorCode::PermissionDenied) => EXIT_PERMISSION_DENIED,
+        _ => 1,
+    }
+}
+
+/// The first wire code in `err`'s chain: a client error (retry wrappers included), a
+/// protocol error or a bare broker error, under any context added on the way up.
+fn error_code(err: &anyhow::Error) -> Option<ErrorCode> {
+    err.chain().find_map(|cause| {
+        if let Some(e) = cause.downcast_ref::<neo_client::Error>() {
+            e.code()
+        } else if let Some(neo_protocol::Error::Rpc(e)) = cause.downcast_ref() {
+            e.error_code()
+        } else {
+            cause
+                .downcast_ref::<neo_protocol::RpcError>()
+                .and_then(neo_protocol::RpcError::error_code)
+        }
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -201,9 +257,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // The bench's values are all `x`: compressing the frames would measure zstd.
         config.rpc.compression_threshold_bytes = usize::MAX;
     }
+    cli.security.apply(&cli.server, &mut config.rpc)?;
     let client = Client::connect_with(&cli.server, config)
         .await
-        .with_context(|| format!("cannot reach the cluster at {}", cli.server.join(",")))?;
+        .map_err(|err| {
+            let what = match exit_status(err.code()) {
+                1 => "cannot reach the cluster",
+                _ => "the cluster refused this client",
+            };
+            anyhow::Error::new(err).context(format!("{what} at {}", cli.server.join(",")))
+        })?;
     match cli.command {
         Command::Topic(cmd) => topic(client, cmd).await,
         Command::Produce(args) => produce(client, args).await,
@@ -217,6 +280,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", format_status(&status, format)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Role(cmd) => security::role(client, cmd).await,
+        Command::User(cmd) => security::user(client, cmd).await,
+        Command::Quota(cmd) => quota::quota(client, cmd).await,
         Command::Bench(cmd) => bench(client, cmd).await,
     }
 }
@@ -316,7 +382,7 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<ExitCode> 
     });
     let mut deliveries = Vec::new();
     let mut send_failed = 0u64;
-    let mut first_error: Option<String> = None;
+    let mut first_error: Option<neo_client::Error> = None;
     while let Some(line) = rx.recv().await {
         let line = line.context("read stdin")?;
         let mut record = ProducerRecord::new(args.topic.clone(), line);
@@ -330,7 +396,7 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<ExitCode> 
             Ok(delivery) => deliveries.push(delivery),
             Err(err) => {
                 send_failed += 1;
-                first_error.get_or_insert(err.to_string());
+                first_error.get_or_insert(err);
             }
         }
     }
@@ -343,7 +409,7 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<ExitCode> 
             Ok(_) => acked += 1,
             Err(err) => {
                 failed += 1;
-                first_error.get_or_insert(err.to_string());
+                first_error.get_or_insert(err);
             }
         }
     }
@@ -352,14 +418,15 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<ExitCode> 
         "produced {total} messages to {}: {acked} acknowledged, {failed} failed (acks={acks})",
         args.topic
     );
-    if let Some(err) = first_error {
-        eprintln!("error: {err}");
+    // Every failure is counted with its error; the first one sets the exit status (3 or
+    // 4 when the cluster refused, as for every command).
+    match first_error {
+        Some(err) => {
+            eprintln!("error: {err}");
+            Ok(ExitCode::from(exit_status(err.code())))
+        }
+        None => Ok(ExitCode::SUCCESS),
     }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 /// One consumed message as `neo consume --format json` prints it.
