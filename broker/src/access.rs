@@ -8,6 +8,7 @@
 //! changed *and* its roles or assignments differ, so a check is a pointer compare, a
 //! hash lookup and a pattern match (see `security/benches/rbac.rs`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use neo_protocol::RpcError;
@@ -30,6 +31,8 @@ pub struct AccessConfig {
 pub(crate) struct Access {
     pub(crate) cfg: AccessConfig,
     cache: Mutex<Option<Cached>>,
+    /// Requests refused `PermissionDenied` so far.
+    denials: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -46,6 +49,7 @@ impl Access {
         Access {
             cfg,
             cache: Mutex::default(),
+            denials: AtomicU64::new(0),
         }
     }
 
@@ -121,7 +125,23 @@ impl crate::facade::Broker {
             .authorizer(&self.state())
             .authorize(ctx, resource, name, op)
             .map(|_| ())
-            .map_err(|e| e.to_rpc_error())
+            .map_err(|e| {
+                self.access.denials.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    target: "neo::audit",
+                    who = %ctx.describe(),
+                    resource = %format_args!("{resource}:{name}"),
+                    operation = op.name(),
+                    "permission denied"
+                );
+                e.to_rpc_error()
+            })
+    }
+
+    /// Requests refused `PermissionDenied` since the node started (lists filtered by
+    /// permission count nothing).
+    pub fn permission_denials(&self) -> u64 {
+        self.access.denials.load(Ordering::Relaxed)
     }
 
     /// Whether `ctx` may do `op` on `resource`:`name` (for filtering lists).
@@ -132,7 +152,12 @@ impl crate::facade::Broker {
         name: &str,
         op: Operation,
     ) -> bool {
-        self.authorize(ctx, resource, name, op).is_ok()
+        !self.access.cfg.enabled
+            || ctx.internal
+            || self
+                .access
+                .authorizer(&self.state())
+                .allows(ctx, resource, name, op)
     }
 }
 

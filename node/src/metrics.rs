@@ -99,6 +99,10 @@ pub(crate) struct Gauges {
     pub(crate) group_members: Vec<(String, u64)>,
     /// Membership changes this node made as coordinator, by group.
     pub(crate) group_rebalances: std::collections::BTreeMap<String, u64>,
+    /// Client-port handshakes: (method, accepted, refused), security on only.
+    pub(crate) auth: Vec<(&'static str, u64, u64)>,
+    /// Requests refused `PermissionDenied`.
+    pub(crate) permission_denials: u64,
 }
 
 /// A label value escaped for the text format.
@@ -206,6 +210,29 @@ impl Metrics {
             "Consumer-group requests answered with an error.",
             &self.group_errors,
         );
+        if !g.auth.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP neo_auth_total Client-port authentication handshakes by token kind and result."
+            );
+            let _ = writeln!(out, "# TYPE neo_auth_total counter");
+            for (method, ok, failed) in &g.auth {
+                let _ = writeln!(
+                    out,
+                    "neo_auth_total{{method=\"{method}\",result=\"ok\"}} {ok}"
+                );
+                let _ = writeln!(
+                    out,
+                    "neo_auth_total{{method=\"{method}\",result=\"refused\"}} {failed}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP neo_permission_denied_total Requests refused PermissionDenied (security on)."
+        );
+        let _ = writeln!(out, "# TYPE neo_permission_denied_total counter");
+        let _ = writeln!(out, "neo_permission_denied_total {}", g.permission_denials);
         counter(
             &mut out,
             "neo_throttled_requests_total",
@@ -354,8 +381,13 @@ mod tests {
             }],
             group_members: vec![("g\"1".into(), 3)],
             group_rebalances: [("g\"1".to_string(), 4)].into(),
+            auth: vec![("jwt", 7, 2)],
+            permission_denials: 5,
         });
         assert!(text.contains("neo_produce_requests_total 3"));
+        assert!(text.contains("neo_auth_total{method=\"jwt\",result=\"ok\"} 7"));
+        assert!(text.contains("neo_auth_total{method=\"jwt\",result=\"refused\"} 2"));
+        assert!(text.contains("neo_permission_denied_total 5"));
         assert!(text.contains("neo_produce_latency_seconds_bucket{le=\"0.0001\"} 1"));
         assert!(text.contains("neo_produce_latency_seconds_bucket{le=\"0.005\"} 2"));
         assert!(text.contains("neo_produce_latency_seconds_bucket{le=\"+Inf\"} 3"));

@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     /// The credential checks of the client port, also used for the HTTP port's bearer
     /// tokens (security on only).
     pub(crate) authenticators: Option<Arc<neo_security::Authenticators>>,
+    /// Client-port handshakes by token kind and outcome.
+    pub(crate) auth_counters: Arc<crate::security::AuthCounters>,
     /// TLS is on on the client port.
     pub(crate) client_tls: bool,
     /// `/metrics` answers without a token.
@@ -153,6 +155,22 @@ impl Shared {
                 Vec::new()
             },
             group_rebalances: self.broker.group_rebalances(),
+            auth: match &self.authenticators {
+                Some(_) => crate::security::AuthCounters::KINDS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, kind)| {
+                        let c = &self.auth_counters;
+                        (
+                            *kind,
+                            c.ok[i].load(std::sync::atomic::Ordering::Relaxed),
+                            c.failed[i].load(std::sync::atomic::Ordering::Relaxed),
+                        )
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
+            permission_denials: self.broker.permission_denials(),
         }
     }
 }
@@ -307,6 +325,7 @@ impl Node {
         let shared = Arc::new(Shared {
             throttle,
             authenticators,
+            auth_counters: Arc::default(),
             client_tls: cfg.client_tls.is_some(),
             metrics_open: cfg.security.as_ref().is_none_or(|s| s.metrics_open),
             node_id: cfg.node_id,
@@ -366,7 +385,10 @@ impl Node {
             server = server.with_tls(config);
         }
         if let Some(authenticators) = &shared.authenticators {
-            server = server.with_authenticator(authenticators.clone());
+            server = server.with_authenticator(Arc::new(crate::security::Audited::new(
+                authenticators.clone(),
+                shared.auth_counters.clone(),
+            )));
         }
         server.register(crate::broker::service(shared.clone()))?;
         let rpc = server.start(client_listener)?;

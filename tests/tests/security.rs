@@ -362,16 +362,22 @@ async fn scenario(cluster: &TestCluster) -> anyhow::Result<()> {
         }
     }
     ensure!(seen == (0..100).collect::<Vec<_>>(), "read back {seen:?}");
-    let mut throttled = 0u64;
+    let (mut throttled, mut denied, mut refused_jwt) = (0u64, 0u64, 0u64);
     for id in 1..=3 {
         let (_, body) = http_get_as(cluster.spec(id).http, "/metrics", Some(&admin_token))?;
-        throttled += body
-            .lines()
-            .find_map(|l| l.strip_prefix("neo_throttled_requests_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let value = |prefix: &str| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        throttled += value("neo_throttled_requests_total ");
+        denied += value("neo_permission_denied_total ");
+        refused_jwt += value("neo_auth_total{method=\"jwt\",result=\"refused\"} ");
     }
     ensure!(throttled > 0, "no request was throttled");
+    ensure!(denied > 0, "no denial counted");
+    ensure!(refused_jwt > 0, "no refused JWT handshake counted");
 
     // The superuser still has everything; the nodes kept serving throughout.
     topics.delete_topic("payments").await?;

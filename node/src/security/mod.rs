@@ -27,8 +27,10 @@ use tokio::sync::watch;
 
 use crate::config::ConfigError;
 
+mod audit;
 pub(crate) mod http;
 mod throttle;
+pub use audit::{Audited, AuthCounters};
 pub use throttle::Throttle;
 
 /// How often the JWKS file is looked at.
