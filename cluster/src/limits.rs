@@ -32,6 +32,12 @@ pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 /// HTTP/2 flow-control window per connection (shared by every group's RPCs to a peer).
 pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
+/// Most concurrent HTTP/2 streams (RPCs in flight) one peer connection may open on the
+/// cluster port: every group's AppendEntries, votes and snapshot streams to this node
+/// share the connection, so it is far above what multi-raft needs, and bounds a peer
+/// that opens streams without end.
+pub const HTTP2_CONCURRENT_STREAMS_MAX: u32 = 8192;
+
 /// How long a TLS handshake between nodes may take (both ends), when cluster TLS is on.
 pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 

@@ -152,6 +152,20 @@ impl Membership for MembershipService {
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<ChangeReply>, Status> {
         let req = req.into_inner();
         let g = self.meta()?;
+        // A join may re-register a node (a restart, a new address once the old one is
+        // silent), but never take over the id of a node that is alive elsewhere.
+        let registered = (self.meta.borrow().nodes.get(&req.node_id)).map(|n| n.addr.clone());
+        let known = registered.or_else(|| g.member_addr(req.node_id));
+        if let Some(known) = known
+            && known != req.addr
+            && req.node_id != self.node_id
+            && self.health.is_healthy(req.node_id)
+        {
+            return Err(Status::permission_denied(format!(
+                "node {} is alive at {known}: a join for its id from {} is refused",
+                req.node_id, req.addr
+            )));
+        }
         Ok(Response::new(
             match Self::do_join(&g, req.node_id, req.addr, req.client_addr).await {
                 Ok(()) => OK,

@@ -26,9 +26,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::{Error, Result, error_chain};
 use crate::health::{HealthMonitor, HealthService};
 use crate::limits::{
-    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, RPC_MESSAGE_BYTES_MAX,
-    SNAPSHOT_BYTES_MAX, SNAPSHOT_PARTIAL_TTL_MS, SNAPSHOT_PARTIALS_BYTES_MAX,
-    SNAPSHOT_PREALLOC_BYTES_MAX,
+    HTTP2_CONCURRENT_STREAMS_MAX, HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES,
+    RPC_MESSAGE_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_PARTIAL_TTL_MS,
+    SNAPSHOT_PARTIALS_BYTES_MAX, SNAPSHOT_PREALLOC_BYTES_MAX,
 };
 use crate::membership::MembershipService;
 use crate::pb::health::health_server::HealthServer;
@@ -495,6 +495,7 @@ fn spawn_server(
             // WINDOW_UPDATEs every 64 KiB (HTTP/2's default window).
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
+            .max_concurrent_streams(Some(HTTP2_CONCURRENT_STREAMS_MAX))
             .add_service(svc)
             .add_service(membership)
             .add_service(health)

@@ -926,6 +926,24 @@ async fn nodes_join_and_leave_over_grpc_and_status_reports_health() {
         assert_eq!(n.addr, c.node(n.node_id).addr.to_string());
         assert!(n.voter);
     }
+    // A join for a live node's id from another address is refused (a restart at the
+    // same address is not: the join above, and every static node's start).
+    let victim = voters
+        .iter()
+        .copied()
+        .find(|&id| id != follower)
+        .expect("another voter");
+    let err = membership::join(&seed, victim, "127.0.0.1:9")
+        .await
+        .expect_err("a live node's id cannot be taken");
+    assert!(err.to_string().contains("is alive"), "{err}");
+    let s = membership::status(&seed).await.expect("status");
+    let n = s
+        .nodes
+        .iter()
+        .find(|n| n.node_id == victim)
+        .expect("listed");
+    assert_eq!(n.addr, c.node(victim).addr.to_string(), "address kept");
 
     // Node 3 dies: status turns it unhealthy; then it is removed.
     c.kill(3).await;
