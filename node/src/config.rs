@@ -667,6 +667,20 @@ impl Config {
                 tls_key: l.tls_key.as_deref(),
                 tls_client_ca: l.tls_client_ca.as_deref(),
             })?;
+        let alone = match &bootstrap {
+            Bootstrap::Single => true,
+            Bootstrap::Static(peers) => peers.len() == 1,
+            Bootstrap::Join(_) => false,
+        };
+        if security.is_some() && cluster_tls.is_none() && !alone {
+            // Raft and membership would be open to anyone reaching the cluster port.
+            return Err(ConfigError::Conflict {
+                reason: "security on (--auth) in a cluster of several nodes needs mutual TLS \
+                         on the cluster port: --cluster-tls-cert, --cluster-tls-key and \
+                         --cluster-tls-ca"
+                    .into(),
+            });
+        }
         Ok(Config {
             node_id,
             data_dir,

@@ -113,6 +113,19 @@ fn secure_cluster() -> anyhow::Result<(TestCluster, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let secret = dir.path().join("hs256.secret");
     std::fs::write(&secret, format!("{SECRET}\n"))?;
+    // A secure cluster of several nodes must run mTLS between them.
+    let pki = neo_tests::TestPki::new("neo e2e cluster CA");
+    let (cert, key) = pki.leaf("neo", &["127.0.0.1", "localhost"]);
+    let file = |name: &str, body: &str| -> anyhow::Result<String> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body)?;
+        Ok(path.to_str().context("path")?.to_string())
+    };
+    let (ca, cert, key) = (
+        file("ca.pem", pki.ca_pem())?,
+        file("node.pem", &cert)?,
+        file("node.key", &key)?,
+    );
     let args: Vec<String> = [
         "--auth",
         "jwt,apikey",
@@ -122,6 +135,12 @@ fn secure_cluster() -> anyhow::Result<(TestCluster, tempfile::TempDir)> {
         "neo-e2e",
         "--superuser",
         "admin",
+        "--cluster-tls-cert",
+        &cert,
+        "--cluster-tls-key",
+        &key,
+        "--cluster-tls-ca",
+        &ca,
     ]
     .iter()
     .map(|s| s.to_string())

@@ -524,6 +524,25 @@ mod tests {
     }
 
     #[test]
+    fn a_secure_cluster_of_several_nodes_needs_cluster_mtls() {
+        let f = secret_file();
+        let path = f.path().to_str().unwrap();
+        let secure = ["--auth", "jwt", "--jwt-hs256-secret-file", path];
+        let peers = ["--peers", "1=127.0.0.1:7071,2=127.0.0.1:7081"];
+        let args: Vec<&str> = secure.iter().chain(peers.iter()).copied().collect();
+        let err = resolve(&args, &[]).unwrap_err().to_string();
+        assert!(err.contains("--cluster-tls-cert"), "{err}");
+        // Alone (no peers, or only itself) it may run without.
+        resolve(&secure, &[]).unwrap();
+        let args: Vec<&str> = secure
+            .iter()
+            .chain(["--peers", "1=127.0.0.1:7071"].iter())
+            .copied()
+            .collect();
+        resolve(&args, &[]).unwrap();
+    }
+
+    #[test]
     fn toml_superusers_as_an_array() {
         let f = secret_file();
         let dir = tempfile::tempdir().unwrap();
