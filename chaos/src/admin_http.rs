@@ -1,6 +1,12 @@
 //! The node's HTTP admin API as the runner uses it: `/ready`, `/v1/cluster` (who leads
 //! which partition) and `/v1/partitions/{topic}/{p}/digest`. A minimal HTTP/1.0 GET
 //! over tokio: the node answers one request per connection.
+//!
+//! With security on, every path but `/health` and `/ready` needs
+//! `Authorization: Bearer <token>` (docs/security.md, "The HTTP admin port"): the
+//! functions that read those take the token ([`ClientSecurity::bearer`]).
+//!
+//! [`ClientSecurity::bearer`]: crate::security::ClientSecurity::bearer
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,11 +21,12 @@ use crate::history::ReplicaDigest;
 /// Bound on one admin request (connect, write, read).
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// `GET path` on `addr`: status code and body.
-pub async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+/// `GET path` on `addr`, with `Authorization: Bearer <token>` when a token is given:
+/// status code and body.
+pub async fn get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
     let request = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let head = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let head = request_head(addr, path, token);
         stream.write_all(head.as_bytes()).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
@@ -42,9 +49,18 @@ pub async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// Whether the node at `addr` answers `/ready` with 200.
+/// The request line and headers of `GET path`.
+fn request_head(addr: &str, path: &str, token: Option<&str>) -> String {
+    let auth = match token {
+        Some(token) => format!("Authorization: Bearer {token}\r\n"),
+        None => String::new(),
+    };
+    format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
+}
+
+/// Whether the node at `addr` answers `/ready` with 200 (open even with security on).
 pub async fn ready(addr: &str) -> bool {
-    matches!(get(addr, "/ready").await, Ok((200, _)))
+    matches!(get(addr, "/ready", None).await, Ok((200, _)))
 }
 
 /// One partition in `/v1/cluster`.
@@ -70,8 +86,8 @@ pub struct ClusterView {
 }
 
 /// The cluster as the node at `addr` sees it.
-pub async fn cluster(addr: &str) -> anyhow::Result<ClusterView> {
-    let (status, body) = get(addr, "/v1/cluster").await?;
+pub async fn cluster(addr: &str, token: Option<&str>) -> anyhow::Result<ClusterView> {
+    let (status, body) = get(addr, "/v1/cluster", token).await?;
     if status != 200 {
         bail!("GET http://{addr}/v1/cluster: {status} {body}");
     }
@@ -81,8 +97,12 @@ pub async fn cluster(addr: &str) -> anyhow::Result<ClusterView> {
 /// The leaders of `topic`'s partitions, by majority of the claims of the nodes that
 /// answer (a paused or isolated node may still believe it leads). Partitions nobody
 /// names a leader for are absent.
-pub async fn leaders(http: &[(u64, String)], topic: &str) -> BTreeMap<u32, u64> {
-    let views = futures::future::join_all(http.iter().map(|(_, a)| cluster(a))).await;
+pub async fn leaders(
+    http: &[(u64, String)],
+    topic: &str,
+    token: Option<&str>,
+) -> BTreeMap<u32, u64> {
+    let views = futures::future::join_all(http.iter().map(|(_, a)| cluster(a, token))).await;
     let mut votes: BTreeMap<u32, BTreeMap<u64, usize>> = BTreeMap::new();
     for view in views.into_iter().flatten() {
         for p in view.partitions.iter().filter(|p| p.topic == topic) {
@@ -109,10 +129,11 @@ pub async fn leaders(http: &[(u64, String)], topic: &str) -> BTreeMap<u32, u64> 
 pub async fn replicas(
     http: &[(u64, String)],
     topic: &str,
+    token: Option<&str>,
 ) -> anyhow::Result<BTreeMap<u32, Vec<u64>>> {
     let mut last = None;
     for (_, addr) in http {
-        match cluster(addr).await {
+        match cluster(addr, token).await {
             Ok(view) => {
                 return Ok(view
                     .partitions
@@ -139,9 +160,14 @@ struct DigestBody {
 }
 
 /// The digest of the replica of `topic`/`partition` on the node at `addr`.
-pub async fn digest(addr: &str, topic: &str, partition: u32) -> anyhow::Result<ReplicaDigest> {
+pub async fn digest(
+    addr: &str,
+    topic: &str,
+    partition: u32,
+    token: Option<&str>,
+) -> anyhow::Result<ReplicaDigest> {
     let path = format!("/v1/partitions/{topic}/{partition}/digest");
-    let (status, body) = get(addr, &path).await?;
+    let (status, body) = get(addr, &path, token).await?;
     if status != 200 {
         bail!("GET http://{addr}{path}: {status} {}", body.trim());
     }
@@ -156,4 +182,22 @@ pub async fn digest(addr: &str, topic: &str, partition: u32) -> anyhow::Result<R
         crc32: d.crc32,
         leader: d.leader,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_header_is_sent_only_with_a_token() {
+        let open = request_head("127.0.0.1:7271", "/ready", None);
+        assert_eq!(
+            open,
+            "GET /ready HTTP/1.0\r\nHost: 127.0.0.1:7271\r\nConnection: close\r\n\r\n"
+        );
+        let secure = request_head("127.0.0.1:7271", "/v1/cluster", Some("a.b.c"));
+        assert!(secure.starts_with("GET /v1/cluster HTTP/1.0\r\n"));
+        assert!(secure.contains("\r\nAuthorization: Bearer a.b.c\r\n"));
+        assert!(secure.ends_with("\r\n\r\n"));
+    }
 }

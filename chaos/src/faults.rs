@@ -116,6 +116,8 @@ pub struct FaultContext<'a> {
     pub topic: &'a str,
     /// Its partition count.
     pub partitions: u32,
+    /// Bearer token of the HTTP admin port's `/v1/cluster` (security on).
+    pub http_token: Option<&'a str>,
     /// The scenario's PRNG.
     pub rng: fastrand::Rng,
     /// No new cycle starts after this (a started cycle finishes).
@@ -169,8 +171,8 @@ pub async fn heal_all(cluster: &mut Cluster) -> anyhow::Result<()> {
 }
 
 /// Current leaders of the topic's partitions (majority of the nodes' claims).
-async fn leaders(cluster: &Cluster, topic: &str) -> BTreeMap<u32, u64> {
-    admin_http::leaders(&cluster.http_addrs(), topic).await
+async fn leaders(cluster: &Cluster, ctx: &FaultContext<'_>) -> BTreeMap<u32, u64> {
+    admin_http::leaders(&cluster.http_addrs(), ctx.topic, ctx.http_token).await
 }
 
 /// The leader of a random partition, waiting (≤ 20 s) until one is known; and the
@@ -181,7 +183,7 @@ async fn pick_leader(
 ) -> anyhow::Result<(u64, u32, Vec<u32>)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let leaders = leaders(cluster, ctx.topic).await;
+        let leaders = leaders(cluster, ctx).await;
         if !leaders.is_empty() {
             let known: Vec<(u32, u64)> = leaders.iter().map(|(p, n)| (*p, *n)).collect();
             let (partition, node) = known[ctx.rng.usize(..known.len())];
@@ -288,7 +290,7 @@ async fn partition_halves(cluster: &mut Cluster, ctx: &mut FaultContext<'_>) -> 
     // Every other cycle the smaller side holds the leader of a random partition (else
     // a split that only strands followers could fill a whole run).
     if ctx.rng.bool() {
-        let leaders = leaders(cluster, ctx.topic).await;
+        let leaders = leaders(cluster, ctx).await;
         let known: Vec<u64> = leaders.values().copied().collect();
         if !known.is_empty() {
             let leader = known[ctx.rng.usize(..known.len())];
@@ -309,7 +311,7 @@ async fn partition_halves(cluster: &mut Cluster, ctx: &mut FaultContext<'_>) -> 
     if b.len() < majority {
         minority.extend(&b);
     }
-    let leaders = leaders(cluster, ctx.topic).await;
+    let leaders = leaders(cluster, ctx).await;
     let affected = led_by(&leaders, &minority);
     let hold = ctx.between(5_000, 9_000);
     let links: Vec<Link> = a
@@ -377,7 +379,7 @@ async fn rolling_restart(cluster: &mut Cluster, ctx: &mut FaultContext<'_>) -> a
     let first = ctx.rng.usize(..ids.len());
     ids.rotate_left(first);
     for node in ids {
-        let leaders = leaders(cluster, ctx.topic).await;
+        let leaders = leaders(cluster, ctx).await;
         let led = led_by(&leaders, &[node]);
         ctx.log(format!("restart node {node} (SIGTERM; leads {led:?})"));
         cluster.stop(node).await?;

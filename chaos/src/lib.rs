@@ -12,12 +12,13 @@
 //! | [`group_workload`] | `--group-consumers` members of one consumer group polling and committing under the faults, a committed-offset sampler, the catch-up after the drain and the auditor's final read |
 //! | [`cluster`] | [`Cluster`](cluster::Cluster): kill, stop, start, pause, resume, cut / degrade links, heal, ready, logs — over local processes ([`cluster::local`]: signals, per-node uids + iptables connmark rules) or docker compose ([`cluster::docker`]: docker CLI + iptables via `nsenter`) |
 //! | [`faults`] | [`Scenario`](faults::Scenario)s and their inject → hold → heal → settle cycles, seeded |
-//! | [`admin_http`] | the node's HTTP admin API: `/ready`, `/v1/cluster` (leaders, replicas), digests |
+//! | [`admin_http`] | the node's HTTP admin API: `/ready`, `/v1/cluster` (leaders, replicas), digests; the bearer token when security is on |
+//! | [`security`] | [`ClientSecurity`](security::ClientSecurity): `--token`, `--tls-ca`, `--tls-server-name` → every client's handshake token and TLS, the HTTP bearer |
 //! | [`checker`] | pure: history → [`CheckReport`](checker::CheckReport) (lost, unexpected, duplicates, order, live reads, drain, digests, failover) |
 //! | [`groups_check`] | pure: the group rules → [`GroupCheck`](groups_check::GroupCheck) (consumed at least once, nothing foreign, committed offsets never backwards, members rejoin; duplicates, commit errors, rebalances) |
 //! | [`runner`] | one scenario end to end → [`ScenarioReport`](runner::ScenarioReport) (JSON) |
 //! | [`report`] | human summary and the markdown table |
-//! | `main` | the CLI (`--mode`, `--scenario`, `--duration`, `--seed`, `--report-dir`, ...) |
+//! | `main` | the CLI (`--mode`, `--scenario`, `--duration`, `--seed`, `--report-dir`, `--token`, `--tls-ca`, ...) |
 //!
 //! # A run
 //!
@@ -49,6 +50,8 @@
 //!   phantom committed offset, a fenced member that never rejoined. Duplicates (stored
 //!   or consumed), commit errors and failover times are reported, never failed on.
 //! - Every random choice comes from the printed seed; no timing is ever asserted.
+//! - With `--token` / `--tls-ca` ([`security`]), every client connection carries them and
+//!   every HTTP admin request but `/ready` the token; no report holds the token.
 //! - Every fault is undone before the checks (links healed, nodes resumed / started),
 //!   and every cluster is torn down (processes, containers, volumes, iptables chains).
 #![forbid(unsafe_code)]
@@ -63,6 +66,7 @@ pub mod groups_check;
 pub mod history;
 pub mod report;
 pub mod runner;
+pub mod security;
 pub mod workload;
 
 pub use checker::{CheckReport, check};

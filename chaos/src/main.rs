@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use neo_chaos::cluster::{DockerOptions, LocalOptions};
 use neo_chaos::report;
+use neo_chaos::security::ClientSecurity;
 use neo_chaos::workload::WorkloadConfig;
 use neo_chaos::{Mode, RunConfig, Scenario, ScenarioReport, Status, check, run_scenario};
 
@@ -97,6 +98,24 @@ struct Args {
     /// Exit non-zero when a scenario was skipped.
     #[arg(long)]
     fail_on_skip: bool,
+    /// Bearer token (JWT or API key) of a cluster with security on: sent in every
+    /// client's authentication handshake and as `Authorization: Bearer` to the HTTP
+    /// admin port (`/v1/cluster`, digests). Docker mode only.
+    #[arg(long, env = "NEO_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
+    /// TLS to the client port, trusting the CA certificate(s) of this PEM file (e.g.
+    /// `dev-certs/ca.pem` of `scripts/dev-certs.sh`). Docker mode only.
+    #[arg(long, env = "NEO_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Name every node's certificate is checked against (default: the host of the
+    /// first node's client address, `127.0.0.1` in docker mode).
+    #[arg(
+        long,
+        env = "NEO_TLS_SERVER_NAME",
+        value_name = "NAME",
+        requires = "tls_ca"
+    )]
+    tls_server_name: Option<String>,
     /// Only re-check a saved history file and print the verdict.
     #[arg(long, value_name = "FILE")]
     check_history: Option<PathBuf>,
@@ -200,6 +219,18 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         }),
         ModeArg::Docker => Mode::Docker(DockerOptions::standard(args.compose_file.clone(), 3)),
     };
+    let security = match &mode {
+        Mode::Docker(options) => ClientSecurity::new(
+            args.token.clone(),
+            args.tls_ca.as_deref(),
+            args.tls_server_name.as_deref(),
+            &options.client_addrs,
+        )?,
+        Mode::Local(_) if args.token.is_some() || args.tls_ca.is_some() => {
+            bail!("--token and --tls-ca need --mode docker: local nodes run with security off")
+        }
+        Mode::Local(_) => ClientSecurity::off(),
+    };
     let config = RunConfig {
         mode,
         duration: args.duration,
@@ -214,6 +245,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             group_consumers: args.group_consumers,
             ..WorkloadConfig::default()
         },
+        security,
         report_dir: Some(args.report_dir.clone()),
         write_history: args.history,
     };
@@ -221,9 +253,10 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         .with_context(|| format!("create {}", args.report_dir.display()))?;
     let list = scenarios(&args.scenario);
     eprintln!(
-        "neo-chaos: {} scenario(s), {} mode, seed {seed}, reports in {}",
+        "neo-chaos: {} scenario(s), {} mode, security {}, seed {seed}, reports in {}",
         list.len(),
         config.mode.name(),
+        config.security.describe(),
         args.report_dir.display()
     );
     let started = std::time::Instant::now();
@@ -240,13 +273,14 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     } else {
         format!("{table}\nConsumer group:\n\n{group_table}")
     };
+    let security = config.security.describe();
     println!(
-        "\n{table}\nseed {seed}, {} mode, {:.0} s wall in total",
+        "\n{table}\nseed {seed}, {} mode, security {security}, {:.0} s wall in total",
         config.mode.name(),
         started.elapsed().as_secs_f64()
     );
     let md = format!(
-        "{table}\nseed {seed}, {} mode, --duration {}s, {:.0} s wall in total\n",
+        "{table}\nseed {seed}, {} mode, security {security}, --duration {}s, {:.0} s wall in total\n",
         config.mode.name(),
         args.duration.as_secs(),
         started.elapsed().as_secs_f64()

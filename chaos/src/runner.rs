@@ -15,6 +15,7 @@ use crate::cluster::{Cluster, DockerCluster, DockerOptions, LocalCluster, LocalO
 use crate::faults::{self, FaultContext, READY_TIMEOUT, Scenario};
 use crate::group_workload::GroupWorkload;
 use crate::history::{Clock, FaultEvent, History, PartitionDigests, Recorder};
+use crate::security::ClientSecurity;
 use crate::workload::{self, Workload, WorkloadConfig, client_config};
 
 /// Bound on the wait for every replica to reach the same high watermark.
@@ -60,6 +61,8 @@ pub struct RunConfig {
     pub replication: u32,
     /// The workload.
     pub workload: WorkloadConfig,
+    /// Token and TLS of every client and HTTP admin request (security off by default).
+    pub security: ClientSecurity,
     /// Where reports go (`None`: nowhere).
     pub report_dir: Option<PathBuf>,
     /// Write the full history even when the run passes.
@@ -87,6 +90,9 @@ pub struct ScenarioReport {
     pub scenario: Scenario,
     /// `local` or `docker`.
     pub mode: String,
+    /// The clients' security: `off`, `token`, `TLS`, `token + TLS`.
+    #[serde(default)]
+    pub security: String,
     /// The seed.
     pub seed: u64,
     /// The run id in every payload.
@@ -134,6 +140,7 @@ pub async fn run_scenario(config: &RunConfig, scenario: Scenario) -> ScenarioRep
     let mut report = ScenarioReport {
         scenario,
         mode: config.mode.name().into(),
+        security: config.security.describe().into(),
         seed: config.seed,
         run_id: run_id.clone(),
         status: Status::Error,
@@ -265,7 +272,8 @@ async fn drive(
 ) -> anyhow::Result<(History, usize, Option<String>)> {
     let w = &config.workload;
     let seeds = cluster.client_addrs();
-    let admin = Client::connect_with(&seeds, client_config(w.retry))
+    let security = &config.security;
+    let admin = Client::connect_with(&seeds, client_config(w.retry, security))
         .await
         .context("connect")?;
     Admin::new(admin)
@@ -274,10 +282,17 @@ async fn drive(
         .context("create the topic")?;
     let clock = Clock::start();
     let recorder = Recorder::new(clock, run_id, w.partitions, config.replication);
-    let workload = Workload::start(&seeds, &recorder, w).await?;
+    let workload = Workload::start(&seeds, security, &recorder, w).await?;
     let group = (w.group_consumers > 0).then(|| {
         let name = format!("chaos-{run_id}");
-        GroupWorkload::start(&seeds, &recorder, &w.topic, &name, w.group_consumers)
+        GroupWorkload::start(
+            &seeds,
+            security,
+            &recorder,
+            &w.topic,
+            &name,
+            w.group_consumers,
+        )
     });
     let progress = tokio::spawn(progress(recorder.clone()));
     tokio::time::sleep(config.warmup).await;
@@ -286,6 +301,7 @@ async fn drive(
         recorder: &recorder,
         topic: &w.topic,
         partitions: w.partitions,
+        http_token: security.bearer(),
         rng,
         until: tokio::time::Instant::now() + config.duration,
     };
@@ -322,7 +338,7 @@ async fn drive(
         clock.secs(),
         recorder.pending()
     );
-    let digests = collect_digests(cluster, &w.topic, w.partitions).await;
+    let digests = collect_digests(cluster, &w.topic, w.partitions, security.bearer()).await;
     let targets: BTreeMap<u32, u64> = digests
         .iter()
         .filter(|d| converged(d))
@@ -331,6 +347,7 @@ async fn drive(
     eprintln!("[{:7.2}s] draining up to {targets:?}", clock.secs());
     let drain = workload::drain(
         &seeds,
+        security,
         &w.topic,
         w.partitions,
         &targets,
@@ -359,13 +376,20 @@ fn converged(d: &PartitionDigests) -> bool {
 
 /// Digests of every replica of every partition, retried until they converge (or
 /// [`CONVERGE_TIMEOUT`]).
-async fn collect_digests(cluster: &Cluster, topic: &str, partitions: u32) -> Vec<PartitionDigests> {
+async fn collect_digests(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: u32,
+    token: Option<&str>,
+) -> Vec<PartitionDigests> {
     let http = cluster.http_addrs();
     let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
     let mut replicas = BTreeMap::new();
     loop {
         if replicas.is_empty() {
-            replicas = admin_http::replicas(&http, topic).await.unwrap_or_default();
+            replicas = admin_http::replicas(&http, topic, token)
+                .await
+                .unwrap_or_default();
         }
         let mut all = Vec::new();
         for p in 0..partitions {
@@ -381,7 +405,7 @@ async fn collect_digests(cluster: &Cluster, topic: &str, partitions: u32) -> Vec
                         .push(format!("node {node} has no known HTTP address"));
                     continue;
                 };
-                match admin_http::digest(addr, topic, p).await {
+                match admin_http::digest(addr, topic, p, token).await {
                     Ok(d) => pd.digests.push(d),
                     Err(e) => pd.errors.push(format!("node {node}: {e:#}")),
                 }
@@ -423,14 +447,19 @@ fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> anyhow::Result
 /// The command line that replays a scenario's fault schedule.
 fn reproduce(config: &RunConfig, scenario: Scenario) -> String {
     let w = &config.workload;
+    let compose = match &config.mode {
+        Mode::Docker(options) => format!(" --compose-file {}", options.compose_file.display()),
+        Mode::Local(_) => String::new(),
+    };
     format!(
-        "neo-chaos --mode {} --scenario {scenario} --seed {} --duration {}s --producers {} --rate {} --partitions {} --group-consumers {}",
+        "neo-chaos --mode {}{compose} --scenario {scenario} --seed {} --duration {}s --producers {} --rate {} --partitions {} --group-consumers {}{}",
         config.mode.name(),
         config.seed,
         config.duration.as_secs(),
         w.producers,
         w.rate,
         w.partitions,
-        w.group_consumers
+        w.group_consumers,
+        config.security.flags()
     )
 }

@@ -28,6 +28,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::history::{DrainedPartition, Outcome, ReadOp, Recorder, payload};
+use crate::security::ClientSecurity;
 
 /// What the workload does.
 #[derive(Debug, Clone)]
@@ -70,12 +71,12 @@ impl Default for WorkloadConfig {
     }
 }
 
-/// The client settings every workload connection uses.
-pub fn client_config(retry: RetryPolicy) -> ClientConfig {
-    ClientConfig {
+/// The client settings every workload connection uses (and the runner's admin client).
+pub fn client_config(retry: RetryPolicy, security: &ClientSecurity) -> ClientConfig {
+    security.apply(ClientConfig {
         retry,
         ..ClientConfig::default()
-    }
+    })
 }
 
 /// A running workload.
@@ -91,6 +92,7 @@ impl Workload {
     /// Connect every producer and consumer, then start them.
     pub async fn start(
         seeds: &[String],
+        security: &ClientSecurity,
         recorder: &Recorder,
         config: &WorkloadConfig,
     ) -> anyhow::Result<Workload> {
@@ -100,7 +102,7 @@ impl Workload {
         let per_producer = (config.rate / f64::from(config.producers.max(1))).max(0.1);
         let period = Duration::from_secs_f64(1.0 / per_producer);
         for i in 0..config.producers {
-            let client = Client::connect_with(seeds, client_config(config.retry))
+            let client = Client::connect_with(seeds, client_config(config.retry, security))
                 .await
                 .context("producer client")?;
             let producer = Producer::with_config(
@@ -126,7 +128,7 @@ impl Workload {
         }
         let mut consumers = Vec::new();
         for p in 0..config.partitions {
-            let client = Client::connect_with(seeds, client_config(config.retry))
+            let client = Client::connect_with(seeds, client_config(config.retry, security))
                 .await
                 .context("consumer client")?;
             consumers.push(tokio::spawn(consume(
@@ -266,6 +268,7 @@ async fn consume(
 /// new arrived for `idle_max`.
 pub async fn drain(
     seeds: &[String],
+    security: &ClientSecurity,
     topic: &str,
     partitions: u32,
     targets: &BTreeMap<u32, u64>,
@@ -274,13 +277,15 @@ pub async fn drain(
 ) -> Vec<DrainedPartition> {
     let mut out = Vec::new();
     for p in 0..partitions {
-        out.push(drain_partition(seeds, topic, p, targets.get(&p).copied(), retry, idle_max).await);
+        let target = targets.get(&p).copied();
+        out.push(drain_partition(seeds, security, topic, p, target, retry, idle_max).await);
     }
     out
 }
 
 async fn drain_partition(
     seeds: &[String],
+    security: &ClientSecurity,
     topic: &str,
     partition: u32,
     target: Option<u64>,
@@ -294,7 +299,7 @@ async fn drain_partition(
     let mut last_progress = tokio::time::Instant::now();
     let mut last_error = None;
     let client = loop {
-        match Client::connect_with(seeds, client_config(retry)).await {
+        match Client::connect_with(seeds, client_config(retry, security)).await {
             Ok(c) => break c,
             Err(e) if last_progress.elapsed() < idle_max => {
                 last_error = Some(e.to_string());

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use neo_chaos::cluster::LocalOptions;
+use neo_chaos::security::ClientSecurity;
 use neo_chaos::workload::WorkloadConfig;
 use neo_chaos::{Mode, RunConfig, Scenario, Status, run_scenario};
 
@@ -51,6 +52,7 @@ async fn kill_leader_for_15s_loses_nothing() {
             rate: 200.0,
             ..WorkloadConfig::default()
         },
+        security: ClientSecurity::off(),
         report_dir: Some(reports.path().to_path_buf()),
         write_history: false,
     };

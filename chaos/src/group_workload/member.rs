@@ -15,18 +15,20 @@ use super::{
     error_kind, pause, push_error, push_event, subscribe,
 };
 use crate::history::{CommitOutcome, GroupCommit, GroupEventKind, GroupRead, Recorder};
+use crate::security::ClientSecurity;
 
 /// One member: join, poll and commit until stopped, then a last commit and `close`.
 pub(super) async fn member(
     index: u32,
     seeds: Vec<String>,
+    security: ClientSecurity,
     recorder: Recorder,
     topic: String,
     group: String,
     mut stop: watch::Receiver<bool>,
 ) {
     let clock = recorder.clock();
-    let Some(client) = connect(&seeds, &recorder, index, &mut stop).await else {
+    let Some(client) = connect(&seeds, &security, &recorder, index, &mut stop).await else {
         return;
     };
     let Some(mut consumer) = subscribe(&client, &recorder, index, &topic, &group, &mut stop).await

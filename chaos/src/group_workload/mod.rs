@@ -43,6 +43,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::history::{CommitOutcome, GroupCommit, GroupEvent, GroupEventKind, Recorder};
+use crate::security::ClientSecurity;
 use member::member;
 use observe::{audit, sample};
 
@@ -77,12 +78,12 @@ pub const AUDIT_MAX: Duration = Duration::from_secs(20);
 pub const AUDIT_POLL_WAIT: Duration = Duration::from_millis(100);
 
 /// The client settings of the group's connections.
-fn group_client_config() -> ClientConfig {
-    ClientConfig {
+fn group_client_config(security: &ClientSecurity) -> ClientConfig {
+    security.apply(ClientConfig {
         retry: CALL_RETRY,
         request_timeout: REQUEST_TIMEOUT,
         ..ClientConfig::default()
-    }
+    })
 }
 
 fn member_config(index: u32) -> GroupConsumerConfig {
@@ -139,6 +140,7 @@ pub const LOCAL_DEADLINE: &str = "LocalDeadline";
 #[derive(Debug)]
 pub struct GroupWorkload {
     seeds: Vec<String>,
+    security: ClientSecurity,
     group: String,
     topic: String,
     members: u32,
@@ -152,6 +154,7 @@ impl GroupWorkload {
     /// and subscribe in their own tasks (and keep trying while a fault is on).
     pub fn start(
         seeds: &[String],
+        security: &ClientSecurity,
         recorder: &Recorder,
         topic: &str,
         group: &str,
@@ -164,6 +167,7 @@ impl GroupWorkload {
                 tokio::spawn(member(
                     i,
                     seeds.to_vec(),
+                    security.clone(),
                     recorder.clone(),
                     topic.to_string(),
                     group.to_string(),
@@ -173,6 +177,7 @@ impl GroupWorkload {
             .collect();
         let sampler = tokio::spawn(sample(
             seeds.to_vec(),
+            security.clone(),
             recorder.clone(),
             topic.to_string(),
             group.to_string(),
@@ -180,6 +185,7 @@ impl GroupWorkload {
         ));
         GroupWorkload {
             seeds: seeds.to_vec(),
+            security: security.clone(),
             group: group.to_string(),
             topic: topic.to_string(),
             members,
@@ -220,6 +226,7 @@ impl GroupWorkload {
         self.sampler.abort();
         let finals = audit(
             &self.seeds,
+            &self.security,
             recorder,
             &self.topic,
             &self.group,
@@ -353,6 +360,7 @@ async fn pause(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
 /// Connect (retried until stop); `None` when stopped first.
 async fn connect(
     seeds: &[String],
+    security: &ClientSecurity,
     recorder: &Recorder,
     member: u32,
     stop: &mut watch::Receiver<bool>,
@@ -361,7 +369,7 @@ async fn connect(
         let start = recorder.clock().now_us();
         match tokio::time::timeout(
             CALL_BOUND,
-            Client::connect_with(seeds, group_client_config()),
+            Client::connect_with(seeds, group_client_config(security)),
         )
         .await
         {

@@ -16,11 +16,13 @@ use super::{
     error_kind, group_client_config, pause, push_error, push_event, subscribe,
 };
 use crate::history::{GroupEventKind, GroupSnapshot, OffsetSample, Recorder};
+use crate::security::ClientSecurity;
 
 /// Every [`SAMPLE_INTERVAL`]: each partition's committed offset and the group's
 /// description, until aborted.
 pub(super) async fn sample(
     seeds: Vec<String>,
+    security: ClientSecurity,
     recorder: Recorder,
     topic: String,
     group: String,
@@ -29,7 +31,7 @@ pub(super) async fn sample(
     let clock = recorder.clock();
     let (client, partitions) = loop {
         let connected = tokio::time::timeout(CALL_BOUND, async {
-            let client = Client::connect_with(&seeds, group_client_config()).await?;
+            let client = Client::connect_with(&seeds, group_client_config(&security)).await?;
             let partitions = client.partition_count(&topic).await?;
             Ok::<_, Error>((client, partitions))
         })
@@ -103,6 +105,7 @@ pub(super) async fn sample(
 /// meanwhile is recorded as group reads; then it closes.
 pub(super) async fn audit(
     seeds: &[String],
+    security: &ClientSecurity,
     recorder: &Recorder,
     topic: &str,
     group: &str,
@@ -114,7 +117,7 @@ pub(super) async fn audit(
     let (_keep, mut stop) = watch::channel(false);
     let deadline = Instant::now() + AUDIT_MAX;
     let audited = tokio::time::timeout_at(deadline, async {
-        let client = connect(seeds, recorder, index, &mut stop).await?;
+        let client = connect(seeds, security, recorder, index, &mut stop).await?;
         subscribe(&client, recorder, index, topic, group, &mut stop).await
     })
     .await;
