@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use neo_client::ClientConfig;
 use neo_protocol::ClientTls;
-use neo_protocol::tls::{certs_from_pem, client_config};
 
 /// The credentials and TLS settings of every client the runner makes (producers,
 /// consumers, group members, the sampler and auditor, the drain, the topic's creation)
@@ -50,16 +49,11 @@ impl ClientSecurity {
         let tls = match tls_ca {
             None => None,
             Some(ca) => {
-                let pem = std::fs::read(ca)
-                    .with_context(|| format!("--tls-ca: cannot read {}", ca.display()))?;
-                let roots = certs_from_pem(&format!("--tls-ca {}", ca.display()), &pem)?;
-                let config = client_config(roots, None).context("TLS settings")?;
                 let name = match tls_server_name {
                     Some(name) => name.to_string(),
                     None => seed_host(seeds.first().map(String::as_str).unwrap_or_default())?,
                 };
-                let tls = ClientTls::new(config, &name)
-                    .with_context(|| format!("TLS server name {name:?} (set --tls-server-name)"))?;
+                let tls = neo_client::tls::from_pem_files(ca, None, &name)?;
                 Some(tls)
             }
         };
@@ -123,19 +117,13 @@ fn check_token(token: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The host part of a `HOST:PORT` seed (brackets of an IPv6 literal removed).
+/// The host part of a `HOST:PORT` seed, to check the TLS certificates against.
 fn seed_host(seed: &str) -> anyhow::Result<String> {
-    let host = match seed.rsplit_once(':') {
-        Some((host, port)) if port.parse::<u16>().is_ok() => host,
-        _ => seed,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        bail!(
+    neo_client::tls::seed_host(seed).with_context(|| {
+        format!(
             "no host in seed {seed:?} to check the TLS certificates against: set --tls-server-name"
-        );
-    }
-    Ok(host.to_string())
+        )
+    })
 }
 
 #[cfg(test)]

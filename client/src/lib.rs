@@ -30,6 +30,7 @@
 //! | [`admin`] | [`Admin`]: create / delete / list / describe topics, [`ClusterStatus`] |
 //! | [`encryption`] | client-side end-to-end payload encryption: [`SharedKeyring`] on a producer encrypts each value (AES-256-GCM / ChaCha20-Poly1305, key id and nonce in the `neo-enc` header, key id + origin topic bound as associated data); on a consumer decrypts, a typed error per undecryptable record |
 //! | [`security_admin`] | [`SecurityAdmin`]: roles, grants, role assignments, API keys, quotas (`alter_security` / `describe_security`, any broker) |
+//! | [`tls`] | TLS settings from PEM files (`--tls-ca`, `--tls-cert`/`--tls-key`, the server name), shared by the CLI and neo-chaos |
 //! | [`error`] | the one [`Error`] enum, retriable vs fatal |
 //! | `bin/neo` | the CLI (`topic`, `produce`, `consume [--group]`, `group`, `cluster status`, `role`, `user`, `quota`, `bench`; `--token` / `--api-key` / `--tls-*`); contract in `docs/cli.md` |
 //!
@@ -98,6 +99,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod retry;
 pub mod security_admin;
+pub mod tls;
 
 pub use admin::{Admin, ClusterStatus, NodeStatus, PartitionStatus};
 pub use client::{Client, ClientConfig};

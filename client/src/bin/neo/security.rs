@@ -6,13 +6,12 @@
 //! - `neo role ...` (roles, grants, assignments) and `neo user api-key ...`, through
 //!   [`SecurityAdmin`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use neo_client::{Client, RoleDescription, SecurityAdmin, SecurityDescription};
-use neo_protocol::tls::{certs_from_pem, key_from_pem};
 use neo_protocol::{ClientTls, ErrorCode};
 use serde::Serialize;
 
@@ -131,49 +130,22 @@ impl ConnectionSecurity {
         let Some(ca) = &self.tls_ca else {
             return Ok(None);
         };
-        let roots = certs_from_pem(&named("--tls-ca", ca), &read_file("--tls-ca", ca)?)?;
-        let client_cert = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some((
-                certs_from_pem(&named("--tls-cert", cert), &read_file("--tls-cert", cert)?)?,
-                key_from_pem(&named("--tls-key", key), &read_file("--tls-key", key)?)?,
-            )),
-            // clap requires both or neither.
-            _ => None,
-        };
-        let config =
-            neo_protocol::tls::client_config(roots, client_cert).context("TLS settings")?;
+        // clap requires --tls-cert and --tls-key together.
+        let client = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
         let name = match &self.tls_server_name {
             Some(name) => name.clone(),
             None => seed_host(seeds.first().map(String::as_str).unwrap_or_default())?,
         };
-        let tls = ClientTls::new(config, &name)
-            .with_context(|| format!("TLS server name {name:?} (set --tls-server-name)"))?;
+        let tls = neo_client::tls::from_pem_files(ca, client, &name)?;
         Ok(Some(tls))
     }
 }
 
-fn read_file(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
-}
-
-/// `FLAG PATH`, how errors name a PEM file.
-fn named(flag: &str, path: &Path) -> String {
-    format!("{flag} {}", path.display())
-}
-
-/// The host part of a `HOST:PORT` seed (brackets of an IPv6 literal removed).
+/// The host part of a `HOST:PORT` seed, to check the TLS certificates against.
 fn seed_host(seed: &str) -> anyhow::Result<String> {
-    let host = match seed.rsplit_once(':') {
-        Some((host, port)) if port.parse::<u16>().is_ok() => host,
-        _ => seed,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        bail!(
-            "no host in --server {seed:?} to check the TLS certificates against: set --tls-server-name"
-        );
-    }
-    Ok(host.to_string())
+    neo_client::tls::seed_host(seed).with_context(|| {
+        format!("no host in --server {seed:?} to check the TLS certificates against: set --tls-server-name")
+    })
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,267 @@
+//! Tests of [`super`]: precedence of flags, environment and file; every refusal.
+
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |k| {
+        pairs
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+#[test]
+fn no_settings_is_the_embedded_single_node_default() {
+    let c = Config::resolve(&RunArgs::default(), &no_env).expect("default config");
+    assert_eq!(c.node_id, 1);
+    assert_eq!(c.data_dir, PathBuf::from("./neo-data"));
+    assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+    assert_eq!(c.cluster_listen.to_string(), "127.0.0.1:7071");
+    assert_eq!(c.http_listen.to_string(), "127.0.0.1:7072");
+    assert_eq!(c.bootstrap, Bootstrap::Single);
+    assert_eq!(c.durability, Durability::Fsync);
+    assert_eq!(c.log_format, LogFormat::Human);
+    assert_eq!(c.limits, Limits::default());
+}
+
+#[test]
+fn flags_beat_env_beat_file_beat_defaults() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("neo.toml");
+    std::fs::write(
+        &path,
+        "id = 3\nlisten = \"127.0.0.1:9000\"\nhttp_listen = \"127.0.0.1:9002\"\n\
+         data_dir = \"/file\"\nfetch_wait_ms_max = 100\n",
+    )
+    .expect("write");
+    let args = RunArgs {
+        config: Some(path),
+        id: Some("5".into()),
+        ..RunArgs::default()
+    };
+    let env = env_of(&[
+        ("NEO_ID", "4"),
+        ("NEO_LISTEN", "127.0.0.1:8000"),
+        ("NEO_LOG_FORMAT", "json"),
+    ]);
+    let c = Config::resolve(&args, &env).expect("config");
+    assert_eq!(c.node_id, 5, "flag wins over env and file");
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8000", "env wins over file");
+    assert_eq!(
+        c.http_listen.to_string(),
+        "127.0.0.1:9002",
+        "file over default"
+    );
+    assert_eq!(c.data_dir, PathBuf::from("/file"));
+    assert_eq!(c.limits.fetch_wait_ms_max, 100);
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert_eq!(c.cluster_listen.to_string(), "127.0.0.1:7071", "default");
+}
+
+#[test]
+fn retention_check_and_segment_size_settings() {
+    let d = Config::resolve(&RunArgs::default(), &no_env).expect("default config");
+    assert_eq!(d.limits.retention_check_ms, 30_000);
+    assert_eq!(d.limits.segment_bytes, 256 * 1024 * 1024);
+    let env = env_of(&[
+        ("NEO_RETENTION_CHECK_MS", "250"),
+        ("NEO_SEGMENT_BYTES", "65536"),
+    ]);
+    let c = Config::resolve(&RunArgs::default(), &env).expect("config");
+    assert_eq!(c.limits.retention_check_ms, 250);
+    assert_eq!(c.limits.segment_bytes, 65_536);
+    let args = RunArgs {
+        retention_check_ms: Some("100".into()),
+        ..RunArgs::default()
+    };
+    let c = Config::resolve(&args, &env).expect("config");
+    assert_eq!(c.limits.retention_check_ms, 100, "flag over env");
+}
+
+#[test]
+fn leader_balance_setting() {
+    let d = Config::resolve(&RunArgs::default(), &no_env).expect("default config");
+    assert_eq!(d.limits.leader_balance_ms, 5_000);
+    let env = env_of(&[("NEO_LEADER_BALANCE_MS", "0")]);
+    let c = Config::resolve(&RunArgs::default(), &env).expect("config");
+    assert_eq!(c.limits.leader_balance_ms, 0, "0 turns it off");
+    let args = RunArgs {
+        leader_balance_ms: Some("5".into()),
+        ..RunArgs::default()
+    };
+    let c = Config::resolve(&args, &env).expect("config");
+    assert_eq!(
+        c.limits.leader_balance_ms, 100,
+        "flag over env, raised to 100 ms"
+    );
+    let args = RunArgs {
+        leader_balance_ms: Some("soon".into()),
+        ..RunArgs::default()
+    };
+    let e = Config::resolve(&args, &no_env).expect_err("not a number");
+    assert!(e.to_string().contains("--leader-balance-ms"), "{e}");
+}
+
+#[test]
+fn config_file_named_by_env() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("neo.toml");
+    std::fs::write(&path, "fsync = \"interval\"\nfsync_interval_ms = 5\n").expect("write");
+    let p = path.display().to_string();
+    let env = move |k: &str| (k == "NEO_CONFIG").then(|| p.clone());
+    let c = Config::resolve(&RunArgs::default(), &env).expect("config");
+    assert_eq!(c.durability, Durability::IntervalMs(5));
+}
+
+#[test]
+fn invalid_values_name_their_field() {
+    let cases: &[(RunArgs, &str)] = &[
+        (
+            RunArgs {
+                listen: Some("nope".into()),
+                ..RunArgs::default()
+            },
+            "--listen / NEO_LISTEN / listen",
+        ),
+        (
+            RunArgs {
+                id: Some("0".into()),
+                ..RunArgs::default()
+            },
+            "--id / NEO_ID / id",
+        ),
+        (
+            RunArgs {
+                peers: Some("2=h:1".into()),
+                ..RunArgs::default()
+            },
+            "--peers / NEO_PEERS / peers",
+        ),
+        (
+            RunArgs {
+                batch_bytes_max: Some("99999999".into()),
+                ..RunArgs::default()
+            },
+            "--batch-bytes-max / NEO_BATCH_BYTES_MAX / batch_bytes_max",
+        ),
+        (
+            RunArgs {
+                log_format: Some("xml".into()),
+                ..RunArgs::default()
+            },
+            "--log-format / NEO_LOG_FORMAT / log_format",
+        ),
+        (
+            RunArgs {
+                fsync: Some("sometimes".into()),
+                ..RunArgs::default()
+            },
+            "--fsync / NEO_FSYNC / fsync",
+        ),
+        (
+            RunArgs {
+                retention_check_ms: Some("0".into()),
+                ..RunArgs::default()
+            },
+            "--retention-check-ms / NEO_RETENTION_CHECK_MS / retention_check_ms",
+        ),
+        (
+            RunArgs {
+                segment_bytes: Some("100".into()),
+                ..RunArgs::default()
+            },
+            "--segment-bytes / NEO_SEGMENT_BYTES / segment_bytes",
+        ),
+        (
+            RunArgs {
+                segment_bytes: Some("lots".into()),
+                ..RunArgs::default()
+            },
+            "--segment-bytes / NEO_SEGMENT_BYTES / segment_bytes",
+        ),
+    ];
+    for (args, field) in cases {
+        let e = Config::resolve(args, &no_env).expect_err("must be refused");
+        assert!(
+            matches!(&e, ConfigError::Invalid { field: f, .. } if f == field),
+            "{e} should name {field}"
+        );
+        assert!(e.to_string().contains(field), "{e}");
+    }
+}
+
+#[test]
+fn conflicts_and_requirements_are_refused() {
+    let both = RunArgs {
+        peers: Some("1=h:1".into()),
+        join: Some("h:2".into()),
+        ..RunArgs::default()
+    };
+    assert!(matches!(
+        Config::resolve(&both, &no_env),
+        Err(ConfigError::Conflict { .. })
+    ));
+    let wildcard = RunArgs {
+        listen: Some("0.0.0.0:7070".into()),
+        ..RunArgs::default()
+    };
+    let e = Config::resolve(&wildcard, &no_env).expect_err("wildcard needs advertise");
+    assert!(e.to_string().contains("--advertise-client"), "{e}");
+    let ok = RunArgs {
+        listen: Some("0.0.0.0:7070".into()),
+        advertise_client: Some("node-a:7070".into()),
+        ..RunArgs::default()
+    };
+    assert!(Config::resolve(&ok, &no_env).is_ok());
+    let interval_alone = RunArgs {
+        fsync_interval_ms: Some("5".into()),
+        ..RunArgs::default()
+    };
+    assert!(matches!(
+        Config::resolve(&interval_alone, &no_env),
+        Err(ConfigError::Conflict { .. })
+    ));
+}
+
+#[test]
+fn peers_set_the_advertised_cluster_address() {
+    let args = RunArgs {
+        id: Some("2".into()),
+        peers: Some("1=a:7071,2=b:7071,3=c:7071".into()),
+        ..RunArgs::default()
+    };
+    let c = Config::resolve(&args, &no_env).expect("config");
+    assert_eq!(c.advertise_cluster.as_deref(), Some("b:7071"));
+    assert!(matches!(c.bootstrap, Bootstrap::Static(ref p) if p.len() == 3));
+}
+
+#[test]
+fn bad_config_files_are_errors() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("neo.toml");
+    std::fs::write(&path, "lisen = \"127.0.0.1:1\"\n").expect("write");
+    let args = RunArgs {
+        config: Some(path.clone()),
+        ..RunArgs::default()
+    };
+    let e = Config::resolve(&args, &no_env).expect_err("unknown key");
+    assert!(e.to_string().contains("unknown key \"lisen\""), "{e}");
+    std::fs::write(&path, "id = [1]\n").expect("write");
+    assert!(matches!(
+        Config::resolve(&args, &no_env),
+        Err(ConfigError::File { .. })
+    ));
+    let missing = RunArgs {
+        config: Some(dir.path().join("missing.toml")),
+        ..RunArgs::default()
+    };
+    assert!(matches!(
+        Config::resolve(&missing, &no_env),
+        Err(ConfigError::File { .. })
+    ));
+}
