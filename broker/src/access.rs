@@ -144,7 +144,8 @@ impl crate::facade::Broker {
         self.access.denials.load(Ordering::Relaxed)
     }
 
-    /// Whether `ctx` may do `op` on `resource`:`name` (for filtering lists).
+    /// Whether `ctx` may do `op` on `resource`:`name` (for filtering lists: nothing
+    /// is counted or logged).
     pub fn allows(
         &self,
         ctx: &SecurityContext,
@@ -152,12 +153,21 @@ impl crate::facade::Broker {
         name: &str,
         op: Operation,
     ) -> bool {
-        !self.access.cfg.enabled
-            || ctx.internal
-            || self
-                .access
-                .authorizer(&self.state())
-                .allows(ctx, resource, name, op)
+        self.allowed_for(ctx)(resource, name, op)
+    }
+
+    /// [`Broker::allows`] for many names: the authorizer is looked up once.
+    pub fn allowed_for<'a>(
+        &self,
+        ctx: &'a SecurityContext,
+    ) -> impl Fn(ResourceType, &str, Operation) -> bool + 'a {
+        let authorizer = (self.access.cfg.enabled && !ctx.internal)
+            .then(|| self.access.authorizer(&self.state()));
+        move |resource, name, op| {
+            authorizer
+                .as_ref()
+                .is_none_or(|a| a.allows(ctx, resource, name, op))
+        }
     }
 }
 

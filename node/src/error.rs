@@ -29,6 +29,10 @@ pub enum Error {
     /// was resolved).
     #[error("cluster TLS: {0}")]
     ClusterTls(#[from] neo_cluster::TlsError),
+    /// A key or certificate file of the security settings could not be used (they
+    /// were readable when the config was resolved).
+    #[error("security: {0}")]
+    Security(#[from] crate::security::KeyFileError),
     /// The Neo RPC server failed.
     #[error(transparent)]
     Protocol(#[from] neo_protocol::Error),

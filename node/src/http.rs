@@ -274,14 +274,13 @@ fn groups(shared: &Shared, caller: Option<&http_auth::Caller>) -> serde_json::Va
         .groups
         .iter()
         .filter(|(name, _)| {
-            http_auth::authorize(
+            http_auth::allows(
                 shared,
                 caller,
                 ResourceType::Group,
                 name,
                 Operation::Describe,
             )
-            .is_ok()
         })
         .map(|(name, g)| {
             json!({

@@ -301,9 +301,7 @@ impl Node {
                     broker.meta_view(),
                     stop_rx.clone(),
                 )
-                .map_err(|reason| crate::config::ConfigError::Conflict {
-                    reason: format!("security: {reason}"),
-                })?;
+                .await?;
                 tasks.extend(runtime.tasks);
                 tracing::info!(
                     jwt = security.methods.jwt,
@@ -376,12 +374,10 @@ impl Node {
             shutdown_drain_timeout: Duration::from_secs(5),
             ..NeoConfig::default()
         });
-        if let Some(tls) = &cfg.client_tls {
-            let config = tls
-                .load()
-                .map_err(|reason| crate::config::ConfigError::Conflict {
-                    reason: format!("client port TLS: {reason}"),
-                })?;
+        if let Some(tls) = cfg.client_tls.clone() {
+            let config = tokio::task::spawn_blocking(move || tls.load())
+                .await
+                .map_err(crate::security::KeyFileError::Blocking)??;
             server = server.with_tls(config);
         }
         if let Some(authenticators) = &shared.authenticators {

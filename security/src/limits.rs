@@ -55,6 +55,9 @@ pub const API_KEY_ID_BYTES: usize = 8;
 /// Random bytes of salt per stored API key hash.
 pub const API_KEY_SALT_BYTES: usize = 16;
 
+/// Most per-principal plus per-role quota overrides kept in the state.
+pub const QUOTA_OVERRIDES_MAX: usize = 10_000;
+
 /// Most rate-limit keys (principals + client IPs) tracked at once; past it, idle
 /// buckets are dropped and then new keys share one overflow bucket.
 pub const RATE_KEYS_TRACKED_MAX: usize = 100_000;

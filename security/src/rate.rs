@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::SecurityContext;
 use crate::error::SecurityError;
-use crate::limits::{RATE_BURST_MS_MAX, RATE_KEYS_TRACKED_MAX};
+use crate::limits::{QUOTA_OVERRIDES_MAX, RATE_BURST_MS_MAX, RATE_KEYS_TRACKED_MAX};
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
@@ -213,6 +213,18 @@ impl QuotaConfig {
                 what: "burst window (ms)",
                 value: self.burst_ms.to_string(),
                 reason: "must be 1..=RATE_BURST_MS_MAX",
+            });
+        }
+        for name in self.per_principal.keys() {
+            crate::error::check_name("principal", name)?;
+        }
+        for name in self.per_role.keys() {
+            crate::error::check_name("role", name)?;
+        }
+        if self.per_principal.len() + self.per_role.len() > QUOTA_OVERRIDES_MAX {
+            return Err(SecurityError::LimitExceeded {
+                what: "quota overrides (per principal and per role)",
+                max: QUOTA_OVERRIDES_MAX,
             });
         }
         std::iter::once(&self.principal_default)

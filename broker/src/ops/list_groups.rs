@@ -14,12 +14,13 @@ pub(crate) fn list_groups(
     _req: ListGroupsRequest,
 ) -> Result<ListGroupsResponse, RpcError> {
     let state = b.state();
+    let allowed = b.allowed_for(ctx);
     Ok(ListGroupsResponse {
         groups: state
             .groups
             .groups
             .iter()
-            .filter(|(name, _)| b.allows(ctx, ResourceType::Group, name, Operation::Describe))
+            .filter(|(name, _)| allowed(ResourceType::Group, name, Operation::Describe))
             .map(|(name, g)| GroupListing {
                 name: name.clone(),
                 state: state_name(g).to_string(),

@@ -22,11 +22,12 @@ pub(crate) async fn list_topics(
     } else {
         b.state()
     };
+    let allowed = b.allowed_for(ctx);
     Ok(ListTopicsResponse {
         topics: state
             .topics
             .keys()
-            .filter(|name| b.allows(ctx, ResourceType::Topic, name, Operation::Describe))
+            .filter(|name| allowed(ResourceType::Topic, name, Operation::Describe))
             .cloned()
             .collect(),
     })

@@ -42,10 +42,11 @@ pub(crate) fn metadata(
         .collect();
     let mut topics = Vec::new();
     // A topic's metadata is for whoever may describe, produce to or consume it.
+    let allowed = b.allowed_for(ctx);
     let visible = |name: &str| {
         [Operation::Describe, Operation::Produce, Operation::Consume]
             .into_iter()
-            .any(|op| b.allows(ctx, ResourceType::Topic, name, op))
+            .any(|op| allowed(ResourceType::Topic, name, op))
     };
     if req.topics.is_empty() {
         for (name, t) in state.topics.iter().filter(|(name, _)| visible(name)) {

@@ -88,14 +88,6 @@ pub(crate) async fn alter_security(
         }
         SecurityChange::SetQuota { scope, quota } => {
             b.authorize(ctx, ResourceType::Cluster, "quotas", Operation::Alter)?;
-            if let neo_protocol::api::QuotaScope::Principal(n)
-            | neo_protocol::api::QuotaScope::Role(n) = &scope
-                && n.is_empty()
-            {
-                return Err(RpcError::invalid_argument(
-                    "a quota needs a principal or role name",
-                ));
-            }
             SecurityCommand::SetQuota {
                 scope,
                 quota: Quota {

@@ -102,6 +102,18 @@ pub(crate) fn caller(
     }
 }
 
+/// Whether `caller` (none: security off) may `op` on `resource`:`name`, for filtering
+/// a listing (a hidden entry is neither counted nor logged as a denial).
+pub(crate) fn allows(
+    shared: &Shared,
+    caller: Option<&Caller>,
+    resource: neo_security::ResourceType,
+    name: &str,
+    op: neo_security::Operation,
+) -> bool {
+    caller.is_none_or(|c| shared.broker.allows(&c.ctx, resource, name, op))
+}
+
 /// 403 unless `caller` (none: security off) may `op` on `resource`:`name`.
 pub(crate) fn authorize(
     shared: &Shared,

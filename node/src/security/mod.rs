@@ -62,26 +62,69 @@ pub struct ClientTlsFiles {
 }
 
 impl ClientTlsFiles {
-    /// The rustls server config of these files.
-    pub fn load(&self) -> Result<Arc<neo_protocol::rustls::ServerConfig>, String> {
+    /// The rustls server config of these files (blocking file reads).
+    pub fn load(&self) -> Result<Arc<neo_protocol::rustls::ServerConfig>, KeyFileError> {
         use neo_protocol::tls::{self, ClientAuth};
-        let chain =
-            tls::certs_from_pem("--tls-cert", &read(&self.cert)?).map_err(|e| e.to_string())?;
-        let key = tls::key_from_pem("--tls-key", &read(&self.key)?).map_err(|e| e.to_string())?;
+        let pem = |what: &'static str, path: &Path| {
+            read(path).and_then(|bytes| {
+                tls::certs_from_pem(what, &bytes)
+                    .map_err(|source| KeyFileError::Tls { what, source })
+            })
+        };
+        let chain = pem("--tls-cert", &self.cert)?;
+        let key = tls::key_from_pem("--tls-key", &read(&self.key)?).map_err(|source| {
+            KeyFileError::Tls {
+                what: "--tls-key",
+                source,
+            }
+        })?;
         let auth = match &self.client_ca {
             None => ClientAuth::None,
-            Some(ca) => {
-                let roots = tls::certs_from_pem("--tls-client-ca", &read(ca)?)
-                    .map_err(|e| e.to_string())?;
-                if self.require_client_cert {
-                    ClientAuth::Required(roots)
-                } else {
-                    ClientAuth::Optional(roots)
-                }
+            Some(ca) if self.require_client_cert => {
+                ClientAuth::Required(pem("--tls-client-ca", ca)?)
             }
+            Some(ca) => ClientAuth::Optional(pem("--tls-client-ca", ca)?),
         };
-        tls::server_config(chain, key, auth).map_err(|e| e.to_string())
+        tls::server_config(chain, key, auth).map_err(|source| KeyFileError::Tls {
+            what: "client port TLS",
+            source,
+        })
     }
+}
+
+/// Why a key or certificate file could not be used (at start, or a JWKS reload).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file holds no usable key.
+    #[error("{}: {source}", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: neo_security::SecurityError,
+    },
+    /// The keys or settings together are refused (too many keys, a bad claim name).
+    #[error("JWT: {0}")]
+    Jwt(#[source] neo_security::SecurityError),
+    /// A certificate, key or CA for TLS is refused.
+    #[error("{what}: {source}")]
+    Tls {
+        /// Which setting.
+        what: &'static str,
+        /// Why.
+        source: neo_protocol::Error,
+    },
+    /// The blocking task that read the files failed.
+    #[error("reading key files: {0}")]
+    Blocking(#[source] tokio::task::JoinError),
 }
 
 /// Where JWT keys come from, and what tokens must claim.
@@ -235,8 +278,7 @@ impl SecurityConfig {
         };
         // Read the key files now, so a bad file stops the node at start.
         if config.methods.jwt {
-            jwt_keys(&config.jwt).map_err(|e| conflict(format!("JWT keys: {e}")))?;
-            jwt_config(&config.jwt).map_err(|e| conflict(format!("JWT settings: {e}")))?;
+            jwt_authenticator(&config.jwt).map_err(|e| conflict(format!("JWT keys: {e}")))?;
         }
         Ok((Some(config), client_tls))
     }
@@ -253,46 +295,50 @@ impl SecurityConfig {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+fn read(path: &Path) -> Result<Vec<u8>, KeyFileError> {
+    std::fs::read(path).map_err(|source| KeyFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-/// The key set the JWT files hold now.
-pub fn jwt_keys(files: &JwtFiles) -> Result<JwtKeySet, String> {
-    let mut set = JwtKeySet::new();
+/// The key set the JWT files hold now (blocking file reads).
+pub fn jwt_keys(files: &JwtFiles) -> Result<JwtKeySet, KeyFileError> {
+    let bad = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| KeyFileError::Key { path, source }
+    };
+    let mut keys = Vec::new();
     if let Some(path) = &files.hs256_secret {
         let mut secret = read(path)?;
         while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             secret.pop();
         }
-        let key = JwtKey::hs256(&secret).map_err(|e| format!("{}: {e}", path.display()))?;
-        set = set.with(key).map_err(|e| e.to_string())?;
+        keys.push(JwtKey::hs256(&secret).map_err(bad(path))?);
     }
     if let Some(path) = &files.public_key {
-        let key = JwtKey::from_public_pem(&read(path)?)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        set = set.with(key).map_err(|e| e.to_string())?;
+        keys.push(JwtKey::from_public_pem(&read(path)?).map_err(bad(path))?);
     }
     if let Some(path) = &files.jwks {
-        let jwks =
-            JwtKeySet::from_jwks(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
-        for key in jwks.iter() {
-            set = set.with(key.clone()).map_err(|e| e.to_string())?;
-        }
+        let jwks = JwtKeySet::from_jwks(&read(path)?).map_err(bad(path))?;
+        keys.extend(jwks.iter().cloned());
     }
-    Ok(set)
+    keys.into_iter()
+        .try_fold(JwtKeySet::new(), JwtKeySet::with)
+        .map_err(KeyFileError::Jwt)
 }
 
-fn jwt_config(files: &JwtFiles) -> Result<JwtConfig, String> {
-    let mut c = JwtConfig {
+/// The JWT checker of `files`: keys read now (blocking), claims as configured.
+fn jwt_authenticator(files: &JwtFiles) -> Result<JwtAuthenticator, KeyFileError> {
+    let mut config = JwtConfig {
         issuer: files.issuer.clone(),
         audience: files.audience.clone(),
         ..JwtConfig::default()
     };
     if let Some(claim) = &files.roles_claim {
-        c.roles_claim = claim.clone();
+        config.roles_claim = claim.clone();
     }
-    Ok(c)
+    JwtAuthenticator::new(config, jwt_keys(files)?).map_err(KeyFileError::Jwt)
 }
 
 /// The client port's authenticators, and the tasks that keep them current (until
@@ -305,19 +351,21 @@ pub struct SecurityRuntime {
 }
 
 impl SecurityRuntime {
-    /// Builds the authenticators of `config` and starts their upkeep.
-    pub fn start(
+    /// Builds the authenticators of `config` (key files read on the blocking pool) and
+    /// starts their upkeep.
+    pub async fn start(
         config: &SecurityConfig,
         meta: MetaView,
         stop: watch::Receiver<bool>,
-    ) -> Result<SecurityRuntime, String> {
+    ) -> Result<SecurityRuntime, KeyFileError> {
         let mut chain = Authenticators::new();
         let mut tasks = Vec::new();
         if config.methods.jwt {
-            let jwt = Arc::new(
-                JwtAuthenticator::new(jwt_config(&config.jwt)?, jwt_keys(&config.jwt)?)
-                    .map_err(|e| e.to_string())?,
-            );
+            let files = config.jwt.clone();
+            let jwt = tokio::task::spawn_blocking(move || jwt_authenticator(&files))
+                .await
+                .map_err(KeyFileError::Blocking)??;
+            let jwt = Arc::new(jwt);
             chain = chain.with_jwt(jwt.clone());
             if config.jwt.jwks.is_some() {
                 tasks.push(tokio::spawn(reload_jwt_keys(

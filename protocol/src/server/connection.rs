@@ -242,13 +242,14 @@ async fn sleep_until_some(at: Option<Instant>) {
 }
 
 /// The monotonic instant of a wall-clock time (seconds since the Unix epoch); now if
-/// that time has passed.
-fn instant_of_unix_secs(unix_secs: u64) -> Instant {
+/// that time has passed; `None` if it is beyond what `Instant` can hold (a credential
+/// claiming to expire in the far future: it then expires with the connection).
+fn instant_of_unix_secs(unix_secs: u64) -> Option<Instant> {
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let left = Duration::from_secs(unix_secs).saturating_sub(now_unix);
-    Instant::now() + left
+    Instant::now().checked_add(left)
 }
 
 impl Conn {
@@ -309,7 +310,9 @@ impl Conn {
         };
         match authenticator.authenticate(&frame.body, &self.peer) {
             Ok(principal) => {
-                self.expires_at = principal.expires_at_unix_secs.map(instant_of_unix_secs);
+                self.expires_at = principal
+                    .expires_at_unix_secs
+                    .and_then(instant_of_unix_secs);
                 let body = qiss::to_vec(&AuthOk {
                     principal: principal.name.clone(),
                 })
@@ -681,5 +684,14 @@ impl Conn {
             writer.shutdown().await
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_expiry_in_the_far_future_is_no_panic() {
+        assert!(super::instant_of_unix_secs(u64::MAX).is_none());
+        assert!(super::instant_of_unix_secs(0).is_some());
     }
 }
