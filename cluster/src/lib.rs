@@ -11,16 +11,16 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | `proto/raft.proto` → [`pb::raft`] | Raft RPCs of every group: AppendEntries, Vote, PreVote, TransferLeader, InstallSnapshot (client stream of chunks, resumable), SnapshotResume (where a retry resumes); each carries a `group_id` |
+//! | `proto/raft.proto` → [`pb::raft`] | Raft RPCs of every group: AppendEntries, Vote, PreVote, TransferLeader, InstallSnapshot (client stream of chunks, resumable), SnapshotResume (where a retry resumes); ForwardRecords (a record batch for the group's leader, from `neo_raft::forward_records`; answered after commit); each carries a `group_id` |
 //! | `proto/membership.proto` → [`pb::membership`] | Join, Leave, Status |
 //! | `proto/health.proto` → [`pb::health`] | node heartbeats |
 //! | `transport` | [`GrpcTransport`]: `neo_raft::Transport` over one lazily connected tonic channel per peer, shared by all groups; consults the [`NetFilter`] first; sends snapshots resumably and counts them ([`SnapshotStats`]) |
-//! | `server` | [`serve`] / [`serve_with_tls`]: the Raft service (dispatch by group id to the node's `neo_raft::Registry`; keeps interrupted snapshot transfers for resuming), Membership and Health, with graceful then forced shutdown |
+//! | `server` | [`serve`] / [`serve_with_tls`]: the Raft service (dispatch by group id to the node's `neo_raft::Registry`; keeps interrupted snapshot transfers for resuming; serves at most [`limits::FORWARD_RECORDS_IN_FLIGHT_MAX`] forwarded batches at once), Membership and Health, with graceful then forced shutdown |
 //! | [`tls`] | [`ClusterTls`]: optional mutual TLS between nodes (node certificate + key + cluster CA, PEM, checked when loaded; typed [`TlsError`]); the server-name rule |
 //! | `filter` | [`NetFilter`]: drop / isolate / heal per peer, and cut one snapshot transfer after N chunks, for partition tests |
 //! | [`membership`] | `--peers` parsing, join (registers the node's cluster and client addresses in `neo-broker`'s metadata state, then learner, then voter up to [`membership::METADATA_VOTERS_MAX`]), leave, status; clients follow leader hints |
 //! | [`health`] | [`HealthMonitor`]: one heartbeat per peer per interval, independent of the number of groups |
-//! | [`limits`] | named limits: message size, HTTP/2 windows, snapshot chunk size and partial-transfer bounds, connect and TLS handshake timeouts |
+//! | [`limits`] | named limits: message size, HTTP/2 windows, concurrent streams and forwarded batches, snapshot chunk size and partial-transfer bounds, connect and TLS handshake timeouts |
 //! | `error` | the one [`Error`] enum |
 //!
 //! # Request flow

@@ -25,6 +25,15 @@ pub const MEMBERSHIP_CALL_TIMEOUT_MS: u64 = 30_000;
 /// Deadline of one `status` call (answered from the node's own state).
 pub const STATUS_CALL_TIMEOUT_MS: u64 = 5_000;
 
+/// Most forwarded record batches (`ForwardRecords`: at most
+/// `neo_raft::RECORD_BATCH_BYTES_MAX` each, well within [`RPC_MESSAGE_BYTES_MAX`]) one
+/// node serves at once, over all peers: each holds its batch and an HTTP/2 stream until
+/// the batch commits (bounded by `neo_raft::FORWARD_WAIT_MS_MAX`), so this bounds that
+/// memory (256 MiB) and keeps such streams a small share of
+/// [`HTTP2_CONCURRENT_STREAMS_MAX`]. Beyond it a forward is refused with
+/// `RESOURCE_EXHAUSTED` (the sender tries another replica, then backs off).
+pub const FORWARD_RECORDS_IN_FLIGHT_MAX: usize = 256;
+
 /// HTTP/2 flow-control window per stream, both ends: a whole AppendEntries of 64 16-KiB
 /// entries fits without waiting for a window update.
 pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use neo_raft::{GroupId, Registry, RpcKind};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
@@ -26,8 +26,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::{Error, Result, error_chain};
 use crate::health::{HealthMonitor, HealthService};
 use crate::limits::{
-    HTTP2_CONCURRENT_STREAMS_MAX, HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES,
-    RPC_MESSAGE_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_PARTIAL_TTL_MS,
+    FORWARD_RECORDS_IN_FLIGHT_MAX, HTTP2_CONCURRENT_STREAMS_MAX, HTTP2_CONNECTION_WINDOW_BYTES,
+    HTTP2_STREAM_WINDOW_BYTES, RPC_MESSAGE_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_PARTIAL_TTL_MS,
     SNAPSHOT_PARTIALS_BYTES_MAX, SNAPSHOT_PREALLOC_BYTES_MAX,
 };
 use crate::membership::MembershipService;
@@ -41,6 +41,9 @@ use crate::tls::ClusterTls;
 pub struct RaftService {
     registry: Arc<Registry>,
     partials: Arc<Partials>,
+    /// Permits for forwarded record batches served at once
+    /// ([`FORWARD_RECORDS_IN_FLIGHT_MAX`]).
+    forwards: Semaphore,
 }
 
 /// What a snapshot transfer carries: the head (sender's vote, so its node id and term,
@@ -268,6 +271,19 @@ impl Raft for RaftService {
         self.call(RpcKind::TransferLeader, req).await
     }
 
+    async fn forward_records(
+        &self,
+        req: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        // Held until the batch commits (or the wait ends).
+        let _permit = self.forwards.try_acquire().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "more than {FORWARD_RECORDS_IN_FLIGHT_MAX} forwarded record batches in flight"
+            ))
+        })?;
+        self.call(RpcKind::ForwardRecords, req).await
+    }
+
     async fn install_snapshot(
         &self,
         req: Request<Streaming<pb::SnapshotChunk>>,
@@ -481,6 +497,7 @@ fn spawn_server(
     let svc = RaftServer::new(RaftService {
         registry: plane.registry,
         partials: Arc::new(Partials::default()),
+        forwards: Semaphore::new(FORWARD_RECORDS_IN_FLIGHT_MAX),
     })
     .max_decoding_message_size(RPC_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(RPC_MESSAGE_BYTES_MAX);

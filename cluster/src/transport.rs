@@ -250,6 +250,7 @@ impl Transport for GrpcTransport {
                     RpcKind::Vote => client.vote(req).await,
                     RpcKind::PreVote => client.pre_vote(req).await,
                     RpcKind::TransferLeader => client.transfer_leader(req).await,
+                    RpcKind::ForwardRecords => client.forward_records(req).await,
                 }
             };
             match tokio::time::timeout(timeout, call).await {

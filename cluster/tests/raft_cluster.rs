@@ -238,7 +238,7 @@ impl Cluster {
         let (stop_health, stop_rx) = tokio::sync::watch::channel(false);
         node.health.spawn(id, transport.clone(), stop_rx);
         let (meta_machine, meta) = MetaMachine::new();
-        let (part_machine, part_state) = Partition::machine();
+        let (part_machine, part_state) = Partition::machine(None);
         let machine: Box<dyn neo_raft::StateMachine> = match kind {
             GroupKind::Metadata => Box::new(meta_machine),
             GroupKind::Partition => Box::new(part_machine),

@@ -76,6 +76,17 @@ pub enum Error {
     /// producer, since the log store decodes them as Raft entries.
     #[error("record batch has the control attribute set; producers may not write control batches")]
     ControlBatch,
+    /// A record batch forwarded to a group's leader ([`crate::forward_records`]) is
+    /// stamped by an idempotent producer (`producer_id >= 0`). Only the broker's produce
+    /// path deduplicates such batches (through its producer table); a forwarded batch is
+    /// appended as is, so it must carry no producer stamp.
+    #[error(
+        "record batch is stamped by idempotent producer {producer_id}; a forwarded batch must not be"
+    )]
+    StampedBatch {
+        /// The batch's producer id.
+        producer_id: i64,
+    },
     /// Encoding or decoding a value with the Qiss codec failed.
     #[error("qiss codec failed on {what}: {source}")]
     Codec {

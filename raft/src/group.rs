@@ -810,6 +810,25 @@ impl RaftGroup {
         self.purge_upto(upto, timeout).await.map(Some)
     }
 
+    /// Work-queue retention: purges this replica's sealed segments whose records all lie
+    /// below `offset` (a queue's ack floor, from the applied state, so never beyond what
+    /// is committed and applied), through [`RaftGroup::purge_upto`]. Returns the index
+    /// purge was asked for, or `None` when nothing is due.
+    pub async fn purge_below_offset(&self, offset: u64, timeout: Duration) -> Result<Option<u64>> {
+        let Some(planned) = self.log.cut_below_upto(offset) else {
+            return Ok(None);
+        };
+        let m = self.metrics();
+        let Some(applied) = m.applied_index else {
+            return Ok(None);
+        };
+        let upto = planned.min(applied);
+        if m.purged_index.is_some_and(|p| p >= upto) {
+            return Ok(None);
+        }
+        self.purge_upto(upto, timeout).await.map(Some)
+    }
+
     /// Stops the replica's Raft; pending writes fail. Files stay for a reopen.
     pub async fn shutdown(&self) -> Result<()> {
         self.raft.shutdown().await.map_err(|e| fatal(self.group, e))
@@ -854,6 +873,7 @@ impl RaftGroup {
                     .await
                     .map_err(|e| e.to_string()))
             }
+            RpcKind::ForwardRecords => crate::forward::handle(self, body).await,
         }
     }
 
@@ -931,9 +951,15 @@ impl Registry {
     }
 
     /// Answers an RPC body from a peer for `group`.
+    ///
+    /// A forwarded record batch for a group not hosted here is answered (typed), so
+    /// that its sender asks another replica.
     pub async fn handle(&self, group: GroupId, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>> {
-        let g = self.get(group).ok_or(Error::UnknownGroup { group })?;
-        g.handle(kind, body).await
+        match self.get(group) {
+            Some(g) => g.handle(kind, body).await,
+            None if kind == RpcKind::ForwardRecords => crate::forward::not_hosted(),
+            None => Err(Error::UnknownGroup { group }),
+        }
     }
 
     /// Installs a whole snapshot received for `group`.

@@ -20,6 +20,7 @@
 //! | `log_store` | [`NodeStore`] (node's sled metadata store + one directory per group, with the node's [`Durability`]) and the openraft log store on `neo-storage`'s segment log: the partition log *is* the Raft log |
 //! | `state_machine` | openraft's state machine for both kinds of group ([`GroupKind`]): offsets, last applied, membership, snapshots (offsets + the application machine's image), around the group's [`StateMachine`] |
 //! | `network` | the [`Transport`] trait `neo-cluster` implements (opaque bodies, group id per RPC) and its adapter to openraft-multi's `GroupRouter` |
+//! | `forward` | [`forward_records`]: a record batch appended at a group's leader from any node (local proposal when the local replica leads, else [`RpcKind::ForwardRecords`] to a replica, following `NotLeader` hints, one deadline, at-least-once); the leader side of that RPC; [`ForwardError`] (the typed wire answer), [`ForwardRecordsError`] |
 //! | `group` | the facade: [`RaftGroup`] (propose record batches: quorum, leader-local or fire-and-forget; propose commands; linearizable reads, applied watch, log reads, metrics, quorum checks, leader transfer, membership, purge) and [`Registry`] (groups by id, RPC dispatch) |
 //! | `error` | the one [`Error`] enum |
 //!
@@ -37,6 +38,9 @@
 //!           ─► Applied::Records{base_offset}
 //! broker ── RaftGroup::propose_command(bytes) ─► ... committed ─► StateMachine::apply_command
 //!           ─► Applied::Command(answer bytes)
+//! broker ── forward_records(batch) ─► local replica leads? propose_records
+//!           else Transport::send(replica, group, ForwardRecords) ─► its Registry::handle
+//!           ─► NotLeader{hint} (followed) | leader: check, propose_records ─► (base, count)
 //! ```
 //!
 //! # Invariants
@@ -61,6 +65,11 @@
 //! - Producers never write control batches: a proposed batch with attribute bit 3 is
 //!   refused ([`Error::ControlBatch`]), since the log store decodes control batches as
 //!   Raft entries.
+//! - A forwarded batch ([`forward_records`]) passes the produce path's checks on the
+//!   sender and again on the leader, and carries no idempotent producer's stamp
+//!   ([`Error::StampedBatch`]): nothing here deduplicates it. Its delivery is at least
+//!   once (a write whose answer was lost may have committed and is sent again), so its
+//!   callers tolerate duplicates.
 //! - Entry `i`'s batch starts at the record offset that follows entry `i - 1`'s, on every
 //!   replica: the state machine and the log store compute the same offsets
 //!   independently, and followers hold byte-identical batches. In a partition a control
@@ -92,6 +101,7 @@
 
 mod codec;
 mod error;
+mod forward;
 mod group;
 mod log_store;
 mod machine;
@@ -100,6 +110,9 @@ mod state_machine;
 mod types;
 
 pub use error::{Error, Result};
+pub use forward::{
+    FORWARD_WAIT_MS_MAX, ForwardAttemptError, ForwardError, ForwardRecordsError, forward_records,
+};
 pub use group::{
     GroupConfig, GroupMetrics, MAX_PAYLOAD_ENTRIES, RaftGroup, RaftTiming, Registry, Role,
     SNAPSHOT_TRANSFER_TIMEOUT_MS,

@@ -377,6 +377,16 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// Where a cut below record offset `offset` would go, as a Raft index (the last
+    /// entry stored before the oldest segment to keep; see [`SegmentLog::cut_below`]).
+    pub(crate) fn cut_below_upto(&self, offset: u64) -> Option<u64> {
+        let map = self.inner.map();
+        let segment = self.inner.log.cut_below(offset)?;
+        map.last_index_before_segment(segment)
+    }
+}
+
 /// Rebuilds the index map from the batch headers of `log`.
 fn scan(log: &SegmentLog, last_purged: Option<LogId>) -> Result<IndexMap> {
     let mut map = IndexMap {

@@ -40,8 +40,10 @@ pub struct AppliedBatch {
 /// Errors inside a command are the machine's answer (encoded in the returned bytes),
 /// never a panic: a command that is refused is refused identically on every replica.
 pub trait StateMachine: Send + Sync + 'static {
-    /// A committed record batch was appended to the partition log.
-    fn apply_records(&mut self, entry: EntryId, batch: &AppliedBatch);
+    /// A committed record batch was appended to the partition log; `raw` is the batch
+    /// as stored (header and records, possibly compressed), for machines that keep
+    /// facts about individual records (a queue's keys and delays).
+    fn apply_records(&mut self, entry: EntryId, batch: &AppliedBatch, raw: &[u8]);
 
     /// A committed command (bytes the proposer encoded); returns the encoded answer that
     /// goes back to the proposer.
@@ -67,7 +69,7 @@ pub trait StateMachine: Send + Sync + 'static {
 pub struct LogOnly;
 
 impl StateMachine for LogOnly {
-    fn apply_records(&mut self, _: EntryId, _: &AppliedBatch) {}
+    fn apply_records(&mut self, _: EntryId, _: &AppliedBatch, _: &[u8]) {}
 
     fn apply_command(&mut self, _: EntryId, _: &[u8]) -> Bytes {
         Bytes::new()

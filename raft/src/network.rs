@@ -44,6 +44,11 @@ pub enum RpcKind {
     PreVote,
     /// A leader handing leadership to the target.
     TransferLeader,
+    /// A record batch for the group's leader to append, sent by a node that does not
+    /// lead the group (see [`crate::forward_records`]). Not an openraft RPC: the body is
+    /// a `ForwardRequest`, the answer a `Result<(base_offset, record_count),
+    /// ForwardError>`, and it is answered after commit and apply.
+    ForwardRecords,
 }
 
 /// Why an RPC did not produce a response.
@@ -176,6 +181,8 @@ fn to_rpc_error(e: TransportError, kind: RpcKind, local: NodeId) -> RPCError<Neo
                 RpcKind::Vote => RPCTypes::Vote,
                 RpcKind::PreVote => RPCTypes::Vote,
                 RpcKind::TransferLeader => RPCTypes::TransferLeader,
+                // Never sent through the router (see `crate::forward`).
+                RpcKind::ForwardRecords => RPCTypes::AppendEntries,
             },
             id: local,
             target,

@@ -223,7 +223,7 @@ impl GroupStateMachine {
                         producer_epoch: header.as_ref().map_or(-1, |h| h.producer_epoch),
                         base_sequence: header.as_ref().map_or(-1, |h| h.base_sequence),
                     };
-                    self.app.apply_records(at, &batch);
+                    self.app.apply_records(at, &batch, &b.0);
                     Applied::Records {
                         base_offset,
                         record_count: batch.record_count,
