@@ -85,11 +85,13 @@ impl Embedded {
         }
         let b = broker.clone();
         let duties_stop = stop_rx.clone();
+        let queue_stop = stop_rx.clone();
         let reconcile = tokio::spawn(async move {
-            // The group duties (evictions, expiry) run beside the reconciler and stop
-            // with it.
+            // The group duties (evictions, expiry) and the queue duties (expiry at max
+            // deliveries, dead-letter moves) run beside the reconciler and stop with it.
             let duties = b.group_duties(duties_stop);
-            tokio::join!(b.reconcile(stop_rx), duties);
+            let queues = b.queue_duties(queue_stop);
+            tokio::join!(b.reconcile(stop_rx), duties, queues);
         });
         Ok(Embedded {
             broker,

@@ -35,6 +35,12 @@ pub enum Error {
         #[source]
         source: qiss::Error,
     },
+    /// A batch could not be appended through another group's leader.
+    #[error("forwarded append failed: {0}")]
+    Forward(#[source] Box<neo_raft::ForwardRecordsError>),
+    /// A machine answered a command with an answer of another kind (a bug).
+    #[error("unexpected answer: {0}")]
+    Internal(String),
 }
 
 impl Error {

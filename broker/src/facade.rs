@@ -12,6 +12,12 @@ use std::sync::{Arc, RwLock};
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{
+    CreateQueueRequest, CreateQueueResponse, DeleteQueueRequest, DeleteQueueResponse,
+    DescribeQueueRequest, ListQueuesRequest, ListQueuesResponse, PurgeQueueRequest,
+    PurgeQueueResponse, QueueAckRequest, QueueDescription, QueueExtendRequest, QueueNackRequest,
+    QueueReceiveRequest, QueueReceiveResponse, QueueSettleResponse, QueueTermRequest,
+};
+use neo_protocol::api::{
     CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse,
     DescribeTopicRequest, FetchRequest, FetchResponse, ListTopicsRequest, ListTopicsResponse,
     MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicDescription,
@@ -263,6 +269,18 @@ impl Broker {
         Ok(PartitionRef { info, replica })
     }
 
+    /// `Some(ordered_by_key)` when partition group `group` belongs to a queue, from the
+    /// applied metadata (the queue and its topic are created in one command, and a
+    /// partition is opened only once its topic is applied here).
+    fn queue_kind_of(&self, group: GroupId) -> Option<bool> {
+        let state = self.state();
+        let (name, _) = state
+            .topics
+            .iter()
+            .find(|(_, t)| t.partitions.iter().any(|p| p.group == group))?;
+        state.queues.get(name).map(|q| q.ordered_by_key)
+    }
+
     /// Opens (or reopens) this node's replica of a partition group and registers it
     /// (peers' RPCs reach it; operations find it).
     pub async fn open_partition(&self, group: GroupId) -> neo_raft::Result<Arc<Partition>> {
@@ -276,7 +294,7 @@ impl Broker {
             timing: RaftTiming::PARTITION,
             snapshot_every_entries: METADATA_SNAPSHOT_EVERY_ENTRIES,
         };
-        let (machine, state) = Partition::machine();
+        let (machine, state) = Partition::machine(self.queue_kind_of(group));
         let g =
             RaftGroup::open(cfg, &self.store, self.transport.clone(), Box::new(machine)).await?;
         let p = Arc::new(Partition::new(g.clone(), state));
@@ -286,6 +304,29 @@ impl Broker {
             .unwrap_or_else(|e| e.into_inner())
             .insert(group, p.clone());
         Ok(p)
+    }
+
+    /// Appends `batch` to partition group `group` (replicas `replicas`) through its
+    /// leader, here or on another node (at least once: see
+    /// [`neo_raft::forward_records`]).
+    pub(crate) async fn forward_batch(
+        &self,
+        replicas: &[NodeId],
+        group: GroupId,
+        batch: bytes::Bytes,
+        timeout: std::time::Duration,
+    ) -> crate::error::Result<(u64, u32)> {
+        neo_raft::forward_records(
+            &self.registry,
+            self.cfg.node_id,
+            self.transport.as_ref(),
+            replicas,
+            group,
+            batch,
+            timeout,
+        )
+        .await
+        .map_err(|e| crate::error::Error::Forward(Box::new(e)))
     }
 
     /// Stops and unregisters this node's replica of `group`; with `delete`, removes its
@@ -406,5 +447,95 @@ impl Broker {
         req: DescribeTopicRequest,
     ) -> Result<TopicDescription, RpcError> {
         ops::describe_topic::describe_topic(self, ctx, req)
+    }
+
+    /// Creates a queue (and its dead-letter queue when missing), on the metadata leader.
+    pub async fn create_queue(
+        &self,
+        ctx: &SecurityContext,
+        req: CreateQueueRequest,
+    ) -> Result<CreateQueueResponse, RpcError> {
+        ops::queues::admin::create_queue(self, ctx, req).await
+    }
+
+    /// Deletes a queue (its dead-letter queue stays), on the metadata leader.
+    pub async fn delete_queue(
+        &self,
+        ctx: &SecurityContext,
+        req: DeleteQueueRequest,
+    ) -> Result<DeleteQueueResponse, RpcError> {
+        ops::queues::admin::delete_queue(self, ctx, req).await
+    }
+
+    /// Every queue the caller may see.
+    pub async fn list_queues(
+        &self,
+        ctx: &SecurityContext,
+        req: ListQueuesRequest,
+    ) -> Result<ListQueuesResponse, RpcError> {
+        ops::queues::admin::list_queues(self, ctx, req).await
+    }
+
+    /// A queue's settings and the counts of the partitions this node leads.
+    pub async fn describe_queue(
+        &self,
+        ctx: &SecurityContext,
+        req: DescribeQueueRequest,
+    ) -> Result<QueueDescription, RpcError> {
+        ops::queues::admin::describe_queue(self, ctx, req).await
+    }
+
+    /// Drops every message not yet done of the partitions this node leads (or one).
+    pub async fn purge_queue(
+        &self,
+        ctx: &SecurityContext,
+        req: PurgeQueueRequest,
+    ) -> Result<PurgeQueueResponse, RpcError> {
+        ops::queues::admin::purge_queue(self, ctx, req).await
+    }
+
+    /// Leases available messages to a consumer (on partition leaders), long-polling.
+    pub async fn queue_receive(
+        &self,
+        ctx: &SecurityContext,
+        req: QueueReceiveRequest,
+    ) -> Result<QueueReceiveResponse, RpcError> {
+        ops::queues::receive::receive(self, ctx, req).await
+    }
+
+    /// Acks deliveries (their partitions' leader).
+    pub async fn queue_ack(
+        &self,
+        ctx: &SecurityContext,
+        req: QueueAckRequest,
+    ) -> Result<QueueSettleResponse, RpcError> {
+        ops::queues::settle::ack(self, ctx, req).await
+    }
+
+    /// Nacks deliveries: redelivered after a delay, or dead-lettered out of deliveries.
+    pub async fn queue_nack(
+        &self,
+        ctx: &SecurityContext,
+        req: QueueNackRequest,
+    ) -> Result<QueueSettleResponse, RpcError> {
+        ops::queues::settle::nack(self, ctx, req).await
+    }
+
+    /// Extends leases.
+    pub async fn queue_extend(
+        &self,
+        ctx: &SecurityContext,
+        req: QueueExtendRequest,
+    ) -> Result<QueueSettleResponse, RpcError> {
+        ops::queues::settle::extend(self, ctx, req).await
+    }
+
+    /// Dead-letters deliveries at once.
+    pub async fn queue_term(
+        &self,
+        ctx: &SecurityContext,
+        req: QueueTermRequest,
+    ) -> Result<QueueSettleResponse, RpcError> {
+        ops::queues::settle::term(self, ctx, req).await
     }
 }

@@ -75,6 +75,7 @@
 
 mod access;
 mod embedded;
+mod embedded_queues;
 mod error;
 mod facade;
 pub mod groups;

@@ -7,6 +7,7 @@
 //! | `/ready` | 200 when the metadata group and every partition group hosted here have a leader and this node is registered; else 503. JSON body either way |
 //! | `/metrics` | Prometheus text format 0.0.4 |
 //! | `/v1/cluster` | JSON: nodes (id, client and cluster addresses, alive), controller, partitions (topic, partition, group, leader, replicas) |
+//! | `/v1/queues` | JSON: every queue (settings) with the counts of its partitions this node leads |
 //! | `/v1/groups` | JSON: every consumer group (name, state, members) from this node's applied metadata, and the coordinator |
 //! | `/v1/groups/{name}` | JSON: the group as `neo group describe --format json` prints it (members, and per partition committed offset, log end offset, lag), asked of the cluster through this node's client port; 404 for an unknown group |
 //! | `/v1/partitions/{topic}/{p}/digest` | JSON digest of this replica's committed log (for comparing replicas) |
@@ -197,9 +198,60 @@ async fn route(shared: &Arc<Shared>, head: &[u8], peer: SocketAddr) -> Reply {
         ["v1", "cluster"] => Reply::json(200, cluster(shared)),
         ["v1", "groups"] => Reply::json(200, groups(shared, caller)),
         ["v1", "groups", name] => group(shared, name, caller).await,
+        ["v1", "queues"] => Reply::json(200, queues(shared, caller)),
         ["v1", "partitions", topic, p, "digest"] => digest(shared, topic, p).await,
         _ => Reply::text(404, "not found\n"),
     }
+}
+
+/// Every queue the caller may see, with the counts of its partitions this node leads
+/// (ask each node, or `neo queue describe`, for the whole picture).
+fn queues(shared: &Shared, caller: Option<&http_auth::Caller>) -> serde_json::Value {
+    let state = shared.state();
+    let stats = shared.broker.queue_stats_led();
+    let list: Vec<_> = state
+        .queues
+        .iter()
+        .filter(|(name, _)| {
+            http_auth::allows(
+                shared,
+                caller,
+                ResourceType::Queue,
+                name,
+                Operation::Describe,
+            )
+        })
+        .map(|(name, s)| {
+            let led: Vec<_> = stats
+                .iter()
+                .filter(|(q, _)| q == name)
+                .map(|(_, p)| {
+                    json!({
+                        "partition": p.partition,
+                        "available": p.available,
+                        "in_flight": p.in_flight,
+                        "delayed": p.delayed,
+                        "dead_lettered": p.dead_lettered,
+                        "acked": p.acked,
+                        "redelivered": p.redelivered,
+                        "ack_floor": p.ack_floor,
+                        "end_offset": p.end_offset,
+                        "oldest_age_ms": p.oldest_age_ms,
+                    })
+                })
+                .collect();
+            json!({
+                "name": name,
+                "partitions": state.topics.get(name).map_or(0, |t| t.partitions.len()),
+                "visibility_timeout_ms": s.visibility_timeout_ms,
+                "max_deliveries": s.max_deliveries,
+                "dead_letter": s.dead_letter,
+                "ordered_by_key": s.ordered_by_key,
+                "led_here": led,
+            })
+        })
+        .collect();
+    json!({ "node": shared.broker.node_id(), "queues": list })
 }
 
 fn refused(r: http_auth::Refusal) -> Reply {

@@ -72,6 +72,12 @@ pub(crate) struct Metrics {
     pub(crate) group_requests: AtomicU64,
     /// Consumer-group requests answered with an error.
     pub(crate) group_errors: AtomicU64,
+    /// Queue requests (receive, ack, nack, extend, term).
+    pub(crate) queue_requests: AtomicU64,
+    /// Queue requests answered with an error.
+    pub(crate) queue_errors: AtomicU64,
+    /// Messages handed out by queue receives.
+    pub(crate) queue_delivered: AtomicU64,
     /// Requests refused `Throttled` (over a rate limit).
     pub(crate) throttled: AtomicU64,
     /// Retention purges asked of partition replicas here.
@@ -103,6 +109,8 @@ pub(crate) struct Gauges {
     pub(crate) auth: Vec<(&'static str, u64, u64)>,
     /// Requests refused `PermissionDenied`.
     pub(crate) permission_denials: u64,
+    /// Counts of the queue partitions led here.
+    pub(crate) queues: Vec<(String, neo_protocol::api::QueuePartitionStats)>,
 }
 
 /// A label value escaped for the text format.
@@ -210,6 +218,24 @@ impl Metrics {
             "Consumer-group requests answered with an error.",
             &self.group_errors,
         );
+        counter(
+            &mut out,
+            "neo_queue_requests_total",
+            "Queue requests received (receive, ack, nack, extend, term).",
+            &self.queue_requests,
+        );
+        counter(
+            &mut out,
+            "neo_queue_errors_total",
+            "Queue requests answered with an error.",
+            &self.queue_errors,
+        );
+        counter(
+            &mut out,
+            "neo_queue_delivered_total",
+            "Messages handed out by queue receives on this node.",
+            &self.queue_delivered,
+        );
         if !g.auth.is_empty() {
             let _ = writeln!(
                 out,
@@ -309,7 +335,67 @@ impl Metrics {
             self.active_connections() as u64,
         );
         render_groups(&mut out, g);
+        render_queues(&mut out, g);
         out
+    }
+}
+
+/// The queue series, per partition led here.
+fn render_queues(out: &mut String, g: &Gauges) {
+    type Field = fn(&neo_protocol::api::QueuePartitionStats) -> u64;
+    let series: [(&str, &str, &str, Field); 6] = [
+        (
+            "neo_queue_available",
+            "gauge",
+            "Messages of a queue partition receivable now.",
+            |s| s.available,
+        ),
+        (
+            "neo_queue_in_flight",
+            "gauge",
+            "Messages of a queue partition leased to a consumer.",
+            |s| s.in_flight,
+        ),
+        (
+            "neo_queue_delayed",
+            "gauge",
+            "Messages of a queue partition waiting for a delay.",
+            |s| s.delayed,
+        ),
+        (
+            "neo_queue_dead_lettered_total",
+            "counter",
+            "Messages of a queue partition dead-lettered.",
+            |s| s.dead_lettered,
+        ),
+        (
+            "neo_queue_acked_total",
+            "counter",
+            "Messages of a queue partition acked.",
+            |s| s.acked,
+        ),
+        (
+            "neo_queue_oldest_age_ms",
+            "gauge",
+            "Age of the oldest message of a queue partition not yet done.",
+            |s| s.oldest_age_ms,
+        ),
+    ];
+    for (name, kind, help, f) in series {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help} (reported by the partition's leader)"
+        );
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (q, s) in &g.queues {
+            let _ = writeln!(
+                out,
+                "{name}{{queue=\"{}\",partition=\"{}\"}} {}",
+                label(q),
+                s.partition,
+                f(s)
+            );
+        }
     }
 }
 
@@ -367,6 +453,14 @@ mod tests {
         m.produce_latency.observe(Duration::from_secs(20));
         m.produce_requests.fetch_add(3, Ordering::Relaxed);
         let text = m.render(&Gauges {
+            queues: vec![(
+                "q".into(),
+                neo_protocol::api::QueuePartitionStats {
+                    partition: 1,
+                    available: 7,
+                    ..Default::default()
+                },
+            )],
             partitions_hosted: 2,
             partitions_led: 1,
             log_bytes: 10,
@@ -393,6 +487,7 @@ mod tests {
         assert!(text.contains("neo_produce_latency_seconds_bucket{le=\"+Inf\"} 3"));
         assert!(text.contains("neo_produce_latency_seconds_count 3"));
         assert!(text.contains("neo_partitions_led 1"));
+        assert!(text.contains("neo_queue_available{queue=\"q\",partition=\"1\"} 7"));
         assert!(text.contains("neo_group_lag{group=\"g\\\"1\",topic=\"t\",partition=\"2\"} 4"));
         assert!(text.contains("neo_group_members{group=\"g\\\"1\"} 3"));
         assert!(text.contains("neo_group_rebalances_total{group=\"g\\\"1\"} 4"));

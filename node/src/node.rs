@@ -155,6 +155,7 @@ impl Shared {
                 Vec::new()
             },
             group_rebalances: self.broker.group_rebalances(),
+            queues: self.broker.queue_stats_led(),
             auth: match &self.authenticators {
                 Some(_) => crate::security::AuthCounters::KINDS
                     .iter()
@@ -354,6 +355,8 @@ impl Node {
         tasks.push(tokio::spawn(async move { b.reconcile(until).await }));
         let (b, until) = (broker.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move { b.group_duties(until).await }));
+        let (b, until) = (broker.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move { b.queue_duties(until).await }));
         tasks.push(tokio::spawn(crate::retention::run(
             shared.clone(),
             stop_rx.clone(),

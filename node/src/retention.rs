@@ -9,6 +9,9 @@
 //! never an entry not yet applied. A follower that later needs purged entries receives
 //! a snapshot (metadata only) and restarts its log after it.
 //!
+//! Queues also purge their acked prefix (work-queue retention, `queue_pass`): sealed
+//! segments below the partition's ack floor.
+//!
 //! A failure is logged (`warn`) and counted (`neo_retention_errors_total`); the next
 //! pass retries. The task ends on the node's shutdown broadcast, also mid-pass.
 
@@ -40,6 +43,49 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Work-queue retention: each queue partition replica here purges the sealed segments
+/// below its ack floor (the acked prefix: every message there is done), so a drained
+/// queue does not grow on disk. The floor is replicated state, so every replica cuts
+/// at the same place once it has applied the same commands.
+async fn queue_pass(shared: &Shared, state: &neo_broker::meta::MetaState) {
+    for name in state.queues.keys() {
+        let Some(t) = state.topics.get(name) else {
+            continue;
+        };
+        for (partition, p) in t.partitions.iter().enumerate() {
+            let Some(replica) = shared.broker.partition(p.group) else {
+                continue;
+            };
+            let floor = replica.with_queues(|q| {
+                q.groups
+                    .get(neo_broker::partition::queues::QUEUE_OWN)
+                    .map_or(0, |d| d.floor)
+            });
+            if floor == 0 {
+                continue;
+            }
+            let timeout = Duration::from_millis(PURGE_TIMEOUT_MS);
+            match replica.group().purge_below_offset(floor, timeout).await {
+                Ok(Some(index)) => {
+                    shared
+                        .metrics
+                        .retention_purges
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(queue = %name, partition, index, "queue retention: purging the acked prefix up to index {index}");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    shared
+                        .metrics
+                        .retention_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(queue = %name, partition, "queue retention: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// Resolves once the node is shutting down (or the broadcast is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -54,6 +100,7 @@ fn now_ms() -> i64 {
 /// One pass over every partition replica hosted here.
 async fn pass(shared: &Shared) {
     let state = shared.state();
+    queue_pass(shared, &state).await;
     for (topic, t) in &state.topics {
         if t.retention_ms.is_none() && t.retention_bytes.is_none() {
             continue;

@@ -374,14 +374,17 @@ async fn single_node_create_produce_fetch_and_errors() {
             "queue_receive",
             &QueueReceiveRequest {
                 queue: "q".into(),
+                share_group: None,
+                consumer: "c".into(),
+                partition: None,
                 messages_max: 1,
-                visibility_timeout_ms: 1,
+                visibility_timeout_ms: 0,
                 wait_ms_max: 0,
             },
         )
         .await
-        .expect_err("not implemented");
-    assert_eq!(code(&e), Some(ErrorCode::UnknownMethod));
+        .expect_err("no such queue");
+    assert_eq!(code(&e), Some(ErrorCode::UnknownQueue));
     let r: FetchResponse = client
         .call(BROKER_SERVICE, "fetch", &fetch(offsets[0].0, 0))
         .await

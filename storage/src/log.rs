@@ -409,6 +409,18 @@ impl SegmentLog {
         retention_plan(retention_ms, retention_bytes, &st.segments, now_ms)
     }
 
+    /// Where a cut below `offset` would go (a queue's ack floor: everything below it is
+    /// done): the base offset of the oldest segment to keep when every record of one or
+    /// more sealed segments lies below `offset`; `None` otherwise. The active segment is
+    /// never due.
+    pub fn cut_below(&self, offset: u64) -> Option<u64> {
+        let st = lock(&self.shared.state);
+        let mut sealed: Vec<&Segment> = st.segments.values().collect();
+        sealed.pop(); // the active segment is never due
+        let n = sealed.iter().take_while(|s| s.next <= offset).count();
+        n.checked_sub(1).map(|last| sealed[last].next)
+    }
+
     /// Applies [`SegmentLog::retention_plan`]; returns the new start offset if anything
     /// was deleted.
     pub fn apply_retention(&self, now_ms: i64) -> Result<Option<u64>> {

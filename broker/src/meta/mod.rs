@@ -2,6 +2,7 @@
 //! ([`MetaState::apply`]); [`MetaMachine`] is the [`StateMachine`] that feeds it the
 //! committed commands and publishes every new state to a [`MetaView`].
 
+pub mod queues;
 pub mod security;
 pub mod state;
 
@@ -46,7 +47,7 @@ impl MetaMachine {
 }
 
 impl StateMachine for MetaMachine {
-    fn apply_records(&mut self, _: EntryId, _: &AppliedBatch) {
+    fn apply_records(&mut self, _: EntryId, _: &AppliedBatch, _: &[u8]) {
         // The metadata group holds no records (neo-raft skips them before this).
     }
 
@@ -78,12 +79,15 @@ impl StateMachine for MetaMachine {
     fn restore(&mut self, image: &[u8]) -> std::io::Result<()> {
         self.state = match crate::error::decode_image("metadata image", image) {
             Ok(state) => state,
-            // An image from before the security state, or before consumer groups.
-            Err(e) => match qiss::from_slice::<state::MetaStateV2>(image) {
+            // An image from before queues, the security state, or consumer groups.
+            Err(e) => match qiss::from_slice::<state::MetaStateV3>(image) {
                 Ok(old) => old.into(),
-                Err(_) => match qiss::from_slice::<state::MetaStateV1>(image) {
+                Err(_) => match qiss::from_slice::<state::MetaStateV2>(image) {
                     Ok(old) => old.into(),
-                    Err(_) => return Err(e),
+                    Err(_) => match qiss::from_slice::<state::MetaStateV1>(image) {
+                        Ok(old) => old.into(),
+                        Err(_) => return Err(e),
+                    },
                 },
             },
         };

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use neo_protocol::api::QueueSettings;
 use neo_raft::{GroupId, METADATA_GROUP, NodeId};
 
 use crate::groups::state::{GroupCommand, GroupError, Groups};
@@ -68,6 +69,20 @@ pub enum MetaCommand {
     Group(GroupCommand),
     /// Changes roles, grants, assignments or API keys.
     Security(SecurityCommand),
+    /// Creates a queue: a topic (as `CreateTopic`) and its delivery settings, in one
+    /// command (so every replica opens its partitions as a queue's).
+    CreateQueue {
+        /// Queue (topic) name.
+        name: String,
+        /// Replica sets, as in `CreateTopic`.
+        replicas: Vec<Vec<NodeId>>,
+        /// Retention by age (as in `CreateTopic`).
+        retention_ms: Option<u64>,
+        /// Retention by size (as in `CreateTopic`).
+        retention_bytes: Option<u64>,
+        /// Delivery settings (checked by [`super::queues::check_settings`]).
+        settings: QueueSettings,
+    },
 }
 
 /// The answer to a [`MetaCommand`].
@@ -180,6 +195,31 @@ pub struct MetaState {
     pub groups: Groups,
     /// Roles, grants, role assignments, API key hashes.
     pub security: SecurityState,
+    /// Queues (topics with delivery settings) by name.
+    pub queues: BTreeMap<String, QueueSettings>,
+}
+
+/// The metadata image before queues existed.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct MetaStateV3 {
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    topics: BTreeMap<String, TopicInfo>,
+    next_group: GroupId,
+    groups: Groups,
+    security: SecurityState,
+}
+
+impl From<MetaStateV3> for MetaState {
+    fn from(v: MetaStateV3) -> MetaState {
+        MetaState {
+            nodes: v.nodes,
+            topics: v.topics,
+            next_group: v.next_group,
+            groups: v.groups,
+            security: v.security,
+            queues: BTreeMap::new(),
+        }
+    }
 }
 
 /// The metadata image before the security state existed.
@@ -199,6 +239,7 @@ impl From<MetaStateV2> for MetaState {
             next_group: v.next_group,
             groups: v.groups,
             security: SecurityState::default(),
+            queues: BTreeMap::new(),
         }
     }
 }
@@ -220,6 +261,7 @@ impl From<MetaStateV1> for MetaState {
             next_group: v.next_group,
             groups: Groups::default(),
             security: SecurityState::default(),
+            queues: BTreeMap::new(),
         }
     }
 }
@@ -276,61 +318,23 @@ impl MetaState {
                 replicas,
                 retention_ms,
                 retention_bytes,
+            } => self.create_topic(name, replicas, *retention_ms, *retention_bytes),
+            MetaCommand::CreateQueue {
+                name,
+                replicas,
+                retention_ms,
+                retention_bytes,
+                settings,
             } => {
-                if name.is_empty() || name.len() > TOPIC_NAME_LEN_MAX {
-                    return Err(invalid("topic name empty or too long"));
-                }
-                if *retention_ms == Some(0) {
-                    return Err(invalid("retention.ms must be at least 1"));
-                }
-                if *retention_bytes == Some(0) {
-                    return Err(invalid("retention.bytes must be at least 1"));
-                }
-                if replicas.is_empty() || replicas.len() > PARTITIONS_PER_TOPIC_MAX as usize {
-                    return Err(invalid("partition count out of range"));
-                }
-                if self.topics.contains_key(name) {
-                    return Err(MetaError::TopicExists { name: name.clone() });
-                }
-                for set in replicas {
-                    if set.is_empty() {
-                        return Err(invalid("empty replica set"));
-                    }
-                    let mut sorted = set.clone();
-                    sorted.sort_unstable();
-                    sorted.dedup();
-                    if sorted.len() != set.len() {
-                        return Err(invalid("a replica set names a node twice"));
-                    }
-                    if let Some(n) = set.iter().find(|n| !self.nodes.contains_key(n)) {
-                        return Err(MetaError::UnknownNode { node_id: *n });
-                    }
-                }
-                // Group 0 is the metadata group.
-                let first_group = self.next_group.max(METADATA_GROUP + 1);
-                let partitions = replicas
-                    .iter()
-                    .enumerate()
-                    .map(|(i, set)| PartitionInfo {
-                        group: first_group + i as u64,
-                        replicas: set.clone(),
-                    })
-                    .collect();
-                self.next_group = first_group + replicas.len() as u64;
-                self.topics.insert(
-                    name.clone(),
-                    TopicInfo {
-                        partitions,
-                        retention_ms: *retention_ms,
-                        retention_bytes: *retention_bytes,
-                    },
-                );
-                let counts = self.partition_counts();
-                self.groups.topic_changed(name, &counts);
-                Ok(MetaResponse::TopicCreated { first_group })
+                super::queues::check_settings(name, settings)
+                    .map_err(|reason| MetaError::Invalid { reason })?;
+                let r = self.create_topic(name, replicas, *retention_ms, *retention_bytes)?;
+                self.queues.insert(name.clone(), settings.clone());
+                Ok(r)
             }
             MetaCommand::DeleteTopic { name } => match self.topics.remove(name) {
                 Some(_) => {
+                    self.queues.remove(name);
                     let counts = self.partition_counts();
                     self.groups.topic_changed(name, &counts);
                     Ok(MetaResponse::Done)
@@ -347,6 +351,66 @@ impl MetaState {
                 Ok(MetaResponse::Done)
             }
         }
+    }
+
+    fn create_topic(
+        &mut self,
+        name: &String,
+        replicas: &[Vec<NodeId>],
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<MetaResponse, MetaError> {
+        if name.is_empty() || name.len() > TOPIC_NAME_LEN_MAX {
+            return Err(invalid("topic name empty or too long"));
+        }
+        if retention_ms == Some(0) {
+            return Err(invalid("retention.ms must be at least 1"));
+        }
+        if retention_bytes == Some(0) {
+            return Err(invalid("retention.bytes must be at least 1"));
+        }
+        if replicas.is_empty() || replicas.len() > PARTITIONS_PER_TOPIC_MAX as usize {
+            return Err(invalid("partition count out of range"));
+        }
+        if self.topics.contains_key(name) {
+            return Err(MetaError::TopicExists { name: name.clone() });
+        }
+        for set in replicas {
+            if set.is_empty() {
+                return Err(invalid("empty replica set"));
+            }
+            let mut sorted = set.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != set.len() {
+                return Err(invalid("a replica set names a node twice"));
+            }
+            if let Some(n) = set.iter().find(|n| !self.nodes.contains_key(n)) {
+                return Err(MetaError::UnknownNode { node_id: *n });
+            }
+        }
+        // Group 0 is the metadata group.
+        let first_group = self.next_group.max(METADATA_GROUP + 1);
+        let partitions = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, set)| PartitionInfo {
+                group: first_group + i as u64,
+                replicas: set.clone(),
+            })
+            .collect();
+        self.next_group = first_group + replicas.len() as u64;
+        self.topics.insert(
+            name.clone(),
+            TopicInfo {
+                partitions,
+                retention_ms,
+                retention_bytes,
+            },
+        );
+        let counts = self.partition_counts();
+        self.groups.topic_changed(name, &counts);
+        Ok(MetaResponse::TopicCreated { first_group })
     }
 
     /// Every topic's partition count.

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::meta::{MetaCommand, MetaError, MetaResponse, TOPIC_NAME_LEN_MAX};
 use crate::placement::{Load, place};
-use neo_protocol::api::{CreateTopicRequest, CreateTopicResponse};
+use neo_protocol::api::{CreateTopicRequest, CreateTopicResponse, QueueSettings};
 use neo_protocol::{ErrorCode, RpcError};
 use neo_raft::{NodeId, Role};
 
@@ -104,20 +104,42 @@ pub(crate) async fn create_topic(
     req: CreateTopicRequest,
 ) -> Result<CreateTopicResponse, RpcError> {
     b.authorize(ctx, ResourceType::Topic, &req.name, Operation::Create)?;
-    check_topic_name(&req.name).map_err(RpcError::invalid_argument)?;
+    create_placed(
+        b,
+        &req.name,
+        req.partitions,
+        req.replication_factor,
+        &req.configs,
+        None,
+    )
+    .await?;
+    Ok(CreateTopicResponse { name: req.name })
+}
+
+/// Checks a create's arguments, places replica sets and commits a `CreateTopic` (or,
+/// with `queue`, a `CreateQueue` with those settings); waits (bounded) for the leaders
+/// of the partitions hosted here. Authorization is the caller's.
+pub(crate) async fn create_placed(
+    b: &Broker,
+    name: &str,
+    partitions: u32,
+    replication_factor: u32,
+    configs: &[(String, String)],
+    queue: Option<QueueSettings>,
+) -> Result<(), RpcError> {
+    check_topic_name(name).map_err(RpcError::invalid_argument)?;
     let max = b.limits().partitions_per_topic_max;
-    if req.partitions == 0 || req.partitions > max {
+    if partitions == 0 || partitions > max {
         return Err(RpcError::invalid_argument(format!(
-            "partitions must be in 1..={max} (partitions_per_topic_max), got {}",
-            req.partitions
+            "partitions must be in 1..={max} (partitions_per_topic_max), got {partitions}"
         )));
     }
-    if req.replication_factor == 0 {
+    if replication_factor == 0 {
         return Err(RpcError::invalid_argument(
             "replication_factor must be at least 1",
         ));
     }
-    let retention = parse_topic_configs(&req.configs).map_err(RpcError::invalid_argument)?;
+    let retention = parse_topic_configs(configs).map_err(RpcError::invalid_argument)?;
     let m = b.meta_group().metrics();
     if m.role != Role::Leader {
         return Err(not_leader(b, m.leader, "the metadata group"));
@@ -125,10 +147,10 @@ pub(crate) async fn create_topic(
     let state = crate::meta::linearizable(b.meta_group(), &b.meta_view())
         .await
         .map_err(|e| broker_error(b, e, "the metadata group"))?;
-    if state.topics.contains_key(&req.name) {
+    if state.topics.contains_key(name) {
         return Err(RpcError::new(
             ErrorCode::TopicAlreadyExists,
-            format!("topic {:?} already exists", req.name),
+            format!("topic {name:?} already exists"),
         ));
     }
     let alive: BTreeSet<NodeId> = state
@@ -137,7 +159,7 @@ pub(crate) async fn create_topic(
         .copied()
         .filter(|n| b.is_alive(*n))
         .collect();
-    let rf = req.replication_factor as usize;
+    let rf = replication_factor as usize;
     if rf > alive.len() {
         return Err(RpcError::new(
             ErrorCode::NotEnoughReplicas,
@@ -154,19 +176,26 @@ pub(crate) async fn create_topic(
             .values()
             .flat_map(|t| t.partitions.iter().map(|p| p.replicas.as_slice())),
     );
-    let replicas = place(&alive, &load, req.partitions as usize, rf)
+    let replicas = place(&alive, &load, partitions as usize, rf)
         .map_err(|e| RpcError::invalid_argument(e.to_string()))?;
-    let r = crate::meta::propose(
-        b.meta_group(),
-        &MetaCommand::CreateTopic {
-            name: req.name.clone(),
+    let cmd = match queue {
+        None => MetaCommand::CreateTopic {
+            name: name.to_string(),
             replicas: replicas.clone(),
             retention_ms: retention.ms,
             retention_bytes: retention.bytes,
         },
-    )
-    .await
-    .map_err(|e| broker_error(b, e, "the metadata group"))?;
+        Some(settings) => MetaCommand::CreateQueue {
+            name: name.to_string(),
+            replicas: replicas.clone(),
+            retention_ms: retention.ms,
+            retention_bytes: retention.bytes,
+            settings,
+        },
+    };
+    let r = crate::meta::propose(b.meta_group(), &cmd)
+        .await
+        .map_err(|e| broker_error(b, e, "the metadata group"))?;
     let first_group = match r {
         MetaResponse::TopicCreated { first_group } => first_group,
         MetaResponse::Refused(MetaError::TopicExists { name }) => {
@@ -181,7 +210,7 @@ pub(crate) async fn create_topic(
         }
     };
     wait_for_local_leaders(b, first_group, &replicas).await;
-    Ok(CreateTopicResponse { name: req.name })
+    Ok(())
 }
 
 /// Waits (bounded) until every partition group of the new topic that this node

@@ -41,12 +41,17 @@ pub(crate) fn metadata(
         })
         .collect();
     let mut topics = Vec::new();
-    // A topic's metadata is for whoever may describe, produce to or consume it.
+    // A topic's metadata is for whoever may describe, produce to or consume it (a
+    // queue's: the queue's grants count too).
     let allowed = b.allowed_for(ctx);
     let visible = |name: &str| {
+        let queue = state.queues.contains_key(name);
         [Operation::Describe, Operation::Produce, Operation::Consume]
             .into_iter()
-            .any(|op| allowed(ResourceType::Topic, name, op))
+            .any(|op| {
+                allowed(ResourceType::Topic, name, op)
+                    || (queue && allowed(ResourceType::Queue, name, op))
+            })
     };
     if req.topics.is_empty() {
         for (name, t) in state.topics.iter().filter(|(name, _)| visible(name)) {

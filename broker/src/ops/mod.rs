@@ -20,6 +20,10 @@
 //! | `commit_offsets` | `commit_offsets.rs` | partition leader (partition Raft group) |
 //! | `fetch_offsets` | `fetch_offsets.rs` | partition leader (a member's takeover fences) |
 //! | `list_offsets` | `list_offsets.rs` | partition leader |
+//! | `create_queue`, `delete_queue`, `list_queues` | `queues/admin.rs` | metadata leader (list: any node) |
+//! | `describe_queue`, `purge_queue` | `queues/admin.rs` | any node: the partitions it leads |
+//! | `queue_receive` | `queues/receive.rs` | partition leaders (partition Raft group) |
+//! | `queue_ack`, `queue_nack`, `queue_extend`, `queue_term` | `queues/settle.rs` | the receipts' partition leaders |
 
 pub(crate) mod commit_offsets;
 pub(crate) mod create_topic;
@@ -38,6 +42,7 @@ pub(crate) mod list_offsets;
 pub(crate) mod list_topics;
 pub(crate) mod metadata;
 pub(crate) mod produce;
+pub(crate) mod queues;
 pub(crate) mod security;
 
 use neo_protocol::{ErrorCode, RpcError};
@@ -107,7 +112,7 @@ pub(crate) fn unknown_topic(topic: &str) -> RpcError {
 }
 
 /// `NotLeader` without a hint (the client refreshes its metadata), with `message`.
-fn no_leader_known(message: String) -> RpcError {
+pub(crate) fn no_leader_known(message: String) -> RpcError {
     let mut n = RpcError::not_leader(None);
     n.message = message;
     n
@@ -152,7 +157,9 @@ pub(crate) fn broker_error(b: &Broker, e: Error, what: &str) -> RpcError {
         Error::DuplicateSequence { .. } => {
             RpcError::new(ErrorCode::DuplicateSequence, format!("{what}: {e}"))
         }
-        Error::Codec { .. } => RpcError::internal(format!("{what}: {e}")),
+        Error::Codec { .. } | Error::Internal(_) | Error::Forward(_) => {
+            RpcError::internal(format!("{what}: {e}"))
+        }
     }
 }
 

@@ -50,7 +50,13 @@ pub(crate) async fn produce(
     ctx: &SecurityContext,
     req: ProduceRequest,
 ) -> Result<ProduceResponse, RpcError> {
-    b.authorize(ctx, ResourceType::Topic, &req.topic, Operation::Produce)?;
+    // Sending to a queue is producing to its topic; the grant asked is the queue's.
+    let resource = if b.state().queues.contains_key(&req.topic) {
+        ResourceType::Queue
+    } else {
+        ResourceType::Topic
+    };
+    b.authorize(ctx, resource, &req.topic, Operation::Produce)?;
     let what = format!("{}/{}", req.topic, req.partition);
     let replica = hosted_replica(b, &req.topic, req.partition, &what)?;
     let limits = b.limits();

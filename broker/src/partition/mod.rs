@@ -18,8 +18,10 @@
 //! batch may still commit: a retry meanwhile waits for it instead of storing a second
 //! copy.
 
+pub mod deliveries;
 pub mod offsets;
 pub mod producers;
+pub mod queues;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::lock;
 use offsets::{OffsetError, OffsetTable, PartitionAnswer, PartitionCommand};
 use producers::{ProducedBatch, ProducerTable, ProducerTableImage, Seen};
+use queues::QueueTables;
 
 /// Bound on a new leader's wait until its whole log is applied before its first
 /// deduplicated write (the produce timeout usually ends the wait first).
@@ -47,12 +50,24 @@ pub(crate) type SharedProducers = Arc<Mutex<ProducerTable>>;
 /// The committed offsets a partition's machine and its handle share.
 pub(crate) type SharedOffsets = Arc<Mutex<OffsetTable>>;
 
+/// The queue delivery state a partition's machine and its handle share.
+pub(crate) type SharedQueues = Arc<Mutex<QueueTables>>;
+
 /// The snapshot image of a partition's application state (its records are the log).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PartitionImage {
     /// The idempotent producers' latest batches.
     producers: ProducerTableImage,
     /// Consumer groups' committed offsets.
+    offsets: OffsetTable,
+    /// Queue deliveries (share groups, a queue's own) and record facts.
+    queues: QueueTables,
+}
+
+/// The image before queues existed (snapshots of earlier releases restore).
+#[derive(Debug, Clone, Default, Deserialize)]
+struct PartitionImageV2 {
+    producers: ProducerTableImage,
     offsets: OffsetTable,
 }
 
@@ -68,16 +83,12 @@ struct PartitionImageV1 {
 pub struct PartitionMachine {
     producers: SharedProducers,
     offsets: SharedOffsets,
-}
-
-impl PartitionMachine {
-    fn new(producers: SharedProducers, offsets: SharedOffsets) -> PartitionMachine {
-        PartitionMachine { producers, offsets }
-    }
+    queues: SharedQueues,
 }
 
 impl StateMachine for PartitionMachine {
-    fn apply_records(&mut self, entry: EntryId, b: &AppliedBatch) {
+    fn apply_records(&mut self, entry: EntryId, b: &AppliedBatch, raw: &[u8]) {
+        lock(&self.queues).apply_records(b.base_offset, b.record_count, raw);
         if b.producer_id >= 0 {
             lock(&self.producers).record(
                 b.producer_id as u64,
@@ -92,8 +103,11 @@ impl StateMachine for PartitionMachine {
         }
     }
 
-    fn apply_command(&mut self, _: EntryId, command: &[u8]) -> Bytes {
+    fn apply_command(&mut self, entry: EntryId, command: &[u8]) -> Bytes {
         let answer = match qiss::from_slice::<PartitionCommand>(command) {
+            Ok(PartitionCommand::Queue { group, now_ms, op }) => {
+                PartitionAnswer::Queue(lock(&self.queues).apply(&group, entry.index, now_ms, &op))
+            }
             Ok(cmd) => lock(&self.offsets).apply(&cmd),
             // Refused the same way on every replica: the bytes are the same everywhere.
             Err(e) => PartitionAnswer::Refused(OffsetError::Invalid {
@@ -108,23 +122,46 @@ impl StateMachine for PartitionMachine {
         let image = PartitionImage {
             producers: lock(&self.producers).image(),
             offsets: lock(&self.offsets).clone(),
+            queues: lock(&self.queues).clone(),
         };
         crate::error::encode_image("partition image", &image)
     }
 
     fn restore(&mut self, image: &[u8]) -> std::io::Result<()> {
+        let (is_queue, ordered) = {
+            let q = lock(&self.queues);
+            (q.is_queue, q.ordered)
+        };
+        let fresh = || QueueTables {
+            is_queue,
+            ordered,
+            ..QueueTables::default()
+        };
         let image: PartitionImage = match crate::error::decode_image("partition image", image) {
             Ok(image) => image,
-            Err(e) => match qiss::from_slice::<PartitionImageV1>(image) {
+            Err(e) => match qiss::from_slice::<PartitionImageV2>(image) {
                 Ok(old) => PartitionImage {
                     producers: old.producers,
-                    offsets: OffsetTable::default(),
+                    offsets: old.offsets,
+                    queues: fresh(),
                 },
-                Err(_) => return Err(e),
+                Err(_) => match qiss::from_slice::<PartitionImageV1>(image) {
+                    Ok(old) => PartitionImage {
+                        producers: old.producers,
+                        offsets: OffsetTable::default(),
+                        queues: fresh(),
+                    },
+                    Err(_) => return Err(e),
+                },
             },
         };
         *lock(&self.producers) = ProducerTable::from_image(image.producers);
         *lock(&self.offsets) = image.offsets;
+        let mut queues = image.queues;
+        // The kind is the open's (fixed at the topic's creation), not the image's.
+        queues.is_queue = is_queue;
+        queues.ordered = ordered;
+        *lock(&self.queues) = queues;
         Ok(())
     }
 }
@@ -169,6 +206,13 @@ pub struct Partition {
     group: Arc<RaftGroup>,
     producers: SharedProducers,
     offsets: SharedOffsets,
+    queues: SharedQueues,
+    /// The term in which this replica, as leader, restarted the leases it inherited
+    /// (`u64::MAX`: never).
+    takeover_term: AtomicU64,
+    /// Serializes this leader's receives (each waits for its commit), so that
+    /// concurrent receives of one partition do not race for the same messages.
+    pub(crate) receive_lock: tokio::sync::Mutex<()>,
     /// Stamped batches proposed by this replica and not yet finished.
     inflight: Inflight,
     /// The term in which this replica, as leader, last caught its state machine up to
@@ -178,13 +222,23 @@ pub struct Partition {
 
 impl Partition {
     /// A partition's machine and the handle that pairs with it once its group is open
-    /// (see [`Partition::new`]).
-    pub fn machine() -> (PartitionMachine, PartitionState) {
+    /// (see [`Partition::new`]); `queue`: `Some(ordered_by_key)` for a queue's
+    /// partition (fixed when its topic is created).
+    pub fn machine(queue: Option<bool>) -> (PartitionMachine, PartitionState) {
         let producers = SharedProducers::default();
         let offsets = SharedOffsets::default();
+        let queues = Arc::new(Mutex::new(QueueTables::new(queue)));
         (
-            PartitionMachine::new(producers.clone(), offsets.clone()),
-            PartitionState { producers, offsets },
+            PartitionMachine {
+                producers: producers.clone(),
+                offsets: offsets.clone(),
+                queues: queues.clone(),
+            },
+            PartitionState {
+                producers,
+                offsets,
+                queues,
+            },
         )
     }
 
@@ -194,6 +248,9 @@ impl Partition {
             group,
             producers: state.producers,
             offsets: state.offsets,
+            queues: state.queues,
+            takeover_term: AtomicU64::new(u64::MAX),
+            receive_lock: tokio::sync::Mutex::new(()),
             inflight: Arc::default(),
             dedup_term: AtomicU64::new(u64::MAX),
         }
@@ -350,6 +407,53 @@ impl Partition {
         qiss::from_slice(&answer).map_err(|e| Error::codec("partition answer", e))
     }
 
+    /// Proposes a queue command of share group `group` (`""`: the queue's own) and
+    /// answers once it is committed and applied. Once per term, a new leader first
+    /// restarts the leases it inherited (`Takeover`: full visibility timeouts from now).
+    pub async fn queue_command(
+        &self,
+        group: &str,
+        now_ms: u64,
+        op: deliveries::QueueOp,
+    ) -> Result<deliveries::QueueAnswer> {
+        self.catch_up().await?;
+        let (_, term, _) = self.group.leadership();
+        if self.takeover_term.load(Ordering::Acquire) != term {
+            let groups: Vec<String> = lock(&self.queues).groups.keys().cloned().collect();
+            for g in groups {
+                self.propose_queue(&g, now_ms, deliveries::QueueOp::Takeover)
+                    .await?;
+            }
+            self.takeover_term.store(term, Ordering::Release);
+        }
+        self.propose_queue(group, now_ms, op).await
+    }
+
+    async fn propose_queue(
+        &self,
+        group: &str,
+        now_ms: u64,
+        op: deliveries::QueueOp,
+    ) -> Result<deliveries::QueueAnswer> {
+        let cmd = PartitionCommand::Queue {
+            group: group.to_string(),
+            now_ms,
+            op,
+        };
+        match self.offset_command(&cmd).await? {
+            PartitionAnswer::Queue(a) => Ok(a),
+            other => Err(Error::Internal(format!(
+                "partition {}: queue command answered {other:?}",
+                self.group.id()
+            ))),
+        }
+    }
+
+    /// Reads this replica's applied queue tables.
+    pub fn with_queues<R>(&self, f: impl FnOnce(&QueueTables) -> R) -> R {
+        f(&lock(&self.queues))
+    }
+
     /// Reads this replica's applied offset table.
     pub fn with_offsets<R>(&self, f: impl FnOnce(&OffsetTable) -> R) -> R {
         f(&lock(&self.offsets))
@@ -371,4 +475,5 @@ impl Partition {
 pub struct PartitionState {
     producers: SharedProducers,
     offsets: SharedOffsets,
+    queues: SharedQueues,
 }

@@ -88,6 +88,15 @@ pub enum PartitionCommand {
         /// The groups.
         groups: Vec<(String, u64)>,
     },
+    /// A queue delivery command (see [`super::deliveries`]).
+    Queue {
+        /// The share group (`""`: the queue's own deliveries).
+        group: String,
+        /// The leader's clock (ms since the epoch).
+        now_ms: u64,
+        /// What to do.
+        op: super::deliveries::QueueOp,
+    },
 }
 
 /// The answer to a [`PartitionCommand`].
@@ -101,6 +110,8 @@ pub enum PartitionAnswer {
     Dropped(u32),
     /// Refused; nothing changed.
     Refused(OffsetError),
+    /// A queue command's answer.
+    Queue(super::deliveries::QueueAnswer),
 }
 
 /// Why an offset command was refused.
@@ -203,6 +214,10 @@ impl OffsetTable {
                 }
                 Ok(PartitionAnswer::Dropped(dropped))
             }
+            // The partition machine hands queue commands to its queue tables.
+            PartitionCommand::Queue { .. } => Err(OffsetError::Invalid {
+                reason: "a queue command reached the offset table".into(),
+            }),
         }
     }
 

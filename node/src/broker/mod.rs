@@ -17,14 +17,18 @@
 //! | 10 | `leave_group` | `Broker::leave_group` |
 //! | 11 | `commit_offsets` | `Broker::commit_offsets` |
 //! | 12 | `fetch_offsets` | `Broker::fetch_offsets` |
-//! | 13-15 | queues | `unsupported.rs`: not implemented, `UnknownMethod` |
+//! | 13 | `queue_receive` | `Broker::queue_receive` (long poll up to `fetch_wait_ms_max`) |
+//! | 14 | `queue_ack` | `Broker::queue_ack` |
+//! | 15 | `queue_nack` | `Broker::queue_nack` |
 //! | 16 | `find_coordinator` | `Broker::find_coordinator` |
 //! | 17 | `list_groups` | `Broker::list_groups` |
 //! | 18 | `describe_group` | `Broker::describe_group` |
 //! | 19 | `delete_group` | `Broker::delete_group` |
 //! | 20 | `list_offsets` | `Broker::list_offsets` |
-
-mod unsupported;
+//! | 21-22 | `alter_security`, `describe_security` | `Broker::alter_security`, `Broker::describe_security` |
+//! | 23-26 | `create_queue`, `delete_queue`, `list_queues`, `describe_queue` | `Broker::` same name |
+//! | 27-28 | `queue_extend`, `queue_term` | `Broker::queue_extend`, `Broker::queue_term` |
+//! | 29 | `purge_queue` | `Broker::purge_queue` |
 
 use std::future::Future;
 use std::sync::Arc;
@@ -135,6 +139,45 @@ macro_rules! group {
     };
 }
 
+/// A queue settle method (ack, nack, extend, term): counted, then handed to the broker.
+macro_rules! queue {
+    ($shared:expr, $name:literal, $op:ident) => {
+        method(
+            $shared,
+            $name,
+            ADMIN_TIMEOUT_MS,
+            |s: Arc<Shared>, ctx: SecurityContext, req| async move {
+                s.metrics.queue_requests.fetch_add(1, Ordering::Relaxed);
+                let r = s.broker.$op(&ctx, req).await;
+                if r.is_err() {
+                    s.metrics.queue_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                r
+            },
+        )
+    };
+}
+
+async fn queue_receive(
+    shared: Arc<Shared>,
+    ctx: SecurityContext,
+    req: neo_protocol::api::QueueReceiveRequest,
+) -> Result<neo_protocol::api::QueueReceiveResponse, RpcError> {
+    let m = &shared.metrics;
+    m.queue_requests.fetch_add(1, Ordering::Relaxed);
+    let r = shared.broker.queue_receive(&ctx, req).await;
+    match &r {
+        Ok(resp) => {
+            m.queue_delivered
+                .fetch_add(resp.messages.len() as u64, Ordering::Relaxed);
+        }
+        Err(_) => {
+            m.queue_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    r
+}
+
 /// The `neo.broker` service with every method, in wire-id order.
 pub(crate) fn service(shared: Arc<Shared>) -> ServiceBuilder {
     let l = &shared.limits;
@@ -154,8 +197,10 @@ pub(crate) fn service(shared: Arc<Shared>) -> ServiceBuilder {
         group!(&shared, "commit_offsets", commit_offsets),
         group!(&shared, "fetch_offsets", fetch_offsets),
     ];
-    methods.extend(unsupported::methods());
     methods.extend([
+        method(&shared, "queue_receive", fetch_ms, queue_receive),
+        queue!(&shared, "queue_ack", queue_ack),
+        queue!(&shared, "queue_nack", queue_nack),
         group!(&shared, "find_coordinator", find_coordinator),
         group!(&shared, "list_groups", list_groups),
         group!(&shared, "describe_group", describe_group),
@@ -163,6 +208,13 @@ pub(crate) fn service(shared: Arc<Shared>) -> ServiceBuilder {
         group!(&shared, "list_offsets", list_offsets),
         admin!(&shared, "alter_security", alter_security),
         admin!(&shared, "describe_security", describe_security),
+        admin!(&shared, "create_queue", create_queue),
+        admin!(&shared, "delete_queue", delete_queue),
+        admin!(&shared, "list_queues", list_queues),
+        admin!(&shared, "describe_queue", describe_queue),
+        queue!(&shared, "queue_extend", queue_extend),
+        queue!(&shared, "queue_term", queue_term),
+        admin!(&shared, "purge_queue", purge_queue),
     ]);
     // Wire ids are positions: the table and the registration must agree exactly.
     assert_eq!(

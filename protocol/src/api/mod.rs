@@ -77,8 +77,8 @@ pub const BROKER_METHODS: &[(u16, &str, &str, &str)] = &[
         "QueueReceiveRequest",
         "QueueReceiveResponse",
     ),
-    (14, "queue_ack", "QueueAckRequest", "QueueAckResponse"),
-    (15, "queue_nack", "QueueNackRequest", "QueueNackResponse"),
+    (14, "queue_ack", "QueueAckRequest", "QueueSettleResponse"),
+    (15, "queue_nack", "QueueNackRequest", "QueueSettleResponse"),
     (
         16,
         "find_coordinator",
@@ -116,6 +116,33 @@ pub const BROKER_METHODS: &[(u16, &str, &str, &str)] = &[
         "DescribeSecurityRequest",
         "SecurityDescription",
     ),
+    (
+        23,
+        "create_queue",
+        "CreateQueueRequest",
+        "CreateQueueResponse",
+    ),
+    (
+        24,
+        "delete_queue",
+        "DeleteQueueRequest",
+        "DeleteQueueResponse",
+    ),
+    (25, "list_queues", "ListQueuesRequest", "ListQueuesResponse"),
+    (
+        26,
+        "describe_queue",
+        "DescribeQueueRequest",
+        "QueueDescription",
+    ),
+    (
+        27,
+        "queue_extend",
+        "QueueExtendRequest",
+        "QueueSettleResponse",
+    ),
+    (28, "queue_term", "QueueTermRequest", "QueueSettleResponse"),
+    (29, "purge_queue", "PurgeQueueRequest", "PurgeQueueResponse"),
 ];
 
 /// The wire id of a broker method by name.
@@ -327,15 +354,26 @@ mod tests {
             });
         }
         round_trip(ListOffsetsResponse { offset: 7 });
+        let receipt = Receipt {
+            group: 4,
+            partition: 1,
+            offset: 1,
+            delivery: 1,
+            lease: 77,
+        };
         round_trip(QueueReceiveRequest {
             queue: "q".into(),
+            share_group: Some("w".into()),
+            consumer: "c".into(),
+            partition: None,
             messages_max: 10,
             visibility_timeout_ms: 30_000,
             wait_ms_max: 0,
         });
         round_trip(QueueReceiveResponse {
             messages: vec![QueueMessage {
-                receipt: 9,
+                receipt,
+                partition: 1,
                 offset: 1,
                 delivery_count: 1,
                 key: None,
@@ -343,18 +381,42 @@ mod tests {
                 headers: vec![("h".into(), vec![1])],
                 timestamp_ms: 3,
             }],
+            led_partitions: vec![1],
         });
         round_trip(QueueAckRequest {
             queue: "q".into(),
-            receipts: vec![9],
+            share_group: None,
+            receipts: vec![receipt],
         });
-        round_trip(QueueAckResponse { acked: 1 });
+        round_trip(QueueSettleResponse {
+            outcomes: vec![ReceiptOutcome::Ok, ReceiptOutcome::LeaseLost],
+        });
         round_trip(QueueNackRequest {
             queue: "q".into(),
-            receipts: vec![9],
-            redeliver_after_ms: 100,
+            share_group: None,
+            receipts: vec![receipt],
+            delay_ms: Some(100),
+            reason: "bad".into(),
         });
-        round_trip(QueueNackResponse { nacked: 1 });
+        round_trip(CreateQueueRequest {
+            name: "q".into(),
+            partitions: 6,
+            replication_factor: 3,
+            settings: QueueSettings {
+                redelivery_backoff_ms: vec![100, 1000],
+                ..QueueSettings::default()
+            },
+            dead_letter: DeadLetter::Queue("q.dead".into()),
+            configs: vec![],
+        });
+        round_trip(QueueDescription {
+            name: "q".into(),
+            share_group: None,
+            partitions: 2,
+            settings: QueueSettings::default(),
+            led: vec![QueuePartitionStats::default()],
+            not_led: vec![(1, Some("h:1".into()))],
+        });
     }
 
     #[test]
