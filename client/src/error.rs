@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use neo_protocol::api::Receipt;
 use neo_protocol::{ErrorCode, RpcError};
 
 /// Everything a caller of `neo-client` can see go wrong.
@@ -127,6 +128,40 @@ pub enum Error {
         /// The group.
         group: String,
     },
+    /// A queue delivery's lease is no longer this receipt's (it expired and the
+    /// message was leased again, it was nacked, or the receipt is of an older
+    /// attempt): nothing changed. The message will be (or was) delivered again.
+    #[error("receipt {receipt}: lease lost (expired, nacked, or another attempt's)")]
+    LeaseLost {
+        /// The receipt refused.
+        receipt: Receipt,
+    },
+    /// The queue message of this receipt is already done (acked or dead-lettered):
+    /// nothing changed.
+    #[error("receipt {receipt}: the message is already done (acked or dead-lettered)")]
+    AlreadyDone {
+        /// The receipt refused.
+        receipt: Receipt,
+    },
+    /// No such queue message in the receipt's partition, or the receipt belongs to
+    /// another queue or partition: nothing changed.
+    #[error("receipt {receipt}: unknown to this queue")]
+    UnknownReceipt {
+        /// The receipt refused.
+        receipt: Receipt,
+    },
+    /// The queue consumer was closed: it receives nothing more.
+    #[error("queue consumer closed")]
+    ConsumerClosed,
+    /// A broker's answer does not fit its request (a reply of another length or shape
+    /// than asked for). Not retried: the same peer would answer the same.
+    #[error("unexpected answer to {method}: {reason}")]
+    UnexpectedAnswer {
+        /// The method called.
+        method: String,
+        /// What does not fit.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -153,7 +188,12 @@ impl Error {
             | Error::Encrypt { .. }
             | Error::Decrypt { .. }
             | Error::Fenced { .. }
-            | Error::GroupNotEmpty { .. } => false,
+            | Error::GroupNotEmpty { .. }
+            | Error::LeaseLost { .. }
+            | Error::AlreadyDone { .. }
+            | Error::UnknownReceipt { .. }
+            | Error::ConsumerClosed
+            | Error::UnexpectedAnswer { .. } => false,
         }
     }
 
@@ -322,5 +362,33 @@ mod tests {
         let busy = Error::GroupNotEmpty { group: "g".into() };
         assert_eq!(busy.code(), Some(ErrorCode::GroupNotEmpty));
         assert!(busy.to_string().contains("active members"), "{busy}");
+    }
+
+    #[test]
+    fn queue_receipt_errors_are_fatal_and_name_the_receipt() {
+        let receipt = Receipt {
+            group: 7,
+            partition: 1,
+            offset: 42,
+            delivery: 2,
+            lease: 99,
+        };
+        for err in [
+            Error::LeaseLost { receipt },
+            Error::AlreadyDone { receipt },
+            Error::UnknownReceipt { receipt },
+        ] {
+            assert!(!err.is_retriable(), "{err}");
+            assert!(!err.invalidates_metadata(), "{err}");
+            assert_eq!(err.code(), None, "not a wire error: {err}");
+            assert!(err.to_string().contains("7-1-42-2-99"), "{err}");
+        }
+        assert!(!Error::ConsumerClosed.is_retriable());
+        let odd = Error::UnexpectedAnswer {
+            method: "queue_ack".into(),
+            reason: "2 outcomes for 3 receipts".into(),
+        };
+        assert!(!odd.is_retriable());
+        assert!(odd.to_string().contains("queue_ack"), "{odd}");
     }
 }

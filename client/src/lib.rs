@@ -27,12 +27,13 @@
 //! | [`producer`] | [`Producer`]: per-partition batching by size and linger, zstd, acks, in-flight bound, [`Delivery`] futures |
 //! | [`consumer`] | [`Consumer`]: assign, seek, long-poll `poll`, control batches skipped |
 //! | [`group`] | consumer groups: [`GroupConsumer`] (join, heartbeat task, revoke/assign reconciliation, commits, [`RebalanceListener`]) and [`GroupAdmin`] (list, describe with lag, reset offsets, delete) |
+//! | [`queue`] | work queues: [`QueueAdmin`] (create with [`QueueOptions`], delete, list, describe merged across leaders, purge), [`QueueProducer`] (`acks=all`, `deliver_after_ms`), [`QueueConsumer`] (background receive per partition into a bounded prefetch buffer, ack / nack / extend / term grouped by partition, automatic lease extension, `run` with bounded concurrency), [`redrive`](queue::redrive) of dead letters |
 //! | [`admin`] | [`Admin`]: create / delete / list / describe topics, [`ClusterStatus`] |
 //! | [`encryption`] | client-side end-to-end payload encryption: [`SharedKeyring`] on a producer encrypts each value (AES-256-GCM / ChaCha20-Poly1305, key id and nonce in the `neo-enc` header, key id + origin topic bound as associated data); on a consumer decrypts, a typed error per undecryptable record |
 //! | [`security_admin`] | [`SecurityAdmin`]: roles, grants, role assignments, API keys, quotas (`alter_security` / `describe_security`, any broker) |
 //! | [`tls`] | TLS settings from PEM files (`--tls-ca`, `--tls-cert`/`--tls-key`, the server name), shared by the CLI and neo-chaos |
 //! | [`error`] | the one [`Error`] enum, retriable vs fatal |
-//! | `bin/neo` | the CLI (`topic`, `produce`, `consume [--group]`, `group`, `cluster status`, `role`, `user`, `quota`, `bench`; `--token` / `--api-key` / `--tls-*`); contract in `docs/cli.md` |
+//! | `bin/neo` | the CLI (`topic`, `produce`, `consume [--group]`, `group`, `queue`, `cluster status`, `role`, `user`, `quota`, `bench`; `--token` / `--api-key` / `--tls-*`); contract in `docs/cli.md` |
 //!
 //! # A produce
 //!
@@ -64,6 +65,19 @@
 //!   auto_offset_reset ─▶ auto-commit of returned positions ─▶ Consumer's fetch
 //! ```
 //!
+//! # A queue consumer
+//!
+//! ```text
+//! QueueConsumer::receive ─▶ (first use: lease length = configured or the queue's)
+//!   prefetch > 0: buffer ◀─ one task per partition: take free buffer places ─▶
+//!     queue_receive(partition: Some(p), messages_max = places, wait) at p's leader
+//!   prefetch = 0: each partition in turn, no wait, only what is still lacking
+//! ack / nack / extend / term(receipts) ─▶ grouped by partition ─▶ one request per
+//!   partition to its leader ─▶ one ReceiptOutcome per receipt, in order
+//! run(handler, n) ─▶ ≤ n handlers; keep_alive extends each lease every third of it;
+//!   Ok ─▶ ack, Err / panic ─▶ nack
+//! ```
+//!
 //! # Invariants
 //!
 //! - Depends only on `neo-protocol`, `qiss` and `neo-security` (its pure key ring;
@@ -75,7 +89,8 @@
 //! - The broker never sees plaintext of an encrypted record, nor any key.
 //! - Every queue is bounded: records buffered in a producer (`buffer_records_max`,
 //!   `send` waits beyond it), batches in flight per partition, bytes per fetch,
-//!   cached connections (`connections_max`).
+//!   cached connections (`connections_max`), messages a queue consumer received
+//!   ahead (`prefetch`), handlers a `run` runs at once.
 //! - A produced batch is never re-encoded after it was built: retries resend the same
 //!   bytes (same producer stamp).
 //! - A consumer position only moves past batches it returned or skipped (control), so
@@ -97,6 +112,7 @@ pub mod group;
 pub mod metadata;
 pub mod partitioner;
 pub mod producer;
+pub mod queue;
 pub mod retry;
 pub mod security_admin;
 pub mod tls;
@@ -118,8 +134,13 @@ pub use neo_protocol::api::{
     ApiKeyDescription, GrantDescription, QuotaDescription, QuotaLimits, QuotaScope,
     RoleDescription, SecurityChange, SecurityDescription,
 };
+pub use neo_protocol::api::{DeadLetter, QueueSettings, Receipt, ReceiptOutcome};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use qiss::batch::Compression;
+pub use queue::{
+    LeaseGuard, QueueAdmin, QueueConsumer, QueueConsumerConfig, QueueDelivery, QueueOptions,
+    QueueProducer, QueueReport, RedriveOptions, RedriveReport, RunReport, SendOptions, SettleOp,
+};
 pub use retry::RetryPolicy;
 pub use security_admin::{CreatedApiKey, SecurityAdmin};

@@ -3,8 +3,10 @@
 
 mod bench;
 mod group;
+mod queue;
 mod quota;
 mod security;
+mod topic;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -12,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use neo_client::admin::{RETENTION_BYTES, RETENTION_MS};
 use neo_client::{
     Acks, Admin, Client, ClientConfig, ClusterStatus, Consumer, ConsumerRecord, Offset, Producer,
     ProducerConfig, ProducerRecord,
@@ -22,8 +23,10 @@ use serde::Serialize;
 
 use bench::{BenchCommand, bench};
 use group::{GroupCommand, consume_group};
+use queue::QueueCommand;
 use quota::QuotaCommand;
 use security::{ConnectionSecurity, RoleCommand, UserCommand};
+use topic::{TopicCommand, topic};
 
 /// Command-line client of a Neo cluster.
 #[derive(Debug, Parser)]
@@ -64,6 +67,10 @@ enum Command {
     /// List, describe, reset the offsets of, and delete consumer groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Work queues: create, list, describe, purge, delete; send, receive, ack, nack,
+    /// extend, term; redrive dead letters.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// The cluster's nodes, controller and partition placement.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -79,41 +86,6 @@ enum Command {
     /// Measure throughput and latency; prints one JSON line.
     #[command(subcommand)]
     Bench(BenchCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum TopicCommand {
-    /// Create a topic (waits until every partition has a leader).
-    Create {
-        /// Topic name.
-        name: String,
-        /// Partition count.
-        #[arg(long, default_value_t = 1)]
-        partitions: u32,
-        /// Replicas per partition.
-        #[arg(long, default_value_t = 1)]
-        replication: u32,
-        /// Retention by age: delete data older than this many milliseconds (whole
-        /// segments). Default: keep regardless of age.
-        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
-        retention_ms: Option<u64>,
-        /// Retention by size: keep each partition replica's log at about this many bytes
-        /// (whole segments). Default: no limit.
-        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
-        retention_bytes: Option<u64>,
-    },
-    /// List topic names, one per line.
-    List,
-    /// Show a topic's partitions.
-    Describe {
-        /// Topic name.
-        name: String,
-    },
-    /// Delete a topic and its data.
-    Delete {
-        /// Topic name.
-        name: String,
-    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -275,6 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => consume(client, args).await,
         },
         Command::Group(cmd) => group::group(client, cmd).await,
+        Command::Queue(cmd) => queue::queue(client, cmd).await,
         Command::Cluster(ClusterCommand::Status { format }) => {
             let status = Admin::new(client).cluster_status().await?;
             println!("{}", format_status(&status, format)?);
@@ -287,70 +260,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn topic(client: Client, cmd: TopicCommand) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(client);
-    match cmd {
-        TopicCommand::Create {
-            name,
-            partitions,
-            replication,
-            retention_ms,
-            retention_bytes,
-        } => {
-            let mut configs = Vec::new();
-            if let Some(ms) = retention_ms {
-                configs.push((RETENTION_MS.to_string(), ms.to_string()));
-            }
-            if let Some(b) = retention_bytes {
-                configs.push((RETENTION_BYTES.to_string(), b.to_string()));
-            }
-            let shown: String = configs.iter().map(|(k, v)| format!(", {k} {v}")).collect();
-            admin
-                .create_topic_with_configs(&name, partitions, replication, configs)
-                .await
-                .with_context(|| format!("create topic {name:?}"))?;
-            println!(
-                "created topic {name} (partitions {partitions}, replication {replication}{shown})"
-            );
-        }
-        TopicCommand::List => {
-            for name in admin.list_topics().await? {
-                println!("{name}");
-            }
-        }
-        TopicCommand::Describe { name } => {
-            let d = admin
-                .describe_topic(&name)
-                .await
-                .with_context(|| format!("describe topic {name:?}"))?;
-            println!("topic {} partitions {}", d.name, d.partitions.len());
-            for p in &d.partitions {
-                println!(
-                    "  partition {} leader {} replicas {} in_sync {}",
-                    p.partition,
-                    p.leader.map_or("none".to_string(), |l| l.to_string()),
-                    ids(&p.replicas),
-                    ids(&p.in_sync)
-                );
-            }
-            for (k, v) in &d.configs {
-                println!("  config {k}={v}");
-            }
-        }
-        TopicCommand::Delete { name } => {
-            admin
-                .delete_topic(&name)
-                .await
-                .with_context(|| format!("delete topic {name:?}"))?;
-            println!("deleted topic {name}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn ids(ids: &[u64]) -> String {
+pub(crate) fn ids(ids: &[u64]) -> String {
     let list: Vec<String> = ids.iter().map(u64::to_string).collect();
     format!("[{}]", list.join(","))
+}
+
+/// Stdin's lines, read on a blocking thread, through a bounded channel.
+pub(crate) fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<String>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<ExitCode> {
@@ -371,15 +296,7 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<ExitCode> 
             ..ProducerConfig::default()
         },
     );
-    // Read stdin on a blocking thread; lines flow through a bounded channel.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1024);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut rx = stdin_lines();
     let mut deliveries = Vec::new();
     let mut send_failed = 0u64;
     let mut first_error: Option<neo_client::Error> = None;
@@ -557,60 +474,6 @@ mod tests {
         // Global: also accepted after the subcommand.
         let cli = parse(&["topic", "list", "--server", "c:3"]).unwrap();
         assert_eq!(cli.server, vec!["c:3"]);
-    }
-
-    #[test]
-    fn topic_create_flags() {
-        let cli = parse(&[
-            "topic",
-            "create",
-            "t",
-            "--partitions",
-            "3",
-            "--replication",
-            "3",
-        ])
-        .unwrap();
-        match cli.command {
-            Command::Topic(TopicCommand::Create {
-                name,
-                partitions,
-                replication,
-                retention_ms,
-                retention_bytes,
-            }) => {
-                assert_eq!((name.as_str(), partitions, replication), ("t", 3, 3));
-                assert_eq!((retention_ms, retention_bytes), (None, None));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(parse(&["topic", "create"]).is_err(), "name is required");
-        assert!(parse(&["topic", "create", "t", "--partitions", "x"]).is_err());
-        let cli = parse(&[
-            "topic",
-            "create",
-            "t",
-            "--retention-ms",
-            "60000",
-            "--retention-bytes",
-            "1048576",
-        ])
-        .unwrap();
-        match cli.command {
-            Command::Topic(TopicCommand::Create {
-                retention_ms,
-                retention_bytes,
-                ..
-            }) => assert_eq!(
-                (retention_ms, retention_bytes),
-                (Some(60_000), Some(1 << 20))
-            ),
-            other => panic!("{other:?}"),
-        }
-        for bad in ["0", "-1", "x"] {
-            assert!(parse(&["topic", "create", "t", "--retention-ms", bad]).is_err());
-            assert!(parse(&["topic", "create", "t", "--retention-bytes", bad]).is_err());
-        }
     }
 
     #[test]
