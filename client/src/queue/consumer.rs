@@ -396,9 +396,10 @@ impl QueueConsumer {
     /// Up to `max` messages, waiting up to `wait` for the first. Empty when none came
     /// in time. Each message is leased to this consumer until
     /// [`QueueDelivery::lease_expires_at`]: settle it before then (or keep it alive).
-    /// A message whose lease ran out while it waited in the prefetch buffer is
-    /// returned too ([`QueueDelivery::lease_expired`]): its receipt still works until
-    /// another receive takes the message.
+    /// A message whose lease ran out while it waited in the prefetch buffer is dropped,
+    /// not returned: the broker hands it out again (it may already have, to another
+    /// consumer that acked it), so returning it could process an acked message twice.
+    /// Keep `prefetch` small next to what the handlers settle within a lease.
     /// An error of the background receive is returned by a call that has no message
     /// to return; fails with [`Error::ConsumerClosed`] once closed.
     pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<QueueDelivery>> {
@@ -414,12 +415,14 @@ impl QueueConsumer {
         let deadline = tokio::time::Instant::now() + wait;
         let mut buffer = self.inner.buffer.lock().await;
         let mut out = Vec::new();
-        // A message whose lease ran out in the buffer is returned too: its receipt
-        // still works until another receive takes the message, and dropping it would
-        // cost it a delivery.
+        // A message whose lease ran out in the buffer is dropped: another consumer
+        // may hold (or have acked) it by now. The broker redelivers it (that delivery
+        // counted toward max_deliveries).
         let take = |d: QueueDelivery, out: &mut Vec<QueueDelivery>| {
             core.slots.add_permits(1);
-            out.push(d);
+            if !d.lease_expired() {
+                out.push(d);
+            }
         };
         loop {
             while out.len() < max {
