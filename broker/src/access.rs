@@ -156,7 +156,7 @@ impl crate::facade::Broker {
         self.allowed_for(ctx)(resource, name, op)
     }
 
-    /// [`Broker::allows`] for many names: the authorizer is looked up once.
+    /// [`crate::Broker::allows`] for many names: the authorizer is looked up once.
     pub fn allowed_for<'a>(
         &self,
         ctx: &'a SecurityContext,

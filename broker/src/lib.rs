@@ -24,13 +24,13 @@
 //! | module | role |
 //! |---|---|
 //! | [`meta`] | the metadata group's state ([`meta::MetaState`]: nodes, topics, partitions, replica sets) and its machine ([`meta::MetaMachine`]) with the [`meta::MetaView`] readers watch; `propose` and `linearizable` reads |
-//! | [`partition`] | a partition replica: its machine ([`partition::PartitionMachine`]: the idempotent-producer table and committed offsets with their fences ([`partition::offsets`]); planned: queue deliveries) and [`partition::Partition`], whose `append` is the leader's idempotence gate |
+//! | [`partition`] | a partition replica: its machine ([`partition::PartitionMachine`]: the idempotent-producer table, committed offsets with their fences ([`partition::offsets`]), queue delivery state ([`partition::deliveries`], with the record facts of [`partition::queues`])) and [`partition::Partition`], whose `append` is the leader's idempotence gate |
 //! | [`placement`] | pure placement: spread replica sets and preferred leaders; leader moves back to preferred leaders |
 //! | `facade` | [`Broker`]: the metadata replica, the partitions hosted here, lookups, open/close of partitions, and the operations |
 //! | [`groups`] | consumer groups: the sticky [`groups::assignor`], the replicated membership rules ([`groups::state`], inside [`meta::MetaState`]), the coordinator's soft state and duties (evictions, expiry, offsets of deleted groups) |
-//! | `ops` | one file per operation (`produce`, `fetch`, `metadata`, topic admin, the group methods) and the mapping of every internal error to the wire's typed `RpcError` |
+//! | `ops` | one file per operation (`produce`, `fetch`, `metadata`, topic admin, the group methods; the queue methods and the queue duties in `ops/queues/`) and the mapping of every internal error to the wire's typed `RpcError` |
 //! | `reconcile` | keeps the partition replicas hosted here in step with the applied metadata ([`Broker::reconcile`]) |
-//! | `embedded` | [`Embedded`]: a single-node broker in the process over real storage, no sockets (tests, embedding), over `neo_raft::NoPeers` |
+//! | `embedded` | [`Embedded`]: a single-node broker in the process over real storage, no sockets (tests, embedding), over `neo_raft::NoPeers`; `embedded_queues`: its `create_queue`, `produce_to_queue`, `consume_from_queue`, `ack`, `nack` |
 //! | `error` | the crate's internal [`Error`] |
 //!
 //! # Request flow: produce
@@ -58,6 +58,22 @@
 //!   └─ read_log(offset, bytes_max) (blocking pool) cut before the first batch that
 //!        ends above hw ─► the stored bytes, unchanged (control batches included;
 //!        consumers skip them): the segment read's `Bytes` is the answer's `batches`
+//! ```
+//!
+//! # Request flow: queue receive and ack
+//!
+//! ```text
+//! Broker::queue_receive ─► resolve the queue (or a topic's share group), authorize
+//!   ─► the partition(s) led here ─► would a receive lease anything (applied state,
+//!      leader clock)? no: wait (applied change or 100 ms), idle polls write nothing
+//!   ─► Partition::queue_command(Receive{now, settings}) ─► Raft commit (quorum fsync)
+//!   ─► Deliveries::apply picks and leases, the same on every replica ─► read the
+//!      leased records from the log ─► messages with receipts (group, partition,
+//!      offset, delivery, lease = the receive's log index)
+//! Broker::queue_ack ─► receipts by partition ─► leader of each ─► Ack{leases} ─► commit
+//!   ─► one outcome per receipt (Ok, LeaseLost, AlreadyDone, Unknown)
+//! queue duties (every 500 ms, leaders): Expire ─► dying ─► forward_records to the DLQ
+//!   partition's leader ─► Archive (append first, archive second)
 //! ```
 //!
 //! # Invariants
