@@ -359,3 +359,71 @@ async fn delayed_messages_wait_and_acks_survive_a_restart() {
     assert_eq!(o, vec![ReceiptOutcome::Ok], "a lease survives a restart");
     e.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_groups_consume_a_topic_independently() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = start(dir.path()).await;
+    e.broker()
+        .create_topic(&ctx(), create("events", 1))
+        .await
+        .unwrap();
+    e.broker()
+        .produce(
+            &ctx(),
+            produce_req(
+                "events",
+                0,
+                neo_protocol::api::Acks::All,
+                batch(&["e0", "e1", "e2"], None),
+            ),
+        )
+        .await
+        .unwrap();
+    let req = |group: &str| QueueReceiveRequest {
+        queue: "events".into(),
+        share_group: Some(group.into()),
+        consumer: "c".into(),
+        partition: Some(0),
+        messages_max: 10,
+        visibility_timeout_ms: 0,
+        wait_ms_max: 0,
+    };
+    let a = e.broker().queue_receive(&ctx(), req("a")).await.unwrap();
+    assert_eq!(a.messages.len(), 3);
+    // Another share group gets every message too; group "a" gets nothing more.
+    let b = e.broker().queue_receive(&ctx(), req("b")).await.unwrap();
+    assert_eq!(b.messages.len(), 3);
+    let a2 = e.broker().queue_receive(&ctx(), req("a")).await.unwrap();
+    assert!(a2.messages.is_empty());
+    // Acks are per share group.
+    let ack = neo_protocol::api::QueueAckRequest {
+        queue: "events".into(),
+        share_group: Some("a".into()),
+        receipts: receipts(&a.messages),
+    };
+    let r = e.broker().queue_ack(&ctx(), ack).await.unwrap();
+    assert!(r.outcomes.iter().all(|o| *o == ReceiptOutcome::Ok));
+    // Queue semantics need a share group on a topic, and none on a queue.
+    let mut no_group = req("a");
+    no_group.share_group = None;
+    assert_eq!(
+        code(e.broker().queue_receive(&ctx(), no_group).await),
+        ErrorCode::InvalidArgument
+    );
+    // The topic's records are untouched for offset consumers.
+    let d = e
+        .broker()
+        .describe_queue(
+            &ctx(),
+            DescribeQueueRequest {
+                queue: "events".into(),
+                share_group: Some("a".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.led[0].acked, 3);
+    assert_eq!(d.led[0].ack_floor, 3);
+    e.shutdown().await;
+}
