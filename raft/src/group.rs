@@ -799,15 +799,7 @@ impl RaftGroup {
         else {
             return Ok(None);
         };
-        let m = self.metrics();
-        let Some(applied) = m.applied_index else {
-            return Ok(None);
-        };
-        let upto = planned.min(applied);
-        if m.purged_index.is_some_and(|p| p >= upto) {
-            return Ok(None);
-        }
-        self.purge_upto(upto, timeout).await.map(Some)
+        self.purge_planned(planned, timeout).await
     }
 
     /// Work-queue retention: purges this replica's sealed segments whose records all lie
@@ -818,6 +810,12 @@ impl RaftGroup {
         let Some(planned) = self.log.cut_below_upto(offset) else {
             return Ok(None);
         };
+        self.purge_planned(planned, timeout).await
+    }
+
+    /// Purges up to `planned`, capped at the applied index; `None` when that is purged
+    /// already.
+    async fn purge_planned(&self, planned: u64, timeout: Duration) -> Result<Option<u64>> {
         let m = self.metrics();
         let Some(applied) = m.applied_index else {
             return Ok(None);

@@ -488,10 +488,7 @@ impl Deliveries {
             if out.len() >= max as usize || (!reclaim && self.at_bound(mine, limits)) {
                 break;
             }
-            let key = match facts {
-                Some(f) if limits.ordered_by_key => f.keys.get(&offset).copied(),
-                _ => None,
-            };
+            let key = key_of(facts, offset, limits);
             if key.is_some_and(|k| blocked.contains(&k)) {
                 continue;
             }
@@ -611,10 +608,7 @@ impl Deliveries {
         let mut blocked: BTreeSet<u64> = BTreeSet::new();
         let scan_end = end.min(self.floor.saturating_add(RECEIVE_SCAN_MAX));
         for offset in self.floor..scan_end {
-            let key = match facts {
-                Some(f) if limits.ordered_by_key => f.keys.get(&offset).copied(),
-                _ => None,
-            };
+            let key = key_of(facts, offset, limits);
             if key.is_some_and(|k| blocked.contains(&k)) {
                 continue;
             }
@@ -831,6 +825,14 @@ enum Avail {
     Dies,
     /// Receivable.
     Now,
+}
+
+/// The key hash that orders the message at `offset` (ordered queues only).
+fn key_of(facts: Option<&RecordFacts>, offset: u64, limits: &Limits) -> Option<u64> {
+    match facts {
+        Some(f) if limits.ordered_by_key => f.keys.get(&offset).copied(),
+        _ => None,
+    }
 }
 
 /// The redelivery delay after the `deliveries`-th delivery (1-based) of a message.

@@ -15,7 +15,10 @@ pub(crate) mod settle;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use neo_protocol::api::{QUEUE_NAME_LEN_MAX, QueueSettings};
+use neo_protocol::api::{
+    QUEUE_NAME_LEN_MAX, QUEUE_VISIBILITY_TIMEOUT_MS_MAX, QUEUE_VISIBILITY_TIMEOUT_MS_MIN,
+    QueueSettings,
+};
 use neo_protocol::{ErrorCode, RpcError};
 use neo_security::{Operation, ResourceType, SecurityContext};
 
@@ -67,6 +70,21 @@ pub(crate) fn check_text(what: &str, s: &str, empty_ok: bool) -> Result<(), RpcE
         )));
     }
     Ok(())
+}
+
+/// The lease length a request asks for: 0 is the queue's visibility timeout; anything
+/// else must be within the documented bounds.
+pub(crate) fn visibility(t: &Target, asked_ms: u32) -> Result<u32, RpcError> {
+    match asked_ms {
+        0 => Ok(t.settings.visibility_timeout_ms),
+        v if (QUEUE_VISIBILITY_TIMEOUT_MS_MIN..=QUEUE_VISIBILITY_TIMEOUT_MS_MAX).contains(&v) => {
+            Ok(v)
+        }
+        v => Err(RpcError::invalid_argument(format!(
+            "visibility_timeout_ms must be 0 (the queue's) or in \
+             {QUEUE_VISIBILITY_TIMEOUT_MS_MIN}..={QUEUE_VISIBILITY_TIMEOUT_MS_MAX}, got {v}"
+        ))),
+    }
 }
 
 /// Resolves `queue` (with an optional share group) and authorizes `op` on it: a

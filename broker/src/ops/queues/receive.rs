@@ -20,14 +20,13 @@ use std::time::Duration;
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{
-    QUEUE_RECEIVE_MESSAGES_MAX, QUEUE_VISIBILITY_TIMEOUT_MS_MAX, QUEUE_VISIBILITY_TIMEOUT_MS_MIN,
-    QueueMessage, QueueReceiveRequest, QueueReceiveResponse, Receipt,
+    QUEUE_RECEIVE_MESSAGES_MAX, QueueMessage, QueueReceiveRequest, QueueReceiveResponse, Receipt,
 };
 use neo_raft::Role;
 use neo_security::{Operation, SecurityContext};
 use qiss::batch::{RecordBatch, split_batches};
 
-use super::{Target, check_text, now_ms, resolve};
+use super::{Target, check_text, now_ms, resolve, visibility};
 use crate::facade::Broker;
 use crate::ops::{broker_error, hosted_replica, no_leader_known, raft_error, serving_leader};
 use crate::partition::Partition;
@@ -58,16 +57,7 @@ pub(crate) async fn receive(
             req.messages_max
         )));
     }
-    let visibility_ms = match req.visibility_timeout_ms {
-        0 => t.settings.visibility_timeout_ms,
-        v if (QUEUE_VISIBILITY_TIMEOUT_MS_MIN..=QUEUE_VISIBILITY_TIMEOUT_MS_MAX).contains(&v) => v,
-        v => {
-            return Err(RpcError::invalid_argument(format!(
-                "visibility_timeout_ms must be 0 (the queue's) or in \
-                 {QUEUE_VISIBILITY_TIMEOUT_MS_MIN}..={QUEUE_VISIBILITY_TIMEOUT_MS_MAX}, got {v}"
-            )));
-        }
-    };
+    let visibility_ms = visibility(&t, req.visibility_timeout_ms)?;
     let parts = led_partitions(b, &t, req.partition)?;
     let wait = Duration::from_millis(u64::from(req.wait_ms_max.min(b.limits().fetch_wait_ms_max)));
     let deadline = tokio::time::Instant::now() + wait;

@@ -15,13 +15,12 @@ use std::collections::BTreeMap;
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{
-    QUEUE_DELAY_MS_MAX, QUEUE_RECEIPTS_MAX, QUEUE_VISIBILITY_TIMEOUT_MS_MAX,
-    QUEUE_VISIBILITY_TIMEOUT_MS_MIN, QueueAckRequest, QueueExtendRequest, QueueNackRequest,
+    QUEUE_DELAY_MS_MAX, QUEUE_RECEIPTS_MAX, QueueAckRequest, QueueExtendRequest, QueueNackRequest,
     QueueSettleResponse, QueueTermRequest, Receipt, ReceiptOutcome,
 };
 use neo_security::{Operation, SecurityContext};
 
-use super::{Target, check_text, now_ms, resolve};
+use super::{Target, check_text, now_ms, resolve, visibility};
 use crate::facade::Broker;
 use crate::ops::{broker_error, hosted_replica, serving_leader};
 use crate::partition::deliveries::{LeaseRef, Limits, QueueAnswer, QueueOp};
@@ -117,16 +116,7 @@ pub(crate) async fn extend(
         req.share_group.as_deref(),
         Operation::Consume,
     )?;
-    let visibility_ms = match req.visibility_timeout_ms {
-        0 => t.settings.visibility_timeout_ms,
-        v if (QUEUE_VISIBILITY_TIMEOUT_MS_MIN..=QUEUE_VISIBILITY_TIMEOUT_MS_MAX).contains(&v) => v,
-        v => {
-            return Err(RpcError::invalid_argument(format!(
-                "visibility_timeout_ms must be 0 or in \
-                 {QUEUE_VISIBILITY_TIMEOUT_MS_MIN}..={QUEUE_VISIBILITY_TIMEOUT_MS_MAX}, got {v}"
-            )));
-        }
-    };
+    let visibility_ms = visibility(&t, req.visibility_timeout_ms)?;
     settle(b, &t, &req.receipts, Settle::Extend { visibility_ms }).await
 }
 
