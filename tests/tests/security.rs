@@ -11,7 +11,9 @@
 //!   node, without reconnecting;
 //! - an API key works until it is revoked, then the open connection is refused;
 //! - the HTTP admin port: probes open, the rest by bearer token and permission;
-//! - a producer over its quota is throttled, slows down and loses nothing.
+//! - a producer over its quota is throttled, slows down and loses nothing;
+//! - queues: the queue's grants let a worker send, receive and term; without them
+//!   `PermissionDenied`; a dead letter reaches the DLQ across the cluster's mTLS port.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,8 +21,9 @@ use anyhow::{Context, bail, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use neo_client::{
-    Admin, Client, ClientConfig, Consumer, Error, Offset, Producer, ProducerRecord, QuotaLimits,
-    QuotaScope, SecurityAdmin,
+    Admin, Client, ClientConfig, Consumer, Error, Offset, Producer, ProducerRecord, QueueAdmin,
+    QueueConsumer, QueueConsumerConfig, QueueOptions, QueueProducer, QuotaLimits, QuotaScope,
+    SecurityAdmin,
 };
 use neo_protocol::ErrorCode;
 use neo_tests::TestCluster;
@@ -400,6 +403,85 @@ async fn scenario(cluster: &TestCluster) -> anyhow::Result<()> {
 
     // The superuser still has everything; the nodes kept serving throughout.
     topics.delete_topic("payments").await?;
+    queues(cluster, &admin).await
+}
+
+/// Queues with security on: the queue's grants (not the topic's) let a worker send,
+/// receive and term; without them every call is `PermissionDenied`; a dead letter
+/// crosses nodes over the cluster's mTLS port to the DLQ's leader.
+async fn queues(cluster: &TestCluster, admin: &Client) -> anyhow::Result<()> {
+    QueueAdmin::new(admin.clone())
+        .create("jobs", QueueOptions::new(3, 3).max_deliveries(1))
+        .await?;
+    let security = SecurityAdmin::new(admin.clone());
+    security.create_role("worker").await?;
+    security
+        .grant("worker", "queue:jobs", &["produce", "consume", "describe"])
+        .await?;
+    let worker_token = jwt("wendy", &["worker"]);
+    let wendy = eventually("wendy's metadata", || {
+        client_with(cluster, Some(&worker_token))
+    })
+    .await?;
+    let producer = QueueProducer::new(wendy.clone());
+    eventually("wendy sends", || producer.send("jobs", "job-1")).await?;
+    let consumer = QueueConsumer::with_config(
+        wendy.clone(),
+        "jobs",
+        "wendy-1",
+        QueueConsumerConfig {
+            prefetch: 0,
+            visibility_timeout_ms: 30_000,
+            ..QueueConsumerConfig::default()
+        },
+    )?;
+    let got = eventually("wendy receives", || async {
+        let got = consumer.receive(1, Duration::from_millis(500)).await?;
+        match got.is_empty() {
+            true => Err(Error::InvalidArgument("nothing received yet".into())),
+            false => Ok(got),
+        }
+    })
+    .await?;
+    consumer.term_one(got[0].receipt, "no thanks").await?;
+    // alice has no queue grant: refused.
+    let alice = client_with(cluster, Some(&jwt("alice", &[]))).await?;
+    let hers = QueueConsumer::with_config(
+        alice,
+        "jobs",
+        "alice",
+        QueueConsumerConfig {
+            prefetch: 0,
+            visibility_timeout_ms: 30_000,
+            ..QueueConsumerConfig::default()
+        },
+    )?;
+    refused(
+        hers.receive(1, Duration::from_millis(100)).await,
+        ErrorCode::PermissionDenied,
+    )?;
+    // The superuser finds the dead letter in jobs.dlq.
+    let dlq = QueueConsumer::with_config(
+        admin.clone(),
+        "jobs.dlq",
+        "ops",
+        QueueConsumerConfig {
+            prefetch: 0,
+            ..QueueConsumerConfig::default()
+        },
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let dead = dlq.receive(1, Duration::from_millis(500)).await?;
+        if let Some(d) = dead.first() {
+            ensure!(&d.value[..] == b"job-1", "{d:?}");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the dead letter never reached jobs.dlq"
+        );
+    }
     Ok(())
 }
 
