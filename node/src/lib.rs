@@ -9,10 +9,11 @@
 //! |---|---|
 //! | [`config`] | flags > environment (`NEO_*`) > TOML file (`--config`) > defaults; validation with errors that name the setting. No settings = the embedded single-node default |
 //! | `node` | [`Node`]: wiring and shutdown; `Shared` (the broker and the node's own wiring) that the service, duties and HTTP see; the broker's `Cluster` view (heartbeats, peer addresses) |
-//! | `broker/` | the `neo.broker` Neo RPC service: each method builds the request's `SecurityContext`, calls the `Broker` operation and records metrics (consumer-group methods included); queues answer `UnknownMethod` (`unsupported.rs`) |
+//! | `broker/` | the `neo.broker` Neo RPC service: each method builds the request's `SecurityContext`, calls the `Broker` operation and records metrics (consumer-group and queue methods included) |
 //! | `balance` | every `leader_balance_ms`: each partition this node leads goes back to its preferred replica (the first of its replica set) once that replica is alive and has stayed in sync for a whole period |
-//! | `retention` | every `retention_check_ms`: applies each hosted partition's topic retention (age, size) to the local replica's log |
-//! | `http` | the admin listener: `/health`, `/ready`, `/metrics`, `/v1/cluster`, `/v1/groups`, `/v1/groups/{name}` (described through this node's client port), `/v1/partitions/{topic}/{p}/digest`; [`healthcheck`] |
+//! | `retention` | every `retention_check_ms`: applies each hosted partition's topic retention (age, size) to the local replica's log, and purges each queue partition's acked prefix |
+//! | [`embedded`] | the broker in process: [`embedded::Broker::start`], `create_queue`, `produce_to_queue`, `consume_from_queue(queue, consumer)`, `ack`, `nack` over `neo_broker::Embedded` (the same operations as a server) |
+//! | `http` | the admin listener: `/health`, `/ready`, `/metrics`, `/v1/cluster`, `/v1/groups`, `/v1/queues`, `/v1/groups/{name}` (described through this node's client port), `/v1/partitions/{topic}/{p}/digest`; [`healthcheck`] |
 //! | `metrics` | counters, histograms and the Prometheus text rendering |
 //! | `error` | the crate's [`Error`] (start-up failures) |
 //! | `bin/neo-node` | parses the config (exit 2 when invalid), sets up logging, runs until SIGINT/SIGTERM; `neo-node healthcheck` |
@@ -50,6 +51,7 @@
 mod balance;
 pub(crate) mod broker;
 pub mod config;
+pub mod embedded;
 mod error;
 mod http;
 mod metrics;
