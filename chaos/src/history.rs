@@ -2,7 +2,10 @@
 //! every record the live consumers read, the consumer group's reads, commits,
 //! rebalances and committed-offset samples, the faults with their times, the final
 //! drain and the replica digests. Plain data: the workload and the runner fill it, the
-//! checker reads it, `neo-chaos --check-history FILE` reloads it from JSON.
+//! checker reads it, `neo-chaos --check-history FILE` reloads it from JSON. The queue
+//! workload's part is in [`queue`].
+
+pub mod queue;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -176,6 +179,10 @@ pub struct History {
     /// recorded before groups existed).
     #[serde(default)]
     pub group: Option<GroupHistory>,
+    /// The queue workload (`None`: `--queue-workers 0`, or a history recorded before
+    /// queues existed).
+    #[serde(default)]
+    pub queue: Option<queue::QueueHistory>,
 }
 
 /// How a group member's commit ended.

@@ -77,6 +77,13 @@ struct Args {
     /// (0: no group workload).
     #[arg(long, default_value_t = 3)]
     group_consumers: u32,
+    /// Workers of the queue (`chaos-queue`) that runs beside the topic during every
+    /// scenario (0: no queue workload).
+    #[arg(long, default_value_t = 3)]
+    queue_workers: u32,
+    /// Messages per second sent to the queue, its producers together.
+    #[arg(long, default_value_t = 40.0)]
+    queue_rate: f64,
     /// Replication factor of the topic.
     #[arg(long, default_value_t = 3)]
     replication: u32,
@@ -199,6 +206,9 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     if args.partitions == 0 || args.producers == 0 || args.replication == 0 || args.rate <= 0.0 {
         bail!("--partitions, --producers, --replication and --rate must be positive");
     }
+    if args.queue_workers > 0 && args.queue_rate <= 0.0 {
+        bail!("--queue-rate must be positive (or --queue-workers 0)");
+    }
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -243,6 +253,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             producers: args.producers,
             rate: args.rate,
             group_consumers: args.group_consumers,
+            queue_workers: args.queue_workers,
+            queue_rate: args.queue_rate,
             ..WorkloadConfig::default()
         },
         security,
@@ -272,6 +284,12 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         table
     } else {
         format!("{table}\nConsumer group:\n\n{group_table}")
+    };
+    let queue_table = report::queue_table(&reports);
+    let table = if queue_table.is_empty() {
+        table
+    } else {
+        format!("{table}\nQueue:\n\n{queue_table}")
     };
     let security = config.security.describe();
     println!(

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use crate::groups_check::GroupCheck;
+use crate::queue_check::QueueCheck;
 use crate::runner::{ScenarioReport, Status};
 
 fn ms(v: Option<f64>) -> String {
@@ -86,6 +87,9 @@ pub fn summary(r: &ScenarioReport) -> String {
         if let Some(g) = &c.group {
             group_summary(&mut out, g);
         }
+        if let Some(q) = &c.queue {
+            queue_summary(&mut out, q);
+        }
         for (category, list) in &c.examples {
             let _ = writeln!(out, "  {category}:");
             for e in list.iter().take(5) {
@@ -166,6 +170,134 @@ fn group_summary(out: &mut String, g: &GroupCheck) {
             let _ = writeln!(out, "    {e}");
         }
     }
+}
+
+fn queue_summary(out: &mut String, q: &QueueCheck) {
+    let _ = writeln!(
+        out,
+        "  queue {} ({} workers, max deliveries {}, visibility {} ms): sent {}: acknowledged {} ({} poison, {} crash), unknown {} ({} of them delivered), failed {}",
+        q.queue,
+        q.workers,
+        q.max_deliveries,
+        q.visibility_timeout_ms,
+        q.sent,
+        q.sent_acknowledged,
+        q.poison_acknowledged,
+        q.crash_acknowledged,
+        q.sent_unknown,
+        q.unknown_sends_delivered,
+        q.sent_failed
+    );
+    let _ = writeln!(
+        out,
+        "  queue deliveries {} ({} messages): redelivered {}, unseen {}, max count {}, processed twice {}, crash redelivered {}, early redeliveries {}, stored twice {}",
+        q.deliveries,
+        q.delivered_messages,
+        q.redeliveries,
+        q.unseen_deliveries,
+        q.delivery_count_max,
+        q.processed_twice,
+        q.crash_redelivered,
+        q.early_redeliveries,
+        q.stored_twice
+    );
+    let _ = writeln!(
+        out,
+        "  queue acks: {}; nacks: {}; worker errors: {}",
+        counts(&q.acks),
+        counts(&q.nacks),
+        counts(&q.worker_errors)
+    );
+    let _ = writeln!(
+        out,
+        "  queue end: acked {} (+{} unconfirmed), dead-lettered {} ({} poison, {} other; {} DLQ records, {} duplicates{}), drained in {}; final counts {}{}",
+        q.acked,
+        q.acked_unconfirmed,
+        q.dead_lettered,
+        q.poison_dead_lettered,
+        q.dead_lettered_other,
+        q.dlq_records,
+        q.dlq_duplicates,
+        q.dlq_error
+            .as_deref()
+            .map(|e| format!(", DLQ read: {e}"))
+            .unwrap_or_default(),
+        ms(q.drain_ms),
+        q.final_counts.map_or_else(
+            || "not read".to_string(),
+            |t| format!(
+                "not done {}, acked {}, dead-lettered {}, redelivered {}, partitions not drained {}",
+                t.not_done, t.acked, t.dead_lettered, t.redelivered, t.partitions_not_drained
+            )
+        ),
+        match q.counts_agree {
+            Some(true) => " (agree with the workers)",
+            Some(false) => " (DISAGREE with the workers)",
+            None => "",
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  queue rules: lost {} ({} poison), acked-then-redelivered {}, dead-lettered early {}, over-delivered {}, count regressions {}, acked and dead-lettered {}, DLQ mismatches {}, unexpected {}",
+        q.lost,
+        q.poison_missing,
+        q.acked_then_redelivered,
+        q.dead_lettered_early,
+        q.over_delivered,
+        q.count_regressions,
+        q.acked_and_dead_lettered,
+        q.dlq_mismatches,
+        q.unexpected
+    );
+    for (category, list) in &q.examples {
+        let _ = writeln!(out, "  {category}:");
+        for e in list.iter().take(5) {
+            let _ = writeln!(out, "    {e}");
+        }
+    }
+}
+
+/// The markdown table of the queue figures (empty without a queue workload).
+pub fn queue_table(reports: &[ScenarioReport]) -> String {
+    let rows: Vec<(&ScenarioReport, &QueueCheck)> = reports
+        .iter()
+        .filter_map(|r| Some((r, r.check.as_ref()?.queue.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "| scenario | workers | acknowledged | deliveries | redelivered | processed twice | acked | unconfirmed | dead-lettered (poison) | lost | acked then redelivered | DLQ early | ack errors | drain |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
+    );
+    for (r, q) in rows {
+        let errors: std::collections::BTreeMap<String, usize> = q
+            .acks
+            .iter()
+            .filter(|(k, _)| k.as_str() != "Ok")
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} |",
+            r.scenario,
+            q.workers,
+            q.sent_acknowledged,
+            q.deliveries,
+            q.redeliveries,
+            q.processed_twice,
+            q.acked,
+            q.acked_unconfirmed,
+            q.dead_lettered,
+            q.poison_dead_lettered,
+            q.lost,
+            q.acked_then_redelivered,
+            q.dead_lettered_early,
+            counts(&errors),
+            ms(q.drain_ms)
+        );
+    }
+    out
 }
 
 /// The markdown table of the consumer group figures (empty without a group workload).

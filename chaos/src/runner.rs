@@ -15,6 +15,7 @@ use crate::cluster::{Cluster, DockerCluster, DockerOptions, LocalCluster, LocalO
 use crate::faults::{self, FaultContext, READY_TIMEOUT, Scenario};
 use crate::group_workload::GroupWorkload;
 use crate::history::{Clock, FaultEvent, History, PartitionDigests, Recorder};
+use crate::queue_workload::{self, QueueWorkload, QueueWorkloadConfig};
 use crate::security::ClientSecurity;
 use crate::workload::{self, Workload, WorkloadConfig, client_config};
 
@@ -24,6 +25,9 @@ pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DRAIN_IDLE_MAX: Duration = Duration::from_secs(30);
 /// After the drain, how long the group may take to consume every acknowledged record.
 pub const GROUP_CATCH_UP_MAX: Duration = Duration::from_secs(60);
+/// After the group, how long the queue's workers may take to account for every
+/// acknowledged message (see [`queue_workload::DRAIN_MAX`]).
+pub const QUEUE_DRAIN_MAX: Duration = queue_workload::DRAIN_MAX;
 
 /// Where the cluster runs.
 #[derive(Debug, Clone)]
@@ -112,6 +116,9 @@ pub struct ScenarioReport {
     /// Members of the consumer group workload (0: none).
     #[serde(default)]
     pub group_consumers: u32,
+    /// Workers of the queue workload (0: none).
+    #[serde(default)]
+    pub queue_workers: u32,
     /// Records per second asked for.
     pub rate: f64,
     /// Partitions of the topic.
@@ -150,6 +157,7 @@ pub async fn run_scenario(config: &RunConfig, scenario: Scenario) -> ScenarioRep
         fault_cycles: 0,
         producers: config.workload.producers,
         group_consumers: config.workload.group_consumers,
+        queue_workers: config.workload.queue_workers,
         rate: config.workload.rate,
         partitions: config.workload.partitions,
         replication: config.replication,
@@ -276,10 +284,29 @@ async fn drive(
     let admin = Client::connect_with(&seeds, client_config(w.retry, security))
         .await
         .context("connect")?;
-    Admin::new(admin)
+    // The queue is created while the topic is (a queue, its DLQ and their leaders
+    // take longer than a topic), and its workload starts once it exists, within the
+    // warm-up as a rule. A queue that cannot be created makes the run an error; the
+    // rest of it is still checked.
+    let created = std::time::Instant::now();
+    let queue_created = (w.queue_workers > 0).then(|| {
+        let admin = admin.clone();
+        let (partitions, replication) = (w.partitions, config.replication);
+        tokio::spawn(
+            async move { queue_workload::create_queue(&admin, partitions, replication).await },
+        )
+    });
+    let topic = Admin::new(admin.clone())
         .create_topic(&w.topic, w.partitions, config.replication)
         .await
-        .context("create the topic")?;
+        .context("create the topic");
+    if let Err(e) = topic {
+        if let Some(task) = &queue_created {
+            task.abort();
+        }
+        return Err(e);
+    }
+    eprintln!("topic created in {:.2} s", created.elapsed().as_secs_f64());
     let clock = Clock::start();
     let recorder = Recorder::new(clock, run_id, w.partitions, config.replication);
     let workload = Workload::start(&seeds, security, &recorder, w).await?;
@@ -295,7 +322,41 @@ async fn drive(
         )
     });
     let progress = tokio::spawn(progress(recorder.clone()));
-    tokio::time::sleep(config.warmup).await;
+    let mut trouble = None;
+    let queue_start = async {
+        let task = queue_created?;
+        let dlq = match task.await {
+            Ok(Ok(dlq)) => dlq,
+            Ok(Err(e)) => return Some(Err(format!("create the queue: {e:#}"))),
+            Err(e) => return Some(Err(format!("create the queue: {e}"))),
+        };
+        eprintln!(
+            "[{:7.2}s] queue created ({:.2} s after the topic's creation began)",
+            clock.secs(),
+            created.elapsed().as_secs_f64()
+        );
+        let config = QueueWorkloadConfig {
+            partitions: w.partitions,
+            dlq,
+            workers: w.queue_workers,
+            rate: w.queue_rate,
+            produce_timeout: w.produce_timeout,
+            retry: w.retry,
+        };
+        Some(Ok(QueueWorkload::start(
+            &seeds, security, &recorder, &config,
+        )))
+    };
+    let (queue, ()) = tokio::join!(queue_start, tokio::time::sleep(config.warmup));
+    let mut queue = match queue {
+        Some(Ok(q)) => Some(q),
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            trouble = Some(e);
+            None
+        }
+        None => None,
+    };
 
     let mut ctx = FaultContext {
         recorder: &recorder,
@@ -305,12 +366,11 @@ async fn drive(
         rng,
         until: tokio::time::Instant::now() + config.duration,
     };
-    let mut trouble = None;
     let cycles = match faults::run(scenario, cluster, &mut ctx).await {
         Ok(n) => n,
         Err(e) => {
             eprintln!("fault driver failed: {e:#}");
-            trouble = Some(format!("fault driver: {e:#}"));
+            trouble.get_or_insert(format!("fault driver: {e:#}"));
             0
         }
     };
@@ -324,14 +384,27 @@ async fn drive(
         clock.secs(),
         config.cooldown
     );
-    tokio::time::sleep(config.cooldown).await;
+    // The queue stops sending a lease length and a second before the cool-down ends,
+    // so that its last messages (a crash's redelivery takes a lease length) are done
+    // by the time the other checks are: its drain then has nothing left to wait for.
+    let lead = queue_workload::SEND_STOP_LEAD.min(config.cooldown);
+    tokio::time::sleep(config.cooldown - lead).await;
+    if let Some(queue) = &queue {
+        queue.signal_stop_sending();
+    }
+    tokio::time::sleep(lead).await;
     let wait = w.retry.deadline + w.produce_timeout + Duration::from_secs(10);
     eprintln!(
         "[{:7.2}s] stopping the workload ({} records unresolved)",
         clock.secs(),
         recorder.pending()
     );
-    workload.stop(wait).await;
+    let stop_queue = async {
+        if let Some(queue) = queue.as_mut() {
+            queue.stop_sending(wait).await;
+        }
+    };
+    tokio::join!(workload.stop(wait), stop_queue);
     progress.abort();
     eprintln!(
         "[{:7.2}s] workload stopped ({} unresolved); comparing replicas",
@@ -360,6 +433,9 @@ async fn drive(
         group
             .finish(&recorder, w.partitions, GROUP_CATCH_UP_MAX)
             .await;
+    }
+    if let Some(queue) = queue {
+        queue.finish(&recorder, QUEUE_DRAIN_MAX).await;
     }
     Ok((recorder.snapshot(), cycles, trouble))
 }
@@ -426,8 +502,22 @@ async fn progress(recorder: Recorder) {
         let group = recorder
             .group(|g| format!(", group consumed {}", g.reads.len()))
             .unwrap_or_default();
+        let queue = recorder
+            .queue(|q| {
+                let sent = q
+                    .sends
+                    .iter()
+                    .filter(|s| s.outcome == crate::history::Outcome::Ok)
+                    .count();
+                format!(
+                    ", queue sent {sent}, delivered {}, worker errors {}",
+                    q.deliveries.len(),
+                    q.errors.len()
+                )
+            })
+            .unwrap_or_default();
         eprintln!(
-            "[{:7.2}s] acknowledged {}, unresolved {}{group}",
+            "[{:7.2}s] acknowledged {}, unresolved {}{group}{queue}",
             recorder.clock().secs(),
             recorder.acknowledged(),
             recorder.pending()
@@ -452,7 +542,7 @@ fn reproduce(config: &RunConfig, scenario: Scenario) -> String {
         Mode::Local(_) => String::new(),
     };
     format!(
-        "neo-chaos --mode {}{compose} --scenario {scenario} --seed {} --duration {}s --producers {} --rate {} --partitions {} --group-consumers {}{}",
+        "neo-chaos --mode {}{compose} --scenario {scenario} --seed {} --duration {}s --producers {} --rate {} --partitions {} --group-consumers {} --queue-workers {} --queue-rate {}{}",
         config.mode.name(),
         config.seed,
         config.duration.as_secs(),
@@ -460,6 +550,8 @@ fn reproduce(config: &RunConfig, scenario: Scenario) -> String {
         w.rate,
         w.partitions,
         w.group_consumers,
+        w.queue_workers,
+        w.queue_rate,
         config.security.flags()
     )
 }

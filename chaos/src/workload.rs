@@ -49,6 +49,10 @@ pub struct WorkloadConfig {
     pub retry: RetryPolicy,
     /// Members of the consumer group workload (`crate::group_workload`); 0: none.
     pub group_consumers: u32,
+    /// Workers of the queue workload (`crate::queue_workload`); 0: no queue workload.
+    pub queue_workers: u32,
+    /// Messages per second sent to the queue, all its producers together.
+    pub queue_rate: f64,
 }
 
 impl Default for WorkloadConfig {
@@ -67,6 +71,8 @@ impl Default for WorkloadConfig {
                 deadline: Duration::from_secs(45),
             },
             group_consumers: 3,
+            queue_workers: 3,
+            queue_rate: 40.0,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A short `kill-leader` run against three real local `neo-node` processes (no docker,
-//! no iptables): the whole pipeline (cluster, workload, faults, heal, digests, drain,
-//! checker, report) must run and find nothing wrong. Correctness only: no timing is
-//! asserted.
+//! no iptables): the whole pipeline (cluster, workload, group, queue, faults, heal,
+//! digests, drain, checker, report) must run and find nothing wrong. Correctness only:
+//! no timing is asserted.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -86,6 +86,13 @@ async fn kill_leader_for_15s_loses_nothing() {
         (0, 0, 0)
     );
     assert!(check.drain_complete && check.digests_identical, "{summary}");
+    // The queue ran beside it: poison dead-lettered, nothing lost or acked twice.
+    let queue = check.queue.as_ref().expect("the queue workload ran");
+    assert!(
+        queue.sent_acknowledged > 0 && queue.poison_dead_lettered > 0,
+        "{summary}"
+    );
+    assert_eq!((queue.lost, queue.acked_then_redelivered), (0, 0));
     // The JSON report is where CI reads it.
     let json = std::fs::read_to_string(reports.path().join("kill-leader.json")).expect("report");
     let parsed: serde_json::Value = serde_json::from_str(&json).expect("report is JSON");

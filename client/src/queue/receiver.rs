@@ -240,7 +240,8 @@ async fn partition_task(core: Arc<Core>, partition: u32, partitions: Arc<AtomicU
 }
 
 /// A receive without prefetch: each partition in turn (starting one further each
-/// call) with no wait for what is still lacking; while nothing came, a long poll of
+/// call) with no wait, returning as soon as one leased anything (so no lease waits on
+/// a slow partition); while nothing came, a long poll of
 /// one partition (the whole wait with one partition, else a slice of it), until
 /// `wait` passed. An error is returned only if no message came in the whole wait.
 pub(crate) async fn receive_direct(
@@ -249,46 +250,40 @@ pub(crate) async fn receive_direct(
     wait: Duration,
 ) -> Result<Vec<QueueDelivery>> {
     let deadline = tokio::time::Instant::now() + wait;
-    let mut out: Vec<QueueDelivery> = Vec::new();
     let mut failed: Option<Error> = None;
+    let want = max.min(QUEUE_RECEIVE_MESSAGES_MAX as usize) as u32;
     loop {
         if core.is_closed() {
             return Err(Error::ConsumerClosed);
         }
         let count = core.client.partition_count(&core.queue).await?.max(1);
         let start = core.next_partition.fetch_add(1, Ordering::Relaxed) % count;
-        let lacking = |out: &Vec<QueueDelivery>| {
-            let n = max
-                .saturating_sub(out.len())
-                .min(QUEUE_RECEIVE_MESSAGES_MAX as usize);
-            n as u32
-        };
+        if want == 0 {
+            return Ok(Vec::new());
+        }
         for i in 0..count {
-            let want = lacking(&out);
-            if want == 0 {
-                break;
-            }
             match core
                 .receive_once((start + i) % count, want, Duration::ZERO)
                 .await
             {
-                Ok(mut got) => out.append(&mut got),
+                // Return what is leased at once: asking the next partition could
+                // block (its leader paused or cut off, retried up to the request
+                // timeout) while these leases run out unreturned.
+                Ok(got) if !got.is_empty() => return Ok(got),
+                Ok(_) => {}
                 Err(err) => failed = Some(err),
             }
         }
-        if !out.is_empty() {
-            return Ok(out);
-        }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
-            return failed.map_or(Ok(out), Err);
+            return failed.map_or(Ok(Vec::new()), Err);
         }
         let slice = if count == 1 {
             left
         } else {
             left.min(DIRECT_POLL_SLICE)
         };
-        match core.receive_once(start, lacking(&out), slice).await {
+        match core.receive_once(start, want, slice).await {
             Ok(got) if !got.is_empty() => return Ok(got),
             Ok(_) => {}
             Err(err) => {
