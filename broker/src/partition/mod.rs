@@ -40,6 +40,9 @@ use offsets::{OffsetError, OffsetTable, PartitionAnswer, PartitionCommand};
 use producers::{ProducedBatch, ProducerTable, ProducerTableImage, Seen};
 use queues::QueueTables;
 
+/// Receives of one partition in flight through Raft at once, on its leader.
+pub const RECEIVES_IN_FLIGHT_MAX: usize = 4;
+
 /// Bound on a new leader's wait until its whole log is applied before its first
 /// deduplicated write (the produce timeout usually ends the wait first).
 const DEDUP_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -210,9 +213,11 @@ pub struct Partition {
     /// The term in which this replica, as leader, restarted the leases it inherited
     /// (`u64::MAX`: never).
     takeover_term: AtomicU64,
-    /// Serializes this leader's receives (each waits for its commit), so that
-    /// concurrent receives of one partition do not race for the same messages.
-    pub(crate) receive_lock: tokio::sync::Mutex<()>,
+    /// Bounds this leader's receives in flight through Raft. Concurrent receives never
+    /// lease a message twice (the machine picks messages at apply time, in log order);
+    /// the bound keeps many idle consumers woken by one new message from each writing
+    /// an empty receive, while still letting receives pipeline.
+    pub(crate) receives: tokio::sync::Semaphore,
     /// Stamped batches proposed by this replica and not yet finished.
     inflight: Inflight,
     /// The term in which this replica, as leader, last caught its state machine up to
@@ -250,7 +255,7 @@ impl Partition {
             offsets: state.offsets,
             queues: state.queues,
             takeover_term: AtomicU64::new(u64::MAX),
-            receive_lock: tokio::sync::Mutex::new(()),
+            receives: tokio::sync::Semaphore::new(RECEIVES_IN_FLIGHT_MAX),
             inflight: Arc::default(),
             dedup_term: AtomicU64::new(u64::MAX),
         }

@@ -72,7 +72,7 @@ impl Default for QueueConsumerConfig {
             share_group: None,
             visibility_timeout_ms: 0,
             prefetch: 256,
-            receive_batch: 64,
+            receive_batch: 256,
             wait: Duration::from_secs(1),
             partitions_refresh: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),

@@ -7,7 +7,8 @@
 //! ─► partitions: the one named (its leader, else NotLeader + hint), or every
 //!    partition of the queue this node leads (none: NotLeader, no hint)
 //! ─► loop until something is leased, wait_ms_max passes, or shutdown:
-//!      per partition (one receive at a time per partition):
+//!      per partition (at most RECEIVES_IN_FLIGHT_MAX receives in flight; the
+//!      machine picks messages at apply time, so concurrent receives never overlap):
 //!        would a receive change anything (applied state, leader's clock)? no: skip
 //!        (idle polls write nothing) ─► propose Receive ─► committed: leased offsets
 //!        ─► read their records from the log (blocking pool) ─► messages
@@ -166,7 +167,11 @@ async fn receive_one(
 ) -> Result<Vec<QueueMessage>, RpcError> {
     let what = t.what(index);
     let limits = t.limits();
-    let _one = p.receive_lock.lock().await;
+    let _slot = p
+        .receives
+        .acquire()
+        .await
+        .map_err(|_| RpcError::internal(format!("{what}: receive slots closed")))?;
     let now = now_ms();
     let due = p.with_queues(|q| match q.groups.get(&t.group) {
         Some(d) => d.would_receive(q.facts_for(&t.group), q.end, now, consumer, &limits),

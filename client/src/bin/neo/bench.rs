@@ -24,6 +24,10 @@ mod bench_group;
 
 use bench_group::{CommitArgs, RebalanceArgs};
 
+// `neo bench queue`, also a child of this module.
+#[path = "bench_queue.rs"]
+mod bench_queue;
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
     /// Produce N messages of B bytes with K in flight.
@@ -95,6 +99,9 @@ pub(crate) enum BenchCommand {
     /// Rebalance time of a consumer group: a member leaves (or is killed), then a
     /// fresh one joins, round after round.
     Rebalance(RebalanceArgs),
+    /// Work-queue throughput and latency: P producers (acks=all) and C consumers
+    /// receiving and acking on a new queue; exits 1 if a message is never acked.
+    Queue(bench_queue::QueueArgs),
 }
 
 /// `neo bench produce --encrypt`'s algorithms.
@@ -429,6 +436,7 @@ pub(crate) async fn bench(client: Client, cmd: BenchCommand) -> anyhow::Result<E
         }
         BenchCommand::Commit(args) => bench_group::commit(client, args).await?,
         BenchCommand::Rebalance(args) => bench_group::rebalance(client, args).await?,
+        BenchCommand::Queue(args) => return bench_queue::queue(client, args).await,
     }
     Ok(ExitCode::SUCCESS)
 }
