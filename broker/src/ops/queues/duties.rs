@@ -37,6 +37,12 @@ pub const DUTY_PERIOD: Duration = Duration::from_millis(500);
 const MOVE_BATCH_MAX: usize = 500;
 /// Bound on one forwarded append to a dead-letter queue.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on one partition's duties in one pass (its proposals wait for a quorum; a
+/// leader cut off from it must not hold up the other partitions' duties).
+const DUTIES_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of keys, values and headers moved to a dead-letter queue in one batch (a
+/// forwarded batch is at most `neo_raft::RECORD_BATCH_BYTES_MAX`).
+const MOVE_BYTES_MAX: usize = neo_raft::RECORD_BATCH_BYTES_MAX / 2;
 
 /// Runs the queue duties until `stop` turns `true`.
 pub(crate) async fn run(b: &Broker, mut stop: watch::Receiver<bool>) {
@@ -74,8 +80,16 @@ async fn pass(b: &Broker) {
                     (None, false) => QueueSettings::default(),
                     _ => continue,
                 };
-                if let Err(e) = duties_of(b, name, i as u32, &p, &g, &s).await {
-                    tracing::warn!(queue = %name, partition = i, share_group = %g, "queue duty: {e}");
+                match tokio::time::timeout(DUTIES_TIMEOUT, duties_of(b, name, i as u32, &p, &g, &s))
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(queue = %name, partition = i, share_group = %g, "queue duty: {e}");
+                    }
+                    Err(_) => {
+                        tracing::warn!(queue = %name, partition = i, share_group = %g, "queue duty: no answer within {DUTIES_TIMEOUT:?}");
+                    }
                 }
             }
         }
@@ -111,7 +125,7 @@ async fn duties_of(
     if dying.is_empty() {
         return Ok(());
     }
-    let offsets: Vec<u64> = dying.iter().map(|(o, _, _)| *o).collect();
+    let mut offsets: Vec<u64> = dying.iter().map(|(o, _, _)| *o).collect();
     let dlq = if group == QUEUE_OWN {
         s.dead_letter.clone()
     } else {
@@ -129,7 +143,9 @@ async fn duties_of(
             return Ok(());
         };
         let records = read_records(p, &offsets.iter().copied().collect()).await?;
-        let batch = dead_letter_batch(name, group, partition, &dying, &records)?;
+        let (batch, moved) = dead_letter_batch(name, group, partition, &dying, &records)?;
+        // What did not fit moves in a later pass.
+        offsets.truncate(moved);
         let dp = &target.partitions[partition as usize % target.partitions.len()];
         b.forward_batch(&dp.replicas, dp.group, batch, FORWARD_TIMEOUT)
             .await?;
@@ -146,8 +162,9 @@ async fn duties_of(
     }
 }
 
-/// The dead-letter batch: each dying message as it was (key, value, headers,
-/// timestamp) plus the `neo-dlq-*` headers. A message the log no longer holds
+/// The dead-letter batch of the first dying messages that fit in [`MOVE_BYTES_MAX`]
+/// (at least one), and how many it holds: each message as it was (key, value,
+/// headers, timestamp) plus the `neo-dlq-*` headers. A message the log no longer holds
 /// (retention) goes as an empty value with the headers, so its fate stays visible.
 fn dead_letter_batch(
     name: &str,
@@ -155,11 +172,27 @@ fn dead_letter_batch(
     partition: u32,
     dying: &[(u64, u32, String)],
     records: &std::collections::BTreeMap<u64, QueueMessage>,
-) -> Result<bytes::Bytes> {
+) -> Result<(bytes::Bytes, usize)> {
     let mut builder = qiss::batch::BatchBuilder::new();
     let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+    let mut bytes = 0usize;
+    let mut moved = 0usize;
     for (offset, deliveries, reason) in dying {
         let r = records.get(offset);
+        let size = r.map_or(0, |m| {
+            m.value.len()
+                + m.key.as_ref().map_or(0, Vec::len)
+                + m.headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+        }) + reason.len()
+            + 256;
+        if moved > 0 && bytes + size > MOVE_BYTES_MAX {
+            break;
+        }
+        bytes += size;
+        moved += 1;
         let part = partition.to_string();
         let off = offset.to_string();
         let del = deliveries.to_string();
@@ -194,11 +227,12 @@ fn dead_letter_batch(
                 &headers,
                 r.map_or(&[][..], |m| m.value.as_slice()),
             )
-            .map_err(|e| Error::Internal(format!("dead-letter batch: {e}")))?;
+            .map_err(|e| Error::codec("dead-letter batch", e))?;
     }
-    builder
+    let batch = builder
         .build()
-        .map_err(|e| Error::Internal(format!("dead-letter batch: {e}")))
+        .map_err(|e| Error::codec("dead-letter batch", e))?;
+    Ok((batch, moved))
 }
 
 impl Broker {
@@ -206,5 +240,51 @@ impl Broker {
     /// queue partitions this node leads until `stop` turns `true`.
     pub async fn queue_duties(&self, stop: watch::Receiver<bool>) {
         run(self, stop).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use neo_protocol::api::Receipt;
+
+    fn message(offset: u64, value_len: usize) -> QueueMessage {
+        QueueMessage {
+            receipt: Receipt {
+                group: 1,
+                partition: 0,
+                offset,
+                delivery: 1,
+                lease: 1,
+            },
+            partition: 0,
+            offset,
+            delivery_count: 1,
+            key: None,
+            value: vec![7; value_len],
+            headers: vec![],
+            timestamp_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_batch_stays_within_its_byte_budget() {
+        let big = MOVE_BYTES_MAX * 3 / 5;
+        let dying: Vec<_> = (0..3).map(|o| (o, 5, String::new())).collect();
+        let records = (0..3).map(|o| (o, message(o, big))).collect();
+        let (batch, moved) = dead_letter_batch("q", QUEUE_OWN, 0, &dying, &records).unwrap();
+        assert_eq!(moved, 1, "the second would pass the budget");
+        assert!(batch.len() <= neo_raft::RECORD_BATCH_BYTES_MAX);
+        // Small messages all go in one batch, with their headers.
+        let records = (0..3).map(|o| (o, message(o, 10))).collect();
+        let (batch, moved) = dead_letter_batch("q", QUEUE_OWN, 0, &dying, &records).unwrap();
+        assert_eq!(moved, 3);
+        let b = qiss::batch::RecordBatch::new(batch).unwrap();
+        let first = b.records().next().unwrap();
+        assert!(
+            first
+                .headers()
+                .any(|(k, v)| k == HEADER_DLQ_SOURCE && v == b"q")
+        );
     }
 }

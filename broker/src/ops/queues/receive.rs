@@ -103,24 +103,7 @@ async fn futures_any(watches: &mut [tokio::sync::watch::Receiver<neo_raft::Appli
     if watches.is_empty() {
         return std::future::pending().await;
     }
-    let futs = watches.iter_mut().map(|w| Box::pin(w.changed()));
-    let _ = futures_select_all(futs).await;
-}
-
-/// The first of several futures to finish.
-async fn futures_select_all<F: std::future::Future + Unpin>(
-    futs: impl Iterator<Item = F>,
-) -> F::Output {
-    let mut futs: Vec<F> = futs.collect();
-    std::future::poll_fn(move |cx| {
-        for f in futs.iter_mut() {
-            if let std::task::Poll::Ready(v) = std::pin::Pin::new(f).poll(cx) {
-                return std::task::Poll::Ready(v);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
+    let _ = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed()))).await;
 }
 
 /// The partitions to receive from: the one named (this node must lead it), or every
