@@ -50,6 +50,11 @@ pub struct LogConfig {
     pub fsync: FsyncPolicy,
     /// Offset of the first batch when the directory is empty.
     pub initial_offset: u64,
+    /// Encrypt the records section of every batch under this node key (a key of the
+    /// log's own is derived from it; see the `at_rest` module). Only for a new log or
+    /// one created encrypted: a log's `encryption` file pins it to its key, and a log
+    /// created in the clear stays so. Batches must carry distinct Raft stamps.
+    pub at_rest: Option<crate::AtRestKey>,
 }
 
 impl Default for LogConfig {
@@ -64,6 +69,7 @@ impl Default for LogConfig {
             buffered_bytes_max: 64 * 1024 * 1024,
             fsync: FsyncPolicy::Always,
             initial_offset: 0,
+            at_rest: None,
         }
     }
 }

@@ -112,6 +112,15 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid config: {0}")]
     InvalidConfig(&'static str),
+    /// Encryption at rest refused the log: a wrong or missing key, a damaged
+    /// `encryption` file, or a key given for a log that holds plaintext.
+    #[error("encryption at rest of the log in {dir}: {reason}")]
+    AtRest {
+        /// The log's directory.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The metadata store (sled) failed.
     #[error("metadata store: {op}: {source}")]
     Meta {

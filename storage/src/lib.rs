@@ -14,6 +14,7 @@
 //! | `position` | batches addressed by [`BatchPos`] (segment, byte position): `read_at`, `truncate_at`; and truncation itself |
 //! | [`meta`] | [`MetaStore`]: Raft vote/committed/purged/membership, keyed state; `open` waits (up to 2 s) for the lock of a handle that is still shutting down |
 //! | [`testing`] | builders of valid batches for tests and benchmarks |
+//! | `at_rest` | encryption at rest ([`AtRestKey`], `LogConfig::at_rest`): each batch's records section under AES-256-CTR with a key of the log's own, the `encryption` file that pins a log to its key |
 //! | `error` | the one [`Error`] enum, with which variants are fatal |
 //!
 //! On disk, a log is one directory:
@@ -23,7 +24,12 @@
 //! 00000000000000000000.index      sealed segments only: (relative offset, position) pairs
 //! 00000000000000000000.timeindex  sealed segments only: (max timestamp, relative offset)
 //! 00000000000000004711.log        the active (tail) segment: no index files
+//! encryption                      only in a log encrypted at rest: salt + key check
 //! ```
+//!
+//! In a log encrypted at rest (`LogConfig::at_rest`) each batch's records section is
+//! stored encrypted (same length; the header stays readable) and decrypted on every
+//! read, so callers see the same bytes as in a plaintext log (see `at_rest`).
 //!
 //! A segment file is the plain concatenation of batches; each batch frames itself
 //! (length at bytes 8..12) and carries a CRC, so a fetch returns a byte range of a
@@ -121,6 +127,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod at_rest;
 pub mod config;
 mod durable;
 mod error;
@@ -131,6 +138,7 @@ mod position;
 mod segment;
 pub mod testing;
 
+pub use at_rest::{AtRestKey, ENCRYPTION_FILE};
 pub use config::{FsyncPolicy, LogConfig};
 pub use durable::{Durable, DurableCallback};
 pub use error::{Error, Result};

@@ -33,6 +33,7 @@ use qiss::batch::{
 
 use std::fs::File;
 
+use crate::at_rest::LogCipher;
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::durable::{Durable, DurableCallback, Waiter, fire};
 use crate::error::{Error, Result};
@@ -110,6 +111,8 @@ impl std::fmt::Debug for SegmentLog {
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) config: LogConfig,
+    /// Encryption at rest: every records section on disk is under this cipher.
+    pub(crate) cipher: Option<LogCipher>,
     pub(crate) structure: RwLock<()>,
     pub(crate) sync_lock: Mutex<()>,
     pub(crate) state: Mutex<State>,
@@ -195,7 +198,9 @@ impl SegmentLog {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| Error::io("create log directory", &dir, e))?;
-        let segments = recover(&dir, &config)?;
+        // Before any segment is read: a wrong key must never make recovery cut data.
+        let cipher = LogCipher::for_dir(&dir, config.at_rest.as_ref(), !has_segments(&dir)?)?;
+        let segments = recover(&dir, &config, cipher.as_ref())?;
         let next_offset = segments
             .values()
             .next_back()
@@ -204,6 +209,7 @@ impl SegmentLog {
         let open_sealed = segments.values().filter(|s| s.file.is_some()).count() - 1;
         let shared = Arc::new(Shared {
             dir,
+            cipher,
             structure: RwLock::new(()),
             sync_lock: Mutex::new(()),
             state: Mutex::new(State {
@@ -645,12 +651,31 @@ impl Shared {
         let active = segments.values_mut().next_back().expect("active segment");
         let position = active.size;
         let file = Arc::clone(active.file.as_ref().expect("active segment is open"));
-        let written = match head {
+        let written = match (&self.cipher, head) {
+            // Encrypted at rest: the header as stamped, the records section encrypted,
+            // built in the scratch buffer (the caller's bytes are not modified).
+            (Some(cipher), _) => {
+                scratch.clear();
+                scratch.extend_from_slice(head.map_or(&batch[..HEADER_LEN], |h| &h[..]));
+                if head.is_none() {
+                    qiss::batch::set_base_offset(scratch, base);
+                }
+                scratch.extend_from_slice(&batch[HEADER_LEN..]);
+                let (h, body) = scratch.split_at_mut(HEADER_LEN);
+                if let Err(reason) = cipher.apply(h, body) {
+                    // Nothing was written: the log stays usable.
+                    return Err(Error::AtRest {
+                        dir: self.dir.clone(),
+                        reason,
+                    });
+                }
+                file.write_all_at(scratch, position)
+            }
             // The stamped header, then the body straight from the caller's buffer.
-            Some(head) => file.write_all_at(head, position).and_then(|()| {
+            (None, Some(head)) => file.write_all_at(head, position).and_then(|()| {
                 file.write_all_at(&batch[HEADER_LEN..], position + HEADER_LEN as u64)
             }),
-            None => {
+            (None, None) => {
                 let bytes: &[u8] = if header.base_offset == base {
                     batch
                 } else {
@@ -981,6 +1006,11 @@ impl Shared {
                 break;
             }
         }
+        if let (Some(cipher), Some((fp, _))) = (&self.cipher, first) {
+            cipher
+                .apply_all(&mut buf[fp..last_end])
+                .map_err(|reason| corrupt(fp, reason))?;
+        }
         match first {
             None => Ok(empty(offset)),
             Some((fp, base_offset)) => Ok(LogSlice {
@@ -1142,7 +1172,14 @@ impl Shared {
                 open_segment_file(&self.dir, &mut st, base, self.config.open_files_max)?
             };
             let path = segment::log_path(&self.dir, base);
-            let scan = segment::scan(&file, &path, base, size, self.config.index_interval_bytes)?;
+            let scan = segment::scan(
+                &file,
+                &path,
+                base,
+                size,
+                self.config.index_interval_bytes,
+                self.cipher.as_ref(),
+            )?;
             if let Some((pos, reason)) = scan.stopped {
                 return Err(Error::corruption(base, pos, reason));
             }
@@ -1174,6 +1211,22 @@ pub(crate) fn recount_open(st: &mut State) {
         .filter(|s| s.file.is_some())
         .count()
         .saturating_sub(1);
+}
+
+/// Whether `dir` holds any segment file (an encrypted log may start only in a new one).
+fn has_segments(dir: &Path) -> Result<bool> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("list log directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list log directory", dir, e))?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| segment::parse_name(n, "log").is_some())
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The open handle of segment `base`, opening it (read-only) if needed and closing the
@@ -1253,7 +1306,11 @@ pub(crate) fn retention_plan(
 }
 
 /// Opens every segment of `dir`, recovering the tail. See the crate docs for the rules.
-fn recover(dir: &Path, config: &LogConfig) -> Result<BTreeMap<u64, Segment>> {
+fn recover(
+    dir: &Path,
+    config: &LogConfig,
+    cipher: Option<&LogCipher>,
+) -> Result<BTreeMap<u64, Segment>> {
     let mut bases = Vec::new();
     let mut index_files = Vec::new();
     let entries = fs::read_dir(dir).map_err(|e| Error::io("list log directory", dir, e))?;
@@ -1281,7 +1338,7 @@ fn recover(dir: &Path, config: &LogConfig) -> Result<BTreeMap<u64, Segment>> {
         segment::sync_dir(dir)?;
         bases.push(config.initial_offset);
     }
-    finish_interrupted_reset(dir, config, &mut bases)?;
+    finish_interrupted_reset(dir, config, &mut bases, cipher)?;
     let mut segments = BTreeMap::new();
     let last = bases.len() - 1;
     for (i, &base) in bases.iter().enumerate() {
@@ -1295,7 +1352,14 @@ fn recover(dir: &Path, config: &LogConfig) -> Result<BTreeMap<u64, Segment>> {
                 Some(index) => index,
                 None => {
                     let file = segment::open_ro(&path)?;
-                    let scan = segment::scan(&file, &path, base, len, config.index_interval_bytes)?;
+                    let scan = segment::scan(
+                        &file,
+                        &path,
+                        base,
+                        len,
+                        config.index_interval_bytes,
+                        cipher,
+                    )?;
                     if let Some((pos, reason)) = scan.stopped {
                         return Err(Error::corruption(
                             base,
@@ -1344,9 +1408,9 @@ fn recover(dir: &Path, config: &LogConfig) -> Result<BTreeMap<u64, Segment>> {
                 .metadata()
                 .map_err(|e| Error::io("stat segment", &path, e))?
                 .len();
-            let scan = segment::scan(&file, &path, base, len, config.index_interval_bytes)?;
+            let scan = segment::scan(&file, &path, base, len, config.index_interval_bytes, cipher)?;
             if let Some((pos, reason)) = &scan.stopped {
-                if let Some(valid) = segment::valid_batch_after(&file, &path, *pos, len)? {
+                if let Some(valid) = segment::valid_batch_after(&file, &path, *pos, len, cipher)? {
                     return Err(Error::corruption(
                         base,
                         *pos,
@@ -1381,7 +1445,12 @@ fn recover(dir: &Path, config: &LogConfig) -> Result<BTreeMap<u64, Segment>> {
 /// the older ones. If a crash came in between, the tail is empty, the segment before it
 /// has no index files (it was the active one) and ends below the tail's base. Only that
 /// exact shape is completed here; any other gap is reported as corruption later.
-fn finish_interrupted_reset(dir: &Path, config: &LogConfig, bases: &mut Vec<u64>) -> Result<()> {
+fn finish_interrupted_reset(
+    dir: &Path,
+    config: &LogConfig,
+    bases: &mut Vec<u64>,
+    cipher: Option<&LogCipher>,
+) -> Result<()> {
     let n = bases.len();
     if n < 2 {
         return Ok(());
@@ -1402,7 +1471,7 @@ fn finish_interrupted_reset(dir: &Path, config: &LogConfig, bases: &mut Vec<u64>
         .metadata()
         .map_err(|e| Error::io("stat segment", &path, e))?
         .len();
-    let scan = segment::scan(&file, &path, prev, len, config.index_interval_bytes)?;
+    let scan = segment::scan(&file, &path, prev, len, config.index_interval_bytes, cipher)?;
     if scan.stopped.is_some() || scan.next >= tail {
         return Ok(());
     }

@@ -166,6 +166,11 @@ impl Shared {
             p = end;
         }
         buf.truncate(p);
+        if let Some(cipher) = &self.cipher {
+            cipher
+                .apply_all(&mut buf)
+                .map_err(|reason| Error::corruption(at.segment, at.position, reason))?;
+        }
         let p = at.position + p as u64;
         let next = match following {
             Some(b) if p == size => BatchPos {

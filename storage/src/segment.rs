@@ -11,6 +11,7 @@ use qiss::batch::header::FRAMING_LEN;
 use qiss::batch::header::{BATCH_LENGTH_POS, MAGIC, MAGIC_POS};
 use qiss::batch::{BatchHeader, HEADER_LEN};
 
+use crate::at_rest::LogCipher;
 use crate::error::{Error, Result};
 use crate::index::{SealedInfo, SegmentIndex};
 
@@ -103,12 +104,14 @@ impl<'a> Window<'a> {
     }
 }
 
-/// Checks the batch at `pos`: framing, header, CRC, and that its base offset is
-/// `expected`. `Ok(Err(reason))` when it is not a valid batch.
+/// Checks the batch at `pos`: framing, header, CRC (of the decrypted batch, in a log
+/// encrypted at rest), and that its base offset is `expected`. `Ok(Err(reason))` when
+/// it is not a valid batch.
 pub(crate) fn check_batch_at(
     w: &mut Window<'_>,
     pos: u64,
     expected: Option<u64>,
+    cipher: Option<&LogCipher>,
 ) -> Result<std::result::Result<BatchHeader, String>> {
     let len = match w.get(pos, FRAMING_LEN)? {
         None => return Ok(Err("incomplete batch framing at the end of the file".into())),
@@ -123,7 +126,23 @@ pub(crate) fn check_batch_at(
             "batch of {len} bytes runs past the end of the file"
         )));
     };
-    let h = match qiss::batch::check(bytes) {
+    let checked = match cipher {
+        None => qiss::batch::check(bytes),
+        Some(cipher) => {
+            if len < HEADER_LEN {
+                return Ok(Err(format!(
+                    "batch of {len} bytes is shorter than a header"
+                )));
+            }
+            let mut plain = bytes.to_vec();
+            let (head, body) = plain.split_at_mut(HEADER_LEN);
+            if let Err(reason) = cipher.apply(head, body) {
+                return Ok(Err(reason));
+            }
+            qiss::batch::check(&plain)
+        }
+    };
+    let h = match checked {
         Ok(h) => h,
         Err(e) => return Ok(Err(e.to_string())),
     };
@@ -161,12 +180,13 @@ pub(crate) fn scan(
     base: u64,
     file_len: u64,
     interval_bytes: u32,
+    cipher: Option<&LogCipher>,
 ) -> Result<Scan> {
     let mut w = Window::new(file, path, file_len);
     let mut index = SegmentIndex::new();
     let (mut pos, mut next) = (0u64, base);
     while pos < file_len {
-        match check_batch_at(&mut w, pos, Some(next))? {
+        match check_batch_at(&mut w, pos, Some(next), cipher)? {
             Ok(h) => {
                 if h.next_offset() - base > u64::from(u32::MAX) {
                     return Ok(Scan {
@@ -211,6 +231,7 @@ pub(crate) fn valid_batch_after(
     path: &Path,
     bad_pos: u64,
     file_len: u64,
+    cipher: Option<&LogCipher>,
 ) -> Result<Option<u64>> {
     let mut w = Window::new(file, path, file_len);
     let mut chunk_start = bad_pos + 1;
@@ -230,7 +251,7 @@ pub(crate) fn valid_batch_after(
             if start <= bad_pos {
                 continue;
             }
-            if check_batch_at(&mut w, start, None)?.is_ok() {
+            if check_batch_at(&mut w, start, None, cipher)?.is_ok() {
                 return Ok(Some(start));
             }
         }
