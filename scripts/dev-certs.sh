@@ -8,14 +8,18 @@
 #   ca.pem, ca.key                    the development CA
 #   node1..3.pem / .key               node certificates: serverAuth + clientAuth, SANs
 #                                     neoN, neo (the shared name), localhost, 127.0.0.1,
-#                                     172.28.71.1N: the same certificate serves the
-#                                     client port (TLS) and the cluster port (mTLS)
+#                                     172.28.71.1N, and the URI SAN neo-node:N that names
+#                                     node N on the cluster port (docs/security.md): the
+#                                     same certificate serves the client port (TLS) and
+#                                     the cluster port (mTLS)
 #   admin.pem / admin.key             a client certificate whose CN is `admin` (the
 #                                     superuser of docker-compose.secure.yml): `neo
 #                                     --tls-cert admin.pem --tls-key admin.key`
 #   jwt.secret                        the HS256 secret the nodes verify tokens with
 #   admin.jwt                         an HS256 token for `admin`, valid for 30 days
-# Existing files are kept (rerun after deleting DIR to start over).
+# Existing files are kept (rerun after deleting DIR to start over), except a node
+# certificate without its neo-node:N SAN (made by an older version of this script),
+# which is made again.
 set -euo pipefail
 
 dir="${1:-dev-certs}"
@@ -52,8 +56,14 @@ leaf() {
 }
 
 for n in 1 2 3; do
+  if [[ -f "node$n.pem" ]] &&
+    ! openssl x509 -in "node$n.pem" -noout -ext subjectAltName 2>/dev/null |
+    grep -q "URI:neo-node:$n\b"; then
+    echo "node$n.pem names no node id (URI SAN neo-node:$n): making it again" >&2
+    rm -f "node$n.pem" "node$n.key"
+  fi
   leaf "node$n" "neo$n" \
-    "DNS:neo$n,DNS:neo,DNS:localhost,IP:127.0.0.1,IP:172.28.71.1$n" \
+    "DNS:neo$n,DNS:neo,DNS:localhost,IP:127.0.0.1,IP:172.28.71.1$n,URI:neo-node:$n" \
     "serverAuth,clientAuth"
 done
 leaf admin admin "" clientAuth

@@ -163,6 +163,7 @@ impl Broker {
                 kind: GroupKind::Metadata,
                 timing: RaftTiming::METADATA,
                 snapshot_every_entries: METADATA_SNAPSHOT_EVERY_ENTRIES,
+                encrypt_at_rest: false,
             },
             &store,
             transport.clone(),
@@ -281,6 +282,21 @@ impl Broker {
         state.queues.get(name).map(|q| q.ordered_by_key)
     }
 
+    /// Whether `group`'s topic keeps its logs encrypted at rest.
+    fn encrypted_at_rest(&self, group: GroupId) -> bool {
+        let state = self.state();
+        state
+            .topics
+            .iter()
+            .find(|(_, t)| t.partitions.iter().any(|p| p.group == group))
+            .is_some_and(|(name, _)| state.encrypted_topics.contains(name))
+    }
+
+    /// Whether this node has a key for encryption at rest.
+    pub fn has_at_rest_key(&self) -> bool {
+        self.store.has_at_rest_key()
+    }
+
     /// Opens (or reopens) this node's replica of a partition group and registers it
     /// (peers' RPCs reach it; operations find it).
     pub async fn open_partition(&self, group: GroupId) -> neo_raft::Result<Arc<Partition>> {
@@ -293,6 +309,7 @@ impl Broker {
             kind: GroupKind::Partition,
             timing: RaftTiming::PARTITION,
             snapshot_every_entries: METADATA_SNAPSHOT_EVERY_ENTRIES,
+            encrypt_at_rest: self.encrypted_at_rest(group),
         };
         let (machine, state) = Partition::machine(self.queue_kind_of(group));
         let g =

@@ -111,7 +111,8 @@ pub use facade::{
 pub use groups::GroupLag;
 pub use neo_security::SecurityContext;
 pub use ops::create_topic::{
-    RETENTION_BYTES, RETENTION_MS, Retention, check_topic_name, parse_topic_configs,
+    ENCRYPTION_AT_REST, RETENTION_BYTES, RETENTION_MS, Retention, check_topic_name,
+    parse_topic_configs,
 };
 pub use ops::fetch::{committed_prefix, read_committed};
 pub use ops::heartbeat_group::HEARTBEAT_WAIT_MS_MAX;

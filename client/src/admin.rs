@@ -64,6 +64,9 @@ pub const RETENTION_MS: &str = "retention.ms";
 /// Topic config key: delete a partition's oldest data while its log (on each replica)
 /// is larger than this many bytes (whole segments; the active segment always stays).
 pub const RETENTION_BYTES: &str = "retention.bytes";
+/// Topic config key: `true` keeps the partition logs encrypted at rest on every replica,
+/// under each node's key (`neo-node --at-rest-key-file`; refused if the node has none).
+pub const ENCRYPTION_AT_REST: &str = "encryption.at-rest";
 
 impl Admin {
     /// An admin handle on `client`.
@@ -88,8 +91,9 @@ impl Admin {
     }
 
     /// [`Admin::create_topic`] with topic configs, as `(key, value)` pairs. The broker
-    /// knows [`RETENTION_MS`] and [`RETENTION_BYTES`] (decimal integers of at least 1);
-    /// any other key or a bad value is refused with `InvalidArgument` naming the key.
+    /// knows [`RETENTION_MS`] and [`RETENTION_BYTES`] (decimal integers of at least 1)
+    /// and [`ENCRYPTION_AT_REST`] (`true`/`false`); any other key or a bad value is
+    /// refused with `InvalidArgument` naming the key.
     ///
     /// ```no_run
     /// # async fn f(admin: neo_client::Admin) -> neo_client::Result<()> {

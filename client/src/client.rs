@@ -15,12 +15,13 @@ use crate::error::{Error, Result};
 use crate::metadata::{LeaderLookup, MetadataCache};
 use crate::retry::{Retry, RetryPolicy};
 
-/// Whether `err` is the cluster refusing this client's credential or principal: every
-/// node would answer the same, so it is the error to report, not a reachability one.
+/// Whether `err` is the cluster refusing this client's credential or principal (or
+/// throttling it: a rate limit, or the `connections` quota at the handshake): the error
+/// to report (with its code and delay), not a reachability one.
 fn refuses_access(err: &Error) -> bool {
     matches!(
         err.code(),
-        Some(ErrorCode::Unauthenticated | ErrorCode::PermissionDenied)
+        Some(ErrorCode::Unauthenticated | ErrorCode::PermissionDenied | ErrorCode::Throttled)
     )
 }
 
@@ -75,6 +76,9 @@ struct Inner {
     metadata: Mutex<MetadataCache>,
     /// Single-flight metadata refreshes.
     refreshing: tokio::sync::Mutex<()>,
+    /// The handshake token of connections opened from now on: `config.rpc.auth_token`
+    /// at first, then the last one [`Client::reauthenticate`] had accepted.
+    token: Mutex<Option<Vec<u8>>>,
 }
 
 impl Client {
@@ -97,10 +101,11 @@ impl Client {
         let client = Client {
             inner: Arc::new(Inner {
                 seeds,
-                config,
                 connections: Mutex::new(HashMap::new()),
                 metadata: Mutex::new(MetadataCache::new()),
                 refreshing: tokio::sync::Mutex::new(()),
+                token: Mutex::new(config.rpc.auth_token.clone()),
+                config,
             }),
         };
         let mut retry = Retry::new(client.inner.config.retry);
@@ -398,7 +403,9 @@ impl Client {
                 self.inner.config.connections_max
             )));
         }
-        let conn = NeoClient::connect(address.to_string(), self.inner.config.rpc.clone()).await?;
+        let mut rpc = self.inner.config.rpc.clone();
+        rpc.auth_token = self.token().clone();
+        let conn = NeoClient::connect(address.to_string(), rpc).await?;
         // Two callers may have dialled at once: keep the first, drop the other.
         Ok(self
             .connections()
@@ -441,6 +448,40 @@ impl Client {
             .metadata
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Renew the credential of every open broker connection in place with `token` (a
+    /// fresh JWT before the old one expires), without closing them: in-flight calls,
+    /// consumers and producers carry on. The token must name the same principal as
+    /// the one the connections were opened with: another principal is refused with
+    /// `PrincipalMismatch`, a bad token with `Unauthenticated`; a refused token changes
+    /// nothing (each connection keeps its credential until that expires). Once the
+    /// token is accepted, connections opened later use it too. Each connection's
+    /// renewal is bounded by its `call_timeout`.
+    pub async fn reauthenticate(&self, token: impl Into<Vec<u8>>) -> Result<()> {
+        let token: Vec<u8> = token.into();
+        let open: Vec<NeoClient> = self.connections().values().cloned().collect();
+        let renewals = open.iter().map(|conn| conn.reauthenticate(token.clone()));
+        let results = futures::future::join_all(renewals).await;
+        let mut failure = None;
+        for result in results {
+            match result {
+                Ok(_) => {}
+                // The cluster refuses the token: every node would; keep the old one.
+                Err(err @ neo_protocol::Error::Rpc(_)) => return Err(err.into()),
+                Err(err) => failure = failure.or(Some(err)),
+            }
+        }
+        *self.token() = Some(token);
+        match failure {
+            // A connection that could not be reached: it redials with the new token.
+            Some(err) => Err(err.into()),
+            None => Ok(()),
+        }
+    }
+
+    fn token(&self) -> MutexGuard<'_, Option<Vec<u8>>> {
+        self.inner.token.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn connections(&self) -> MutexGuard<'_, HashMap<String, NeoClient>> {

@@ -20,7 +20,7 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`client`] | [`Client`]: seeds, one lazily opened connection per broker, the metadata cache, retry loops (leader calls, any-broker calls) |
+//! | [`client`] | [`Client`]: seeds, one lazily opened connection per broker, the metadata cache, retry loops (leader calls, any-broker calls); `reauthenticate` renews every open connection's token in place |
 //! | [`metadata`] | [`MetadataCache`]: brokers, controller, partition leaders; `NotLeader` hints; staleness. Pure data, no I/O |
 //! | [`retry`] | [`RetryPolicy`]: exponential backoff with equal jitter, attempt limit, overall deadline |
 //! | [`partitioner`] | explicit / murmur2 of the key (Kafka-compatible, stable) / round robin |
@@ -30,7 +30,7 @@
 //! | [`queue`] | work queues: [`QueueAdmin`] (create with [`QueueOptions`], delete, list, describe merged across leaders, purge), [`QueueProducer`] (`acks=all`, `deliver_after_ms`), [`QueueConsumer`] (background receive per partition into a bounded prefetch buffer, ack / nack / extend / term grouped by partition, automatic lease extension, `run` with bounded concurrency), [`redrive`](queue::redrive) of dead letters |
 //! | [`admin`] | [`Admin`]: create / delete / list / describe topics, [`ClusterStatus`] |
 //! | [`encryption`] | client-side end-to-end payload encryption: [`SharedKeyring`] on a producer encrypts each value (AES-256-GCM / ChaCha20-Poly1305, key id and nonce in the `neo-enc` header, key id + origin topic bound as associated data); on a consumer decrypts, a typed error per undecryptable record |
-//! | [`security_admin`] | [`SecurityAdmin`]: roles, grants, role assignments, API keys, quotas (`alter_security` / `describe_security`, any broker) |
+//! | [`security_admin`] | [`SecurityAdmin`]: users, roles, grants, role assignments, ACLs, API keys, quotas (`alter_security` / `describe_security`, any broker) |
 //! | [`tls`] | TLS settings from PEM files (`--tls-ca`, `--tls-cert`/`--tls-key`, the server name), shared by the CLI and neo-chaos |
 //! | [`error`] | the one [`Error`] enum, retriable vs fatal |
 //! | `bin/neo` | the CLI (`topic`, `produce`, `consume [--group]`, `group`, `queue`, `cluster status`, `role`, `user`, `quota`, `bench`; `--token` / `--api-key` / `--tls-*`); contract in `docs/cli.md` |
@@ -131,8 +131,8 @@ pub use group::{
 pub use metadata::MetadataCache;
 pub use neo_protocol::api::{Acks, Isolation};
 pub use neo_protocol::api::{
-    ApiKeyDescription, GrantDescription, QuotaDescription, QuotaLimits, QuotaScope,
-    RoleDescription, SecurityChange, SecurityDescription,
+    AclDescription, ApiKeyDescription, GrantDescription, QuotaDescription, QuotaLimits, QuotaScope,
+    RoleDescription, SecurityChange, SecurityDescription, UserDescription,
 };
 pub use neo_protocol::api::{DeadLetter, QueueSettings, Receipt, ReceiptOutcome};
 pub use partitioner::{murmur2, partition_for_key};

@@ -1,6 +1,7 @@
-//! [`SecurityAdmin`]: roles, grants, role assignments, API keys and rate limits
-//! (quotas), through the `alter_security` (21) and `describe_security` (22) methods.
-//! What `neo role`, `neo user` and `neo quota` run.
+//! [`SecurityAdmin`]: users, roles, grants, role assignments, ACLs (direct grants to a
+//! principal), API keys and quotas (rate and connection limits), through the
+//! `alter_security` (21) and `describe_security` (22) methods. What `neo user`,
+//! `neo role`, `neo acl` and `neo quota` run.
 //!
 //! Any node answers (the change goes through the metadata Raft group and is applied on
 //! every node within a second), so every call takes the client's any-broker path:
@@ -12,19 +13,20 @@
 //! | code | when |
 //! |---|---|
 //! | `Unauthenticated` (30) | no credential, or one the cluster refused (the connection's handshake) |
-//! | `PermissionDenied` (31) | the principal lacks `admin` on `acl:ROLE` (roles, grants, assignments) or `user:PRINCIPAL` (API keys), `alter` on `cluster:quotas` (quotas), or `describe` on `acl:*` (describe); the message names principal, resource and operation |
-//! | `InvalidArgument` (12) | a bad name, pattern or operation; a role or key that does not exist; a role that already exists; a rate of 0 |
+//! | `PermissionDenied` (31) | the principal lacks `admin` on `acl:ROLE` (roles, grants, assignments) or `user:PRINCIPAL` (users, API keys, ACLs), `alter` on `cluster:quotas` (quotas), or `describe` on `acl:*` (describe); the message names principal, resource and operation |
+//! | `InvalidArgument` (12) | a bad name, pattern or operation; a role, user, ACL or key that does not exist; a role or user that already exists; a rate or connection limit of 0; too many users or ACLs |
 //! | `UnknownMethod` (11) | the node predates security administration |
 //!
 //! With security off the cluster accepts changes too (they take effect when it is turned
 //! on); [`SecurityDescription::enabled`] says which.
 //!
 //! A change retried after a lost answer (a timeout, a dropped connection) may find its
-//! first attempt applied: `create_role` then fails with "already exists", and
+//! first attempt applied: `create_role` and `create_user` then fail with "already
+//! exists", `delete_user` with "does not exist", and
 //! `create_api_key` may leave one more key for the principal, whose secret nobody ever
 //! saw (list and revoke it with [`SecurityAdmin::describe`] and
-//! [`SecurityAdmin::revoke_api_key`]). Grants, revokes, assignments, revocations and
-//! quotas are idempotent.
+//! [`SecurityAdmin::revoke_api_key`]). Grants, revokes, assignments, revocations,
+//! ACL deletions and quotas are idempotent.
 
 use neo_protocol::api::{
     AlterSecurityRequest, AlterSecurityResponse, DescribeSecurityRequest, QuotaLimits, QuotaScope,
@@ -154,8 +156,70 @@ impl SecurityAdmin {
         Ok(())
     }
 
-    /// Set the rate limits of `scope`, replacing its previous ones: a limit left `None`
-    /// is no limit of that kind. All `None` removes a principal's or a role's entry (its
+    /// Register the user `name` (a principal name). JWT and certificate principals
+    /// need no record; an API key registers its principal itself. Fails if it exists.
+    pub async fn create_user(&self, name: &str) -> Result<()> {
+        let name = required("user", name)?;
+        self.alter(SecurityChange::CreateUser { name }).await?;
+        Ok(())
+    }
+
+    /// Delete everything stored under the principal `name`: its user record, role
+    /// assignments and ACLs; its API keys are revoked (connections that used them are
+    /// refused at their next request). Fails if none of these exist.
+    pub async fn delete_user(&self, name: &str) -> Result<()> {
+        let name = required("user", name)?;
+        self.alter(SecurityChange::DeleteUser { name }).await?;
+        Ok(())
+    }
+
+    /// Allow `principal` the `operations` on `resource` directly (an ACL; same forms
+    /// as [`SecurityAdmin::grant`]). It applies on open connections within a second.
+    pub async fn grant_acl<S: AsRef<str>>(
+        &self,
+        principal: &str,
+        resource: &str,
+        operations: &[S],
+    ) -> Result<()> {
+        let (principal, resource, operations) =
+            grant_args(principal, resource, operations).map_err(|e| rename_role(e, "principal"))?;
+        self.alter(SecurityChange::GrantAcl {
+            principal,
+            resource,
+            operations,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Take `operations` on `resource` away from `principal`'s ACLs.
+    pub async fn revoke_acl<S: AsRef<str>>(
+        &self,
+        principal: &str,
+        resource: &str,
+        operations: &[S],
+    ) -> Result<()> {
+        let (principal, resource, operations) =
+            grant_args(principal, resource, operations).map_err(|e| rename_role(e, "principal"))?;
+        self.alter(SecurityChange::RevokeAcl {
+            principal,
+            resource,
+            operations,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Remove every ACL of `principal` (none is not an error).
+    pub async fn delete_acls(&self, principal: &str) -> Result<()> {
+        let principal = required("principal", principal)?;
+        self.alter(SecurityChange::DeleteAcls { principal }).await?;
+        Ok(())
+    }
+
+    /// Set the rate and connection limits of `scope`, replacing its previous ones: a
+    /// limit left `None` is no limit of that kind. The connection limit is counted per
+    /// node at the handshake (a refused connection gets `Throttled`). All `None` removes a principal's or a role's entry (its
     /// principals fall back to their roles' limits, then the default) and clears the
     /// default or per-address limits. Needs `alter` on `cluster:quotas`. A principal's
     /// limit of each kind is its own, else the highest of its roles', else the default;
@@ -193,6 +257,16 @@ fn required(what: &str, value: &str) -> Result<String> {
         return Err(Error::InvalidArgument(format!("{what} must not be empty")));
     }
     Ok(value.to_string())
+}
+
+/// `grant_args`' "role must not be empty" said of another name.
+fn rename_role(err: Error, what: &str) -> Error {
+    match err {
+        Error::InvalidArgument(m) if m.starts_with("role ") => {
+            Error::InvalidArgument(format!("{what}{}", &m["role".len()..]))
+        }
+        other => other,
+    }
 }
 
 /// The wire form of a grant or revoke: the resource checked for its `KIND:PATTERN`
@@ -242,6 +316,7 @@ fn quota_args(scope: QuotaScope, quota: QuotaLimits) -> Result<(QuotaScope, Quot
         ("produce bytes per second", quota.produce_bytes_per_sec),
         ("fetch bytes per second", quota.fetch_bytes_per_sec),
         ("requests per second", quota.requests_per_sec),
+        ("connections", quota.connections),
     ] {
         if rate == Some(0) {
             return Err(Error::InvalidArgument(format!(
@@ -286,6 +361,13 @@ mod tests {
         assert!(grant_args("r", "topic:*", &["produce,consume"]).is_err());
         assert!(grant_args("r", "topic:*", &[""]).is_err());
         assert!(grant_args(" ", "topic:*", &["produce"]).is_err());
+        let err = grant_args("", "topic:*", &["produce"])
+            .map_err(|e| rename_role(e, "principal"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            Error::InvalidArgument("principal must not be empty".into()).to_string()
+        );
     }
 
     #[test]
@@ -294,6 +376,7 @@ mod tests {
             produce_bytes_per_sec: Some(1 << 20),
             fetch_bytes_per_sec: None,
             requests_per_sec: Some(100),
+            connections: Some(8),
         };
         for scope in [
             QuotaScope::Default,
@@ -324,6 +407,10 @@ mod tests {
             },
             QuotaLimits {
                 requests_per_sec: Some(0),
+                ..limits
+            },
+            QuotaLimits {
+                connections: Some(0),
                 ..limits
             },
         ] {

@@ -118,6 +118,7 @@ fn description() -> SecurityDescription {
                     produce_bytes_per_sec: Some(1_048_576),
                     fetch_bytes_per_sec: None,
                     requests_per_sec: Some(100),
+                    connections: None,
                 },
             },
             QuotaDescription {
@@ -128,6 +129,8 @@ fn description() -> SecurityDescription {
                 },
             },
         ],
+        users: Vec::new(),
+        acls: Vec::new(),
     }
 }
 
@@ -281,6 +284,7 @@ async fn security_admin_sends_each_change_and_reads_the_description() {
         produce_bytes_per_sec: Some(1 << 20),
         fetch_bytes_per_sec: None,
         requests_per_sec: Some(100),
+        connections: None,
     };
     admin
         .set_quota(QuotaScope::Principal("alice".into()), alice)
@@ -696,6 +700,7 @@ async fn cli_quota_commands_print_the_contract() {
                     produce_bytes_per_sec: Some(1_048_576),
                     fetch_bytes_per_sec: None,
                     requests_per_sec: Some(100),
+                    connections: None,
                 },
             },
             SecurityChange::SetQuota {

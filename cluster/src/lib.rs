@@ -15,24 +15,28 @@
 //! | `proto/membership.proto` → [`pb::membership`] | Join, Leave, Status |
 //! | `proto/health.proto` → [`pb::health`] | node heartbeats |
 //! | `transport` | [`GrpcTransport`]: `neo_raft::Transport` over one lazily connected tonic channel per peer, shared by all groups; consults the [`NetFilter`] first; sends snapshots resumably and counts them ([`SnapshotStats`]) |
-//! | `server` | [`serve`] / [`serve_with_tls`]: the Raft service (dispatch by group id to the node's `neo_raft::Registry`; keeps interrupted snapshot transfers for resuming; serves at most [`limits::FORWARD_RECORDS_IN_FLIGHT_MAX`] forwarded batches at once), Membership and Health, with graceful then forced shutdown |
-//! | [`tls`] | [`ClusterTls`]: optional mutual TLS between nodes (node certificate + key + cluster CA, PEM, checked when loaded; typed [`TlsError`]); the server-name rule |
+//! | `server` | [`serve`] / [`serve_with_tls`]: the Raft service (checks the caller, then dispatches by group id to the node's `neo_raft::Registry`; refuses a snapshot stream for a group not hosted at its first chunk; keeps interrupted snapshot transfers for resuming; serves at most [`limits::FORWARD_RECORDS_IN_FLIGHT_MAX`] forwarded batches at once), Membership and Health, with graceful then forced shutdown |
+//! | `incoming` | the accept side: at most [`limits::PEER_CONNECTIONS_MAX`] connections at once; one more is closed as it is accepted, before TLS ([`ServerHandle::refused_connections`]) |
+//! | [`tls`] | [`ClusterTls`]: optional mutual TLS between nodes (node certificate + key + cluster CA, PEM, checked when loaded; typed [`TlsError`]); the server-name rule; the node id the node's own certificate names ([`ClusterTls::check_node_id`]) |
+//! | [`peer`] | who calls, with cluster TLS on: the node id a certificate names (URI SAN `neo-node:<id>`, typed [`peer::NodeIdError`]) and the pure decisions on it: Join/Leave only for the named node (Leave also by a metadata voter), Raft RPCs only from a member |
 //! | `filter` | [`NetFilter`]: drop / isolate / heal per peer, and cut one snapshot transfer after N chunks, for partition tests |
 //! | [`membership`] | `--peers` parsing, join (registers the node's cluster and client addresses in `neo-broker`'s metadata state, then learner, then voter up to [`membership::METADATA_VOTERS_MAX`]), leave, status; clients follow leader hints |
 //! | [`health`] | [`HealthMonitor`]: one heartbeat per peer per interval, independent of the number of groups |
-//! | [`limits`] | named limits: message size, HTTP/2 windows, concurrent streams and forwarded batches, snapshot chunk size and partial-transfer bounds, connect and TLS handshake timeouts |
+//! | [`limits`] | named limits: message size, HTTP/2 windows, peer connections, concurrent streams and forwarded batches, snapshot chunk size and partial-transfer bounds, connect and TLS handshake timeouts |
 //! | `error` | the one [`Error`] enum |
 //!
 //! # Request flow
 //!
 //! ```text
 //! leader's openraft ─► neo_raft Router ─► GrpcTransport::send(target, group, kind, body)
-//!     ─► [filter] ─► tonic channel to target ─► RaftService::append_entries
+//!     ─► [filter] ─► tonic channel to target ─► [accept: connection limit, TLS]
+//!     ─► RaftService::append_entries ─► [caller check: certificate names a member]
 //!     ─► Registry::handle(group, kind, body) ─► follower's Raft ─► reply body
 //! snapshot: GrpcTransport::send_snapshot ─► SnapshotResume probe (bytes already held)
 //!     ─► stream of SnapshotChunk from there (1 MiB each, head in the first, whole-snapshot
-//!     CRC32 in each) ─► server reassembles (in order, bounded; a broken stream's prefix
-//!     is kept) ─► CRC check ─► Registry::handle_snapshot
+//!     CRC32 in each) ─► server checks the caller and that it hosts the group (first
+//!     chunk) ─► reassembles (in order, bounded; a broken stream's prefix is kept)
+//!     ─► CRC check ─► Registry::handle_snapshot
 //! ```
 //!
 //! # Cluster TLS
@@ -42,7 +46,9 @@
 //! [`membership::join_with_tls`] / [`membership::leave_with_tls`] /
 //! [`membership::status_with_tls`]. Servers then require client certificates of the
 //! cluster CA; clients verify peers against the CA and the host of the peer address (or
-//! one fixed name, [`ClusterTls::with_server_name`]). Rules in [`tls`].
+//! one fixed name, [`ClusterTls::with_server_name`]). Rules in [`tls`]. Each node
+//! certificate names its node id (URI SAN `neo-node:<id>`); servers hold callers to it
+//! ([`peer`]), and a node checks its own before it starts.
 //!
 //! # Resumable snapshot transfer
 //!
@@ -61,7 +67,9 @@
 //!   from byte 0 if the receiver's kept part vanished) has one overall deadline and no
 //!   per-chunk timeout, so it cannot retry forever.
 //! - With cluster TLS on, nothing is served to, or sent to, a peer without a certificate
-//!   of the cluster CA.
+//!   of the cluster CA; membership changes and Raft RPCs are served only to the node
+//!   the certificate names ([`peer`]). Without cluster TLS nothing is checked.
+//! - At most [`limits::PEER_CONNECTIONS_MAX`] connections are open on the cluster port.
 //! - This crate decides nothing about topics or partitions: placement and leader
 //!   balancing are `neo-broker`'s (`neo_broker::placement`), run by `neo-node`.
 //!
@@ -75,8 +83,10 @@
 mod error;
 mod filter;
 pub mod health;
+mod incoming;
 pub mod limits;
 pub mod membership;
+pub mod peer;
 mod server;
 pub mod tls;
 mod transport;

@@ -47,6 +47,14 @@ pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 /// that opens streams without end.
 pub const HTTP2_CONCURRENT_STREAMS_MAX: u32 = 8192;
 
+/// Most TCP connections open at once on the cluster port, counted as they are accepted
+/// (before the TLS handshake). A node opens a handful to each peer (its Raft channel,
+/// and short-lived membership and status calls), so this is far above what a cluster of
+/// hundreds of nodes needs, and bounds the sockets, handshakes and HTTP/2 state (each
+/// connection up to [`HTTP2_CONCURRENT_STREAMS_MAX`] streams) a flood can make a node
+/// hold. A connection above it is closed at once, unread.
+pub const PEER_CONNECTIONS_MAX: usize = 1024;
+
 /// How long a TLS handshake between nodes may take (both ends), when cluster TLS is on.
 pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 

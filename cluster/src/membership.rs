@@ -5,6 +5,10 @@
 //! The client calls ([`join`], [`leave`], [`status`]) are plaintext; their `_with_tls`
 //! forms use mutual TLS with the node's [`ClusterTls`] when one is given (a cluster
 //! with TLS on refuses plaintext clients).
+//!
+//! With cluster TLS on, the server checks who asks ([`crate::peer`]): a `Join` of node N
+//! needs a certificate naming N; a `Leave` of node N one naming N or a voter of the
+//! metadata group; otherwise `PERMISSION_DENIED`, having changed nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use crate::pb::membership::membership_server::Membership;
 use crate::pb::membership::{
     ChangeReply, JoinRequest, LeaveRequest, NodeStatus, StatusReply, StatusRequest,
 };
+use crate::peer::{Caller, Refusal};
 use crate::tls::{ClusterTls, scheme};
 
 /// Most voters of the metadata group; later joiners stay learners (design.md).
@@ -69,6 +74,14 @@ pub struct MembershipService {
     pub(crate) registry: Arc<Registry>,
     pub(crate) health: HealthMonitor,
     pub(crate) meta: MetaView,
+    /// Cluster TLS on: callers are checked ([`crate::peer`]).
+    pub(crate) tls: bool,
+}
+
+/// A refused caller, logged for audit.
+fn denied(call: &'static str, node: NodeId, r: Refusal) -> Status {
+    tracing::warn!(target: "neo::audit", call, node, "cluster port: {r}");
+    Status::from(r)
 }
 
 /// Proposes a metadata command; a refusal or a codec failure is a refused change.
@@ -150,6 +163,10 @@ impl MembershipService {
 #[tonic::async_trait]
 impl Membership for MembershipService {
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<ChangeReply>, Status> {
+        let node = req.get_ref().node_id;
+        Caller::of(self.tls, &req)
+            .may_join(node)
+            .map_err(|r| denied("join", node, r))?;
         let req = req.into_inner();
         let g = self.meta()?;
         // A join may re-register a node (a restart, a new address once the old one is
@@ -175,8 +192,12 @@ impl Membership for MembershipService {
     }
 
     async fn leave(&self, req: Request<LeaveRequest>) -> Result<Response<ChangeReply>, Status> {
+        let caller = Caller::of(self.tls, &req);
         let req = req.into_inner();
         let g = self.meta()?;
+        caller
+            .may_leave(req.node_id, |id| g.metrics().voters.contains(&id))
+            .map_err(|r| denied("leave", req.node_id, r))?;
         Ok(Response::new(match Self::do_leave(&g, req.node_id).await {
             Ok(()) => OK,
             Err(e) => refused(&g, e),

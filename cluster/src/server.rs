@@ -6,7 +6,11 @@
 //! installed. When a stream breaks part-way, the bytes that arrived are kept (at most
 //! one partial transfer per group, [`SNAPSHOT_PARTIALS_BYTES_MAX`] in all, each dropped
 //! after [`SNAPSHOT_PARTIAL_TTL_MS`]) so that the sender's retry of the same snapshot
-//! resumes where it stopped.
+//! resumes where it stopped. A stream for a group this node does not host is refused at
+//! its first chunk, before anything is buffered.
+//!
+//! With cluster TLS on, every Raft RPC first checks its caller ([`crate::peer`]): the
+//! certificate must name a node id this node knows as a member.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,31 +19,39 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use neo_raft::{GroupId, Registry, RpcKind};
+use neo_raft::{GroupId, METADATA_GROUP, NodeId, Registry, RpcKind};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result, error_chain};
 use crate::health::{HealthMonitor, HealthService};
+use crate::incoming::{Refused, limited};
 use crate::limits::{
     FORWARD_RECORDS_IN_FLIGHT_MAX, HTTP2_CONCURRENT_STREAMS_MAX, HTTP2_CONNECTION_WINDOW_BYTES,
-    HTTP2_STREAM_WINDOW_BYTES, RPC_MESSAGE_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_PARTIAL_TTL_MS,
-    SNAPSHOT_PARTIALS_BYTES_MAX, SNAPSHOT_PREALLOC_BYTES_MAX,
+    HTTP2_STREAM_WINDOW_BYTES, PEER_CONNECTIONS_MAX, RPC_MESSAGE_BYTES_MAX, SNAPSHOT_BYTES_MAX,
+    SNAPSHOT_PARTIAL_TTL_MS, SNAPSHOT_PARTIALS_BYTES_MAX, SNAPSHOT_PREALLOC_BYTES_MAX,
 };
 use crate::membership::MembershipService;
 use crate::pb::health::health_server::HealthServer;
 use crate::pb::membership::membership_server::MembershipServer;
 use crate::pb::raft as pb;
 use crate::pb::raft::raft_server::{Raft, RaftServer};
+use crate::peer::{Caller, Known};
 use crate::tls::ClusterTls;
 
 /// The gRPC service in front of a registry.
 pub struct RaftService {
+    /// This node.
+    node_id: NodeId,
     registry: Arc<Registry>,
+    /// The metadata state as this node applies it: the registered nodes, for the
+    /// caller check.
+    meta: neo_broker::meta::MetaView,
+    /// Cluster TLS on: callers are checked ([`crate::peer`]).
+    tls: bool,
     partials: Arc<Partials>,
     /// Permits for forwarded record batches served at once
     /// ([`FORWARD_RECORDS_IN_FLIGHT_MAX`]).
@@ -229,11 +241,52 @@ fn raft_status(e: neo_raft::Error) -> Status {
 }
 
 impl RaftService {
+    /// What this node knows of `node` for an RPC of `group`. Cheap on the common path
+    /// (a registered node: one map look-up); the group memberships are read only for
+    /// ids not registered (yet).
+    fn known(&self, group: GroupId, node: NodeId) -> Known {
+        let registered = {
+            let meta = self.meta.borrow();
+            if node == self.node_id || meta.nodes.contains_key(&node) {
+                return Known::Member;
+            }
+            !meta.nodes.is_empty()
+        };
+        let mut knows_a_cluster = registered;
+        for g in [METADATA_GROUP, group] {
+            if let Some(g) = self.registry.get(g) {
+                if g.member_addr(node).is_some() {
+                    return Known::Member;
+                }
+                knows_a_cluster |= g.member_addr(self.node_id).is_some();
+            }
+        }
+        if knows_a_cluster {
+            Known::Stranger
+        } else {
+            Known::NoView
+        }
+    }
+
+    /// Refuses a caller that may not send Raft RPCs of `group` (TLS on only).
+    fn check_caller<T>(&self, group: GroupId, req: &Request<T>) -> Result<(), Status> {
+        if !self.tls {
+            return Ok(());
+        }
+        Caller::of(self.tls, req)
+            .may_send_raft(|node| self.known(group, node))
+            .map_err(|r| {
+                tracing::warn!(target: "neo::audit", group, "cluster port: {r}");
+                Status::from(r)
+            })
+    }
+
     async fn call(
         &self,
         kind: RpcKind,
         req: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
+        self.check_caller(req.get_ref().group_id, &req)?;
         let req = req.into_inner();
         let body = self
             .registry
@@ -275,6 +328,7 @@ impl Raft for RaftService {
         &self,
         req: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
+        self.check_caller(req.get_ref().group_id, &req)?;
         // Held until the batch commits (or the wait ends).
         let _permit = self.forwards.try_acquire().map_err(|_| {
             Status::resource_exhausted(format!(
@@ -288,11 +342,29 @@ impl Raft for RaftService {
         &self,
         req: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::RaftReply>, Status> {
+        let caller = Caller::of(self.tls, &req);
         let mut stream = req.into_inner();
+        // Bounded by the sender's deadline (grpc-timeout; neo's transport sets one per
+        // transfer); the first chunk is one message of at most `RPC_MESSAGE_BYTES_MAX`.
         let first = stream
             .next()
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        if self.tls {
+            caller
+                .may_send_raft(|node| self.known(first.group_id, node))
+                .map_err(|r| {
+                    tracing::warn!(target: "neo::audit", group = first.group_id, "cluster port: {r}");
+                    Status::from(r)
+                })?;
+        }
+        // Checked before anything is kept or allocated: a stream for a group this node
+        // does not host would be refused at the end anyway.
+        if self.registry.get(first.group_id).is_none() {
+            return Err(raft_status(neo_raft::Error::UnknownGroup {
+                group: first.group_id,
+            }));
+        }
         if first.total_len > SNAPSHOT_BYTES_MAX {
             return Err(Status::resource_exhausted(format!(
                 "snapshot of {} bytes exceeds {SNAPSHOT_BYTES_MAX}",
@@ -385,6 +457,7 @@ impl Raft for RaftService {
         &self,
         req: Request<pb::SnapshotProbe>,
     ) -> Result<Response<pb::SnapshotResumeReply>, Status> {
+        self.check_caller(req.get_ref().group_id, &req)?;
         let p = req.into_inner();
         let id = TransferId {
             head: p.head,
@@ -400,6 +473,8 @@ impl Raft for RaftService {
 /// A running control-plane server.
 pub struct ServerHandle {
     addr: SocketAddr,
+    /// Connections closed at accept by [`PEER_CONNECTIONS_MAX`].
+    refused: Refused,
     stop: Option<oneshot::Sender<()>>,
     join: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -411,6 +486,12 @@ impl ServerHandle {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections closed as they were accepted because [`PEER_CONNECTIONS_MAX`] were
+    /// open, since the server started.
+    pub fn refused_connections(&self) -> u64 {
+        self.refused.get()
     }
 
     /// Stops accepting, lets in-flight RPCs finish for a short grace period, then cuts
@@ -448,11 +529,23 @@ pub async fn serve(addr: SocketAddr, plane: ControlPlane) -> Result<ServerHandle
 }
 
 /// [`serve`], with mutual TLS when `tls` is given: every client must present a
-/// certificate signed by the cluster CA (see [`ClusterTls`]).
+/// certificate signed by the cluster CA (see [`ClusterTls`]), and callers are checked by
+/// the node id their certificate names ([`crate::peer`]). At most
+/// [`PEER_CONNECTIONS_MAX`] connections are open at once.
 pub async fn serve_with_tls(
     addr: SocketAddr,
     plane: ControlPlane,
     tls: Option<&ClusterTls>,
+) -> Result<ServerHandle> {
+    serve_limited(addr, plane, tls, PEER_CONNECTIONS_MAX).await
+}
+
+/// [`serve_with_tls`] with another connection limit (tests).
+pub(crate) async fn serve_limited(
+    addr: SocketAddr,
+    plane: ControlPlane,
+    tls: Option<&ClusterTls>,
+    connections_max: usize,
 ) -> Result<ServerHandle> {
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -469,11 +562,14 @@ pub async fn serve_with_tls(
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let join = spawn_server(builder, listener, plane, async {
+    let refused = Refused::default();
+    let incoming = limited(listener, connections_max, refused.clone());
+    let join = spawn_server(builder, incoming, plane, tls.is_some(), async {
         let _ = stop_rx.await;
     });
     Ok(ServerHandle {
         addr: local,
+        refused,
         stop: Some(stop_tx),
         join,
     })
@@ -481,8 +577,11 @@ pub async fn serve_with_tls(
 
 fn spawn_server(
     builder: tonic::transport::Server,
-    listener: TcpListener,
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<crate::incoming::LimitedConn>>
+    + Send
+    + 'static,
     plane: ControlPlane,
+    tls: bool,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<Result<(), tonic::transport::Error>> {
     let membership = MembershipServer::new(MembershipService {
@@ -490,22 +589,21 @@ fn spawn_server(
         registry: plane.registry.clone(),
         health: plane.health.clone(),
         meta: plane.meta.clone(),
+        tls,
     });
     let health = HealthServer::new(HealthService {
         node_id: plane.node_id,
     });
     let svc = RaftServer::new(RaftService {
+        node_id: plane.node_id,
         registry: plane.registry,
+        meta: plane.meta,
+        tls,
         partials: Arc::new(Partials::default()),
         forwards: Semaphore::new(FORWARD_RECORDS_IN_FLIGHT_MAX),
     })
     .max_decoding_message_size(RPC_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(RPC_MESSAGE_BYTES_MAX);
-    // `Server::tcp_nodelay` is ignored by `serve_with_incoming*`: the accepted sockets
-    // get TCP_NODELAY here. Without it a follower's AppendEntries answer (headers, then
-    // data and trailers in separate small writes) waited for the leader's delayed ACK:
-    // ~40 ms stalls, the 3-node produce p999 (measured: docs/BENCHMARKS.md).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(
         builder
             // A 64-entry AppendEntries is ~1 MiB: let it arrive without waiting for

@@ -19,6 +19,9 @@
 //!     are addressed by IPs that their certificates do not list.
 //! - Node certificates serve both ends: when they carry an extended key usage, it must
 //!   include both `serverAuth` and `clientAuth`.
+//! - **Node id**: a node certificate names its node's id in a URI SAN `neo-node:<id>`
+//!   ([`crate::peer`]). The server checks it on every Join, Leave and Raft RPC; a node
+//!   checks its own with [`ClusterTls::check_node_id`] before it starts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +34,7 @@ use rustls::server::WebPkiClientVerifier;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::limits::TLS_HANDSHAKE_TIMEOUT_MS;
+use crate::peer::{NodeIdError, node_id_of_cert};
 
 /// Why cluster TLS material was refused.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,8 @@ struct Inner {
     key_pem: Vec<u8>,
     ca_pem: Vec<u8>,
     server_name: Option<String>,
+    /// The node id the leaf certificate names ([`crate::peer`]).
+    node_id: Result<neo_raft::NodeId, NodeIdError>,
 }
 
 impl std::fmt::Debug for ClusterTls {
@@ -74,6 +80,7 @@ impl std::fmt::Debug for ClusterTls {
         // Never print the key.
         f.debug_struct("ClusterTls")
             .field("server_name", &self.inner.server_name)
+            .field("node_id", &self.inner.node_id)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +137,7 @@ impl ClusterTls {
     ) -> Result<ClusterTls, TlsError> {
         let (cert_pem, key_pem, ca_pem) = (cert_pem.into(), key_pem.into(), ca_pem.into());
         let chain = certs("certificate", &cert_pem)?;
+        let node_id = node_id_of_cert(&chain[0]);
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| invalid("private key", e))?;
         let mut roots = RootCertStore::empty();
         for ca in certs("CA", &ca_pem)? {
@@ -152,6 +160,7 @@ impl ClusterTls {
                 key_pem,
                 ca_pem,
                 server_name: None,
+                node_id,
             }),
         })
     }
@@ -168,8 +177,30 @@ impl ClusterTls {
                 key_pem: inner.key_pem.clone(),
                 ca_pem: inner.ca_pem.clone(),
                 server_name: Some(name),
+                node_id: inner.node_id.clone(),
             }),
         })
+    }
+
+    /// The node id this certificate names (URI SAN `neo-node:<id>`, [`crate::peer`]).
+    pub fn node_id(&self) -> Result<neo_raft::NodeId, NodeIdError> {
+        self.inner.node_id.clone()
+    }
+
+    /// Refused unless this certificate names node `id`: peers would refuse this node's
+    /// Raft RPCs and joins otherwise, so a node checks before it starts.
+    pub fn check_node_id(&self, id: neo_raft::NodeId) -> Result<(), TlsError> {
+        match &self.inner.node_id {
+            Ok(named) if *named == id => Ok(()),
+            Ok(named) => Err(invalid(
+                "certificate",
+                format!("it names node {named} (URI SAN neo-node:{named}), not node {id}"),
+            )),
+            Err(e) => Err(invalid(
+                "certificate",
+                format!("{e}; node {id} needs a URI SAN neo-node:{id}"),
+            )),
+        }
     }
 
     /// The name peers are verified against, when fixed by [`ClusterTls::with_server_name`].
@@ -271,6 +302,46 @@ mod tests {
                 .with_server_name("not a name!"),
             "server name",
         );
+    }
+
+    #[test]
+    fn the_certificate_names_the_node_id() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("key");
+        let ca_pem = ca.self_signed(&ca_key).expect("ca").pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = |uri: Option<&str>| {
+            let mut p = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+            if let Some(uri) = uri {
+                p.subject_alt_names
+                    .push(SanType::URI(uri.try_into().expect("uri")));
+            }
+            let key = KeyPair::generate().expect("key");
+            let cert = p.signed_by(&key, &issuer).expect("leaf");
+            ClusterTls::from_pem(cert.pem(), key.serialize_pem(), ca_pem.clone()).expect("tls")
+        };
+        let tls = leaf(Some("neo-node:7"));
+        assert_eq!(tls.node_id(), Ok(7));
+        tls.check_node_id(7).expect("its own id");
+        let named = tls.clone().with_server_name("neo").expect("name");
+        assert_eq!(named.node_id(), Ok(7), "kept by with_server_name");
+        assert!(matches!(
+            tls.check_node_id(8),
+            Err(TlsError::Invalid {
+                what: "certificate",
+                ..
+            })
+        ));
+        let old = leaf(None);
+        assert_eq!(old.node_id(), Err(NodeIdError::Missing));
+        match old.check_node_id(7) {
+            Err(e @ TlsError::Invalid { .. }) => {
+                assert!(e.to_string().contains("neo-node:7"), "{e}")
+            }
+            other => panic!("expected a refusal: {other:?}"),
+        }
     }
 
     #[test]

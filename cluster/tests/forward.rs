@@ -1,7 +1,8 @@
 //! `ForwardRecords` over the real control plane: a partition group on 3 nodes serving
 //! gRPC on loopback with cluster mTLS; a batch forwarded by a fourth node (a member of
 //! the cluster hosting no replica) to a follower is redirected to the leader and
-//! committed; a node of another CA gets nothing stored.
+//! committed; a node of another CA gets nothing stored; certificates of the cluster CA
+//! that name no node id, or a node that is not a member, are refused (PERMISSION_DENIED).
 //!
 //! No timing is asserted: every wait is for an outcome, bounded by a generous deadline.
 //! (The forwarding rules themselves are tested in `raft/tests/forward.rs`.)
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use neo_broker::meta::MetaMachine;
+use neo_broker::meta::{MetaCommand, MetaState, MetaView};
 use neo_cluster::{
     ClusterTls, ControlPlane, GrpcTransport, HealthMonitor, NetFilter, ServerHandle,
 };
@@ -32,10 +33,53 @@ struct Node {
     _store: NodeStore,
 }
 
-/// A node certificate of `pki` for loopback.
-fn tls(pki: &neo_tests::TestPki, name: &str) -> ClusterTls {
-    let (cert, key) = pki.leaf(name, &["127.0.0.1", "localhost"]);
+/// A node certificate of `pki` for loopback, naming node `id` (URI SAN `neo-node:<id>`).
+fn tls(pki: &neo_tests::TestPki, id: NodeId) -> ClusterTls {
+    let (cert, key) = pki.node_leaf(id, &format!("node-{id}"), &["127.0.0.1", "localhost"]);
     ClusterTls::from_pem(cert, key, pki.ca_pem().to_string()).expect("cluster tls")
+}
+
+/// The metadata state every node sees: nodes 1 to 4 registered (node 4 hosts no
+/// replica; the check of callers reads the registered nodes).
+fn registered() -> MetaView {
+    let mut state = MetaState::default();
+    for id in 1..=4 {
+        state.apply(&MetaCommand::RegisterNode {
+            node_id: id,
+            addr: format!("127.0.0.1:{id}"),
+            client_addr: String::new(),
+        });
+    }
+    tokio::sync::watch::channel(Arc::new(state)).1
+}
+
+/// An AppendEntries to `addr` of a (junk) body, over mTLS with the certificate
+/// `cert` of `pki`: the status it is refused with.
+async fn append_entries_as(
+    pki: &neo_tests::TestPki,
+    cert: (String, String),
+    addr: SocketAddr,
+) -> tonic::Status {
+    use neo_cluster::pb::raft::{RaftRequest, raft_client::RaftClient};
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pki.ca_pem()))
+        .identity(tonic::transport::Identity::from_pem(cert.0, cert.1))
+        .domain_name("localhost");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls")
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("connect");
+    RaftClient::new(channel)
+        .append_entries(RaftRequest {
+            group_id: GROUP,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a junk body is refused either way")
 }
 
 fn transport(tls: ClusterTls, peers: &[(NodeId, SocketAddr)]) -> GrpcTransport {
@@ -54,7 +98,7 @@ async fn start(
 ) -> Node {
     let me = addrs.iter().find(|(n, _)| *n == id).expect("addr").1;
     let peers: Vec<_> = addrs.iter().copied().filter(|(n, _)| *n != id).collect();
-    let tls = tls(pki, &format!("node-{id}"));
+    let tls = tls(pki, id);
     let transport = transport(tls.clone(), &peers);
     let store = NodeStore::open(dir).expect("store");
     let group = RaftGroup::open(
@@ -68,6 +112,7 @@ async fn start(
                 election_max_ms: 1_600,
             },
             snapshot_every_entries: 0,
+            encrypt_at_rest: false,
         },
         &store,
         Arc::new(transport.clone()),
@@ -77,7 +122,7 @@ async fn start(
     .expect("open group");
     let registry = Arc::new(Registry::new());
     registry.insert(group.clone());
-    let (_, meta) = MetaMachine::new();
+    let meta = registered();
     let plane = ControlPlane {
         node_id: id,
         registry: registry.clone(),
@@ -161,7 +206,7 @@ async fn forward_records_over_mtls_reaches_the_leader() {
     let followers: Vec<NodeId> = (1..=3).filter(|&n| n != leader).collect();
 
     // A cluster node without a replica, asking a follower first.
-    let outsider = transport(tls(&pki, "node-4"), &addrs);
+    let outsider = transport(tls(&pki, 4), &addrs);
     let (base, n) = forward_records(
         &Registry::new(),
         4,
@@ -215,10 +260,7 @@ async fn forward_records_over_mtls_reaches_the_leader() {
 
     // A node whose certificate another CA signed cannot forward: nothing is stored.
     let stored = nodes[&leader].group.log_offsets();
-    let stranger = transport(
-        tls(&neo_tests::TestPki::new("another ca"), "intruder"),
-        &addrs,
-    );
+    let stranger = transport(tls(&neo_tests::TestPki::new("another ca"), 9), &addrs);
     let r = forward_records(
         &Registry::new(),
         9,
@@ -237,6 +279,34 @@ async fn forward_records_over_mtls_reaches_the_leader() {
         }) => eprintln!("stranger: {e}"),
         other => panic!("expected a transport failure, got {other:?}"),
     }
+    assert_eq!(nodes[&leader].group.log_offsets(), stored);
+
+    // Certificates of the cluster CA: one naming a registered node gets to the group
+    // (which refuses the junk body); one naming no node id, or a node that is not a
+    // member, is refused before.
+    let leader_addr = addrs.iter().find(|(id, _)| *id == leader).expect("addr").1;
+    let sans = ["127.0.0.1", "localhost"];
+    let s = append_entries_as(&pki, pki.node_leaf(4, "node-4", &sans), leader_addr).await;
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+    let s = append_entries_as(&pki, pki.leaf("no-id", &sans), leader_addr).await;
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("names no node id"), "{s:?}");
+    let s = append_entries_as(&pki, pki.node_leaf(9, "node-9", &sans), leader_addr).await;
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("node 9"), "{s:?}");
+    // ... and so is its ForwardRecords: nothing is stored.
+    let member_of_no_cluster = transport(tls(&pki, 9), &addrs);
+    let r = forward_records(
+        &Registry::new(),
+        9,
+        &member_of_no_cluster,
+        &[leader],
+        GROUP,
+        batch("not a member"),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(r.is_err(), "{r:?}");
     assert_eq!(nodes[&leader].group.log_offsets(), stored);
 
     for (_, node) in nodes {

@@ -109,10 +109,7 @@ impl Cluster {
                 dir: tmp.path().join(format!("node-{id}")),
                 filter: NetFilter::new(),
                 health: HealthMonitor::new(),
-                tls: opts
-                    .pki
-                    .as_ref()
-                    .map(|pki| pki.node_tls(&format!("node-{id}"))),
+                tls: opts.pki.as_ref().map(|pki| pki.node_tls(id)),
                 running: None,
             });
         }
@@ -234,6 +231,7 @@ impl Cluster {
             kind,
             timing: timing(),
             snapshot_every_entries,
+            encrypt_at_rest: false,
         };
         let (stop_health, stop_rx) = tokio::sync::watch::channel(false);
         node.health.spawn(id, transport.clone(), stop_rx);
@@ -1017,6 +1015,7 @@ async fn two_hundred_partitions_on_three_nodes_elect_and_commit() {
                 kind: GroupKind::Partition,
                 timing: RaftTiming::PARTITION,
                 snapshot_every_entries: 1_000,
+                encrypt_at_rest: false,
             };
             let group =
                 RaftGroup::open(cfg, &store, transport.clone(), Box::new(neo_raft::LogOnly))
@@ -1300,24 +1299,42 @@ async fn idempotent_retry_after_every_node_restarts_is_stored_once() {
 /// the name `neo-cluster`.
 struct Pki(neo_tests::TestPki);
 
+/// The names every test node certificate carries.
+const NODE_SANS: [&str; 3] = ["127.0.0.1", "localhost", "neo-cluster"];
+
 impl Pki {
     fn new(name: &str) -> Pki {
         Pki(neo_tests::TestPki::new(name))
     }
 
-    /// PEMs of a node certificate and its key.
-    fn node_pems(&self, common_name: &str) -> (String, String) {
-        self.0
-            .leaf(common_name, &["127.0.0.1", "localhost", "neo-cluster"])
+    /// PEMs of a certificate of node `id` (URI SAN `neo-node:<id>`) and its key.
+    fn node_pems(&self, id: NodeId) -> (String, String) {
+        self.0.node_leaf(id, &format!("node-{id}"), &NODE_SANS)
     }
 
     fn ca_pem(&self) -> String {
         self.0.ca_pem().to_string()
     }
 
-    fn node_tls(&self, common_name: &str) -> ClusterTls {
-        let (cert, key) = self.node_pems(common_name);
+    fn node_tls(&self, id: NodeId) -> ClusterTls {
+        let (cert, key) = self.node_pems(id);
         ClusterTls::from_pem(cert, key, self.ca_pem()).expect("cluster tls")
+    }
+
+    /// A tonic channel to `addr` over mTLS with the certificate `cert` of this CA.
+    async fn channel(&self, cert: (String, String), addr: SocketAddr) -> tonic::transport::Channel {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(self.ca_pem()))
+            .identity(tonic::transport::Identity::from_pem(cert.0, cert.1))
+            .domain_name("localhost");
+        tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("tls")
+            .timeout(DEADLINE)
+            .connect()
+            .await
+            .expect("connect")
     }
 }
 
@@ -1399,7 +1416,7 @@ async fn mtls_cluster_elects_replicates_and_refuses_strangers() {
         "a client without a certificate is refused"
     );
     // A node whose certificate another CA signed (it trusts that CA only):
-    let other = Pki::new("another ca").node_tls("intruder");
+    let other = Pki::new("another ca").node_tls(9);
     let err = membership::status_with_tls(&seed, Some(&other))
         .await
         .expect_err("a certificate of another CA is refused");
@@ -1408,7 +1425,7 @@ async fn mtls_cluster_elects_replicates_and_refuses_strangers() {
         .await
         .expect_err("a stranger cannot join");
     // A certificate of another CA, but trusting ours: the server still refuses it.
-    let (cert, key) = Pki::new("a third ca").node_pems("intruder-2");
+    let (cert, key) = Pki::new("a third ca").node_pems(8);
     let half = ClusterTls::from_pem(cert, key, ca_pem.clone()).expect("tls");
     let err = membership::status_with_tls(&seed, Some(&half))
         .await
@@ -1438,6 +1455,66 @@ async fn mtls_cluster_elects_replicates_and_refuses_strangers() {
         .await
         .expect("status over mTLS");
     assert_eq!(voters_seen.nodes.len(), 3, "{voters_seen:?}");
+    // Certificates of the cluster CA are held to the node id they name (URI SAN
+    // `neo-node:<id>`): a join or leave of another node, a Raft RPC from a node that is
+    // not a member, and anything but status from a certificate without an id are
+    // refused, having changed nothing.
+    {
+        use neo_cluster::pb::membership::membership_client::MembershipClient;
+        use neo_cluster::pb::membership::{JoinRequest, LeaveRequest, StatusRequest};
+        use neo_cluster::pb::raft::RaftRequest;
+        use neo_cluster::pb::raft::raft_client::RaftClient;
+        use tonic::Code;
+        let pki = c.opts.pki.as_ref().expect("pki");
+        let at = c.node(leader).addr;
+        let as_node9 = pki.channel(pki.node_pems(9), at).await;
+        let no_id = pki.channel(pki.0.leaf("old-node", &NODE_SANS), at).await;
+        let join4 = || JoinRequest {
+            node_id: 4,
+            addr: c.node(4).addr.to_string(),
+            client_addr: String::new(),
+        };
+        let s = MembershipClient::new(as_node9.clone())
+            .join(join4())
+            .await
+            .expect_err("a join of another node");
+        assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+        assert!(s.message().contains("names node 9, not node 4"), "{s:?}");
+        let s = MembershipClient::new(no_id.clone())
+            .join(join4())
+            .await
+            .expect_err("a join without a node id");
+        assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+        assert!(s.message().contains("names no node id"), "{s:?}");
+        let s = MembershipClient::new(as_node9.clone())
+            .leave(LeaveRequest { node_id: follower })
+            .await
+            .expect_err("a leave of another node by a non-voter");
+        assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+        MembershipClient::new(no_id.clone())
+            .status(StatusRequest {})
+            .await
+            .expect("status is read-only: open to the cluster CA");
+        let junk = || RaftRequest {
+            group_id: METADATA_GROUP,
+            ..Default::default()
+        };
+        for ch in [as_node9, no_id] {
+            let s = RaftClient::new(ch)
+                .vote(junk())
+                .await
+                .expect_err("not a member");
+            assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+        }
+        // A member's (junk) vote gets through to the group, which cannot decode it.
+        let member = pki.channel(pki.node_pems(follower), at).await;
+        let s = RaftClient::new(member)
+            .vote(junk())
+            .await
+            .expect_err("junk");
+        assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+        assert_eq!(c.group(leader).metrics().voters.len(), 3, "nobody left");
+    }
     let registered = c.meta(leader).nodes.len();
     assert_eq!(registered, 3, "the stranger registered nothing");
 
@@ -1571,113 +1648,6 @@ async fn snapshot_transfer_resumes_after_a_cut() {
     for id in c.running_ids() {
         c.kill(id).await;
     }
-}
-
-/// The receiver's side of resumable snapshot transfer, on the wire: a stream that ends
-/// early keeps its prefix (the probe reports it), only the same snapshot resumes it, a
-/// resume from the wrong offset is refused (the sender then restarts from 0), and the
-/// whole snapshot's CRC32 is checked before it is handed to the group.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_receiver_keeps_resumes_and_checks_transfers() {
-    use neo_cluster::pb::raft::raft_client::RaftClient;
-    use neo_cluster::pb::raft::{SnapshotChunk, SnapshotProbe};
-    const GROUP: u64 = 77;
-    const CHUNK: usize = 100;
-    let plane = ControlPlane {
-        node_id: 1,
-        // No group 77 here: a transfer that passes every check ends in "unknown group".
-        registry: Arc::new(Registry::new()),
-        health: HealthMonitor::new(),
-        meta: MetaMachine::new().1,
-    };
-    let server = neo_cluster::serve("127.0.0.1:0".parse().expect("addr"), plane)
-        .await
-        .expect("serve");
-    let mut client = RaftClient::connect(format!("http://{}", server.local_addr()))
-        .await
-        .expect("connect");
-    let data: Vec<u8> = (0..1_000u32).map(|i| (i % 251) as u8).collect();
-    let crc = crc32fast::hash(&data);
-    let head = Bytes::from_static(b"vote+meta of snapshot 1");
-    let chunks = |from: usize, to: usize, head: &Bytes, crc: u32| {
-        (from..to)
-            .step_by(CHUNK)
-            .enumerate()
-            .map(|(i, start)| SnapshotChunk {
-                group_id: GROUP,
-                head: if i == 0 { head.clone() } else { Bytes::new() },
-                offset: start as u64,
-                total_len: data.len() as u64,
-                data: Bytes::copy_from_slice(&data[start..(start + CHUNK).min(data.len())]),
-                crc32: Some(crc),
-            })
-            .collect::<Vec<_>>()
-    };
-    let probe = |head: &Bytes| SnapshotProbe {
-        group_id: GROUP,
-        head: head.clone(),
-        total_len: data.len() as u64,
-        crc32: crc,
-    };
-
-    // Three chunks, then the stream ends: refused, and the 300 bytes are kept.
-    let s = client
-        .install_snapshot(tokio_stream::iter(chunks(0, 300, &head, crc)))
-        .await
-        .expect_err("a short stream is refused");
-    assert_eq!(s.code(), tonic::Code::Aborted, "{s:?}");
-    assert_eq!(held(&client, probe(&head)).await, 300);
-    // Another snapshot (another head) resumes nothing.
-    let other = Bytes::from_static(b"vote+meta of snapshot 2");
-    assert_eq!(held(&client, probe(&other)).await, 0);
-
-    // Resuming at the wrong offset is refused, and drops the kept part.
-    let s = client
-        .install_snapshot(tokio_stream::iter(chunks(200, 1_000, &head, crc)))
-        .await
-        .expect_err("wrong offset");
-    assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
-    assert_eq!(held(&client, probe(&head)).await, 0);
-
-    // Cut again after 5 chunks, resume at 500: all checks pass, the registry is asked
-    // to install (and answers "unknown group").
-    let _ = client
-        .install_snapshot(tokio_stream::iter(chunks(0, 500, &head, crc)))
-        .await
-        .expect_err("short");
-    assert_eq!(held(&client, probe(&head)).await, 500);
-    let s = client
-        .install_snapshot(tokio_stream::iter(chunks(500, 1_000, &head, crc)))
-        .await
-        .expect_err("no such group");
-    assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}");
-    assert_eq!(
-        held(&client, probe(&head)).await,
-        0,
-        "nothing kept after install"
-    );
-
-    // A whole transfer whose bytes do not match the announced CRC is refused.
-    let s = client
-        .install_snapshot(tokio_stream::iter(chunks(0, 1_000, &head, crc ^ 1)))
-        .await
-        .expect_err("bad crc");
-    assert_eq!(s.code(), tonic::Code::DataLoss, "{s:?}");
-    server.shutdown().await;
-}
-
-/// What the receiver holds of the transfer `probe` names.
-async fn held(
-    client: &neo_cluster::pb::raft::raft_client::RaftClient<tonic::transport::Channel>,
-    probe: neo_cluster::pb::raft::SnapshotProbe,
-) -> u64 {
-    let mut client = client.clone();
-    client
-        .snapshot_resume(probe)
-        .await
-        .expect("probe")
-        .into_inner()
-        .offset
 }
 
 /// The proof raft takes: these batches (`neo_storage::testing`) frame their records

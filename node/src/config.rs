@@ -147,7 +147,7 @@ settings! {
     produce_timeout_ms_max, "NEO_PRODUCE_TIMEOUT_MS_MAX", "MS", "Longest a produce waits for commit (default 30000)";
     retention_check_ms, "NEO_RETENTION_CHECK_MS", "MS", "Period of the retention pass over hosted partitions (default 30000)";
     segment_bytes, "NEO_SEGMENT_BYTES", "BYTES", "Segment file size of Raft group logs; retention deletes whole segments (default 256 MiB)";
-    cluster_tls_cert, "NEO_CLUSTER_TLS_CERT", "FILE", "Cluster mTLS: this node's certificate chain, PEM (with --cluster-tls-key and --cluster-tls-ca)";
+    cluster_tls_cert, "NEO_CLUSTER_TLS_CERT", "FILE", "Cluster mTLS: this node's certificate chain, PEM, naming its id in a URI SAN neo-node:<id> (with --cluster-tls-key and --cluster-tls-ca)";
     cluster_tls_key, "NEO_CLUSTER_TLS_KEY", "FILE", "Cluster mTLS: this node's private key, PEM";
     cluster_tls_ca, "NEO_CLUSTER_TLS_CA", "FILE", "Cluster mTLS: the cluster CA certificate(s), PEM; peers must present a certificate it signed";
     cluster_tls_server_name, "NEO_CLUSTER_TLS_SERVER_NAME", "NAME", "Cluster mTLS: check every peer's certificate against this DNS name instead of the host of its address";
@@ -164,6 +164,7 @@ settings! {
     tls_cert, "NEO_TLS_CERT", "FILE", "TLS on the client port: this node's certificate chain, PEM (with --tls-key)";
     tls_key, "NEO_TLS_KEY", "FILE", "TLS on the client port: the private key, PEM";
     tls_client_ca, "NEO_TLS_CLIENT_CA", "FILE", "TLS on the client port: CA certificate(s), PEM, that sign client certificates (mTLS; required with --auth mtls)";
+    at_rest_key_file, "NEO_AT_REST_KEY_FILE", "FILE", "Encryption at rest: this node's key (64 hex digits or 32 bytes); topics created with encryption.at-rest=true keep their logs encrypted under it";
 }
 
 /// How this node finds its cluster.
@@ -277,6 +278,8 @@ pub struct Config {
     pub security: Option<crate::security::SecurityConfig>,
     /// TLS on the client port (`--tls-*`); `None`: plaintext.
     pub client_tls: Option<crate::security::ClientTlsFiles>,
+    /// `--at-rest-key-file`: the node's key for topics encrypted at rest.
+    pub at_rest_key_file: Option<PathBuf>,
 }
 
 /// The PEM files of cluster mTLS (checked when the config is resolved, loaded again at
@@ -490,7 +493,10 @@ impl Config {
                     ca: PathBuf::from(ca),
                     server_name: l.cluster_tls_server_name.clone(),
                 };
-                if let Err(e) = files.load() {
+                // Peers hold this node to the id its certificate names (URI SAN
+                // `neo-node:<id>`, docs/security.md): a certificate naming another node,
+                // or none, is a configuration error.
+                if let Err(e) = files.load().and_then(|t| t.check_node_id(node_id)) {
                     return Err(ConfigError::Conflict {
                         reason: format!(
                             "cluster TLS (--cluster-tls-cert {cert}, --cluster-tls-key {key}, \
@@ -697,6 +703,7 @@ impl Config {
             cluster_tls,
             security,
             client_tls,
+            at_rest_key_file: path(&l.at_rest_key_file),
         })
     }
 }

@@ -9,7 +9,7 @@
 //! | `/v1/cluster` | JSON: nodes (id, client and cluster addresses, alive), controller, partitions (topic, partition, group, leader, replicas) |
 //! | `/v1/queues` | JSON: every queue (settings) with the counts of its partitions this node leads |
 //! | `/v1/groups` | JSON: every consumer group (name, state, members) from this node's applied metadata, and the coordinator |
-//! | `/v1/groups/{name}` | JSON: the group as `neo group describe --format json` prints it (members, and per partition committed offset, log end offset, lag), asked of the cluster through this node's client port; 404 for an unknown group |
+//! | `/v1/groups/{name}` | JSON: the group as `neo group describe --format json` prints it (members, and per partition committed offset, log end offset, lag), asked of the cluster through this node's client port (TLS too: see `crate::admin_tls`); 404 for an unknown group |
 //! | `/v1/partitions/{topic}/{p}/digest` | JSON digest of this replica's committed log (for comparing replicas) |
 //!
 //! With security on (`--auth`), every path but `/health`, `/ready` (and `/metrics` with
@@ -349,28 +349,26 @@ fn groups(shared: &Shared, caller: Option<&http_auth::Caller>) -> serde_json::Va
 /// Bound on answering `/v1/groups/{name}` (it asks every partition leader).
 const GROUP_DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One group with its offsets, asked of the cluster through this node's client port.
+/// One group with its offsets, asked of the cluster through this node's client port
+/// (the partition leaders answer the offsets; with TLS on the client port, the node's
+/// client trusts its own certificate and the cluster CA: `crate::admin_tls`).
 async fn group(shared: &Arc<Shared>, name: &str, caller: Option<&http_auth::Caller>) -> Reply {
     let name = percent_decode(name);
-    if shared.client_tls {
-        // The node would have to verify its own client port's certificate.
-        return Reply::json(
-            501,
-            json!({"error": "not served with TLS on the client port: use `neo group describe`"}),
-        );
-    }
     let addr = shared.advertise_client.clone();
+    let mut config = neo_client::ClientConfig::default();
+    config.rpc.tls = shared.client_tls.clone();
     let describe = async {
         let client = match caller {
             // With security on the offsets are read as the caller, with its token.
             Some(caller) => {
-                let mut config = neo_client::ClientConfig::default();
                 config.rpc.auth_token = Some(caller.token.clone().into_bytes());
                 neo_client::Client::connect_with(&[addr], config).await?
             }
             None => shared
                 .cluster_client
-                .get_or_try_init(|| async move { neo_client::Client::connect(&[addr]).await })
+                .get_or_try_init(|| async move {
+                    neo_client::Client::connect_with(&[addr], config).await
+                })
                 .await?
                 .clone(),
         };

@@ -14,6 +14,7 @@
 //! | `retention` | every `retention_check_ms`: applies each hosted partition's topic retention (age, size) to the local replica's log, and purges each queue partition's acked prefix |
 //! | [`embedded`] | the broker in process: [`embedded::Broker::start`], `create_queue`, `produce_to_queue`, `consume_from_queue(queue, consumer)`, `ack`, `nack` over `neo_broker::Embedded` (the same operations as a server) |
 //! | `http` | the admin listener: `/health`, `/ready`, `/metrics`, `/v1/cluster`, `/v1/groups`, `/v1/queues`, `/v1/groups/{name}` (described through this node's client port), `/v1/partitions/{topic}/{p}/digest`; [`healthcheck`] |
+//! | `admin_tls` | TLS of that description's client when the client port has TLS: trusts exactly the node's own certificate, and certificates of the cluster CA |
 //! | `metrics` | counters, histograms and the Prometheus text rendering |
 //! | `error` | the crate's [`Error`] (start-up failures) |
 //! | `bin/neo-node` | parses the config (exit 2 when invalid), sets up logging, runs until SIGINT/SIGTERM; `neo-node healthcheck` |
@@ -48,6 +49,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod admin_tls;
 mod balance;
 pub(crate) mod broker;
 pub mod config;

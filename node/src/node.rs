@@ -50,8 +50,10 @@ pub(crate) struct Shared {
     pub(crate) authenticators: Option<Arc<neo_security::Authenticators>>,
     /// Client-port handshakes by token kind and outcome.
     pub(crate) auth_counters: Arc<crate::security::AuthCounters>,
-    /// TLS is on on the client port.
-    pub(crate) client_tls: bool,
+    /// TLS of the node's own client of the client ports (`/v1/groups/{name}`), when
+    /// the client port has TLS: trusts the node's own certificate and the cluster CA
+    /// (`crate::admin_tls`).
+    pub(crate) client_tls: Option<neo_protocol::ClientTls>,
     /// `/metrics` answers without a token.
     pub(crate) metrics_open: bool,
 }
@@ -201,6 +203,22 @@ pub struct Node {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Reads the at-rest key file on the blocking pool.
+async fn load_at_rest_key(path: std::path::PathBuf) -> Result<neo_raft::AtRestKey> {
+    use crate::security::KeyFileError;
+    let key = tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&path).map_err(|source| KeyFileError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        neo_raft::AtRestKey::from_file_bytes(&bytes)
+            .map_err(|reason| KeyFileError::AtRest { path, reason })
+    })
+    .await
+    .map_err(KeyFileError::Blocking)??;
+    Ok(key)
+}
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -212,13 +230,27 @@ impl Node {
     /// start bootstraps) the metadata group, registers with the metadata leader, and
     /// keeps the partition groups it replicates in step with the metadata.
     pub async fn start(cfg: Config) -> Result<Node> {
-        let store = NodeStore::open_with(&cfg.data_dir, cfg.durability)?
+        let mut store = NodeStore::open_with(&cfg.data_dir, cfg.durability)?
             .with_segment_bytes(cfg.limits.segment_bytes);
+        if let Some(path) = cfg.at_rest_key_file.clone() {
+            let key = load_at_rest_key(path).await?;
+            tracing::info!(
+                fingerprint = key.fingerprint(),
+                "encryption at rest: node key loaded"
+            );
+            store = store.with_at_rest_key(key);
+        }
         let (stop, stop_rx) = watch::channel(false);
         let registry = Arc::new(Registry::new());
         let health = HealthMonitor::new();
         let cluster_tls = match &cfg.cluster_tls {
-            Some(files) => Some(files.load()?),
+            Some(files) => {
+                let tls = files.load()?;
+                // Peers refuse joins and Raft RPCs from a certificate that does not name
+                // this node (URI SAN `neo-node:<id>`, docs/security.md): fail at start.
+                tls.check_node_id(cfg.node_id)?;
+                Some(tls)
+            }
             None => None,
         };
         let transport = GrpcTransport::with_tls(NetFilter::new(), cluster_tls.clone());
@@ -321,11 +353,24 @@ impl Node {
             tasks.push(task);
             throttle
         });
+        let client_tls = match &cfg.client_tls {
+            Some(tls) => {
+                let cert = tls.cert.clone();
+                let ca = cfg.cluster_tls.as_ref().map(|c| c.ca.clone());
+                let loaded = tokio::task::spawn_blocking(move || {
+                    crate::admin_tls::load(&cert, ca.as_deref())
+                })
+                .await
+                .map_err(crate::security::KeyFileError::Blocking)??;
+                Some(loaded)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             throttle,
             authenticators,
             auth_counters: Arc::default(),
-            client_tls: cfg.client_tls.is_some(),
+            client_tls,
             metrics_open: cfg.security.as_ref().is_none_or(|s| s.metrics_open),
             node_id: cfg.node_id,
             limits: cfg.limits.clone(),
@@ -384,10 +429,22 @@ impl Node {
             server = server.with_tls(config);
         }
         if let Some(authenticators) = &shared.authenticators {
-            server = server.with_authenticator(Arc::new(crate::security::Audited::new(
-                authenticators.clone(),
-                shared.auth_counters.clone(),
-            )));
+            // Refusals of the `connections` quota count as throttled requests.
+            let counted = Arc::downgrade(&shared);
+            let limiter = crate::security::ConnectionLimiter::new(
+                broker.meta_view(),
+                Arc::new(move || {
+                    if let Some(s) = counted.upgrade() {
+                        s.metrics
+                            .throttled
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }),
+            );
+            server = server.with_authenticator(Arc::new(
+                crate::security::Audited::new(authenticators.clone(), shared.auth_counters.clone())
+                    .with_connection_limits(limiter),
+            ));
         }
         server.register(crate::broker::service(shared.clone()))?;
         let rpc = server.start(client_listener)?;

@@ -32,7 +32,10 @@ impl Pki {
     /// three TLS flags pointing at them.
     fn node_flags(&self, dir: &Path, id: u64) -> Vec<String> {
         std::fs::create_dir_all(dir).expect("pki dir");
-        let (cert, key) = self.0.leaf(&format!("neo node {id}"), &["127.0.0.1"]);
+        // Named by the URI SAN `neo-node:<id>` (the cluster port's rule).
+        let (cert, key) = self
+            .0
+            .node_leaf(id, &format!("neo node {id}"), &["127.0.0.1"]);
         let path = |name: String| -> PathBuf { dir.join(name) };
         let (crt, k, ca) = (
             path(format!("node-{id}.crt")),
@@ -210,4 +213,11 @@ fn bad_cluster_tls_settings_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cluster TLS"), "{err}");
+    // Node 2's certificate for node 1 (the default `--id`): it names another node.
+    let out = run(&[
+        &other[0], &other[1], &other[2], &other[3], &other[4], &other[5],
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("names node 2"), "{err}");
 }

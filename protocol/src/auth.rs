@@ -5,6 +5,9 @@
 //! [`Authenticator::authenticate`] with the token and what it knows of the peer (address,
 //! TLS client certificate); the [`Principal`] it returns is attached to the connection
 //! and visible to every handler through [`crate::RequestContext::principal`].
+//! An `Auth` frame after the handshake re-authenticates the connection in place:
+//! [`Authenticator::reauthenticate`] checks the fresh token, and the server keeps the
+//! connection's principal name (see `server::handshake`).
 //! The security crate plugs its JWT / API-key / mTLS checks in here.
 
 use std::collections::HashMap;
@@ -31,6 +34,53 @@ pub struct Principal {
     /// [`Authenticator::still_valid`] before each request on the connection.
     #[serde(default)]
     pub credential_id: Option<String>,
+    /// Held for as long as the connection is: the authenticator's per-connection
+    /// resources (a slot of a connection limit) are released when it drops. Never
+    /// encoded; not part of the principal's identity (ignored by `==` and `Hash`).
+    #[serde(skip)]
+    pub lease: ConnectionLease,
+}
+
+/// Something an [`Authenticator`] ties to one connection: the server keeps the
+/// [`Principal`] (and so this) for the connection's lifetime and drops it when the
+/// connection ends (or a new handshake replaces the principal), so a `Drop` impl inside
+/// runs then. Clones share one value, released with the last.
+#[derive(Clone, Default)]
+pub struct ConnectionLease(Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl ConnectionLease {
+    /// A lease holding `value` until the connection ends.
+    pub fn new(value: std::sync::Arc<dyn std::any::Any + Send + Sync>) -> ConnectionLease {
+        ConnectionLease(Some(value))
+    }
+
+    /// Whether it holds anything.
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl std::fmt::Debug for ConnectionLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_held() {
+            "ConnectionLease(held)"
+        } else {
+            "ConnectionLease(none)"
+        })
+    }
+}
+
+/// Not part of a principal's identity: every lease equals every other.
+impl PartialEq for ConnectionLease {
+    fn eq(&self, _: &ConnectionLease) -> bool {
+        true
+    }
+}
+
+impl Eq for ConnectionLease {}
+
+impl std::hash::Hash for ConnectionLease {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 impl Principal {
@@ -41,7 +91,14 @@ impl Principal {
             roles: Vec::new(),
             expires_at_unix_secs: None,
             credential_id: None,
+            lease: ConnectionLease::default(),
         }
+    }
+
+    /// This principal, holding `lease` for the connection's lifetime.
+    pub fn with_lease(mut self, lease: ConnectionLease) -> Principal {
+        self.lease = lease;
+        self
     }
 
     /// This principal, authenticated by the revocable credential `id`.
@@ -79,6 +136,24 @@ pub trait Authenticator: Send + Sync + 'static {
     /// The principal for `token`, or an error whose code is sent to the client
     /// (normally `Unauthenticated`) before the connection is closed.
     fn authenticate(&self, token: &[u8], peer: &PeerInfo) -> Result<Principal, RpcError>;
+
+    /// The principal for `token` presented to re-authenticate a connection already
+    /// authenticated as `current` (an `Auth` frame after the handshake). The server
+    /// then refuses a principal of another name (`PrincipalMismatch`), and an error
+    /// here leaves the connection as it was (open, `current` kept). When the returned
+    /// principal holds no [`ConnectionLease`], the server carries `current`'s lease
+    /// over: an implementation that ties resources to a connection (a slot of a
+    /// connection limit) should override this to check the token without taking them
+    /// again. Default: [`Authenticator::authenticate`].
+    fn reauthenticate(
+        &self,
+        token: &[u8],
+        peer: &PeerInfo,
+        current: &Principal,
+    ) -> Result<Principal, RpcError> {
+        let _ = current;
+        self.authenticate(token, peer)
+    }
 
     /// Whether a principal this authenticator established is still valid (its
     /// credential was not revoked since). Asked before every request of a connection

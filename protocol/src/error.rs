@@ -53,10 +53,15 @@ pub enum ErrorCode {
     /// delay in milliseconds (decimal ASCII): retry no sooner. The connection stays open.
     Throttled = 24,
     /// The connection has not completed the authentication handshake, or the token was
-    /// rejected. The connection is closed after this error.
+    /// rejected. The connection is closed after this error, except when it answers a
+    /// re-authentication: the connection then keeps its identity (until that expires).
     Unauthenticated = 30,
     /// The principal is authenticated but may not do this.
     PermissionDenied = 31,
+    /// A re-authentication (an `Auth` frame on an authenticated connection) presented
+    /// a valid credential of another principal: refused, the connection keeps its
+    /// identity and stays open. A connection never changes principal.
+    PrincipalMismatch = 32,
     /// The handler failed (or panicked) for a reason of its own.
     Internal = 50,
     /// Retriable after a metadata refresh: this node does not lead the partition; the
@@ -97,7 +102,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order (for docs, tests and exhaustive tables).
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::Malformed,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -112,6 +117,7 @@ impl ErrorCode {
         ErrorCode::Throttled,
         ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied,
+        ErrorCode::PrincipalMismatch,
         ErrorCode::Internal,
         ErrorCode::NotLeader,
         ErrorCode::UnknownTopic,
@@ -403,6 +409,7 @@ mod tests {
         assert_eq!(ErrorCode::Timeout as u16, 21);
         assert_eq!(ErrorCode::Cancelled as u16, 22);
         assert_eq!(ErrorCode::Unauthenticated as u16, 30);
+        assert_eq!(ErrorCode::PrincipalMismatch as u16, 32);
         assert_eq!(ErrorCode::Internal as u16, 50);
         assert_eq!(ErrorCode::NotLeader as u16, 1000);
         assert_eq!(ErrorCode::StaleGeneration as u16, 1009);

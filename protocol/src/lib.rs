@@ -39,14 +39,16 @@
 //! | `server` | [`NeoServer`], [`NeoConfig`], accept loop + connection limit, graceful shutdown |
 //! | `server::connection` | one connection: read, dispatch, batched writes, in-flight limit, heartbeats, drain |
 //! | `server::registry` | [`ServiceBuilder`], [`MethodBuilder`], handlers, the id table, `neo.system/describe` |
+//! | `server::handshake` | what an `Auth` frame does: the handshake, or a re-authentication (same principal: credential replaced, expiry re-armed; else `PrincipalMismatch` / `Unauthenticated`, connection kept) |
 //! | `server::context` | [`RequestContext`]: peer address, mTLS identity, principal |
 //! | `server::shutdown` | the broadcast shutdown signal each connection listens to |
 //! | [`client`] | [`NeoClient`]: one multiplexed connection (callers write, a reader task completes), timeouts, cancel, reconnect, subscriptions |
 //! | `client::call` | [`Call`]: one unary call's future, a hand-written state machine (begin, dial, start, wait) |
 //! | `client::calls` | the pending-call table: correlation id = generation and index, no hashing |
+//! | `client::auth` | [`NeoClient::reauthenticate`]: a fresh token on the open connection, kept for reconnects |
 //! | `client::pipeline` | [`Pipeline`]: a window of calls driven by one task (send, recv), no future or wake-up per call, written in half-window batches |
 //! | [`tls`] | rustls (ring) config builders, [`PeerIdentity`] |
-//! | [`auth`] | the [`Authenticator`] trait of the handshake, [`Principal`] |
+//! | [`auth`] | the [`Authenticator`] trait of the handshake and of re-authentication, [`Principal`] |
 //! | [`error`] | the crate's [`Error`], wire [`ErrorCode`]s, [`RpcError`] |
 //! | [`api`] | the broker's request/response types (produce, fetch, admin, groups, queues); produce's `records` and fetch's `batches` are `Bytes` that decode as slices of the frame |
 //!
@@ -118,7 +120,7 @@ pub mod frame;
 pub mod server;
 pub mod tls;
 
-pub use auth::{AuthOk, Authenticator, PeerInfo, Principal, StaticTokens};
+pub use auth::{AuthOk, Authenticator, ConnectionLease, PeerInfo, Principal, StaticTokens};
 pub use client::{
     Call, CallOptions, ClientConfig, NeoClient, PIPELINE_IN_FLIGHT_MAX_DEFAULT,
     PIPELINE_WRITE_BATCH_FRAMES_DEFAULT, Pipeline, Subscription,

@@ -110,6 +110,7 @@ async fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
             kind: GroupKind::Partition,
             timing: RaftTiming::PARTITION,
             snapshot_every_entries: 10_000,
+            encrypt_at_rest: false,
         };
         let group = RaftGroup::open(
             cfg,

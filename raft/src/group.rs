@@ -67,6 +67,10 @@ pub struct GroupConfig {
     /// entries. Partition groups never snapshot on their own: their log is their data and
     /// is purged by retention only.
     pub snapshot_every_entries: u64,
+    /// Keep the group's log encrypted at rest under the node's key
+    /// ([`NodeStore::with_at_rest_key`]); opening fails if the node has none. A log
+    /// created encrypted is opened encrypted whatever this says (its key check decides).
+    pub encrypt_at_rest: bool,
 }
 
 /// A point-in-time view of a replica, for status pages, tests and leader balancing.
@@ -273,8 +277,7 @@ impl RaftGroup {
             cfg.kind,
             store.meta().clone(),
             anchor,
-            store.durability(),
-            store.segment_bytes(),
+            store.log_options(cfg.encrypt_at_rest)?,
         )?;
         let network = NetworkFactory {
             router: Router::new(transport, cfg.node_id),

@@ -121,6 +121,9 @@ pub use log_store::{
     Durability, NodeStore, RECORD_BATCH_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 pub use machine::{AppliedBatch, EntryId, LogOnly, StateMachine};
+/// The node key for encryption at rest of group logs ([`NodeStore::with_at_rest_key`],
+/// [`GroupConfig::encrypt_at_rest`]).
+pub use neo_storage::AtRestKey;
 pub use network::{NoPeers, RpcKind, Transport, TransportError};
 pub use state_machine::{AppliedState, GroupKind};
 pub use types::{

@@ -45,7 +45,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use neo_storage::{BatchPos, FsyncPolicy, LogConfig, MetaConfig, MetaStore, RaftField, SegmentLog};
+use neo_storage::{
+    AtRestKey, BatchPos, FsyncPolicy, LogConfig, MetaConfig, MetaStore, RaftField, SegmentLog,
+};
 use openraft::EntryPayload;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use qiss::batch::BatchHeader;
@@ -208,6 +210,7 @@ pub struct NodeStore {
     meta: MetaStore,
     durability: Durability,
     segment_bytes: u64,
+    at_rest: Option<AtRestKey>,
 }
 
 impl NodeStore {
@@ -230,7 +233,44 @@ impl NodeStore {
             meta,
             durability,
             segment_bytes: LogConfig::default().segment_size_bytes_max,
+            at_rest: None,
         })
+    }
+
+    /// The node's key for encryption at rest: group logs opened with
+    /// `GroupConfig::encrypt_at_rest` (and logs created encrypted) use it.
+    pub fn with_at_rest_key(mut self, key: AtRestKey) -> NodeStore {
+        self.at_rest = Some(key);
+        self
+    }
+
+    /// Whether this node has a key for encryption at rest.
+    pub fn has_at_rest_key(&self) -> bool {
+        self.at_rest.is_some()
+    }
+
+    /// How a group's log opens on this store: its durability, segment size and, when
+    /// `encrypt`, the node's at-rest key (an error if the node has none; a plaintext
+    /// group gets none, and `neo-storage` then refuses a log created encrypted: its
+    /// file pins it).
+    pub(crate) fn log_options(&self, encrypt: bool) -> Result<LogOptions> {
+        Ok(LogOptions {
+            durability: self.durability,
+            segment_bytes: self.segment_bytes,
+            at_rest: self.at_rest_for(encrypt)?,
+        })
+    }
+
+    fn at_rest_for(&self, encrypt: bool) -> Result<Option<AtRestKey>> {
+        match (&self.at_rest, encrypt) {
+            (None, true) => Err(Error::Config {
+                reason: "the group is encrypted at rest and this node has no at-rest key \
+                         (--at-rest-key-file)"
+                    .into(),
+            }),
+            (Some(k), true) => Ok(Some(k.clone())),
+            (_, false) => Ok(None),
+        }
     }
 
     /// Every group log opened on this store from now on rolls its segments at this
@@ -257,10 +297,6 @@ impl NodeStore {
         }
     }
 
-    pub(crate) fn durability(&self) -> Durability {
-        self.durability
-    }
-
     /// The directory of `group`'s files.
     pub(crate) fn group_dir(&self, group: GroupId) -> PathBuf {
         self.dir.join("groups").join(group.to_string())
@@ -278,6 +314,16 @@ impl NodeStore {
     }
 }
 
+/// How one group's log is opened ([`NodeStore::log_options`]).
+pub(crate) struct LogOptions {
+    /// When appended entries count as flushed.
+    pub(crate) durability: Durability,
+    /// Segment size.
+    pub(crate) segment_bytes: u64,
+    /// Encryption at rest under this node key.
+    pub(crate) at_rest: Option<AtRestKey>,
+}
+
 /// One group's Raft log: a segment log plus the group's fields in the metadata store.
 #[derive(Clone)]
 pub struct LogStore {
@@ -292,10 +338,15 @@ impl LogStore {
         kind: GroupKind,
         meta: MetaStore,
         anchor: OffsetAnchor,
-        durability: Durability,
-        segment_bytes: u64,
+        options: LogOptions,
     ) -> Result<LogStore> {
+        let LogOptions {
+            durability,
+            segment_bytes,
+            at_rest,
+        } = options;
         let config = LogConfig {
+            at_rest,
             segment_size_bytes_max: segment_bytes,
             batch_size_bytes_max: (RECORD_BATCH_BYTES_MAX.max(CONTROL_BATCH_BYTES_MAX) + 4096)
                 as u32,
@@ -806,7 +857,8 @@ mod tests {
 
     /// Builds a fresh log store (real segment log + sled, in a temporary directory) and a
     /// partition state machine for each of openraft's conformance tests.
-    struct Builder;
+    /// Builds log stores for openraft's suite; `Builder(Some(key))`: encrypted at rest.
+    struct Builder(Option<neo_storage::AtRestKey>);
 
     impl StoreBuilder<NeoRaft, LogStore, GroupStateMachine, tempfile::TempDir> for Builder {
         async fn build(
@@ -822,8 +874,11 @@ mod tests {
                 GroupKind::Partition,
                 node.meta().clone(),
                 anchor.clone(),
-                Durability::Fsync,
-                SEGMENT_BYTES_MAX,
+                LogOptions {
+                    durability: Durability::Fsync,
+                    segment_bytes: SEGMENT_BYTES_MAX,
+                    at_rest: self.0.clone(),
+                },
             )
             .expect("log store");
             let sm = GroupStateMachine::open(
@@ -882,8 +937,11 @@ mod tests {
             GroupKind::Partition,
             node.meta().clone(),
             OffsetAnchor::default(),
-            Durability::Fsync,
-            node.segment_bytes(),
+            LogOptions {
+                durability: Durability::Fsync,
+                segment_bytes: node.segment_bytes(),
+                at_rest: None,
+            },
         )
         .expect("open");
         // A blank entry, then 24 batches of 3 records and ~1000 bytes, timestamps
@@ -956,7 +1014,17 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_openraft_storage_suite() {
-        Suite::test_all(Builder).await.expect("storage suite");
+        Suite::test_all(Builder(None)).await.expect("storage suite");
+    }
+
+    /// The same suite on a log encrypted at rest: every entry read back (appends,
+    /// truncations, purges, reopen) must be the entry written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_openraft_storage_suite_encrypted_at_rest() {
+        let key = neo_storage::AtRestKey::new([9; 32]);
+        Suite::test_all(Builder(Some(key)))
+            .await
+            .expect("storage suite");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -972,8 +1040,11 @@ mod tests {
                 GroupKind::Partition,
                 node.meta().clone(),
                 OffsetAnchor::default(),
-                Durability::Fsync,
-                SEGMENT_BYTES_MAX,
+                LogOptions {
+                    durability: Durability::Fsync,
+                    segment_bytes: SEGMENT_BYTES_MAX,
+                    at_rest: None,
+                },
             )
         };
         let batch = |n: u32| {

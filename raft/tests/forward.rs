@@ -153,6 +153,7 @@ impl Cluster {
                         election_max_ms: 1_600,
                     },
                     snapshot_every_entries: 0,
+                    encrypt_at_rest: false,
                 },
                 &store,
                 Arc::new(Loopback(net.clone())),

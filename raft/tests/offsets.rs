@@ -122,6 +122,7 @@ impl Cluster {
                 kind: GroupKind::Partition,
                 timing: RaftTiming::PARTITION,
                 snapshot_every_entries: 0,
+                encrypt_at_rest: false,
             },
             store,
             Arc::new(Loopback(self.net.clone())),

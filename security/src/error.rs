@@ -172,6 +172,17 @@ pub enum SecurityError {
         /// How long the client should wait before the next such request.
         retry_after_ms: u64,
     },
+    /// A handshake over the `connections` quota: the principal (or client address)
+    /// already has `max` connections open on this node. On the wire: `Throttled` with
+    /// [`crate::limits::CONNECTION_RETRY_AFTER_MS`]; the refused connection is closed,
+    /// the open ones are untouched.
+    #[error("{who} already has {max} connections open on this node (its connections quota)")]
+    TooManyConnections {
+        /// `principal NAME` or `client address IP`.
+        who: String,
+        /// The limit.
+        max: u64,
+    },
     /// Payload encryption or decryption failed.
     #[error("{0}")]
     Crypto(#[from] CryptoFailure),
@@ -243,6 +254,13 @@ impl SecurityError {
             SecurityError::Throttled { retry_after_ms, .. } => {
                 return RpcError::new(ErrorCode::Throttled, self.to_string())
                     .with_details(retry_after_ms.to_string().into_bytes());
+            }
+            SecurityError::TooManyConnections { .. } => {
+                return RpcError::new(ErrorCode::Throttled, self.to_string()).with_details(
+                    crate::limits::CONNECTION_RETRY_AFTER_MS
+                        .to_string()
+                        .into_bytes(),
+                );
             }
             SecurityError::Invalid { .. }
             | SecurityError::NotFound { .. }

@@ -10,8 +10,9 @@
 //! | [`authn`] | handshake token → [`Identity`]: [`authn::jwt`] (HS256/RS256/ES256/EdDSA, PEM or JWKS keys), [`authn::api_key`] (salted-hash API keys), [`authn::cert`] (mTLS name mapping), and [`Authenticators`], the chain behind neo-protocol's `Authenticator` | built, not wired |
 //! | [`rbac`] | roles → grants (resource type × name pattern × operations); [`Authorizer`], the compiled checker whose [`rbac::Authorized`] proof only this crate can make | built, not wired |
 //! | [`rate`] | token buckets per principal and per client IP (produce bytes/s, fetch bytes/s, requests/s) with the throttle delay | built, not wired |
+//! | [`connections`] | the `connections` quota: open connections per principal and per client address, against their limits | built |
 //! | [`crypto`] | AES-256-GCM / ChaCha20-Poly1305 envelopes under a rotating [`Keyring`] | built, not wired |
-//! | [`state`] | [`SecurityState`]: users, roles, grants, API key hashes, quotas (serde, for the metadata Raft group) | built |
+//! | [`state`] | [`SecurityState`]: users, roles, grants, ACLs, API key hashes, quotas (serde, for the metadata Raft group) | built |
 //! | [`error`] | [`SecurityError`], its typed reasons and the mapping to wire codes | built |
 //! | [`limits`] | every bound, units last | built |
 //!
@@ -38,6 +39,7 @@
 #![deny(missing_docs)]
 
 pub mod authn;
+pub mod connections;
 pub mod context;
 pub mod crypto;
 pub mod error;

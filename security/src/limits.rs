@@ -42,6 +42,22 @@ pub const GRANTS_PER_ROLE_MAX: usize = 1_024;
 /// Most roles assigned to one principal.
 pub const ROLES_PER_PRINCIPAL_MAX: usize = 256;
 
+/// Most registered users (`neo user create`; a principal needs no record to
+/// authenticate by JWT or certificate, so this bounds the registry, not who may connect).
+pub const USERS_MAX: usize = 100_000;
+
+/// Most direct grants (ACLs) on one principal (as [`GRANTS_PER_ROLE_MAX`] for a role).
+pub const ACLS_PER_PRINCIPAL_MAX: usize = 1_024;
+
+/// Most direct grants (ACLs) in the cluster, every principal together: each one is
+/// compiled into every node's authorizer.
+pub const ACLS_MAX: usize = 100_000;
+
+/// How long a client refused for its principal's `connections` quota is told to wait
+/// before trying again (a slot frees only when one of its connections closes, so this
+/// is a polling interval, not a promise).
+pub const CONNECTION_RETRY_AFTER_MS: u64 = 1_000;
+
 /// Most API keys (live or revoked) kept in the state.
 pub const API_KEYS_MAX: usize = 100_000;
 

@@ -132,7 +132,7 @@ impl TokenBucket {
     }
 }
 
-/// Rates for one key; `None` is unlimited.
+/// Rates for one key, and its concurrent connections; `None` is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Quota {
     /// Produce bytes per second.
@@ -141,6 +141,32 @@ pub struct Quota {
     pub fetch_bytes_per_sec: Option<u64>,
     /// Requests per second.
     pub requests_per_sec: Option<u64>,
+    /// Concurrent authenticated connections on one node (not a rate: a count, checked
+    /// at the handshake; see [`crate::connections::ConnectionCounts`]).
+    pub connections: Option<u64>,
+}
+
+/// The layout of [`Quota`] before the `connections` limit, as older metadata logs and
+/// snapshots hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct QuotaV1 {
+    /// Produce bytes per second.
+    pub produce_bytes_per_sec: Option<u64>,
+    /// Fetch bytes per second.
+    pub fetch_bytes_per_sec: Option<u64>,
+    /// Requests per second.
+    pub requests_per_sec: Option<u64>,
+}
+
+impl From<QuotaV1> for Quota {
+    fn from(v: QuotaV1) -> Quota {
+        Quota {
+            produce_bytes_per_sec: v.produce_bytes_per_sec,
+            fetch_bytes_per_sec: v.fetch_bytes_per_sec,
+            requests_per_sec: v.requests_per_sec,
+            connections: None,
+        }
+    }
 }
 
 impl Quota {
@@ -171,6 +197,13 @@ impl Quota {
                 });
             }
         }
+        if self.connections == Some(0) {
+            return Err(SecurityError::Invalid {
+                what: "quota",
+                value: "connections".to_string(),
+                reason: "a connection limit must be positive (leave it unset for no limit)",
+            });
+        }
         Ok(())
     }
 }
@@ -187,7 +220,9 @@ pub struct QuotaConfig {
     pub per_principal: BTreeMap<String, Quota>,
     /// Per role.
     pub per_role: BTreeMap<String, Quota>,
-    /// For each client IP, before authentication and for anonymous requests.
+    /// For each client IP, before authentication and for anonymous requests; its
+    /// `connections` counts every connection from the address that reaches the
+    /// handshake, checked before the credential.
     pub per_ip: Quota,
     /// The burst window: each bucket holds `rate × burst_ms / 1000` units.
     pub burst_ms: u64,
@@ -201,6 +236,30 @@ impl Default for QuotaConfig {
             per_role: BTreeMap::new(),
             per_ip: Quota::default(),
             burst_ms: 1_000,
+        }
+    }
+}
+
+/// The layout of [`QuotaConfig`] before the `connections` limit (older snapshots).
+#[derive(Debug, Clone, Deserialize)]
+pub struct QuotaConfigV1 {
+    principal_default: QuotaV1,
+    per_principal: BTreeMap<String, QuotaV1>,
+    per_role: BTreeMap<String, QuotaV1>,
+    per_ip: QuotaV1,
+    burst_ms: u64,
+}
+
+impl From<QuotaConfigV1> for QuotaConfig {
+    fn from(v: QuotaConfigV1) -> QuotaConfig {
+        let map =
+            |m: BTreeMap<String, QuotaV1>| m.into_iter().map(|(k, q)| (k, q.into())).collect();
+        QuotaConfig {
+            principal_default: v.principal_default.into(),
+            per_principal: map(v.per_principal),
+            per_role: map(v.per_role),
+            per_ip: v.per_ip.into(),
+            burst_ms: v.burst_ms,
         }
     }
 }
@@ -250,6 +309,15 @@ impl QuotaConfig {
                 .or(self.principal_default.rate(kind));
             quota.set(kind, rate);
         }
+        quota.connections = own
+            .and_then(|q| q.connections)
+            .or_else(|| {
+                roles
+                    .iter()
+                    .filter_map(|r| self.per_role.get(r)?.connections)
+                    .max()
+            })
+            .or(self.principal_default.connections);
         quota
     }
 }

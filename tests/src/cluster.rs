@@ -57,7 +57,8 @@ pub struct TestCluster {
     nodes: Vec<Node>,
     peers: String,
     binary: PathBuf,
-    /// Flags every node gets besides the addresses (e.g. security settings).
+    /// Flags every node gets besides the addresses (e.g. security settings); `{id}` in
+    /// a flag is replaced by the node's id (its own certificate files).
     extra_args: Vec<String>,
     /// Holds every data dir and log; removed on drop.
     _root: tempfile::TempDir,
@@ -80,8 +81,9 @@ impl TestCluster {
         TestCluster::start_with_args(n, &[])
     }
 
-    /// Start `n` nodes, each also given `extra_args` (e.g. `--auth jwt ...`), and wait
-    /// until each reports `/ready`.
+    /// Start `n` nodes, each also given `extra_args` (e.g. `--auth jwt ...`; `{id}` in
+    /// an argument is replaced by the node's id, e.g. `node-{id}.pem`), and wait until
+    /// each reports `/ready`.
     pub fn start_with_args(n: u64, extra_args: &[String]) -> anyhow::Result<TestCluster> {
         let binary = binary("neo-node")?;
         let root = tempfile::Builder::new().prefix("neo-e2e-").tempdir()?;
@@ -255,7 +257,7 @@ impl TestCluster {
             .arg(node.spec.http.to_string())
             .arg("--peers")
             .arg(&peers)
-            .args(&extra)
+            .args(extra.iter().map(|a| a.replace("{id}", &id.to_string())))
             .env(
                 "NEO_LOG",
                 std::env::var("NEO_E2E_LOG").unwrap_or_else(|_| "warn".into()),
@@ -324,6 +326,25 @@ pub fn http_get_as(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Whether any file under `dir` (recursively) contains `needle`: the check that no
+/// plaintext reached a node's data folder.
+pub fn folder_contains(dir: &Path, needle: &[u8]) -> anyhow::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let found = if entry.file_type()?.is_dir() {
+            folder_contains(&path, needle)?
+        } else {
+            let bytes = std::fs::read(&path)?;
+            bytes.windows(needle.len()).any(|w| w == needle)
+        };
+        if found {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// A data dir's size in bytes (for catch-up checks and reports).

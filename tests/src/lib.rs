@@ -39,7 +39,7 @@ pub mod pki;
 pub mod ports;
 pub mod run;
 
-pub use cluster::{TestCluster, binary};
+pub use cluster::{TestCluster, binary, folder_contains};
 pub use pki::TestPki;
 pub use ports::{free_addr, free_port};
 pub use run::{connect, neo, with_cluster};

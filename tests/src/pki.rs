@@ -37,6 +37,22 @@ impl TestPki {
     /// alternative names `sans` (an entry that parses as an IP address is an IP SAN,
     /// any other a DNS name).
     pub fn leaf(&self, common_name: &str, sans: &[&str]) -> (String, String) {
+        self.leaf_with_uris(common_name, sans, &[])
+    }
+
+    /// A node certificate of node `node_id` for the cluster port: [`TestPki::leaf`] with
+    /// the URI SAN `neo-node:<id>` that names the node (neo-cluster's rule).
+    pub fn node_leaf(&self, node_id: u64, common_name: &str, sans: &[&str]) -> (String, String) {
+        self.leaf_with_uris(common_name, sans, &[&format!("neo-node:{node_id}")])
+    }
+
+    /// [`TestPki::leaf`], with URI SANs `uris` too.
+    pub fn leaf_with_uris(
+        &self,
+        common_name: &str,
+        sans: &[&str],
+        uris: &[&str],
+    ) -> (String, String) {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params
             .distinguished_name
@@ -47,6 +63,10 @@ impl TestPki {
                 Ok(ip) => SanType::IpAddress(ip),
                 Err(_) => SanType::DnsName((*san).try_into().expect("dns name")),
             })
+            .chain(
+                uris.iter()
+                    .map(|uri| SanType::URI((*uri).try_into().expect("uri"))),
+            )
             .collect();
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,

@@ -6,7 +6,6 @@
 //! topic; rotation keeps old records readable; retiring a key shreds its records; a
 //! dead-lettered record still decrypts in its new topic; a group member decrypts too.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -20,7 +19,7 @@ use neo_client::{
     GroupConsumer, GroupConsumerConfig, Keyring, Offset, Producer, ProducerConfig, ProducerRecord,
     RecordResult, SharedKeyring,
 };
-use neo_tests::{TestCluster, connect, with_cluster};
+use neo_tests::{TestCluster, connect, folder_contains, with_cluster};
 
 /// Bound on every wait for records.
 const WAIT_MAX: Duration = Duration::from_secs(30);
@@ -110,24 +109,6 @@ fn enc_header(record: &ConsumerRecord) -> anyhow::Result<EncryptionHeader> {
         .find(|(n, _)| n == ENCRYPTION_HEADER)
         .context("no neo-enc header")?;
     Ok(EncryptionHeader::parse(value)?)
-}
-
-/// Whether any file under `dir` contains `needle`.
-fn folder_contains(dir: &Path, needle: &[u8]) -> anyhow::Result<bool> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        let found = if entry.file_type()?.is_dir() {
-            folder_contains(&path, needle)?
-        } else {
-            let bytes = std::fs::read(&path)?;
-            bytes.windows(needle.len()).any(|w| w == needle)
-        };
-        if found {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// `poll` must answer `Error::Decrypt` for `offset` of the topic's partition 0, k1's.

@@ -10,6 +10,8 @@
 //! - a grant and a role change take effect on connections already open, on every
 //!   node, without reconnecting;
 //! - an API key works until it is revoked, then the open connection is refused;
+//! - a connection re-authenticates in place with a fresh token (new roles, a later
+//!   expiry) and outlives its first token; another principal's token is refused;
 //! - the HTTP admin port: probes open, the rest by bearer token and permission;
 //! - a producer over its quota is throttled, slows down and loses nothing;
 //! - queues: the queue's grants let a worker send, receive and term; without them
@@ -118,16 +120,23 @@ fn secure_cluster() -> anyhow::Result<(TestCluster, tempfile::TempDir)> {
     std::fs::write(&secret, format!("{SECRET}\n"))?;
     // A secure cluster of several nodes must run mTLS between them.
     let pki = neo_tests::TestPki::new("neo e2e cluster CA");
-    let (cert, key) = pki.leaf("neo", &["127.0.0.1", "localhost"]);
     let file = |name: &str, body: &str| -> anyhow::Result<String> {
         let path = dir.path().join(name);
         std::fs::write(&path, body)?;
         Ok(path.to_str().context("path")?.to_string())
     };
-    let (ca, cert, key) = (
-        file("ca.pem", pki.ca_pem())?,
-        file("node.pem", &cert)?,
-        file("node.key", &key)?,
+    // One certificate per node: each names its node id (`neo-node:<id>`); the nodes
+    // get `node-{id}.pem` (TestCluster puts each node's id in).
+    for id in 1..=3 {
+        let (cert, key) = pki.node_leaf(id, "neo", &["127.0.0.1", "localhost"]);
+        file(&format!("node-{id}.pem"), &cert)?;
+        file(&format!("node-{id}.key"), &key)?;
+    }
+    let ca = file("ca.pem", pki.ca_pem())?;
+    let dir_str = dir.path().to_str().context("path")?;
+    let (cert, key) = (
+        format!("{dir_str}/node-{{id}}.pem"),
+        format!("{dir_str}/node-{{id}}.key"),
     );
     let args: Vec<String> = [
         "--auth",
@@ -276,6 +285,8 @@ async fn scenario(cluster: &TestCluster) -> anyhow::Result<()> {
         produce_one(&bob, "payments").await,
         ErrorCode::PermissionDenied,
     )?;
+
+    reauthentication(cluster).await?;
 
     // Unassigning takes effect on alice's open connection.
     security.unassign("writer", "alice").await?;
@@ -482,6 +493,73 @@ async fn queues(cluster: &TestCluster, admin: &Client) -> anyhow::Result<()> {
             "the dead letter never reached jobs.dlq"
         );
     }
+    Ok(())
+}
+
+/// A JWT for `sub` with `roles` that expires `secs` seconds from now.
+fn short_jwt(sub: &str, roles: &[&str], secs: u64) -> String {
+    jwt_with(
+        SECRET,
+        &json!({"alg": "HS256", "typ": "JWT"}),
+        &json!({"sub": sub, "iss": "neo-e2e", "exp": now() + secs, "roles": roles}),
+    )
+}
+
+/// In-place re-authentication: connections opened with a 6 s token are renewed with a
+/// fresh one (whose roles claim now says `writer`) and keep working, as the renewed
+/// principal, past the first token's expiry; a bad token and another principal's are
+/// refused without touching the connection.
+async fn reauthentication(cluster: &TestCluster) -> anyhow::Result<()> {
+    const FIRST_TOKEN_SECS: u64 = 6;
+    let expired_after = Instant::now() + Duration::from_secs(FIRST_TOKEN_SECS + 1);
+    let short = short_jwt("dave", &[], FIRST_TOKEN_SECS);
+    // The client library: every open broker connection is renewed.
+    let dave = eventually("dave", || client_with(cluster, Some(&short))).await?;
+    // One connection, seen through a pipeline (bound to its connection: it fails if
+    // the connection closes, where a client would reconnect unseen).
+    let config = neo_protocol::ClientConfig {
+        auth_token: Some(short.clone().into_bytes()),
+        ..neo_protocol::ClientConfig::default()
+    };
+    let raw = neo_protocol::NeoClient::connect(cluster.client_addrs()[0].clone(), config).await?;
+    let (service, method) = raw.resolve("neo.broker", "metadata").await?;
+    let mut pipe = raw.pipeline().await?;
+
+    refused(
+        produce_one(&dave, "orders.eu").await,
+        ErrorCode::PermissionDenied,
+    )?;
+    dave.reauthenticate(jwt("dave", &["writer"])).await?;
+    produce_one(&dave, "orders.eu")
+        .await
+        .context("the renewed token's roles")?;
+    refused(
+        dave.reauthenticate(jwt("admin", &[])).await,
+        ErrorCode::PrincipalMismatch,
+    )?;
+    refused(
+        dave.reauthenticate("garbage").await,
+        ErrorCode::Unauthenticated,
+    )?;
+    ensure!(raw.reauthenticate(jwt("dave", &[])).await? == "dave");
+    match raw.reauthenticate(jwt("erin", &[])).await {
+        Err(neo_protocol::Error::Rpc(e))
+            if e.error_code() == Some(ErrorCode::PrincipalMismatch) => {}
+        other => bail!("expected PrincipalMismatch, got {other:?}"),
+    }
+
+    tokio::time::sleep_until(expired_after.into()).await;
+    for _ in 0..2 {
+        // Qiss of `MetadataRequest { topics: [] }`: an empty list.
+        pipe.send(service, method, bytes::Bytes::from_static(&[0]))
+            .await
+            .context("the renewed connection past the first token's expiry")?;
+        let (_, reply) = pipe.recv().await.context("pipeline ended")?;
+        reply.context("metadata past the first token's expiry")?;
+    }
+    produce_one(&dave, "orders.eu")
+        .await
+        .context("dave past the first token's expiry")?;
     Ok(())
 }
 

@@ -79,14 +79,18 @@ impl StateMachine for MetaMachine {
     fn restore(&mut self, image: &[u8]) -> std::io::Result<()> {
         self.state = match crate::error::decode_image("metadata image", image) {
             Ok(state) => state,
-            // An image from before queues, the security state, or consumer groups.
-            Err(e) => match qiss::from_slice::<state::MetaStateV3>(image) {
+            // An image from before users and ACLs, queues, the security state, or
+            // consumer groups: newest layout first.
+            Err(e) => match qiss::from_slice::<state::MetaStateV4>(image) {
                 Ok(old) => old.into(),
-                Err(_) => match qiss::from_slice::<state::MetaStateV2>(image) {
+                Err(_) => match qiss::from_slice::<state::MetaStateV3>(image) {
                     Ok(old) => old.into(),
-                    Err(_) => match qiss::from_slice::<state::MetaStateV1>(image) {
+                    Err(_) => match qiss::from_slice::<state::MetaStateV2>(image) {
                         Ok(old) => old.into(),
-                        Err(_) => return Err(e),
+                        Err(_) => match qiss::from_slice::<state::MetaStateV1>(image) {
+                            Ok(old) => old.into(),
+                            Err(_) => return Err(e),
+                        },
                     },
                 },
             },

@@ -9,7 +9,7 @@
 //! too, and the security state (roles, grants, assignments, API key hashes; commands in
 //! [`super::security`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,7 @@ use neo_raft::{GroupId, METADATA_GROUP, NodeId};
 
 use crate::groups::state::{GroupCommand, GroupError, Groups};
 use neo_security::SecurityState;
+use neo_security::state::SecurityStateV1;
 
 use super::security::SecurityCommand;
 
@@ -83,6 +84,10 @@ pub enum MetaCommand {
         /// Delivery settings (checked by [`super::queues::check_settings`]).
         settings: QueueSettings,
     },
+    /// A `CreateTopic` or `CreateQueue` whose partition logs are encrypted at rest:
+    /// the topic and its flag come into being in one command, so that no replica ever
+    /// opens one of its partitions in the clear.
+    EncryptedAtRest(Box<MetaCommand>),
 }
 
 /// The answer to a [`MetaCommand`].
@@ -193,20 +198,49 @@ pub struct MetaState {
     pub next_group: GroupId,
     /// Consumer groups: members, epochs, assignments.
     pub groups: Groups,
-    /// Roles, grants, role assignments, API key hashes.
+    /// Users, roles, grants, role assignments, ACLs, API key hashes, quotas.
     pub security: SecurityState,
     /// Queues (topics with delivery settings) by name.
     pub queues: BTreeMap<String, QueueSettings>,
+    /// Topics whose partition logs are encrypted at rest (created with
+    /// `encryption.at-rest=true`, see [`MetaCommand::EncryptedAtRest`]).
+    pub encrypted_topics: BTreeSet<String>,
+}
+
+/// The metadata image before users, ACLs and the `connections` quota (the security
+/// state's first layout), and before topics encrypted at rest.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct MetaStateV4 {
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    topics: BTreeMap<String, TopicInfo>,
+    next_group: GroupId,
+    groups: Groups,
+    security: SecurityStateV1,
+    queues: BTreeMap<String, QueueSettings>,
+}
+
+impl From<MetaStateV4> for MetaState {
+    fn from(v: MetaStateV4) -> MetaState {
+        MetaState {
+            nodes: v.nodes,
+            topics: v.topics,
+            next_group: v.next_group,
+            groups: v.groups,
+            security: v.security.into(),
+            queues: v.queues,
+            encrypted_topics: BTreeSet::new(),
+        }
+    }
 }
 
 /// The metadata image before queues existed.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub(crate) struct MetaStateV3 {
     nodes: BTreeMap<NodeId, NodeInfo>,
     topics: BTreeMap<String, TopicInfo>,
     next_group: GroupId,
     groups: Groups,
-    security: SecurityState,
+    security: SecurityStateV1,
 }
 
 impl From<MetaStateV3> for MetaState {
@@ -216,8 +250,9 @@ impl From<MetaStateV3> for MetaState {
             topics: v.topics,
             next_group: v.next_group,
             groups: v.groups,
-            security: v.security,
+            security: v.security.into(),
             queues: BTreeMap::new(),
+            encrypted_topics: BTreeSet::new(),
         }
     }
 }
@@ -240,6 +275,7 @@ impl From<MetaStateV2> for MetaState {
             groups: v.groups,
             security: SecurityState::default(),
             queues: BTreeMap::new(),
+            encrypted_topics: BTreeSet::new(),
         }
     }
 }
@@ -262,6 +298,7 @@ impl From<MetaStateV1> for MetaState {
             groups: Groups::default(),
             security: SecurityState::default(),
             queues: BTreeMap::new(),
+            encrypted_topics: BTreeSet::new(),
         }
     }
 }
@@ -332,9 +369,24 @@ impl MetaState {
                 self.queues.insert(name.clone(), settings.clone());
                 Ok(r)
             }
+            MetaCommand::EncryptedAtRest(inner) => {
+                let name = match inner.as_ref() {
+                    MetaCommand::CreateTopic { name, .. }
+                    | MetaCommand::CreateQueue { name, .. } => name.clone(),
+                    _ => {
+                        return Err(invalid(
+                            "only a topic or queue creation can be encrypted at rest",
+                        ));
+                    }
+                };
+                let r = self.try_apply(inner)?;
+                self.encrypted_topics.insert(name);
+                Ok(r)
+            }
             MetaCommand::DeleteTopic { name } => match self.topics.remove(name) {
                 Some(_) => {
                     self.queues.remove(name);
+                    self.encrypted_topics.remove(name);
                     let counts = self.partition_counts();
                     self.groups.topic_changed(name, &counts);
                     Ok(MetaResponse::Done)
@@ -478,6 +530,34 @@ mod tests {
             retention_bytes: None,
         });
         assert_eq!(r, MetaResponse::TopicCreated { first_group: 3 });
+    }
+
+    #[test]
+    fn encrypted_at_rest_wraps_a_creation_only() {
+        let mut s = with_nodes(&[1]);
+        let create = |name: &str| MetaCommand::CreateTopic {
+            name: name.into(),
+            replicas: vec![vec![1]],
+            retention_ms: None,
+            retention_bytes: None,
+        };
+        let r = s.apply(&MetaCommand::EncryptedAtRest(Box::new(create("e"))));
+        assert!(matches!(r, MetaResponse::TopicCreated { .. }), "{r:?}");
+        assert!(s.encrypted_topics.contains("e") && s.topics.contains_key("e"));
+        s.apply(&create("plain"));
+        assert!(!s.encrypted_topics.contains("plain"));
+        // A refused creation (the topic exists) marks nothing.
+        let r = s.apply(&MetaCommand::EncryptedAtRest(Box::new(create("plain"))));
+        assert!(matches!(r, MetaResponse::Refused(_)), "{r:?}");
+        assert!(!s.encrypted_topics.contains("plain"));
+        let r = s.apply(&MetaCommand::EncryptedAtRest(Box::new(
+            MetaCommand::DeleteTopic {
+                name: "plain".into(),
+            },
+        )));
+        assert!(matches!(r, MetaResponse::Refused(_)), "{r:?}");
+        s.apply(&MetaCommand::DeleteTopic { name: "e".into() });
+        assert!(s.encrypted_topics.is_empty());
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! Topic configs: `retention.ms` (age) and `retention.bytes` (size of each partition
 //! replica's log), each a decimal integer of at least 1, at most once. They are stored
 //! with the topic in the metadata state and enforced by every replica (`retention`).
+//! `encryption.at-rest` (`true` or `false`): every replica keeps the topic's partition
+//! logs encrypted under its node's at-rest key (refused with `InvalidArgument` when the
+//! node answering has no key; the creation and the flag are one metadata command).
 //! Any other key, a repeated key or a bad value is refused with `InvalidArgument`
 //! naming the key, rather than silently ignored.
 
@@ -56,27 +59,49 @@ pub fn check_topic_name(name: &str) -> Result<(), String> {
 pub const RETENTION_MS: &str = "retention.ms";
 /// Topic config key: retention by size of each partition replica's log, in bytes.
 pub const RETENTION_BYTES: &str = "retention.bytes";
+/// Topic config key: partition logs encrypted at rest (`true` / `false`).
+pub const ENCRYPTION_AT_REST: &str = "encryption.at-rest";
 
-/// A topic's retention limits as given at creation.
+/// A topic's configs as given at creation.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Retention {
     /// `retention.ms`: age limit in milliseconds.
     pub ms: Option<u64>,
     /// `retention.bytes`: size limit of each partition replica's log.
     pub bytes: Option<u64>,
+    /// `encryption.at-rest`: partition logs encrypted at rest.
+    pub encrypt_at_rest: bool,
 }
 
 /// Parses a create's configs: `retention.ms` and `retention.bytes`, each a decimal
-/// integer in `1..=u64::MAX`, each at most once. The error names the key.
+/// integer in `1..=u64::MAX`, and `encryption.at-rest` (`true`/`false`), each at most
+/// once. The error names the key.
 pub fn parse_topic_configs(configs: &[(String, String)]) -> Result<Retention, String> {
     let mut r = Retention::default();
+    let mut seen_encryption = false;
     for (key, value) in configs {
         let slot = match key.as_str() {
             RETENTION_MS => &mut r.ms,
             RETENTION_BYTES => &mut r.bytes,
+            ENCRYPTION_AT_REST => {
+                if std::mem::replace(&mut seen_encryption, true) {
+                    return Err(format!("topic config {key} given more than once"));
+                }
+                r.encrypt_at_rest = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(format!(
+                            "topic config {key} must be true or false, got {value:?}"
+                        ));
+                    }
+                };
+                continue;
+            }
             other => {
                 return Err(format!(
-                    "unknown topic config {other:?} (supported: {RETENTION_MS}, {RETENTION_BYTES})"
+                    "unknown topic config {other:?} (supported: {RETENTION_MS}, \
+                     {RETENTION_BYTES}, {ENCRYPTION_AT_REST})"
                 ));
             }
         };
@@ -140,6 +165,12 @@ pub(crate) async fn create_placed(
         ));
     }
     let retention = parse_topic_configs(configs).map_err(RpcError::invalid_argument)?;
+    if retention.encrypt_at_rest && !b.has_at_rest_key() {
+        return Err(RpcError::invalid_argument(format!(
+            "{ENCRYPTION_AT_REST}=true needs an at-rest key on every node \
+             (neo-node --at-rest-key-file); this node has none"
+        )));
+    }
     let m = b.meta_group().metrics();
     if m.role != Role::Leader {
         return Err(not_leader(b, m.leader, "the metadata group"));
@@ -192,6 +223,10 @@ pub(crate) async fn create_placed(
             retention_bytes: retention.bytes,
             settings,
         },
+    };
+    let cmd = match retention.encrypt_at_rest {
+        true => MetaCommand::EncryptedAtRest(Box::new(cmd)),
+        false => cmd,
     };
     let r = crate::meta::propose(b.meta_group(), &cmd)
         .await
@@ -253,14 +288,23 @@ mod tests {
             parse_topic_configs(&c(&[("retention.ms", "60000"), ("retention.bytes", "1")])),
             Ok(Retention {
                 ms: Some(60_000),
-                bytes: Some(1)
+                bytes: Some(1),
+                encrypt_at_rest: false,
             })
         );
         assert_eq!(
             parse_topic_configs(&c(&[("retention.bytes", "18446744073709551615")])),
             Ok(Retention {
                 ms: None,
-                bytes: Some(u64::MAX)
+                bytes: Some(u64::MAX),
+                encrypt_at_rest: false,
+            })
+        );
+        assert_eq!(
+            parse_topic_configs(&c(&[("encryption.at-rest", "true")])),
+            Ok(Retention {
+                encrypt_at_rest: true,
+                ..Retention::default()
             })
         );
         for (bad, key) in [
@@ -275,6 +319,8 @@ mod tests {
                 "retention.bytes",
             ),
             (("cleanup.policy", "compact"), "cleanup.policy"),
+            (("encryption.at-rest", "yes"), "encryption.at-rest"),
+            (("encryption.at-rest", ""), "encryption.at-rest"),
         ] {
             let e = parse_topic_configs(&c(&[bad])).expect_err("refused");
             assert!(e.contains(key), "{e} should name {key}");
@@ -282,6 +328,12 @@ mod tests {
         let e = parse_topic_configs(&c(&[("retention.ms", "1"), ("retention.ms", "2")]))
             .expect_err("repeated");
         assert!(e.contains("retention.ms"), "{e}");
+        let e = parse_topic_configs(&c(&[
+            ("encryption.at-rest", "true"),
+            ("encryption.at-rest", "true"),
+        ]))
+        .expect_err("repeated");
+        assert!(e.contains("encryption.at-rest"), "{e}");
     }
 
     #[test]

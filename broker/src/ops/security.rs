@@ -1,11 +1,13 @@
-//! `alter_security` and `describe_security`: roles, grants, assignments and API keys.
+//! `alter_security` and `describe_security`: users, roles, grants, assignments, ACLs,
+//! API keys and quotas.
 //!
 //! A change is committed through the metadata group (at its leader; elsewhere
 //! `NotLeader` with the leader's client address) and reaches every node's
 //! authorizer with the next applied metadata state, open connections included.
 //!
-//! Who may: role and grant changes need `admin` on `acl:<role>`; API keys need
-//! `admin` on `user:<principal>`; describing needs `describe` on `acl:*` (`acl` is
+//! Who may: role and grant changes need `admin` on `acl:<role>`; users, their API keys
+//! and their ACLs need `admin` on `user:<principal>`; quotas `alter` on
+//! `cluster:quotas`; describing needs `describe` on `acl:*` (`acl` is
 //! the CLI's alias of the `user` resource type: one type covers users, roles, keys). Changes are
 //! accepted with security off too (they take effect when it is turned on).
 //!
@@ -14,9 +16,9 @@
 
 use neo_protocol::RpcError;
 use neo_protocol::api::{
-    AlterSecurityRequest, AlterSecurityResponse, ApiKeyDescription, DescribeSecurityRequest,
-    GrantDescription, QuotaDescription, QuotaLimits, QuotaScope, RoleDescription, SecurityChange,
-    SecurityDescription,
+    AclDescription, AlterSecurityRequest, AlterSecurityResponse, ApiKeyDescription,
+    DescribeSecurityRequest, GrantDescription, QuotaDescription, QuotaLimits, QuotaScope,
+    RoleDescription, SecurityChange, SecurityDescription, UserDescription,
 };
 use neo_raft::Role;
 use neo_security::authn::{ApiKeyRecord, unix_now_secs};
@@ -35,10 +37,13 @@ pub(crate) async fn alter_security(
     req: AlterSecurityRequest,
 ) -> Result<AlterSecurityResponse, RpcError> {
     let acl = |role: &str| b.authorize(ctx, ResourceType::User, role, Operation::Admin);
+    // Users, their keys and their ACLs: `admin` on `user:<principal>` (the same check).
+    let user = acl;
     let grant = |resource: &str, operations: &str| {
         Grant::parse(resource, operations).map_err(|e| RpcError::invalid_argument(e.to_string()))
     };
     let mut answer = AlterSecurityResponse::default();
+    let what = change_name(&req.change);
     let cmd = match req.change {
         SecurityChange::CreateRole { role } => {
             acl(&role)?;
@@ -79,7 +84,7 @@ pub(crate) async fn alter_security(
             SecurityCommand::Unassign { role, principal }
         }
         SecurityChange::CreateApiKey { principal } => {
-            b.authorize(ctx, ResourceType::User, &principal, Operation::Admin)?;
+            user(&principal)?;
             let (key, record) = ApiKeyRecord::generate(&principal, unix_now_secs())
                 .map_err(|e| RpcError::invalid_argument(e.to_string()))?;
             answer.key_id = Some(key.key_id.clone());
@@ -88,14 +93,55 @@ pub(crate) async fn alter_security(
         }
         SecurityChange::SetQuota { scope, quota } => {
             b.authorize(ctx, ResourceType::Cluster, "quotas", Operation::Alter)?;
-            SecurityCommand::SetQuota {
+            SecurityCommand::SetLimits {
                 scope,
                 quota: Quota {
                     produce_bytes_per_sec: quota.produce_bytes_per_sec,
                     fetch_bytes_per_sec: quota.fetch_bytes_per_sec,
                     requests_per_sec: quota.requests_per_sec,
+                    connections: quota.connections,
                 },
             }
+        }
+        SecurityChange::CreateUser { name } => {
+            user(&name)?;
+            SecurityCommand::CreateUser {
+                name,
+                now_unix_secs: unix_now_secs(),
+            }
+        }
+        SecurityChange::DeleteUser { name } => {
+            user(&name)?;
+            SecurityCommand::DeleteUser {
+                name,
+                now_unix_secs: unix_now_secs(),
+            }
+        }
+        SecurityChange::GrantAcl {
+            principal,
+            resource,
+            operations,
+        } => {
+            user(&principal)?;
+            SecurityCommand::GrantAcl {
+                grant: grant(&resource, &operations)?,
+                principal,
+            }
+        }
+        SecurityChange::RevokeAcl {
+            principal,
+            resource,
+            operations,
+        } => {
+            user(&principal)?;
+            SecurityCommand::RevokeAcl {
+                grant: grant(&resource, &operations)?,
+                principal,
+            }
+        }
+        SecurityChange::DeleteAcls { principal } => {
+            user(&principal)?;
+            SecurityCommand::DeleteAcls { principal }
         }
         SecurityChange::RevokeApiKey { key_id } => {
             let owner = b
@@ -127,6 +173,7 @@ pub(crate) async fn alter_security(
             tracing::info!(
                 target: "neo::audit",
                 who = %ctx.describe(),
+                change = what,
                 key_id = answer.key_id.as_deref().unwrap_or(""),
                 "security state changed"
             );
@@ -148,14 +195,7 @@ pub(crate) fn describe_security(
         .iter()
         .map(|(name, role)| RoleDescription {
             name: name.clone(),
-            grants: role
-                .grants
-                .iter()
-                .map(|g| GrantDescription {
-                    resource: format!("{}:{}", g.resource, g.pattern),
-                    operations: g.operations.iter().map(|o| o.name().to_string()).collect(),
-                })
-                .collect(),
+            grants: role.grants.iter().map(grant_description).collect(),
             principals: rbac
                 .users
                 .iter()
@@ -179,6 +219,7 @@ pub(crate) fn describe_security(
         produce_bytes_per_sec: q.produce_bytes_per_sec,
         fetch_bytes_per_sec: q.fetch_bytes_per_sec,
         requests_per_sec: q.requests_per_sec,
+        connections: q.connections,
     };
     let mut quotas = Vec::new();
     for (scope, quota) in [
@@ -200,11 +241,57 @@ pub(crate) fn describe_security(
         scope: QuotaScope::Role(r.clone()),
         quota: limits(quota),
     }));
+    let users = state
+        .security
+        .users
+        .iter()
+        .map(|(name, u)| UserDescription {
+            name: name.clone(),
+            created_at_unix_secs: u.created_at_unix_secs,
+        })
+        .collect();
+    let acls = rbac
+        .acls
+        .iter()
+        .map(|(principal, grants)| AclDescription {
+            principal: principal.clone(),
+            grants: grants.iter().map(grant_description).collect(),
+        })
+        .collect();
     Ok(SecurityDescription {
         enabled: b.security_enabled(),
         roles,
         api_keys,
         superusers: b.superusers().to_vec(),
         quotas,
+        users,
+        acls,
     })
+}
+
+/// The audit log's name of a change.
+fn change_name(change: &SecurityChange) -> &'static str {
+    match change {
+        SecurityChange::CreateRole { .. } => "create_role",
+        SecurityChange::DeleteRole { .. } => "delete_role",
+        SecurityChange::Grant { .. } => "grant",
+        SecurityChange::Revoke { .. } => "revoke",
+        SecurityChange::Assign { .. } => "assign",
+        SecurityChange::Unassign { .. } => "unassign",
+        SecurityChange::CreateApiKey { .. } => "create_api_key",
+        SecurityChange::RevokeApiKey { .. } => "revoke_api_key",
+        SecurityChange::SetQuota { .. } => "set_quota",
+        SecurityChange::CreateUser { .. } => "create_user",
+        SecurityChange::DeleteUser { .. } => "delete_user",
+        SecurityChange::GrantAcl { .. } => "grant_acl",
+        SecurityChange::RevokeAcl { .. } => "revoke_acl",
+        SecurityChange::DeleteAcls { .. } => "delete_acls",
+    }
+}
+
+fn grant_description(g: &Grant) -> GrantDescription {
+    GrantDescription {
+        resource: format!("{}:{}", g.resource, g.pattern),
+        operations: g.operations.iter().map(|o| o.name().to_string()).collect(),
+    }
 }

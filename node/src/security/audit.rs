@@ -1,7 +1,9 @@
 //! The client port's handshake, counted and audited: [`Audited`] wraps the
 //! [`Authenticators`] neo-protocol's server calls, counts outcomes by token kind for
 //! `/metrics` (`neo_auth_total{method,result}`) and logs refusals under the
-//! `neo::audit` target (peer address and the typed reason; never the token).
+//! `neo::audit` target (peer address and the typed reason; never the token). With a
+//! [`ConnectionLimiter`], it also enforces the `connections` quota: the client
+//! address's slot before the credential is checked, the principal's after.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use neo_protocol::{Authenticator, PeerInfo, Principal, RpcError};
 use neo_security::Authenticators;
 use neo_security::authn::TokenKind;
+
+use super::connections::ConnectionLimiter;
 
 /// Handshake outcomes by token kind (index: [`AuthCounters::KINDS`]).
 #[derive(Debug, Default)]
@@ -37,17 +41,61 @@ impl AuthCounters {
 pub struct Audited {
     inner: Arc<Authenticators>,
     counters: Arc<AuthCounters>,
+    connections: Option<Arc<ConnectionLimiter>>,
 }
 
 impl Audited {
     /// Wraps `inner`, counting into `counters`.
     pub fn new(inner: Arc<Authenticators>, counters: Arc<AuthCounters>) -> Audited {
-        Audited { inner, counters }
+        Audited {
+            inner,
+            counters,
+            connections: None,
+        }
+    }
+
+    /// Enforces the `connections` quota with `limiter`.
+    pub fn with_connection_limits(mut self, limiter: Arc<ConnectionLimiter>) -> Audited {
+        self.connections = Some(limiter);
+        self
     }
 }
 
 impl Authenticator for Audited {
     fn authenticate(&self, token: &[u8], peer: &PeerInfo) -> Result<Principal, RpcError> {
+        // Over the client address's connection limit: refused before the credential
+        // is looked at (not an authentication outcome).
+        let slot = match &self.connections {
+            Some(limiter) => Some(limiter.open_ip(peer.addr.ip())?),
+            None => None,
+        };
+        let result = self.check(token, peer);
+        match (result, slot, &self.connections) {
+            (Ok(principal), Some(slot), Some(limiter)) => limiter.admit(slot, principal),
+            (result, _, _) => result,
+        }
+    }
+
+    /// A re-authentication (a fresh token on an open connection): checked, counted
+    /// and audited like a handshake, but the connection keeps the slots it holds (the
+    /// server carries its lease over), so a principal at its limit can renew.
+    fn reauthenticate(
+        &self,
+        token: &[u8],
+        peer: &PeerInfo,
+        _current: &Principal,
+    ) -> Result<Principal, RpcError> {
+        self.check(token, peer)
+    }
+
+    fn still_valid(&self, principal: &Principal) -> bool {
+        self.inner.still_valid(principal)
+    }
+}
+
+impl Audited {
+    /// The credential check, counted by token kind; refusals logged.
+    fn check(&self, token: &[u8], peer: &PeerInfo) -> Result<Principal, RpcError> {
         let kind = AuthCounters::index(token);
         let result = self.inner.authenticate(token, peer);
         match &result {
@@ -64,10 +112,6 @@ impl Authenticator for Audited {
             }
         };
         result
-    }
-
-    fn still_valid(&self, principal: &Principal) -> bool {
-        self.inner.still_valid(principal)
     }
 }
 

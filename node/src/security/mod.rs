@@ -7,7 +7,8 @@
 //! - the API key table follows the replicated metadata (every applied change), so a key
 //!   created or revoked on any node is known here as soon as this replica applies it.
 //!
-//! Rate limits are [`Throttle`] (`throttle.rs`).
+//! Rate limits are [`Throttle`] (`throttle.rs`); the `connections` quota is
+//! [`ConnectionLimiter`] (`connections.rs`), applied in the handshake by [`Audited`].
 //!
 //! Key files are read once at start (refused with a clear error if unreadable or
 //! malformed); secrets never reach a log line.
@@ -28,9 +29,11 @@ use tokio::sync::watch;
 use crate::config::ConfigError;
 
 mod audit;
+mod connections;
 pub(crate) mod http;
 mod throttle;
 pub use audit::{Audited, AuthCounters};
+pub use connections::{ConnectionLimiter, Slot};
 pub use throttle::Throttle;
 
 /// How often the JWKS file is looked at.
@@ -121,6 +124,14 @@ pub enum KeyFileError {
         what: &'static str,
         /// Why.
         source: neo_protocol::Error,
+    },
+    /// The at-rest key file holds no usable key.
+    #[error("{}: {reason}", path.display())]
+    AtRest {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it (never its bytes).
+        reason: &'static str,
     },
     /// The blocking task that read the files failed.
     #[error("reading key files: {0}")]

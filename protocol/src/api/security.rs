@@ -1,4 +1,5 @@
-//! Security administration: roles, grants, role assignments and API keys, changed
+//! Security administration: users, roles, grants, role assignments, ACLs, API keys and
+//! quotas, changed
 //! through the metadata Raft group (any node answers; the change is applied on every
 //! node within a second, open connections included).
 //!
@@ -14,8 +15,10 @@
 //! `group:*`, `cluster:*`) and `operations` = a comma-separated list
 //! (`produce,describe`). Errors: `InvalidArgument` (bad name, pattern or operation),
 //! `NotFound`-like refusals as `InvalidArgument` naming what is missing,
-//! `PermissionDenied` (the caller lacks `admin` on `acl:<role>` or `user:<principal>`,
-//! or `describe` on `acl:*`), `NotLeader`. Changes are accepted with security off
+//! `PermissionDenied` (the caller lacks `admin` on `acl:<role>` or `user:<principal>`
+//! (users, API keys, ACLs), or `describe` on `acl:*`), `NotLeader`.
+//!
+//! Variants and fields are only ever appended (the encoding is positional). Changes are accepted with security off
 //! too: they take effect when it is turned on.
 
 use serde::{Deserialize, Serialize};
@@ -82,6 +85,40 @@ pub enum SecurityChange {
         /// The limits.
         quota: QuotaLimits,
     },
+    /// Registers a user (a principal name; JWT and certificate principals need none).
+    CreateUser {
+        /// Principal name.
+        name: String,
+    },
+    /// Deletes a user: its record, role assignments and ACLs; revokes its API keys
+    /// (connections that used them are refused at their next request).
+    DeleteUser {
+        /// Principal name.
+        name: String,
+    },
+    /// Grants a principal operations on resources directly (an ACL).
+    GrantAcl {
+        /// Principal name.
+        principal: String,
+        /// `KIND:PATTERN`.
+        resource: String,
+        /// `op,op,...`.
+        operations: String,
+    },
+    /// Removes operations from a principal's ACL.
+    RevokeAcl {
+        /// Principal name.
+        principal: String,
+        /// `KIND:PATTERN`.
+        resource: String,
+        /// `op,op,...`.
+        operations: String,
+    },
+    /// Removes every ACL of a principal (none is not an error).
+    DeleteAcls {
+        /// Principal name.
+        principal: String,
+    },
 }
 
 /// Whose rate limits a [`SecurityChange::SetQuota`] sets. A principal's limit of each
@@ -98,7 +135,7 @@ pub enum QuotaScope {
     Role(String),
 }
 
-/// Rate limits (`None`: no limit of that kind).
+/// Rate and connection limits (`None`: no limit of that kind).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaLimits {
     /// Bytes of produced record batches per second.
@@ -107,6 +144,10 @@ pub struct QuotaLimits {
     pub fetch_bytes_per_sec: Option<u64>,
     /// Requests of any method per second.
     pub requests_per_sec: Option<u64>,
+    /// Concurrent connections on each node: per principal (default, principal and role
+    /// scopes), or per client address (client-ip scope: every connection from it that
+    /// reaches the handshake). Over it, the handshake is refused with `Throttled`.
+    pub connections: Option<u64>,
 }
 
 /// One scope's limits, as `describe_security` lists them.
@@ -170,6 +211,24 @@ pub struct ApiKeyDescription {
     pub revoked: bool,
 }
 
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDescription {
+    /// Principal name.
+    pub name: String,
+    /// When it was registered (seconds since the Unix epoch).
+    pub created_at_unix_secs: u64,
+}
+
+/// A principal's direct grants (ACLs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclDescription {
+    /// Principal name.
+    pub principal: String,
+    /// Its grants, in the CLI's form.
+    pub grants: Vec<GrantDescription>,
+}
+
 /// `describe_security` response.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecurityDescription {
@@ -183,4 +242,9 @@ pub struct SecurityDescription {
     pub superusers: Vec<String>,
     /// Rate limits: the default, per client address, per principal, per role.
     pub quotas: Vec<QuotaDescription>,
+    /// Registered users, by name (role assignments are in `roles`, keys in
+    /// `api_keys`, direct grants in `acls`).
+    pub users: Vec<UserDescription>,
+    /// Direct grants, by principal.
+    pub acls: Vec<AclDescription>,
 }

@@ -38,6 +38,9 @@
 //! - A connection that ends (EOF, bad frame, silent server, write error) shuts its
 //!   socket's write half at once and takes no new call, even while handles on it (a
 //!   pipeline, a call finishing) remain.
+//! - [`NeoClient::reauthenticate`] (`auth`) renews the open connection's credential
+//!   in place (an `Auth` frame after the handshake); the token it had accepted is the
+//!   one every later reconnect sends.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -57,6 +60,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod auth;
 mod call;
 mod calls;
 mod pipeline;
@@ -946,6 +950,9 @@ struct Inner {
     current: Mutex<Option<Arc<Connection>>>,
     /// Serialises reconnects so that many callers do not dial at once.
     connecting: tokio::sync::Mutex<()>,
+    /// The token of the next handshake: `config.auth_token` at first, then the last
+    /// one a re-authentication had accepted (`auth`).
+    token: Mutex<Option<Vec<u8>>>,
 }
 
 impl Drop for Inner {
@@ -982,6 +989,7 @@ impl NeoClient {
         let client = NeoClient {
             inner: Arc::new(Inner {
                 addr: addr.into(),
+                token: Mutex::new(config.auth_token.clone()),
                 config,
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
@@ -991,8 +999,9 @@ impl NeoClient {
         Ok(client)
     }
 
-    /// The principal the server established in the handshake (empty without an
-    /// authenticator; `None` before the handshake or without a token).
+    /// The principal the server established in the handshake or the last
+    /// re-authentication (empty without an authenticator; `None` before the
+    /// handshake or without a token).
     pub async fn principal(&self) -> Result<Option<String>> {
         let conn = self.connection().await?;
         let principal = conn
@@ -1204,14 +1213,20 @@ impl NeoClient {
                 start_connection(reader, writer, config)
             }
         };
-        if let Some(token) = &config.auth_token {
+        let token = self
+            .inner
+            .token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(token) = token {
             let body = Call::new(
                 self,
                 Some(Arc::clone(&conn)),
                 Kind::Auth,
                 0,
                 0,
-                Bytes::from(token.clone()),
+                Bytes::from(token),
                 CallOptions::timeout(config.connect_timeout),
             )
             .await;
@@ -2034,6 +2049,7 @@ mod tests {
                 config: ClientConfig::default(),
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
+                token: Mutex::new(None),
             }),
         };
         let call = client.call_raw_by_id(1, 1, Bytes::new(), CallOptions::default());

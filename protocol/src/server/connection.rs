@@ -18,6 +18,9 @@
 //!   that the client cancelled, which gets none.
 //! - A malformed frame gets an `Error` (correlation id of the frame if readable, else 0)
 //!   and the connection closes; nothing else is affected.
+//! - A connection is one principal for its whole life: an `Auth` frame after the
+//!   handshake may renew its credential (roles, expiry, credential id: requests
+//!   received after the reply see them), never change who it is (`server::handshake`).
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -39,6 +42,7 @@ use crate::error::{ErrorCode, Result, RpcError};
 use crate::frame::{self, EncodeOptions, Frame, Kind};
 use crate::server::ServerShared;
 use crate::server::context::{ConnectionInfo, RequestContext};
+use crate::server::handshake::{self, AuthOutcome};
 use crate::server::registry::{DESCRIBE_METHOD_ID, EventSink, Handler, SYSTEM_SERVICE_ID};
 use crate::server::shutdown::Shutdown;
 
@@ -83,7 +87,8 @@ struct Conn {
     ctx: RequestContext,
     peer: PeerInfo,
     authenticated: bool,
-    /// When the handshake's credential expires: the connection is closed then.
+    /// When the credential of the handshake (or of the last re-authentication)
+    /// expires: the connection is closed then.
     expires_at: Option<Instant>,
     inflight: Arc<Semaphore>,
     tasks: Tasks,
@@ -159,7 +164,7 @@ where
                 tracing::debug!(peer = %conn.peer.addr, "credential expired: closing");
                 let err = RpcError::new(
                     ErrorCode::Unauthenticated,
-                    "the credential of this connection expired: reconnect with a fresh one",
+                    "the credential of this connection expired: re-authenticate before expiry, or reconnect with a fresh one",
                 );
                 conn.push(err.to_frame(0, 0, 0));
                 Some(Outcome::Unauthenticated)
@@ -233,6 +238,19 @@ where
     Ok(())
 }
 
+/// The `Response` to an `Auth` frame: `AuthOk` naming `principal`.
+fn auth_ok(correlation_id: u64, principal: &str) -> Frame {
+    let body = qiss::to_vec(&AuthOk {
+        principal: principal.to_string(),
+    })
+    .unwrap_or_default();
+    Frame {
+        kind: Kind::Response,
+        body: body.into(),
+        ..Frame::control(Kind::Response, correlation_id)
+    }
+}
+
 /// Sleeps until `at`, or forever without one.
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
@@ -293,30 +311,35 @@ impl Conn {
         }
     }
 
+    /// An `Auth` frame: the handshake, or a re-authentication on an authenticated
+    /// connection (see `server::handshake` for what each answer does).
     fn on_auth(&mut self, frame: Frame) -> Flow {
         let Some(authenticator) = self.shared.authenticator.clone() else {
             // No authenticator: the handshake is a no-op that names nobody.
-            let body = qiss::to_vec(&AuthOk {
-                principal: String::new(),
-            })
-            .unwrap_or_default();
-            let reply = Frame {
-                kind: Kind::Response,
-                body: body.into(),
-                ..Frame::control(Kind::Response, frame.correlation_id)
-            };
-            self.push(reply);
+            self.push(auth_ok(frame.correlation_id, ""));
             return Flow::Continue;
         };
-        match authenticator.authenticate(&frame.body, &self.peer) {
-            Ok(principal) => {
+        let current = if self.authenticated {
+            self.ctx.connection().principal.clone()
+        } else {
+            None
+        };
+        match handshake::decide(
+            authenticator.as_ref(),
+            &frame.body,
+            &self.peer,
+            current.as_ref(),
+        ) {
+            AuthOutcome::Accepted(principal) => {
+                if current.is_some() {
+                    tracing::debug!(peer = %self.peer.addr, principal = %principal.name, "re-authenticated");
+                }
+                // The expiry timer is the loop's `sleep_until_some(expires_at)`: a new
+                // value re-arms it at the next step.
                 self.expires_at = principal
                     .expires_at_unix_secs
                     .and_then(instant_of_unix_secs);
-                let body = qiss::to_vec(&AuthOk {
-                    principal: principal.name.clone(),
-                })
-                .unwrap_or_default();
+                self.push(auth_ok(frame.correlation_id, &principal.name));
                 let info = self.ctx.connection();
                 let info = Arc::new(ConnectionInfo {
                     peer_addr: info.peer_addr,
@@ -325,15 +348,14 @@ impl Conn {
                 });
                 self.ctx.set_connection(info);
                 self.authenticated = true;
-                let reply = Frame {
-                    kind: Kind::Response,
-                    body: body.into(),
-                    ..Frame::control(Kind::Response, frame.correlation_id)
-                };
-                self.push(reply);
                 Flow::Continue
             }
-            Err(err) => {
+            AuthOutcome::Refused(err) => {
+                tracing::debug!(peer = %self.peer.addr, %err, "re-authentication refused: identity kept");
+                self.push(err.to_frame(frame.correlation_id, 0, 0));
+                Flow::Continue
+            }
+            AuthOutcome::RefusedAndClose(err) => {
                 tracing::debug!(peer = %self.peer.addr, %err, "authentication rejected");
                 self.push(err.to_frame(frame.correlation_id, 0, 0));
                 Flow::Close(Outcome::Unauthenticated)

@@ -3,6 +3,7 @@
 
 pub(crate) mod connection;
 pub(crate) mod context;
+pub(crate) mod handshake;
 pub mod registry;
 pub(crate) mod shutdown;
 

@@ -19,6 +19,7 @@ pub async fn open_partition(store: &NodeStore, group: GroupId) -> Arc<RaftGroup>
             kind: GroupKind::Partition,
             timing: RaftTiming::PARTITION,
             snapshot_every_entries: 0,
+            encrypt_at_rest: false,
         },
         store,
         Arc::new(NoPeers),

@@ -1,7 +1,8 @@
 //! The compiled permission checker.
 //!
 //! [`Authorizer::compile`] turns an [`RbacState`] (and the configured superusers) into
-//! per-principal [`Permissions`]: for each resource type, the operations granted on every
+//! per-principal [`Permissions`] (assigned roles and direct grants, ACLs, merged): for
+//! each resource type, the operations granted on every
 //! name (`*`), a hash map of literal names, and a short list of prefixes. A check is then
 //! one or two hash lookups and a scan of the prefixes of one resource type; nothing is
 //! allocated unless the answer is a denial (measured in `benches/rbac.rs`, see
@@ -181,18 +182,33 @@ impl Authorizer {
             })
             .collect();
         let superusers: HashSet<String> = superusers.iter().cloned().collect();
-        let mut principals = HashMap::new();
+        let mut principals: HashMap<String, Permissions> = HashMap::new();
+        let empty = |principal: &String| Permissions {
+            principal: Some(principal.clone()),
+            generation,
+            ..Permissions::default()
+        };
         for (principal, user) in &state.users {
-            let mut perms = Permissions {
-                principal: Some(principal.clone()),
-                generation,
-                ..Permissions::default()
-            };
+            let perms = principals
+                .entry(principal.clone())
+                .or_insert_with(|| empty(principal));
             for role in user.roles.iter().filter_map(|r| roles.get(r)) {
                 perms.add_role(role);
             }
-            principals.insert(principal.clone(), Arc::new(perms));
         }
+        // Direct grants (ACLs) join the principal's permissions like one more role.
+        for (principal, grants) in &state.acls {
+            let perms = principals
+                .entry(principal.clone())
+                .or_insert_with(|| empty(principal));
+            for grant in grants {
+                perms.types[grant.resource.index()].add(&grant.pattern, grant.operations);
+            }
+        }
+        let mut principals: HashMap<String, Arc<Permissions>> = principals
+            .into_iter()
+            .map(|(name, perms)| (name, Arc::new(perms)))
+            .collect();
         for superuser in &superusers {
             principals.insert(
                 superuser.clone(),
@@ -432,6 +448,35 @@ mod tests {
     }
 
     #[test]
+    fn acls_grant_like_roles_and_merge_with_them() {
+        let mut s = state();
+        s.grant_acl("bob", Grant::parse("topic:audit", "consume").unwrap())
+            .unwrap();
+        s.grant_acl("alice", Grant::parse("queue:jobs.*", "consume").unwrap())
+            .unwrap();
+        let authz = Authorizer::compile(&s, &[], 1);
+        use Operation::*;
+        use ResourceType::*;
+        let (alice, bob) = (ctx("alice", &[]), ctx("bob", &[]));
+        assert!(both(&authz, &bob, Topic, "audit", Consume));
+        assert!(!both(&authz, &bob, Topic, "audit", Produce));
+        assert!(!both(&authz, &bob, Topic, "audit.x", Consume));
+        // With roles: the union.
+        assert!(both(&authz, &alice, Queue, "jobs.eu", Consume));
+        assert!(both(&authz, &alice, Topic, "orders.eu", Produce));
+        // And with a stated role on top.
+        let reading = ctx("bob", &["reader"]);
+        assert!(both(&authz, &reading, Topic, "x", Consume));
+        assert!(both(&authz, &reading, Topic, "audit", Consume));
+        // Revoke: gone at the next compile.
+        s.revoke_acl("bob", &Grant::parse("topic:audit", "consume").unwrap())
+            .unwrap();
+        assert!(!s.acls.contains_key("bob"));
+        let authz = Authorizer::compile(&s, &[], 2);
+        assert!(!both(&authz, &bob, Topic, "audit", Consume));
+    }
+
+    #[test]
     fn superuser_and_internal() {
         let authz = Authorizer::compile(&state(), &["root".to_string()], 3);
         assert!(authz.is_superuser("root"));
@@ -482,7 +527,7 @@ mod tests {
 
     proptest! {
         /// A grant never allows an operation or a resource outside it, and always allows
-        /// what it covers — via assignment and via a stated role alike.
+        /// what it covers — via assignment, via a stated role and as an ACL alike.
         #[test]
         fn grants_allow_exactly_what_they_cover(
             grants in proptest::collection::vec(grant_strategy(), 0..6),
@@ -496,12 +541,26 @@ mod tests {
                 s.grant("r", g.clone()).unwrap();
             }
             s.assign("r", "assigned").unwrap();
+            for g in &grants {
+                s.grant_acl("direct", g.clone()).unwrap();
+                s.grant_acl("mixed", g.clone()).unwrap();
+            }
+            // A principal with an ACL and an unrelated (empty) role.
+            s.create_role("empty").unwrap();
+            s.assign("empty", "mixed").unwrap();
             let authz = Authorizer::compile(&s, &[], 0);
             let (t, op) = (ResourceType::ALL[t], Operation::ALL[op]);
             let expected = reference(&grants, t, &name, op);
             prop_assert_eq!(both(&authz, &ctx("assigned", &[]), t, &name, op), expected);
             prop_assert_eq!(both(&authz, &ctx("stated", &["r"]), t, &name, op), expected);
+            prop_assert_eq!(both(&authz, &ctx("direct", &[]), t, &name, op), expected);
+            prop_assert_eq!(both(&authz, &ctx("mixed", &["empty"]), t, &name, op), expected);
             prop_assert!(!both(&authz, &ctx("other", &[]), t, &name, op));
+            // Revoking every ACL leaves nothing allowed.
+            let mut revoked = s.clone();
+            prop_assert_eq!(revoked.delete_acls("direct"), s.acls.get("direct").map_or(0, Vec::len));
+            let authz = Authorizer::compile(&revoked, &[], 1);
+            prop_assert!(!both(&authz, &ctx("direct", &[]), t, &name, op));
         }
     }
 }

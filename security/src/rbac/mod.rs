@@ -11,11 +11,12 @@
 //!   `admin`. Each stands alone: `admin` does not imply the others (grant them
 //!   explicitly), so a grant never allows an operation it does not list.
 //!
-//! A [`Role`] is a named list of grants; [`RbacState`] maps principals to role names.
+//! A [`Role`] is a named list of grants; [`RbacState`] maps principals to role names,
+//! and holds grants made to a principal directly (ACLs, Kafka style).
 //! A request is allowed iff the request comes from inside the node, or the principal is a
-//! configured superuser, or some role of the principal (assigned in the state, or stated
-//! by its credential, e.g. a JWT's roles claim) has a grant covering the resource type,
-//! the name and the operation. Roles that do not exist grant nothing; an unauthenticated
+//! configured superuser, or one of its ACLs, or some role of the principal (assigned in
+//! the state, or stated by its credential, e.g. a JWT's roles claim) has a grant covering
+//! the resource type, the name and the operation. Roles that do not exist grant nothing; an unauthenticated
 //! request is denied.
 //!
 //! [`RbacState`] is serde state for the metadata group; [`Authorizer`] is its compiled,
@@ -30,7 +31,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{SecurityError, check_name};
-use crate::limits::{GRANTS_PER_ROLE_MAX, NAME_BYTES_MAX, ROLES_MAX, ROLES_PER_PRINCIPAL_MAX};
+use crate::limits::{
+    ACLS_MAX, ACLS_PER_PRINCIPAL_MAX, GRANTS_PER_ROLE_MAX, NAME_BYTES_MAX, ROLES_MAX,
+    ROLES_PER_PRINCIPAL_MAX,
+};
 
 pub use check::{Authorized, Authorizer, Permissions};
 
@@ -334,13 +338,94 @@ pub struct User {
     pub roles: BTreeSet<String>,
 }
 
-/// Roles and role assignments: the metadata group's authorization state.
+/// Roles, role assignments and direct grants (ACLs): the metadata group's
+/// authorization state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RbacState {
     /// Roles by name.
     pub roles: BTreeMap<String, Role>,
-    /// Principals by name.
+    /// Role assignments by principal name (an entry exists while it holds a role).
     pub users: BTreeMap<String, User>,
+    /// Direct grants by principal name (Kafka-style ACLs): checked exactly like the
+    /// grants of a role the principal holds; one entry per (type, pattern), operations
+    /// merged; an entry exists while it has a grant.
+    pub acls: BTreeMap<String, Vec<Grant>>,
+}
+
+/// The layout of [`RbacState`] before ACLs (in metadata snapshots written by earlier
+/// releases): decodes, then converts without loss.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RbacStateV1 {
+    roles: BTreeMap<String, Role>,
+    users: BTreeMap<String, User>,
+}
+
+impl From<RbacStateV1> for RbacState {
+    fn from(v: RbacStateV1) -> RbacState {
+        RbacState {
+            roles: v.roles,
+            users: v.users,
+            acls: BTreeMap::new(),
+        }
+    }
+}
+
+/// Checks what a grant may hold before it is stored (a role's or an ACL).
+fn check_grant(grant: &Grant) -> Result<(), SecurityError> {
+    match &grant.pattern {
+        NamePattern::Literal(name) => check_name("resource name", name)?,
+        NamePattern::Prefix(prefix) if prefix.len() > NAME_BYTES_MAX => {
+            return Err(SecurityError::Invalid {
+                what: "name prefix",
+                value: prefix.chars().take(64).collect(),
+                reason: "too long",
+            });
+        }
+        _ => {}
+    }
+    if grant.operations.is_empty() {
+        return Err(SecurityError::Invalid {
+            what: "grant",
+            value: grant.pattern.to_string(),
+            reason: "no operations",
+        });
+    }
+    Ok(())
+}
+
+/// Merges `grant` into `grants` (same type and pattern: operations united); `Ok(false)`
+/// when a new entry would pass `max`.
+fn merge_grant(grants: &mut Vec<Grant>, grant: Grant, max: usize) -> bool {
+    if let Some(existing) = grants
+        .iter_mut()
+        .find(|g| g.resource == grant.resource && g.pattern == grant.pattern)
+    {
+        existing.operations = existing.operations.union(grant.operations);
+        return true;
+    }
+    if grants.len() >= max {
+        return false;
+    }
+    grants.push(grant);
+    true
+}
+
+/// Removes `grant`'s operations from the entry of the same type and pattern.
+fn remove_grant(grants: &mut Vec<Grant>, grant: &Grant) -> Result<(), SecurityError> {
+    let at = grants
+        .iter()
+        .position(|g| g.resource == grant.resource && g.pattern == grant.pattern)
+        .ok_or_else(|| SecurityError::NotFound {
+            what: "grant",
+            name: format!("{}:{}", grant.resource, grant.pattern),
+        })?;
+    let left = grants[at].operations.without(grant.operations);
+    if left.is_empty() {
+        grants.remove(at);
+    } else {
+        grants[at].operations = left;
+    }
+    Ok(())
 }
 
 fn role_not_found(role: &str) -> SecurityError {
@@ -389,39 +474,13 @@ impl RbacState {
             .roles
             .get_mut(role)
             .ok_or_else(|| role_not_found(role))?;
-        match &grant.pattern {
-            NamePattern::Literal(name) => check_name("resource name", name)?,
-            NamePattern::Prefix(prefix) if prefix.len() > NAME_BYTES_MAX => {
-                return Err(SecurityError::Invalid {
-                    what: "name prefix",
-                    value: prefix.chars().take(64).collect(),
-                    reason: "too long",
-                });
-            }
-            _ => {}
-        }
-        if grant.operations.is_empty() {
-            return Err(SecurityError::Invalid {
-                what: "grant",
-                value: grant.pattern.to_string(),
-                reason: "no operations",
-            });
-        }
-        if let Some(existing) = entry
-            .grants
-            .iter_mut()
-            .find(|g| g.resource == grant.resource && g.pattern == grant.pattern)
-        {
-            existing.operations = existing.operations.union(grant.operations);
-            return Ok(());
-        }
-        if entry.grants.len() >= GRANTS_PER_ROLE_MAX {
+        check_grant(&grant)?;
+        if !merge_grant(&mut entry.grants, grant, GRANTS_PER_ROLE_MAX) {
             return Err(SecurityError::LimitExceeded {
                 what: "grants in a role",
                 max: GRANTS_PER_ROLE_MAX,
             });
         }
-        entry.grants.push(grant);
         Ok(())
     }
 
@@ -431,21 +490,51 @@ impl RbacState {
             .roles
             .get_mut(role)
             .ok_or_else(|| role_not_found(role))?;
-        let at = entry
-            .grants
-            .iter()
-            .position(|g| g.resource == grant.resource && g.pattern == grant.pattern)
-            .ok_or_else(|| SecurityError::NotFound {
-                what: "grant",
-                name: format!("{}:{}", grant.resource, grant.pattern),
-            })?;
-        let left = entry.grants[at].operations.without(grant.operations);
-        if left.is_empty() {
-            entry.grants.remove(at);
-        } else {
-            entry.grants[at].operations = left;
+        remove_grant(&mut entry.grants, grant)
+    }
+
+    /// Grant `principal` directly (an ACL): merged with its ACL on the same resource
+    /// type and pattern. The principal needs no user record (JWT and certificate
+    /// principals have none).
+    pub fn grant_acl(&mut self, principal: &str, grant: Grant) -> Result<(), SecurityError> {
+        check_name("principal", principal)?;
+        check_grant(&grant)?;
+        let total: usize = self.acls.values().map(Vec::len).sum();
+        if total >= ACLS_MAX {
+            return Err(SecurityError::LimitExceeded {
+                what: "ACLs",
+                max: ACLS_MAX,
+            });
+        }
+        let entry = self.acls.entry(principal.to_string()).or_default();
+        if !merge_grant(entry, grant, ACLS_PER_PRINCIPAL_MAX) {
+            return Err(SecurityError::LimitExceeded {
+                what: "ACLs of a principal",
+                max: ACLS_PER_PRINCIPAL_MAX,
+            });
         }
         Ok(())
+    }
+
+    /// Remove `grant`'s operations from `principal`'s ACL on the same type and pattern.
+    pub fn revoke_acl(&mut self, principal: &str, grant: &Grant) -> Result<(), SecurityError> {
+        let entry = self
+            .acls
+            .get_mut(principal)
+            .ok_or_else(|| SecurityError::NotFound {
+                what: "ACL of principal",
+                name: principal.to_string(),
+            })?;
+        remove_grant(entry, grant)?;
+        if entry.is_empty() {
+            self.acls.remove(principal);
+        }
+        Ok(())
+    }
+
+    /// Remove every ACL of `principal`; how many there were (0 is not an error).
+    pub fn delete_acls(&mut self, principal: &str) -> usize {
+        self.acls.remove(principal).map_or(0, |g| g.len())
     }
 
     /// Give `principal` the role.
@@ -578,6 +667,40 @@ mod tests {
     }
 
     #[test]
+    fn acls_merge_revoke_and_are_bounded() {
+        let mut s = RbacState::default();
+        let g = |r: &str, ops: &str| Grant::parse(r, ops).unwrap();
+        s.grant_acl("alice", g("topic:orders", "produce")).unwrap();
+        s.grant_acl("alice", g("topic:orders", "describe")).unwrap();
+        assert_eq!(s.acls["alice"].len(), 1, "same type and pattern: merged");
+        assert_eq!(
+            s.acls["alice"][0].operations.to_string(),
+            "produce,describe"
+        );
+        assert!(matches!(
+            s.revoke_acl("bob", &g("topic:orders", "produce")),
+            Err(SecurityError::NotFound { .. })
+        ));
+        assert!(s.revoke_acl("alice", &g("topic:other", "produce")).is_err());
+        s.revoke_acl("alice", &g("topic:orders", "all")).unwrap();
+        assert!(s.acls.is_empty(), "an entry without operations goes");
+        assert!(s.grant_acl("", g("topic:x", "produce")).is_err());
+        assert!(s.grant_acl("a\nb", g("topic:x", "produce")).is_err());
+        for i in 0..ACLS_PER_PRINCIPAL_MAX {
+            s.grant_acl("carol", g(&format!("topic:t{i}"), "consume"))
+                .unwrap();
+        }
+        assert!(matches!(
+            s.grant_acl("carol", g("topic:one-more", "consume")),
+            Err(SecurityError::LimitExceeded { .. })
+        ));
+        // Merging into an existing entry is not a new one.
+        s.grant_acl("carol", g("topic:t0", "describe")).unwrap();
+        assert_eq!(s.delete_acls("carol"), ACLS_PER_PRINCIPAL_MAX);
+        assert_eq!(s.delete_acls("carol"), 0);
+    }
+
+    #[test]
     fn state_round_trips_through_qiss() {
         let mut s = RbacState::default();
         s.create_role("ops").unwrap();
@@ -586,6 +709,8 @@ mod tests {
         s.grant("ops", Grant::parse("topic:orders", "all").unwrap())
             .unwrap();
         s.assign("ops", "alice").unwrap();
+        s.grant_acl("bob", Grant::parse("queue:jobs.*", "consume").unwrap())
+            .unwrap();
         let back: RbacState = qiss::from_slice(&qiss::to_vec(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }

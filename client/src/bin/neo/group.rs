@@ -194,7 +194,14 @@ pub(crate) async fn consume_group(
 ) -> anyhow::Result<ExitCode> {
     // Fail early and clearly on an unknown topic.
     client.partition_count(&args.topic).await?;
+    // With a key ring, members decrypt; an undecryptable record stops the command
+    // with its error (a group must not commit past it).
+    let encryption = crate::keyring::load(args.keyring.as_deref(), None)?;
     let config = GroupConsumerConfig {
+        consumer: neo_client::ConsumerConfig {
+            encryption,
+            ..neo_client::ConsumerConfig::default()
+        },
         client_id: "neo-cli".to_string(),
         // Commits follow what was printed, not what was polled (`--max` may stop in
         // the middle of a poll's records).

@@ -1,12 +1,16 @@
 //! `neo`: the command-line client of a Neo cluster. The contract (commands, flags,
 //! output formats, exit statuses) is documented in `docs/cli.md`; scripts rely on it.
 
+mod acl;
 mod bench;
 mod group;
+mod keyring;
 mod queue;
 mod quota;
+mod role;
 mod security;
 mod topic;
+mod user;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -15,18 +19,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use neo_client::{
-    Acks, Admin, Client, ClientConfig, ClusterStatus, Consumer, ConsumerRecord, Offset, Producer,
-    ProducerConfig, ProducerRecord,
+    Acks, Admin, Client, ClientConfig, ClusterStatus, Consumer, ConsumerConfig, ConsumerRecord,
+    Offset, Producer, ProducerConfig, ProducerRecord,
 };
 use neo_protocol::ErrorCode;
 use serde::Serialize;
 
+use acl::AclCommand;
 use bench::{BenchCommand, bench};
 use group::{GroupCommand, consume_group};
 use queue::QueueCommand;
 use quota::QuotaCommand;
-use security::{ConnectionSecurity, RoleCommand, UserCommand};
+use role::RoleCommand;
+use security::ConnectionSecurity;
 use topic::{TopicCommand, topic};
+use user::UserCommand;
 
 /// Command-line client of a Neo cluster.
 #[derive(Debug, Parser)]
@@ -77,10 +84,14 @@ enum Command {
     /// Roles: create, grant, revoke, assign, unassign, list, describe, delete.
     #[command(subcommand)]
     Role(RoleCommand),
-    /// Users' API keys: create, revoke, list.
+    /// Users: create, list, describe, delete; their API keys: create, revoke, list.
     #[command(subcommand)]
     User(UserCommand),
-    /// Rate limits: set, list.
+    /// Grants made to a principal directly (ACLs): grant, revoke, list, describe,
+    /// delete.
+    #[command(subcommand)]
+    Acl(AclCommand),
+    /// Rate and connection limits: set, list.
     #[command(subcommand)]
     Quota(QuotaCommand),
     /// Measure throughput and latency; prints one JSON line.
@@ -124,6 +135,13 @@ struct ProduceArgs {
     /// Send every message to this partition.
     #[arg(long)]
     partition: Option<u32>,
+    /// Encrypt every value with the current key of this key-ring file (`ID ALGORITHM
+    /// HEXKEY` lines; the last key is current): the cluster stores ciphertext only.
+    #[arg(long, value_name = "FILE")]
+    keyring: Option<std::path::PathBuf>,
+    /// The key of `--keyring` to encrypt with (default: its last key).
+    #[arg(long, value_name = "ID", requires = "keyring")]
+    encrypt_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -153,7 +171,17 @@ struct ConsumeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Decrypt values with the keys of this key-ring file (as `neo produce
+    /// --keyring`). A record that cannot be decrypted (or, without a key ring, an
+    /// encrypted record) is an `error:` line on stderr instead of a message; the
+    /// command then exits 5.
+    #[arg(long, value_name = "FILE")]
+    keyring: Option<std::path::PathBuf>,
 }
+
+/// Exit status of `neo consume` when some records could not be decrypted (each one
+/// reported on stderr): everything else went well.
+pub(crate) const EXIT_UNDECRYPTABLE: u8 = 5;
 
 #[derive(Debug, Subcommand)]
 enum ClusterCommand {
@@ -253,8 +281,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", format_status(&status, format)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Role(cmd) => security::role(client, cmd).await,
-        Command::User(cmd) => security::user(client, cmd).await,
+        Command::Role(cmd) => role::role(client, cmd).await,
+        Command::User(cmd) => user::user(client, cmd).await,
+        Command::Acl(cmd) => acl::acl(client, cmd).await,
         Command::Quota(cmd) => quota::quota(client, cmd).await,
         Command::Bench(cmd) => bench(client, cmd).await,
     }
@@ -289,10 +318,12 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<ExitCode> 
             args.topic
         );
     }
+    let encryption = keyring::load(args.keyring.as_deref(), args.encrypt_key.as_deref())?;
     let producer = Producer::with_config(
         client,
         ProducerConfig {
             acks: args.acks.into(),
+            encryption,
             ..ProducerConfig::default()
         },
     );
@@ -399,13 +430,37 @@ fn format_status(status: &ClusterStatus, format: Format) -> anyhow::Result<Strin
     })
 }
 
+/// The stderr line of a record `neo consume` cannot show: encrypted without a key ring
+/// to open it, or undecryptable with the one given; `None` for a record to print.
+pub(crate) fn undecryptable_line(record: &ConsumerRecord) -> Option<String> {
+    let header = record
+        .headers
+        .iter()
+        .find(|(name, _)| name == neo_client::encryption::ENCRYPTION_HEADER)?;
+    let key = match neo_client::encryption::EncryptionHeader::parse(&header.1) {
+        Ok(h) => format!("key {:?}", h.key_id),
+        Err(e) => format!("malformed header: {e}"),
+    };
+    Some(format!(
+        "error: record {}/{}@{} is encrypted ({key}): pass --keyring with its key",
+        record.topic, record.partition, record.offset
+    ))
+}
+
 async fn consume(client: Client, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let from = match (args.from_beginning, args.offset) {
         (_, Some(o)) => Offset::At(o),
         (true, None) => Offset::Beginning,
         (false, None) => Offset::End,
     };
-    let mut consumer = Consumer::new(client);
+    let encryption = keyring::load(args.keyring.as_deref(), None)?;
+    let mut consumer = Consumer::with_config(
+        client,
+        ConsumerConfig {
+            encryption,
+            ..ConsumerConfig::default()
+        },
+    );
     match args.partition {
         Some(p) => consumer.assign(&args.topic, &[p], from).await?,
         None => consumer.assign_all(&args.topic, from).await?,
@@ -420,6 +475,15 @@ async fn consume(client: Client, args: ConsumeArgs) -> anyhow::Result<ExitCode> 
         .unwrap_or(Duration::from_millis(500))
         .min(Duration::from_millis(500));
     let mut printed = 0u64;
+    let mut undecryptable = 0u64;
+    let done = |undecryptable: u64| {
+        if undecryptable == 0 {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("{undecryptable} records could not be decrypted");
+            ExitCode::from(EXIT_UNDECRYPTABLE)
+        }
+    };
     let mut last_new = Instant::now();
     let stdout = std::io::stdout();
     loop {
@@ -433,23 +497,38 @@ async fn consume(client: Client, args: ConsumeArgs) -> anyhow::Result<ExitCode> 
             }
             None => poll_wait,
         };
-        let records = consumer.poll(wait).await?;
+        // Every record comes back, decrypted or not (a bad one does not stop the rest).
+        let records = consumer.poll_each(wait).await?;
         if records.is_empty() {
             continue;
         }
         last_new = Instant::now();
         let mut out = stdout.lock();
         for record in &records {
-            writeln!(out, "{}", format_record(record, args.format))?;
+            let line = match record {
+                Ok(record) => match undecryptable_line(record) {
+                    None => Ok(format_record(record, args.format)),
+                    Some(error) => Err(error),
+                },
+                Err(bad) => Err(format!("error: {bad}")),
+            };
+            match line {
+                Ok(line) => writeln!(out, "{line}")?,
+                Err(error) => {
+                    out.flush()?;
+                    eprintln!("{error}");
+                    undecryptable += 1;
+                }
+            }
             printed += 1;
             if printed >= max {
                 out.flush()?;
-                return Ok(ExitCode::SUCCESS);
+                return Ok(done(undecryptable));
             }
         }
         out.flush()?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(done(undecryptable))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use neo_client::admin::{RETENTION_BYTES, RETENTION_MS};
+use neo_client::admin::{ENCRYPTION_AT_REST, RETENTION_BYTES, RETENTION_MS};
 use neo_client::queue::{RedriveOptions, SendOptions, redrive};
 use neo_client::{
     Client, DeadLetter, QueueAdmin, QueueConsumer, QueueConsumerConfig, QueueOptions,
@@ -141,6 +141,10 @@ pub(crate) struct CreateArgs {
     /// Retention by size per partition replica (whole segments). Default: no limit.
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     retention_bytes: Option<u64>,
+    /// Keep the queue's (and its dead-letter queue's) logs encrypted at rest, under each
+    /// node's key (`neo-node --at-rest-key-file`).
+    #[arg(long)]
+    encrypt_at_rest: bool,
 }
 
 #[derive(Debug, Args)]
@@ -350,6 +354,9 @@ fn create_options(args: &CreateArgs) -> QueueOptions {
     }
     if let Some(b) = args.retention_bytes {
         o = o.config(RETENTION_BYTES, b.to_string());
+    }
+    if args.encrypt_at_rest {
+        o = o.config(ENCRYPTION_AT_REST, "true".to_string());
     }
     o
 }

@@ -1,5 +1,6 @@
-//! `neo quota set|list` (docs/cli.md, "Security: quotas"): the cluster's rate limits,
-//! through [`SecurityAdmin::set_quota`] and [`SecurityAdmin::describe`].
+//! `neo quota set|list` (docs/cli.md, "Security: quotas"): the cluster's rate limits
+//! and connection limits, through [`SecurityAdmin::set_quota`] and
+//! [`SecurityAdmin::describe`].
 
 use std::process::ExitCode;
 
@@ -54,6 +55,11 @@ pub(crate) struct SetArgs {
     /// Requests of any kind per second (default: no limit).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) requests_per_sec: Option<u64>,
+    /// Concurrent connections on each node (default: no limit): per principal, or with
+    /// `--client-ip` per client address (counted at the handshake). The next one is
+    /// refused with `Throttled`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) connections: Option<u64>,
 }
 
 impl SetArgs {
@@ -72,6 +78,7 @@ impl SetArgs {
             produce_bytes_per_sec: self.produce_bytes_per_sec,
             fetch_bytes_per_sec: self.fetch_bytes_per_sec,
             requests_per_sec: self.requests_per_sec,
+            connections: self.connections,
         }
     }
 }
@@ -84,6 +91,40 @@ struct JsonQuota {
     produce_bytes_per_sec: Option<u64>,
     fetch_bytes_per_sec: Option<u64>,
     requests_per_sec: Option<u64>,
+    /// Left out when not set (the listing before connection limits stays the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<u64>,
+}
+
+/// One scope's limits as `neo user describe --format json` prints them (every field,
+/// `null` for no limit).
+#[derive(Debug, Serialize)]
+pub(crate) struct JsonLimits {
+    produce_bytes_per_sec: Option<u64>,
+    fetch_bytes_per_sec: Option<u64>,
+    requests_per_sec: Option<u64>,
+    connections: Option<u64>,
+}
+
+impl JsonLimits {
+    pub(crate) fn of(q: &QuotaLimits) -> JsonLimits {
+        JsonLimits {
+            produce_bytes_per_sec: q.produce_bytes_per_sec,
+            fetch_bytes_per_sec: q.fetch_bytes_per_sec,
+            requests_per_sec: q.requests_per_sec,
+            connections: q.connections,
+        }
+    }
+
+    /// As `neo quota list` shows them.
+    pub(crate) fn text(&self) -> String {
+        rates_text(&QuotaLimits {
+            produce_bytes_per_sec: self.produce_bytes_per_sec,
+            fetch_bytes_per_sec: self.fetch_bytes_per_sec,
+            requests_per_sec: self.requests_per_sec,
+            connections: self.connections,
+        })
+    }
 }
 
 pub(crate) async fn quota(client: Client, cmd: QuotaCommand) -> anyhow::Result<ExitCode> {
@@ -131,15 +172,20 @@ fn scope_json(scope: &QuotaScope) -> String {
     }
 }
 
-/// `produce N B/s, fetch N B/s, requests N/s`, `-` for no limit.
+/// `produce N B/s, fetch N B/s, requests N/s`, `-` for no limit; then
+/// `, connections N` when a connection limit is set.
 fn rates_text(q: &QuotaLimits) -> String {
     let rate = |r: Option<u64>, unit: &str| r.map_or("-".to_string(), |n| format!("{n}{unit}"));
-    format!(
+    let mut text = format!(
         "produce {}, fetch {}, requests {}",
         rate(q.produce_bytes_per_sec, " B/s"),
         rate(q.fetch_bytes_per_sec, " B/s"),
         rate(q.requests_per_sec, "/s"),
-    )
+    );
+    if let Some(n) = q.connections {
+        text.push_str(&format!(", connections {n}"));
+    }
+    text
 }
 
 fn unlimited(q: &QuotaLimits) -> bool {
@@ -182,6 +228,7 @@ fn format_quotas(quotas: &[QuotaDescription], format: Format) -> anyhow::Result<
                     produce_bytes_per_sec: q.quota.produce_bytes_per_sec,
                     fetch_bytes_per_sec: q.quota.fetch_bytes_per_sec,
                     requests_per_sec: q.quota.requests_per_sec,
+                    connections: q.quota.connections,
                 })
                 .collect();
             serde_json::to_string(&json)?
@@ -230,7 +277,14 @@ mod tests {
                 produce_bytes_per_sec: Some(1 << 20),
                 fetch_bytes_per_sec: None,
                 requests_per_sec: Some(100),
+                connections: None,
             }
+        );
+        let s = set(&["--principal", "alice", "--connections", "3"]).unwrap();
+        assert_eq!(s.limits().connections, Some(3));
+        assert_eq!(
+            set(&["--client-ip", "--connections", "1"]).unwrap().scope(),
+            QuotaScope::ClientIp
         );
         assert_eq!(set(&["--default"]).unwrap().scope(), QuotaScope::Default);
         assert_eq!(
@@ -262,6 +316,7 @@ mod tests {
                 "--produce-bytes-per-sec",
                 "--fetch-bytes-per-sec",
                 "--requests-per-sec",
+                "--connections",
             ] {
                 assert!(set(&["--default", flag, bad]).is_err(), "{flag} {bad}");
             }
@@ -288,6 +343,7 @@ mod tests {
             produce_bytes_per_sec: produce,
             fetch_bytes_per_sec: fetch,
             requests_per_sec: requests,
+            connections: None,
         }
     }
 
@@ -311,6 +367,16 @@ mod tests {
         assert_eq!(
             format_set(&QuotaScope::ClientIp, &QuotaLimits::default()),
             "removed quota of client-ip"
+        );
+        assert_eq!(
+            format_set(
+                &QuotaScope::Principal("alice".into()),
+                &QuotaLimits {
+                    connections: Some(2),
+                    ..QuotaLimits::default()
+                }
+            ),
+            "set quota of principal alice: produce -, fetch -, requests -, connections 2"
         );
     }
 
@@ -352,6 +418,22 @@ mod tests {
                 r#"{"scope":"principal:bob","produce_bytes_per_sec":null,"fetch_bytes_per_sec":null,"requests_per_sec":10},"#,
                 r#"{"scope":"role:writers","produce_bytes_per_sec":null,"fetch_bytes_per_sec":2097152,"requests_per_sec":null}]"#
             )
+        );
+        // A connection limit: one more field, only where set.
+        let with = vec![q(
+            QuotaScope::Role("batch".into()),
+            QuotaLimits {
+                connections: Some(4),
+                ..QuotaLimits::default()
+            },
+        )];
+        assert_eq!(
+            format_quotas(&with, Format::Text).unwrap(),
+            "role batch: produce -, fetch -, requests -, connections 4"
+        );
+        assert_eq!(
+            format_quotas(&with, Format::Json).unwrap(),
+            r#"[{"scope":"role:batch","produce_bytes_per_sec":null,"fetch_bytes_per_sec":null,"requests_per_sec":null,"connections":4}]"#
         );
         assert_eq!(format_quotas(&[], Format::Text).unwrap(), "");
         assert_eq!(format_quotas(&[], Format::Json).unwrap(), "[]");

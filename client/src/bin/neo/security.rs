@@ -3,19 +3,19 @@
 //! - the global connection flags (`--token`, `--api-key`, `--tls-ca`, `--tls-cert`,
 //!   `--tls-key`, `--tls-server-name`) turned into the connections' handshake token
 //!   and TLS settings;
-//! - `neo role ...` (roles, grants, assignments) and `neo user api-key ...`, through
-//!   [`SecurityAdmin`].
+//! - what `neo user`, `neo role`, `neo acl` and `neo quota` share: the description
+//!   fetched through [`SecurityAdmin`], the empty-listing rule, the old-node message.
+//!
+//! The commands themselves: `user.rs` (users and their API keys), `role.rs` (roles,
+//! grants, assignments), `acl.rs` (direct grants), `quota.rs` (rate and connection
+//! limits).
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
-use neo_client::{Client, RoleDescription, SecurityAdmin, SecurityDescription};
+use anyhow::Context;
+use clap::Args;
+use neo_client::{SecurityAdmin, SecurityDescription};
 use neo_protocol::{ClientTls, ErrorCode};
-use serde::Serialize;
-
-use crate::Format;
 
 /// Every API key starts with this (the cluster tells keys from JWTs by it).
 const API_KEY_PREFIX: &str = "neoak_";
@@ -148,222 +148,8 @@ fn seed_host(seed: &str) -> anyhow::Result<String> {
     })
 }
 
-#[derive(Debug, Subcommand)]
-pub(crate) enum RoleCommand {
-    /// Create a role without grants.
-    Create {
-        /// Role name.
-        role: String,
-    },
-    /// Allow a role operations on resources (granting again adds operations).
-    Grant(GrantArgs),
-    /// Take operations on resources away from a role.
-    Revoke(GrantArgs),
-    /// Give a principal a role.
-    Assign {
-        /// Role name.
-        role: String,
-        /// Principal (user, service account, certificate name).
-        #[arg(long)]
-        principal: String,
-    },
-    /// Take a role from a principal.
-    Unassign {
-        /// Role name.
-        role: String,
-        /// Principal.
-        #[arg(long)]
-        principal: String,
-    },
-    /// List the roles: grant and principal counts.
-    List {
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
-    /// A role's grants and principals.
-    Describe {
-        /// Role name.
-        role: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
-    /// Delete a role and its assignments.
-    Delete {
-        /// Role name.
-        role: String,
-    },
-}
-
-/// What `role grant` and `role revoke` take.
-#[derive(Debug, Args)]
-pub(crate) struct GrantArgs {
-    /// Role name.
-    pub(crate) role: String,
-    /// `KIND:PATTERN`: kind `topic`, `group`, `queue`, `cluster` or `user` (`acl`); the
-    /// pattern a name, a prefix (`orders.*`) or `*`.
-    #[arg(long, value_name = "KIND:PATTERN")]
-    pub(crate) resource: String,
-    /// Comma-separated: `produce`, `consume`, `describe`, `create`, `delete`, `alter`,
-    /// `admin`, `all`.
-    #[arg(long, value_name = "OP,...", value_delimiter = ',', required = true)]
-    pub(crate) operations: Vec<String>,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum UserCommand {
-    /// Create, revoke and list API keys.
-    #[command(subcommand)]
-    ApiKey(ApiKeyCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum ApiKeyCommand {
-    /// Create an API key for a principal; prints it once (and its id).
-    Create {
-        /// The principal the key authenticates as.
-        #[arg(long)]
-        principal: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
-    /// Revoke an API key by id (connections using it are closed within a second).
-    Revoke {
-        /// Key id (as `create` and `list` print it).
-        key_id: String,
-    },
-    /// List API keys (ids, principals, revoked or not; never secrets).
-    List {
-        /// Only this principal's keys.
-        #[arg(long)]
-        principal: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
-}
-
-/// A role as `neo role list|describe --format json` prints it (docs/cli.md). Field
-/// names mirror the wire's `RoleDescription`; the order is the contract.
-#[derive(Debug, Serialize)]
-struct JsonRole<'a> {
-    name: &'a str,
-    grants: Vec<JsonGrant<'a>>,
-    principals: Vec<&'a str>,
-}
-
-#[derive(Debug, Serialize)]
-struct JsonGrant<'a> {
-    resource: &'a str,
-    operations: &'a [String],
-}
-
-/// An API key as `neo user api-key list --format json` prints it.
-#[derive(Debug, Serialize)]
-struct JsonApiKey<'a> {
-    key_id: &'a str,
-    principal: &'a str,
-    revoked: bool,
-}
-
-/// `neo user api-key create --format json`.
-#[derive(Debug, Serialize)]
-struct JsonCreatedKey<'a> {
-    key_id: &'a str,
-    api_key: &'a str,
-}
-
-pub(crate) async fn role(client: Client, cmd: RoleCommand) -> anyhow::Result<ExitCode> {
-    let admin = SecurityAdmin::new(client);
-    match cmd {
-        RoleCommand::Create { role } => {
-            unsupported(admin.create_role(&role).await)
-                .with_context(|| format!("create role {role:?}"))?;
-            println!("created role {role}");
-        }
-        RoleCommand::Grant(g) => {
-            unsupported(admin.grant(&g.role, &g.resource, &g.operations).await)
-                .with_context(|| format!("grant to role {:?}", g.role))?;
-            let ops = g.operations.join(",");
-            println!("granted role {} {ops} on {}", g.role, g.resource);
-        }
-        RoleCommand::Revoke(g) => {
-            unsupported(admin.revoke(&g.role, &g.resource, &g.operations).await)
-                .with_context(|| format!("revoke from role {:?}", g.role))?;
-            let ops = g.operations.join(",");
-            println!("revoked from role {} {ops} on {}", g.role, g.resource);
-        }
-        RoleCommand::Assign { role, principal } => {
-            unsupported(admin.assign(&role, &principal).await)
-                .with_context(|| format!("assign role {role:?} to {principal:?}"))?;
-            println!("assigned role {role} to {principal}");
-        }
-        RoleCommand::Unassign { role, principal } => {
-            unsupported(admin.unassign(&role, &principal).await)
-                .with_context(|| format!("unassign role {role:?} from {principal:?}"))?;
-            println!("unassigned role {role} from {principal}");
-        }
-        RoleCommand::List { format } => {
-            let d = describe(&admin).await?;
-            print_output(&format_roles(&d, format)?);
-        }
-        RoleCommand::Describe { role, format } => {
-            let d = describe(&admin).await?;
-            let Some(r) = d.roles.iter().find(|r| r.name == role) else {
-                bail!("unknown role {role:?}");
-            };
-            println!("{}", format_role(r, format)?);
-        }
-        RoleCommand::Delete { role } => {
-            unsupported(admin.delete_role(&role).await)
-                .with_context(|| format!("delete role {role:?}"))?;
-            println!("deleted role {role}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) async fn user(client: Client, cmd: UserCommand) -> anyhow::Result<ExitCode> {
-    let admin = SecurityAdmin::new(client);
-    let UserCommand::ApiKey(cmd) = cmd;
-    match cmd {
-        ApiKeyCommand::Create { principal, format } => {
-            let key = unsupported(admin.create_api_key(&principal).await)
-                .with_context(|| format!("create an API key for {principal:?}"))?;
-            match format {
-                Format::Json => {
-                    let json = JsonCreatedKey {
-                        key_id: &key.key_id,
-                        api_key: &key.api_key,
-                    };
-                    println!("{}", serde_json::to_string(&json)?);
-                }
-                Format::Text => {
-                    println!("key_id {}", key.key_id);
-                    println!("api_key {}", key.api_key);
-                }
-            }
-            eprintln!(
-                "store the API key now: the cluster keeps only a hash of it and cannot show it again"
-            );
-        }
-        ApiKeyCommand::Revoke { key_id } => {
-            unsupported(admin.revoke_api_key(&key_id).await)
-                .with_context(|| format!("revoke API key {key_id:?}"))?;
-            println!("revoked api key {key_id}");
-        }
-        ApiKeyCommand::List { principal, format } => {
-            let d = describe(&admin).await?;
-            print_output(&format_api_keys(&d, principal.as_deref(), format)?);
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// The cluster's security description; a note on stderr when nothing is enforced.
-async fn describe(admin: &SecurityAdmin) -> anyhow::Result<SecurityDescription> {
+pub(crate) async fn describe(admin: &SecurityAdmin) -> anyhow::Result<SecurityDescription> {
     let d = unsupported(admin.describe().await).context("describe security")?;
     if !d.enabled {
         eprintln!("note: security is off on this cluster: roles and keys are not enforced");
@@ -372,7 +158,7 @@ async fn describe(admin: &SecurityAdmin) -> anyhow::Result<SecurityDescription> 
 }
 
 /// Prints `out` and a newline; nothing at all for an empty text listing.
-fn print_output(out: &str) {
+pub(crate) fn print_output(out: &str) {
     if !out.is_empty() {
         println!("{out}");
     }
@@ -391,110 +177,11 @@ pub(crate) fn unsupported<T>(result: neo_client::Result<T>) -> anyhow::Result<T>
     }
 }
 
-fn json_role(r: &RoleDescription) -> JsonRole<'_> {
-    let mut grants: Vec<JsonGrant<'_>> = r
-        .grants
-        .iter()
-        .map(|g| JsonGrant {
-            resource: &g.resource,
-            operations: &g.operations,
-        })
-        .collect();
-    grants.sort_by(|a, b| a.resource.cmp(b.resource));
-    let mut principals: Vec<&str> = r.principals.iter().map(String::as_str).collect();
-    principals.sort_unstable();
-    JsonRole {
-        name: &r.name,
-        grants,
-        principals,
-    }
-}
-
-/// `neo role list`: text, one `NAME grants N principals N` line per role; JSON, one
-/// array. Roles by name.
-fn format_roles(d: &SecurityDescription, format: Format) -> anyhow::Result<String> {
-    let mut roles: Vec<JsonRole<'_>> = d.roles.iter().map(json_role).collect();
-    roles.sort_by(|a, b| a.name.cmp(b.name));
-    Ok(match format {
-        Format::Json => serde_json::to_string(&roles)?,
-        Format::Text => roles
-            .iter()
-            .map(|r| {
-                format!(
-                    "{} grants {} principals {}",
-                    r.name,
-                    r.grants.len(),
-                    r.principals.len()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-    })
-}
-
-/// `neo role describe R`: text, a `role` line, one `grant` line per grant, one
-/// `principal` line per principal; JSON, one object.
-fn format_role(r: &RoleDescription, format: Format) -> anyhow::Result<String> {
-    let r = json_role(r);
-    Ok(match format {
-        Format::Json => serde_json::to_string(&r)?,
-        Format::Text => {
-            let mut lines = vec![format!(
-                "role {} grants {} principals {}",
-                r.name,
-                r.grants.len(),
-                r.principals.len()
-            )];
-            for g in &r.grants {
-                lines.push(format!("grant {} {}", g.resource, g.operations.join(",")));
-            }
-            for p in &r.principals {
-                lines.push(format!("principal {p}"));
-            }
-            lines.join("\n")
-        }
-    })
-}
-
-/// `neo user api-key list`: text, one `KEY_ID principal P active|revoked` line per key;
-/// JSON, one array. Keys by id.
-fn format_api_keys(
-    d: &SecurityDescription,
-    principal: Option<&str>,
-    format: Format,
-) -> anyhow::Result<String> {
-    let mut keys: Vec<JsonApiKey<'_>> = d
-        .api_keys
-        .iter()
-        .filter(|k| principal.is_none_or(|p| k.principal == p))
-        .map(|k| JsonApiKey {
-            key_id: &k.key_id,
-            principal: &k.principal,
-            revoked: k.revoked,
-        })
-        .collect();
-    keys.sort_by(|a, b| a.key_id.cmp(b.key_id));
-    Ok(match format {
-        Format::Json => serde_json::to_string(&keys)?,
-        Format::Text => keys
-            .iter()
-            .map(|k| {
-                let state = if k.revoked { "revoked" } else { "active" };
-                format!("{} principal {} {state}", k.key_id, k.principal)
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        Cli, Command, EXIT_PERMISSION_DENIED, EXIT_UNAUTHENTICATED, error_code, exit_status,
-    };
+    use crate::{Cli, EXIT_PERMISSION_DENIED, EXIT_UNAUTHENTICATED, error_code, exit_status};
     use clap::Parser;
-    use neo_client::{ApiKeyDescription, GrantDescription};
     use neo_protocol::RpcError;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -591,96 +278,6 @@ mod tests {
         assert!(ConnectionSecurity::default().tls(&[]).unwrap().is_none());
     }
 
-    #[test]
-    fn role_and_user_commands_parse() {
-        let cli = parse(&[
-            "role",
-            "grant",
-            "writers",
-            "--resource",
-            "topic:orders.*",
-            "--operations",
-            "produce,describe",
-        ])
-        .unwrap();
-        match cli.command {
-            Command::Role(RoleCommand::Grant(g)) => {
-                assert_eq!(
-                    (g.role.as_str(), g.resource.as_str()),
-                    ("writers", "topic:orders.*")
-                );
-                assert_eq!(g.operations, vec!["produce", "describe"]);
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse(&[
-            "role",
-            "revoke",
-            "w",
-            "--resource",
-            "group:*",
-            "--operations",
-            "all",
-        ])
-        .unwrap()
-        .command
-        {
-            Command::Role(RoleCommand::Revoke(g)) => assert_eq!(g.operations, vec!["all"]),
-            other => panic!("{other:?}"),
-        }
-        assert!(parse(&["role", "grant", "w", "--resource", "topic:*"]).is_err());
-        assert!(parse(&["role", "grant", "w", "--operations", "produce"]).is_err());
-        match parse(&["role", "assign", "w", "--principal", "bob"])
-            .unwrap()
-            .command
-        {
-            Command::Role(RoleCommand::Assign { role, principal }) => {
-                assert_eq!((role.as_str(), principal.as_str()), ("w", "bob"));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(
-            parse(&["role", "unassign", "w"]).is_err(),
-            "--principal is required"
-        );
-        match parse(&["role", "list", "--format", "json"])
-            .unwrap()
-            .command
-        {
-            Command::Role(RoleCommand::List { format }) => assert_eq!(format, Format::Json),
-            other => panic!("{other:?}"),
-        }
-        match parse(&["role", "describe", "w"]).unwrap().command {
-            Command::Role(RoleCommand::Describe { role, format }) => {
-                assert_eq!((role.as_str(), format), ("w", Format::Text));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(parse(&["role", "describe"]).is_err());
-        assert!(parse(&["role", "create", "r"]).is_ok());
-        assert!(parse(&["role", "delete", "r"]).is_ok());
-        match parse(&["user", "api-key", "create", "--principal", "bob"])
-            .unwrap()
-            .command
-        {
-            Command::User(UserCommand::ApiKey(ApiKeyCommand::Create { principal, .. })) => {
-                assert_eq!(principal, "bob");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(parse(&["user", "api-key", "create"]).is_err());
-        match parse(&["user", "api-key", "revoke", "0123"])
-            .unwrap()
-            .command
-        {
-            Command::User(UserCommand::ApiKey(ApiKeyCommand::Revoke { key_id })) => {
-                assert_eq!(key_id, "0123");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(parse(&["user", "api-key", "list", "--format", "json"]).is_ok());
-    }
-
     fn refusal(code: ErrorCode) -> neo_client::Error {
         neo_client::Error::from(neo_protocol::Error::Rpc(RpcError::new(
             code,
@@ -746,8 +343,17 @@ mod tests {
         let err = unsupported::<()>(Err(refusal(ErrorCode::PermissionDenied))).unwrap_err();
         assert_eq!(exit_status(error_code(&err)), 4);
     }
+}
 
-    fn sample() -> SecurityDescription {
+/// A description for the output tests of `user.rs`, `role.rs` and `acl.rs`.
+#[cfg(test)]
+pub(crate) mod sample {
+    use neo_client::{
+        AclDescription, ApiKeyDescription, GrantDescription, QuotaDescription, QuotaLimits,
+        QuotaScope, RoleDescription, SecurityDescription, UserDescription,
+    };
+
+    pub(crate) fn sample() -> SecurityDescription {
         SecurityDescription {
             enabled: true,
             roles: vec![
@@ -784,49 +390,31 @@ mod tests {
                 },
             ],
             superusers: vec!["admin".into()],
-            quotas: Vec::new(),
+            quotas: vec![QuotaDescription {
+                scope: QuotaScope::Principal("bob".into()),
+                quota: QuotaLimits {
+                    requests_per_sec: Some(10),
+                    connections: Some(2),
+                    ..QuotaLimits::default()
+                },
+            }],
+            users: vec![
+                UserDescription {
+                    name: "bob".into(),
+                    created_at_unix_secs: 20,
+                },
+                UserDescription {
+                    name: "alice".into(),
+                    created_at_unix_secs: 10,
+                },
+            ],
+            acls: vec![AclDescription {
+                principal: "alice".into(),
+                grants: vec![GrantDescription {
+                    resource: "topic:audit".into(),
+                    operations: vec!["consume".into(), "describe".into()],
+                }],
+            }],
         }
-    }
-
-    #[test]
-    fn role_output_is_the_contract() {
-        let d = sample();
-        assert_eq!(
-            format_roles(&d, Format::Text).unwrap(),
-            "auditors grants 0 principals 0\nwriters grants 2 principals 2"
-        );
-        assert_eq!(
-            format_roles(&d, Format::Json).unwrap(),
-            concat!(
-                r#"[{"name":"auditors","grants":[],"principals":[]},"#,
-                r#"{"name":"writers","grants":[{"resource":"group:billing","operations":["consume"]},"#,
-                r#"{"resource":"topic:orders.*","operations":["produce","describe"]}],"principals":["bob","carol"]}]"#
-            )
-        );
-        assert_eq!(
-            format_role(&d.roles[0], Format::Text).unwrap(),
-            "role writers grants 2 principals 2\ngrant group:billing consume\n\
-             grant topic:orders.* produce,describe\nprincipal bob\nprincipal carol"
-        );
-        let empty = SecurityDescription::default();
-        assert_eq!(format_roles(&empty, Format::Text).unwrap(), "");
-        assert_eq!(format_roles(&empty, Format::Json).unwrap(), "[]");
-    }
-
-    #[test]
-    fn api_key_output_is_the_contract() {
-        let d = sample();
-        assert_eq!(
-            format_api_keys(&d, None, Format::Text).unwrap(),
-            "0a principal alice revoked\nb0 principal bob active"
-        );
-        assert_eq!(
-            format_api_keys(&d, Some("bob"), Format::Json).unwrap(),
-            r#"[{"key_id":"b0","principal":"bob","revoked":false}]"#
-        );
-        assert_eq!(
-            format_api_keys(&d, Some("nobody"), Format::Json).unwrap(),
-            "[]"
-        );
     }
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use neo_client::admin::{RETENTION_BYTES, RETENTION_MS};
+use neo_client::admin::{ENCRYPTION_AT_REST, RETENTION_BYTES, RETENTION_MS};
 use neo_client::{Admin, Client};
 
 use crate::ids;
@@ -29,6 +29,10 @@ pub(crate) enum TopicCommand {
         /// (whole segments). Default: no limit.
         #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
         retention_bytes: Option<u64>,
+        /// Keep the partition logs encrypted at rest on every replica, under each node's
+        /// key (`neo-node --at-rest-key-file`); refused if the node has none.
+        #[arg(long)]
+        encrypt_at_rest: bool,
     },
     /// List topic names, one per line.
     List,
@@ -53,6 +57,7 @@ pub(crate) async fn topic(client: Client, cmd: TopicCommand) -> anyhow::Result<E
             replication,
             retention_ms,
             retention_bytes,
+            encrypt_at_rest,
         } => {
             let mut configs = Vec::new();
             if let Some(ms) = retention_ms {
@@ -60,6 +65,9 @@ pub(crate) async fn topic(client: Client, cmd: TopicCommand) -> anyhow::Result<E
             }
             if let Some(b) = retention_bytes {
                 configs.push((RETENTION_BYTES.to_string(), b.to_string()));
+            }
+            if encrypt_at_rest {
+                configs.push((ENCRYPTION_AT_REST.to_string(), "true".to_string()));
             }
             let shown: String = configs.iter().map(|(k, v)| format!(", {k} {v}")).collect();
             admin
@@ -134,9 +142,11 @@ mod tests {
                 replication,
                 retention_ms,
                 retention_bytes,
+                encrypt_at_rest,
             }) => {
                 assert_eq!((name.as_str(), partitions, replication), ("t", 3, 3));
                 assert_eq!((retention_ms, retention_bytes), (None, None));
+                assert!(!encrypt_at_rest);
             }
             other => panic!("{other:?}"),
         }
