@@ -693,13 +693,22 @@ where
         match op(groups[at].clone()).await {
             Ok(r) => return r,
             Err(e @ (neo_raft::Error::NotLeader { .. } | neo_raft::Error::QuorumLost { .. })) => {
-                assert!(tokio::time::Instant::now() < deadline, "no leader");
+                if tokio::time::Instant::now() >= deadline {
+                    // Say why: each replica's view (term, role, leader, log) at the end.
+                    let views: Vec<_> = groups.iter().map(|g| g.metrics()).collect();
+                    panic!("no leader after {DEADLINE:?} (last answer: {e}): {views:#?}");
+                }
                 let leader = leader_hint(&e);
                 at = match groups
                     .iter()
                     .position(|g| Some(g.metrics().node_id) == leader)
                 {
-                    Some(i) => i,
+                    // Follow the hint, but never spin: a stale hint can point at a
+                    // replica that answers "not leader" at once, again and again.
+                    Some(i) => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        i
+                    }
                     None => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         (at + 1) % groups.len()

@@ -10,8 +10,27 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::error::{Error, Result};
 
+/// ring's suites with AES-128-GCM ahead of AES-256-GCM (then ChaCha20-Poly1305), the
+/// order Go's TLS stack offers on CPUs with AES instructions: both are 128-bit-secure
+/// or better, and AES-128 has 10 rounds against 14 (docs/BENCHMARKS.md, "Security on
+/// vs off", measured the difference). Both sides of the client port use this order;
+/// peers that prefer another suite still get it.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| !is_aes128_gcm(suite.suite()));
+    Arc::new(provider)
+}
+
+fn is_aes128_gcm(suite: rustls::CipherSuite) -> bool {
+    use rustls::CipherSuite as S;
+    matches!(
+        suite,
+        S::TLS13_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+    )
 }
 
 fn tls_err(err: impl std::fmt::Display) -> Error {

@@ -287,3 +287,56 @@ async fn a_connection_is_closed_when_its_credential_expires() {
     }
     server.shutdown().await;
 }
+
+/// The client port's suite order: our two ends agree on AES-128-GCM (TLS 1.3), a peer
+/// that offers only AES-256-GCM still gets it, and large frames cross the server's
+/// buffered TLS reads intact.
+#[tokio::test]
+async fn suites_prefer_aes128_and_still_serve_aes256_peers() {
+    use rustls::CipherSuite;
+    let pki = Pki::new();
+    let server = tls_server(&pki, ClientAuth::None).await;
+    let negotiated = |config: Arc<rustls::ClientConfig>| {
+        let addr = server.local_addr();
+        async move {
+            let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, socket)
+                .await
+                .unwrap();
+            stream
+                .get_ref()
+                .1
+                .negotiated_cipher_suite()
+                .unwrap()
+                .suite()
+        }
+    };
+    let ours = tls::client_config(vec![pki.ca.clone()], None).unwrap();
+    assert_eq!(
+        negotiated(ours).await,
+        CipherSuite::TLS13_AES_128_GCM_SHA256
+    );
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .retain(|s| s.suite() == CipherSuite::TLS13_AES_256_GCM_SHA384);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.clone()).unwrap();
+    let aes256_only = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    assert_eq!(
+        negotiated(Arc::new(aes256_only)).await,
+        CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+    // 3 MiB in one call: many TLS records, read through the server's buffer.
+    let client = client_with(&server, tls_client_config(&pki, None)).await;
+    let big: String = "abcdefgh".repeat(3 << 17);
+    let upper: String = client.call("echo", "upper", &big).await.unwrap();
+    assert_eq!(upper, big.to_uppercase());
+    server.shutdown().await;
+}

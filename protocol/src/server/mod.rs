@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -23,6 +23,11 @@ use crate::frame::{self, EncodeOptions, FRAME_SIZE_BYTES_MAX_DEFAULT, Frame, Kin
 use crate::tls::PeerIdentity;
 use registry::{Registry, ServiceBuilder};
 use shutdown::Shutdown;
+
+/// What a TLS connection reads from its socket in one go. rustls asks for 4 KiB at a
+/// time; under it, this buffer turns a 1 MiB produce request into 16 reads instead of
+/// 256 (docs/BENCHMARKS.md, "Security on vs off").
+const TLS_READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Every limit of a server, named, with units last.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,8 +288,10 @@ async fn run_connection(
             connection::serve(reader, writer, peer, shared, shutdown).await
         }
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(shared.config.tls_handshake_timeout, acceptor.accept(socket));
+            let handshake = tokio::time::timeout(
+                shared.config.tls_handshake_timeout,
+                acceptor.accept(BufReader::with_capacity(TLS_READ_BUFFER_BYTES, socket)),
+            );
             let stream = handshake
                 .await
                 .map_err(|_| crate::Error::Tls("handshake timed out".into()))?

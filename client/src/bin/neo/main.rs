@@ -2,6 +2,7 @@
 //! output formats, exit statuses) is documented in `docs/cli.md`; scripts rely on it.
 
 mod acl;
+mod alloc;
 mod bench;
 mod group;
 mod keyring;
@@ -194,6 +195,7 @@ enum ClusterCommand {
 }
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
