@@ -13,7 +13,11 @@
 #    size.
 #
 # Environment: CARGO_TARGET_DIR (honoured), NEO_IMAGE (default neo-node:latest),
-# NEO_IMAGE_LINK=static|dynamic (default static), RUSTFLAGS (extended, not replaced).
+# NEO_IMAGE_LINK=static|dynamic (default static), RUSTFLAGS (extended, not replaced),
+# NEO_IMAGE_PROFILE=release|debug (default release). `debug` puts the dev-profile
+# binaries of the host build (target/debug, dynamic) in the image: no second compile of
+# the workspace after `cargo test`, for CI's chaos runs (.ci/run); images for use are
+# release builds.
 # A static glibc binary in a scratch image has no loadable NSS modules (only what glibc
 # >= 2.34 builds in): configure nodes with IP literals (docker-compose.yml does).
 set -euo pipefail
@@ -23,6 +27,7 @@ ROOT=$PWD
 TARGET=x86_64-unknown-linux-gnu
 IMAGE=${NEO_IMAGE:-neo-node:latest}
 LINK=${NEO_IMAGE_LINK:-static}
+PROFILE=${NEO_IMAGE_PROFILE:-release}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BINS=(neo-node neo)
 
@@ -33,11 +38,22 @@ die() { printf 'docker-image.sh: %s\n' "$*" >&2; exit 1; }
 command -v docker >/dev/null || die "docker not found"
 docker info >/dev/null 2>&1 || die "the docker daemon does not answer (docker info)"
 case $LINK in static | dynamic) ;; *) die "NEO_IMAGE_LINK must be static or dynamic" ;; esac
+case $PROFILE in
+release) ;;
+debug) LINK=dynamic ;; # the host build: no crt-static, so its libraries go in too
+*) die "NEO_IMAGE_PROFILE must be release or debug" ;;
+esac
 
 # cargo build of both binaries; $1 = extra RUSTFLAGS.
 build() {
-    RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$1" cargo build --release --target "$TARGET" \
-        -p neo-node -p neo-client --bin neo-node --bin neo
+    if [ "$PROFILE" = debug ]; then
+        # The host target and the package set of .ci/run's `cargo build` (features are
+        # unified over the packages named): after it, this compiles nothing.
+        cargo build -p neo-chaos -p neo-node -p neo-client
+    else
+        RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$1" cargo build --release --target "$TARGET" \
+            -p neo-node -p neo-client --bin neo-node --bin neo
+    fi
 }
 
 # True if the ELF file $1 needs no shared library (static or static-pie).
@@ -47,7 +63,7 @@ is_static() {
 }
 
 start=$(date +%s)
-log "cargo build ($LINK, target $TARGET, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+log "cargo build ($PROFILE, $LINK, target $TARGET, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 if [ "$LINK" = static ] && ! build "-C target-feature=+crt-static"; then
     log "static build failed: falling back to a dynamic build plus the libraries ldd lists"
     LINK=dynamic
@@ -56,7 +72,11 @@ if [ "$LINK" = dynamic ]; then
     # Different RUSTFLAGS than the static build: cargo rebuilds everything once.
     build "" || die "cargo build failed"
 fi
-OUT=$CARGO_TARGET_DIR/$TARGET/release
+if [ "$PROFILE" = debug ]; then
+    OUT=$CARGO_TARGET_DIR/debug
+else
+    OUT=$CARGO_TARGET_DIR/$TARGET/release
+fi
 built=$(date +%s)
 log "binaries built in $((built - start)) s"
 
@@ -90,6 +110,7 @@ docker build -q -t "$IMAGE" \
     --label "org.opencontainers.image.title=neo-node" \
     --label "org.opencontainers.image.revision=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
     --label "neo.link=$LINK" \
+    --label "neo.profile=$PROFILE" \
     "$CTX" >/dev/null
 end=$(date +%s)
 
@@ -100,5 +121,5 @@ if [ -n "$previous" ] && [ "$previous" != "$id" ]; then
 fi
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 log "built in $((end - start)) s (cargo $((built - start)) s, docker $((end - built)) s)"
-printf 'image %s\nid %s\nsize %s bytes (%s MiB)\nlink %s\n' \
-    "$IMAGE" "$id" "$size" "$(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }')" "$LINK"
+printf 'image %s\nid %s\nsize %s bytes (%s MiB)\nlink %s\nprofile %s\n' \
+    "$IMAGE" "$id" "$size" "$(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }')" "$LINK" "$PROFILE"
