@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 /// covers the batch has returned; the policy only decides *when* that sync happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
-    /// A flusher thread syncs as soon as anything is pending; one `fdatasync` covers
+    /// A sync-pool thread syncs as soon as anything is pending; one `fdatasync` covers
     /// every batch appended since the previous one (group commit). Loss window: none for
     /// notified batches.
     Always,
@@ -42,9 +42,10 @@ pub struct LogConfig {
     /// this. `None`: no size limit.
     pub retention_bytes: Option<u64>,
     /// Bytes appended but not yet fdatasync'd before a sync is forced: under `Never` the
-    /// append that passes it syncs itself (a bound on the loss window); under
-    /// `Always`/`Interval` it wakes the flusher thread to sync at once, so that an
-    /// append never runs an `fdatasync` on its caller's (possibly async) thread.
+    /// append that passes it syncs itself (a bound on the loss window); under `Always`
+    /// it queues the log on the sync pool, under `Interval` it wakes the log's flusher
+    /// thread, to sync at once, so that an append never runs an `fdatasync` on its
+    /// caller's (possibly async) thread.
     pub buffered_bytes_max: u64,
     /// When the log syncs.
     pub fsync: FsyncPolicy,

@@ -51,12 +51,15 @@
 //! [`Appended`] position. Every call blocks on disk I/O: async callers run it on a
 //! blocking thread (`neo-raft` does).
 //!
-//! **Group commit** (`FsyncPolicy::Always`): one flusher thread loops: wait until
-//! something is unsynced or a notification is pending; under the lock, take every pending
-//! notification and note the next offset (`target`); unlock; one `fdatasync` of the active
-//! segment; raise `durable_offset` to `target`; run the callbacks. Everything appended
-//! while one `fdatasync` runs is covered by the next one, so with N concurrent appenders
-//! one sync serves up to N batches.
+//! **Group commit** (`FsyncPolicy::Always`): an append that leaves something unsynced
+//! (or a notification pending) queues the log, once, on the process-wide sync pool
+//! (`sync_pool.rs`: at most 32 threads for all logs, started on demand; idle logs cost
+//! no thread). A pool thread runs the log's round: under the lock, take every pending
+//! notification and note the next offset (`target`); unlock; one `fdatasync` of the
+//! active segment; raise `durable_offset` to `target`; run the callbacks. Everything
+//! appended while one `fdatasync` runs is covered by the next round, so with N
+//! concurrent appenders one sync serves up to N batches. (`Interval` logs keep a
+//! flusher thread of their own that runs the same round on a timer.)
 //!
 //! **Read** (`read`, `read_bounded`): under the lock, find the segment (`BTreeMap` by
 //! base offset) and the index position at or before the offset, take an `Arc` of its file
@@ -136,6 +139,7 @@ mod log;
 pub mod meta;
 mod position;
 mod segment;
+mod sync_pool;
 pub mod testing;
 
 pub use at_rest::{AtRestKey, ENCRYPTION_FILE};

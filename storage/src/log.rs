@@ -21,7 +21,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -38,6 +38,7 @@ use crate::config::{FsyncPolicy, LogConfig};
 use crate::durable::{Durable, DurableCallback, Waiter, fire};
 use crate::error::{Error, Result};
 use crate::segment::{self, Segment, Window};
+use crate::sync_pool;
 
 /// Extra bytes a read fetches beyond `max_bytes`, on top of one index interval, so that
 /// the batch an index entry points before is usually reached with a single `pread`.
@@ -116,8 +117,13 @@ pub(crate) struct Shared {
     pub(crate) structure: RwLock<()>,
     pub(crate) sync_lock: Mutex<()>,
     pub(crate) state: Mutex<State>,
-    /// Wakes the flusher when a notification or unsynced bytes are pending.
+    /// Wakes the flusher thread (`Interval`) when a notification or unsynced bytes are
+    /// pending. `Always` logs queue themselves on the sync pool instead.
     flusher_wake: Condvar,
+    /// This log, for queueing itself on the sync pool.
+    me: Weak<Shared>,
+    /// In the sync pool's queue (cleared by the pool thread before its round).
+    queued: AtomicBool,
     /// Exclusive end of the durable prefix. Raised only after an `fdatasync` returned
     /// (or when truncation/purge redefine the log); read without locks.
     pub(crate) durable: AtomicU64,
@@ -207,7 +213,9 @@ impl SegmentLog {
             .expect("recover returns a segment")
             .next;
         let open_sealed = segments.values().filter(|s| s.file.is_some()).count() - 1;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
+            queued: AtomicBool::new(false),
             dir,
             cipher,
             structure: RwLock::new(()),
@@ -233,7 +241,11 @@ impl SegmentLog {
         });
         let flusher = match shared.config.fsync {
             FsyncPolicy::Never => None,
-            _ => {
+            FsyncPolicy::Always => {
+                sync_pool::ensure_started(&shared.dir)?;
+                None
+            }
+            FsyncPolicy::Interval(_) => {
                 let s = Arc::clone(&shared);
                 Some(
                     std::thread::Builder::new()
@@ -722,14 +734,14 @@ impl Shared {
             });
         }
         if self.config.fsync == FsyncPolicy::Always {
-            self.flusher_wake.notify_one();
+            self.wake_flusher();
         }
         let over = st.written_bytes - st.synced_bytes > self.config.buffered_bytes_max;
         // With a flusher thread, it syncs at once, off the appender's thread (which may
         // be an async executor's): the appender does not wait for an `fdatasync`.
         // Without one (`Never`), the appender pays for the sync (backpressure).
         if over && self.config.fsync != FsyncPolicy::Never {
-            self.flusher_wake.notify_one();
+            self.wake_flusher();
         }
         Ok((appended, over && self.config.fsync == FsyncPolicy::Never))
     }
@@ -791,7 +803,7 @@ impl Shared {
         }
         st.waiters.push(Waiter { end, callback });
         if self.config.fsync == FsyncPolicy::Always {
-            self.flusher_wake.notify_one();
+            self.wake_flusher();
         }
     }
 
@@ -854,6 +866,52 @@ impl Shared {
         }
     }
 
+    /// Asks for a sync round off the caller's thread: `Always` logs queue themselves on
+    /// the sync pool (once, until a pool thread takes them), `Interval` logs wake their
+    /// flusher thread. Called with the state lock held.
+    fn wake_flusher(&self) {
+        match self.config.fsync {
+            FsyncPolicy::Always => {
+                if !self.queued.swap(true, Ordering::AcqRel) {
+                    match self.me.upgrade() {
+                        Some(me) => sync_pool::schedule(me),
+                        None => self.queued.store(false, Ordering::Release),
+                    }
+                }
+            }
+            FsyncPolicy::Interval(_) => self.flusher_wake.notify_one(),
+            FsyncPolicy::Never => {}
+        }
+    }
+
+    /// A sync pool thread's turn at this log: one round if anything is pending (the
+    /// flusher thread's rule; a closing log does its own final round). `true`: more
+    /// is pending, and the caller still holds the `queued` flag; `false`: the flag is
+    /// released (a later append queues the log again).
+    pub(crate) fn sync_step(&self) -> bool {
+        if self.sync_pending() {
+            // Errors are recorded in the state and delivered to the waiters.
+            let _ = self.sync_round();
+            if self.sync_pending() {
+                return true;
+            }
+        }
+        self.queued.store(false, Ordering::Release);
+        // An append between the look above and the release saw the flag set and did not
+        // queue the log: look again, and keep the log if the flag is still free.
+        self.sync_pending() && !self.queued.swap(true, Ordering::AcqRel)
+    }
+
+    /// Something to sync, on a log that is open and has not failed.
+    fn sync_pending(&self) -> bool {
+        if self.shutdown.load(Ordering::Acquire) {
+            return false;
+        }
+        let st = lock(&self.state);
+        (st.written_bytes != st.synced_bytes || !st.waiters.is_empty()) && st.failed.is_none()
+    }
+
+    /// The `Interval` policy's flusher thread.
     fn flusher_loop(&self) {
         let interval = match self.config.fsync {
             FsyncPolicy::Interval(ms) => Some(Duration::from_millis(ms)),

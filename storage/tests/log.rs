@@ -366,6 +366,85 @@ fn group_commit_covers_concurrent_appenders_with_fewer_syncs() {
     assert_eq!(read_all(&log).len(), 200);
 }
 
+/// Threads of this process whose name starts with `prefix` (Linux: /proc/self/task).
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Many `Always` logs share the process's sync pool: no thread per log, at most 32 sync
+/// threads however many logs append at once, every notification completes after its
+/// batch is durable, and logs closed (or dropped) while queued are fine.
+#[test]
+fn many_always_logs_share_a_bounded_sync_pool() {
+    const LOGS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Always,
+        segment_size_bytes_max: 1 << 20,
+        ..small_config()
+    };
+    let logs: Vec<Arc<SegmentLog>> = (0..LOGS)
+        .map(|i| Arc::new(open(&dir.path().join(format!("log-{i}")), &cfg)))
+        .collect();
+    assert_eq!(threads_named("neo-log-flusher"), 0, "no thread per log");
+    // Three rounds of one append per log, from 6 appender threads at once.
+    let appenders: Vec<_> = (0..6usize)
+        .map(|t| {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for round in 0..3u64 {
+                    let waits: Vec<_> = logs
+                        .iter()
+                        .skip(t)
+                        .step_by(6)
+                        .map(|log| {
+                            let (a, d) = log.append_durable(&batch(200, 1, 0, round)).unwrap();
+                            (Arc::clone(log), a, d)
+                        })
+                        .collect();
+                    for (log, a, d) in waits {
+                        d.wait().unwrap();
+                        assert!(log.durable_offset() >= a.next_offset);
+                    }
+                }
+            })
+        })
+        .collect();
+    for a in appenders {
+        a.join().unwrap();
+    }
+    let sync_threads = threads_named("neo-log-sync");
+    assert!(
+        (1..=32).contains(&sync_threads),
+        "sync threads: {sync_threads}"
+    );
+    for log in &logs {
+        let stats = log.stats();
+        assert_eq!(stats.durable_offset, 3, "{stats:?}");
+        assert!(stats.syncs >= 1 && stats.syncs <= 3, "{stats:?}");
+    }
+    // Append and drop at once: the final sync of the drop makes it durable, and a pool
+    // thread that still holds the log finds it closed.
+    let reopened: Vec<u64> = logs
+        .into_iter()
+        .enumerate()
+        .map(|(i, log)| {
+            log.append(&batch(200, 1, 0, 9)).unwrap();
+            drop(log);
+            let log = open(&dir.path().join(format!("log-{i}")), &cfg);
+            log.durable_offset()
+        })
+        .collect();
+    assert!(reopened.iter().all(|&end| end == 4), "{reopened:?}");
+}
+
 #[test]
 fn interval_policy_notifies_after_its_timer_sync() {
     let dir = tempfile::tempdir().unwrap();
