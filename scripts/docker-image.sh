@@ -63,7 +63,11 @@ is_static() {
 }
 
 start=$(date +%s)
-log "cargo build ($PROFILE, $LINK, target $TARGET, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+if [ "$PROFILE" = debug ]; then
+    log "cargo build (debug, dynamic, host target, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+else
+    log "cargo build (release, $LINK, target $TARGET, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+fi
 if [ "$LINK" = static ] && ! build "-C target-feature=+crt-static"; then
     log "static build failed: falling back to a dynamic build plus the libraries ldd lists"
     LINK=dynamic

@@ -299,11 +299,16 @@ async fn suites_prefer_aes128_and_still_serve_aes256_peers() {
     let negotiated = |config: Arc<rustls::ClientConfig>| {
         let addr = server.local_addr();
         async move {
-            let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
             let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(name, socket)
+            let handshake = async {
+                let socket = tokio::net::TcpStream::connect(addr).await?;
+                tokio_rustls::TlsConnector::from(config)
+                    .connect(name, socket)
+                    .await
+            };
+            let stream = tokio::time::timeout(WAIT, handshake)
                 .await
+                .expect("TLS handshake within WAIT")
                 .unwrap();
             stream
                 .get_ref()

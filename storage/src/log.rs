@@ -122,7 +122,8 @@ pub(crate) struct Shared {
     flusher_wake: Condvar,
     /// This log, for queueing itself on the sync pool.
     me: Weak<Shared>,
-    /// In the sync pool's queue (cleared by the pool thread before its round).
+    /// Owned by the sync pool: queued, or a pool thread is running its rounds. Released
+    /// by that thread when nothing is left to sync ([`Shared::sync_step`]).
     queued: AtomicBool,
     /// Exclusive end of the durable prefix. Raised only after an `fdatasync` returned
     /// (or when truncation/purge redefine the log); read without locks.

@@ -90,6 +90,15 @@ fn spawn(pool: &'static Pool, st: &mut PoolState) -> std::io::Result<()> {
 }
 
 fn worker(pool: &'static Pool) {
+    // A round that panics (a bug) ends this thread: count it out, so that `schedule`
+    // starts another one for the logs still queued.
+    struct Exit(&'static Pool);
+    impl Drop for Exit {
+        fn drop(&mut self) {
+            lock(self.0).threads -= 1;
+        }
+    }
+    let _exit = Exit(pool);
     let mut st = lock(pool);
     loop {
         let Some(log) = st.queue.pop_front() else {
