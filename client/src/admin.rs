@@ -184,6 +184,16 @@ impl Admin {
         self.client.call_any("describe_topic", &request).await
     }
 
+    /// The metadata (all topics) as the broker at `address` answers it, within
+    /// `timeout`; no retry. Only a partition's leader knows its in-sync replicas (the
+    /// others answer them empty): ask each broker to see them all.
+    pub async fn metadata_at(&self, address: &str, timeout: Duration) -> Result<MetadataResponse> {
+        let request = MetadataRequest { topics: Vec::new() };
+        self.client
+            .call_at(address, "metadata", &request, timeout)
+            .await
+    }
+
     /// Nodes (with a liveness probe each), controller and every partition's placement.
     pub async fn cluster_status(&self) -> Result<ClusterStatus> {
         let metadata: MetadataResponse = self

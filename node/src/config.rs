@@ -165,7 +165,13 @@ settings! {
     tls_key, "NEO_TLS_KEY", "FILE", "TLS on the client port: the private key, PEM";
     tls_client_ca, "NEO_TLS_CLIENT_CA", "FILE", "TLS on the client port: CA certificate(s), PEM, that sign client certificates (mTLS; required with --auth mtls)";
     at_rest_key_file, "NEO_AT_REST_KEY_FILE", "FILE", "Encryption at rest: this node's key (64 hex digits or 32 bytes); topics created with encryption.at-rest=true keep their logs encrypted under it";
+    metrics_per_partition, "NEO_METRICS_PER_PARTITION", "true|false", "Export neo_partition_log_start_offset / neo_partition_log_end_offset per hosted partition on /metrics (two series per partition; default false)";
+    slow_request_ms, "NEO_SLOW_REQUEST_MS", "MS", "Log a produce slower than this at WARN with its phases; 0 turns it off (default 1000)";
+    http_allowed_hosts, "NEO_HTTP_ALLOWED_HOSTS", "HOST,..", "Host names the web console and /v1 API answer to besides IP addresses, localhost and the cluster's own node names (DNS-rebinding guard; * allows any)";
 }
+
+/// Default of `--slow-request-ms`.
+pub const DEFAULT_SLOW_REQUEST_MS: u64 = 1_000;
 
 /// How this node finds its cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +286,15 @@ pub struct Config {
     pub client_tls: Option<crate::security::ClientTlsFiles>,
     /// `--at-rest-key-file`: the node's key for topics encrypted at rest.
     pub at_rest_key_file: Option<PathBuf>,
+    /// `--metrics-per-partition`: `/metrics` has each hosted partition's log start and
+    /// end offsets (two series per partition: off by default).
+    pub metrics_per_partition: bool,
+    /// `--slow-request-ms`: a produce slower than this is logged at WARN with its
+    /// phases; 0: never.
+    pub slow_request_ms: u64,
+    /// `--http-allowed-hosts`: extra host names (lowercase, no port) the console and
+    /// the `/v1` API answer to; `["*"]`: any (see `crate::http` on DNS rebinding).
+    pub http_allowed_hosts: Vec<String>,
 }
 
 /// The PEM files of cluster mTLS (checked when the config is resolved, loaded again at
@@ -655,6 +670,43 @@ impl Config {
                 ),
             });
         }
+        let metrics_per_partition = match l.metrics_per_partition.as_deref().map(str::trim) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "metrics_per_partition",
+                    other,
+                    "expected true or false",
+                ));
+            }
+        };
+        let slow_request_ms = num(
+            "slow_request_ms",
+            &l.slow_request_ms,
+            DEFAULT_SLOW_REQUEST_MS,
+            0,
+            86_400_000,
+        )?;
+        let mut http_allowed_hosts = Vec::new();
+        for host in l.http_allowed_hosts.as_deref().unwrap_or("").split(',') {
+            let host = host.trim().to_ascii_lowercase();
+            if host.is_empty() {
+                continue;
+            }
+            let valid = host == "*"
+                || host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+            if !valid {
+                return Err(invalid(
+                    "http_allowed_hosts",
+                    &host,
+                    "expected host names (letters, digits, '-', '.', '_') or *, comma-separated, without ports",
+                ));
+            }
+            http_allowed_hosts.push(host);
+        }
         let path = |v: &Option<String>| v.as_ref().map(PathBuf::from);
         let (security, client_tls) =
             crate::security::SecurityConfig::resolve(crate::security::SecuritySettings {
@@ -704,6 +756,9 @@ impl Config {
             security,
             client_tls,
             at_rest_key_file: path(&l.at_rest_key_file),
+            metrics_per_partition,
+            slow_request_ms,
+            http_allowed_hosts,
         })
     }
 }

@@ -1,46 +1,72 @@
 //! The HTTP admin listener (port 7072): a minimal HTTP/1.1 server over tokio, one
-//! request per connection (`Connection: close`), GET only.
+//! request per connection (`Connection: close`): GET for reads, POST (JSON body) for
+//! the console's actions; and the built-in web console (`crate::console`).
 //!
 //! | path | answer |
 //! |---|---|
 //! | `/health` | 200 `ok`: the process is up |
 //! | `/ready` | 200 when the metadata group and every partition group hosted here have a leader and this node is registered; else 503. JSON body either way |
-//! | `/metrics` | Prometheus text format 0.0.4 |
+//! | `/metrics` | OpenMetrics text (`prometheus-client`; see docs/metrics.md) |
 //! | `/v1/cluster` | JSON: nodes (id, client and cluster addresses, alive), controller, partitions (topic, partition, group, leader, replicas) |
 //! | `/v1/queues` | JSON: every queue (settings) with the counts of its partitions this node leads |
 //! | `/v1/groups` | JSON: every consumer group (name, state, members) from this node's applied metadata, and the coordinator |
 //! | `/v1/groups/{name}` | JSON: the group as `neo group describe --format json` prints it (members, and per partition committed offset, log end offset, lag), asked of the cluster through this node's client port (TLS too: see `crate::admin_tls`); 404 for an unknown group |
 //! | `/v1/partitions/{topic}/{p}/digest` | JSON digest of this replica's committed log (for comparing replicas) |
+//! | `/`, `/console/{file}` | the web console's static files (embedded in the binary) |
+//! | `/v1/topics`, `/v1/topics/{t}/messages`, `/v1/queues/{name}`, `/v1/stats` | the console's reads (see `crate::console`) |
+//! | POST `/v1/topics`, `/v1/topics/{t}/delete`, `/v1/groups/{g}/reset-offsets`, `/v1/queues/{q}/purge`, `/v1/queues/{q}/redrive` | the console's actions (see `crate::console`) |
 //!
-//! With security on (`--auth`), every path but `/health`, `/ready` (and `/metrics` with
-//! `--metrics-open true`) needs `Authorization: Bearer <JWT or API key>` and the
-//! path's permission: 401 / 403 otherwise (see `crate::security::http`).
+//! With security on (`--auth`), every path but `/health`, `/ready`, the console's
+//! static files (and `/metrics` with `--metrics-open true`) needs `Authorization:
+//! Bearer <JWT or API key>` and the path's permission: 401 / 403 otherwise (see
+//! `crate::security::http`).
 //!
-//! Limits: request head at most [`REQUEST_HEAD_BYTES_MAX`], read within
+//! The console, its files and the `/v1` API answer only a `Host` that is an IP address,
+//! `localhost`, a cluster node's host name or one of `--http-allowed-hosts` (403
+//! otherwise: the DNS-rebinding guard, see `host`).
+//!
+//! A POST must carry `Content-Type: application/json` and `X-Neo-Console: 1` (CSRF
+//! guard: a cross-site form can send neither) and a `Content-Length` body of at most
+//! [`request::REQUEST_BODY_BYTES_MAX`]; bad requests get a typed 4xx (`request`).
+//! Every answer carries `Cache-Control: no-cache`, `X-Content-Type-Options: nosniff`
+//! and a strict `Content-Security-Policy` (no inline script or style, same origin
+//! only, no framing).
+//!
+//! Limits: request head at most [`REQUEST_HEAD_BYTES_MAX`], head and body read within
 //! [`REQUEST_TIMEOUT_MS`]; at most `http_connections_max` connections at once (more
-//! wait in the listen backlog).
+//! wait in the listen backlog). Every call into the cluster has its own deadline
+//! below that.
+
+mod host;
+mod request;
+mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use neo_raft::{METADATA_GROUP, Role};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+pub(crate) use host::host_of;
+pub(crate) use request::{BadRequest, Head, Method, json_body, percent_decode, query_u64};
+pub(crate) use views::caller_client;
+
 use crate::node::Shared;
 use crate::security::http as http_auth;
-use neo_broker::committed_prefix;
-use neo_security::{Operation, ResourceType};
 
 /// Largest request head (request line + headers) read.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 /// A request must arrive (and its answer be written) within this long.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
-/// Bytes read from the log per step while computing a digest.
-const DIGEST_READ_BYTES: usize = 1024 * 1024;
+
+/// The `Content-Security-Policy` of every answer: same-origin scripts, styles and
+/// fetches only, no inline code, no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -73,14 +99,15 @@ pub(crate) async fn serve(
     }
 }
 
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: String,
+/// One answer.
+pub(crate) struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
 }
 
 impl Reply {
-    fn text(status: u16, body: impl Into<String>) -> Reply {
+    pub(crate) fn text(status: u16, body: impl Into<String>) -> Reply {
         Reply {
             status,
             content_type: "text/plain; charset=utf-8",
@@ -88,12 +115,41 @@ impl Reply {
         }
     }
 
-    fn json(status: u16, v: serde_json::Value) -> Reply {
+    /// JSON, with `<`, `>` and `&` escaped as `\u003c`, `\u003e`, `\u0026` (they
+    /// occur only inside strings, so the value is the same; no byte of the answer can
+    /// be taken for markup even by a client that sniffs).
+    pub(crate) fn json(status: u16, v: serde_json::Value) -> Reply {
         Reply {
             status,
             content_type: "application/json",
-            body: format!("{v}\n"),
+            body: format!("{}\n", json_text(&v)),
         }
+    }
+
+    /// `{"error": reason}` with `status`.
+    pub(crate) fn error(status: u16, reason: impl std::fmt::Display) -> Reply {
+        Reply::json(status, json!({ "error": reason.to_string() }))
+    }
+}
+
+/// `v` as JSON text with `<`, `>` and `&` escaped (see [`Reply::json`]).
+pub(crate) fn json_text(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl From<BadRequest> for Reply {
+    fn from(b: BadRequest) -> Reply {
+        Reply::error(b.status, b.reason)
     }
 }
 
@@ -105,9 +161,14 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Internal Server Error",
     }
 }
@@ -117,10 +178,26 @@ async fn connection(mut socket: TcpStream, shared: Arc<Shared>) {
         return;
     };
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+    let mut chunk = [0u8; 4096];
     let reply = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break route(&shared, &buf[..end], peer).await;
+            if end > REQUEST_HEAD_BYTES_MAX {
+                break Reply::text(431, "request head too large\n");
+            }
+            let head = match request::parse_head(&buf[..end]) {
+                Ok(head) => head,
+                Err(bad) => break Reply::from(bad),
+            };
+            // The body (bounded by `parse_head`), read within the connection's timeout.
+            let body_start = end + 4;
+            while buf.len() < body_start + head.body_len {
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let body = &buf[body_start..body_start + head.body_len];
+            break route(&shared, &head, body, peer).await;
         }
         if buf.len() >= REQUEST_HEAD_BYTES_MAX {
             break Reply::text(431, "request head too large\n");
@@ -131,7 +208,10 @@ async fn connection(mut socket: TcpStream, shared: Arc<Shared>) {
         }
     };
     let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n\
+         Content-Security-Policy: {CONTENT_SECURITY_POLICY}\r\n\
+         Referrer-Policy: no-referrer\r\nConnection: close\r\n\r\n",
         reply.status,
         reason(reply.status),
         reply.content_type,
@@ -142,341 +222,65 @@ async fn connection(mut socket: TcpStream, shared: Arc<Shared>) {
     let _ = socket.shutdown().await;
 }
 
-async fn route(shared: &Arc<Shared>, head: &[u8], peer: SocketAddr) -> Reply {
-    let Ok(head) = std::str::from_utf8(head) else {
-        return Reply::text(400, "request head is not UTF-8\n");
-    };
-    let line = head.lines().next().unwrap_or("");
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return Reply::text(400, "bad request line\n");
-    };
-    if method != "GET" {
-        return Reply::text(405, "GET only\n");
+async fn route(shared: &Arc<Shared>, head: &Head, body: &[u8], peer: SocketAddr) -> Reply {
+    let segments: Vec<&str> = head.path.trim_matches('/').split('/').collect();
+    if head.method == Method::Post
+        && let Err(bad) = request::check_csrf(head)
+    {
+        return bad.into();
     }
-    let path = target.split('?').next().unwrap_or("");
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    // Probes (and metrics, if configured so) stay open; the rest needs a bearer token
-    // when security is on (see `crate::security::http`).
+    // The DNS-rebinding guard (`host`): all but probes and metrics.
+    if !matches!(segments.as_slice(), ["health"] | ["ready"] | ["metrics"])
+        && let Err(bad) = host::check_host(head, &shared.http_allowed_hosts, |name| {
+            shared.is_node_host(name)
+        })
+    {
+        return bad.into();
+    }
+    // Probes, the console's static files (and metrics, if configured so) stay open; the
+    // rest needs a bearer token when security is on (see `crate::security::http`).
     let open = match segments.as_slice() {
         ["health"] | ["ready"] => true,
         ["metrics"] => shared.metrics_open,
-        _ => false,
+        s => head.method == Method::Get && crate::console::is_asset(s),
     };
     let caller = if open {
         None
     } else {
-        match http_auth::caller(shared, head, peer) {
+        match http_auth::caller(shared, &head.text, peer) {
             Ok(caller) => caller,
             Err(refusal) => return refused(refusal),
         }
     };
     let caller = caller.as_ref();
-    let allowed = |resource, name: &str| {
-        http_auth::authorize(shared, caller, resource, name, Operation::Describe)
-    };
-    let check = match segments.as_slice() {
-        ["metrics"] => allowed(ResourceType::Cluster, "metrics"),
-        ["v1", "cluster"] => allowed(ResourceType::Cluster, "cluster"),
-        ["v1", "groups", name] => allowed(ResourceType::Group, &percent_decode(name)),
-        ["v1", "partitions", topic, _, "digest"] => {
-            allowed(ResourceType::Topic, &percent_decode(topic))
-        }
-        _ => Ok(()),
-    };
-    if let Err(refusal) = check {
+    if let Err(refusal) = http_auth::check_path(shared, caller, head.method, &segments) {
         return refused(refusal);
+    }
+    if head.method == Method::Post {
+        return crate::console::post(shared, &segments, body, caller).await;
     }
     match segments.as_slice() {
         ["health"] => Reply::text(200, "ok\n"),
-        ["ready"] => ready(shared),
+        ["ready"] => views::ready(shared),
         ["metrics"] => Reply {
             status: 200,
-            content_type: "text/plain; version=0.0.4",
+            content_type: crate::metrics::CONTENT_TYPE,
             body: shared.metrics.render(&shared.gauges()),
         },
-        ["v1", "cluster"] => Reply::json(200, cluster(shared)),
-        ["v1", "groups"] => Reply::json(200, groups(shared, caller)),
-        ["v1", "groups", name] => group(shared, name, caller).await,
-        ["v1", "queues"] => Reply::json(200, queues(shared, caller)),
-        ["v1", "partitions", topic, p, "digest"] => digest(shared, topic, p).await,
-        _ => Reply::text(404, "not found\n"),
+        ["v1", "cluster"] => Reply::json(200, views::cluster(shared)),
+        ["v1", "groups"] => Reply::json(200, views::groups(shared, caller)),
+        ["v1", "groups", name] => views::group(shared, name, caller).await,
+        ["v1", "queues"] => Reply::json(200, views::queues(shared, caller)),
+        ["v1", "partitions", topic, p, "digest"] => views::digest(shared, topic, p).await,
+        s => match crate::console::get(shared, s, &head.query, caller).await {
+            Some(reply) => reply,
+            None => Reply::text(404, "not found\n"),
+        },
     }
-}
-
-/// Every queue the caller may see, with the counts of its partitions this node leads
-/// (ask each node, or `neo queue describe`, for the whole picture).
-fn queues(shared: &Shared, caller: Option<&http_auth::Caller>) -> serde_json::Value {
-    let state = shared.state();
-    let stats = shared.broker.queue_stats_led();
-    let list: Vec<_> = state
-        .queues
-        .iter()
-        .filter(|(name, _)| {
-            http_auth::allows(
-                shared,
-                caller,
-                ResourceType::Queue,
-                name,
-                Operation::Describe,
-            )
-        })
-        .map(|(name, s)| {
-            let led: Vec<_> = stats
-                .iter()
-                .filter(|(q, _)| q == name)
-                .map(|(_, p)| {
-                    json!({
-                        "partition": p.partition,
-                        "available": p.available,
-                        "in_flight": p.in_flight,
-                        "delayed": p.delayed,
-                        "dead_lettered": p.dead_lettered,
-                        "acked": p.acked,
-                        "redelivered": p.redelivered,
-                        "ack_floor": p.ack_floor,
-                        "end_offset": p.end_offset,
-                        "oldest_age_ms": p.oldest_age_ms,
-                    })
-                })
-                .collect();
-            json!({
-                "name": name,
-                "partitions": state.topics.get(name).map_or(0, |t| t.partitions.len()),
-                "visibility_timeout_ms": s.visibility_timeout_ms,
-                "max_deliveries": s.max_deliveries,
-                "dead_letter": s.dead_letter,
-                "ordered_by_key": s.ordered_by_key,
-                "led_here": led,
-            })
-        })
-        .collect();
-    json!({ "node": shared.broker.node_id(), "queues": list })
 }
 
 fn refused(r: http_auth::Refusal) -> Reply {
-    Reply::json(r.status, json!({ "error": r.reason }))
-}
-
-fn ready(shared: &Shared) -> Reply {
-    let meta_leader = shared.broker.meta_group().metrics().serving_leader();
-    let leaderless: Vec<u64> = shared
-        .partition_groups()
-        .iter()
-        .filter(|g| g.metrics().serving_leader().is_none())
-        .map(|g| g.id())
-        .collect();
-    let registered = *shared.registered.borrow();
-    let ok = meta_leader.is_some() && leaderless.is_empty() && registered;
-    Reply::json(
-        if ok { 200 } else { 503 },
-        json!({
-            "ready": ok,
-            "registered": registered,
-            "controller": meta_leader,
-            "groups_without_leader": leaderless,
-        }),
-    )
-}
-
-/// The cluster as this node sees it; the shape `neo cluster status --format json`
-/// prints, plus cluster addresses and group ids.
-fn cluster(shared: &Shared) -> serde_json::Value {
-    let state = shared.state();
-    let nodes: Vec<_> = state
-        .nodes
-        .iter()
-        .map(|(id, n)| {
-            json!({
-                "id": id,
-                "client_addr": shared.client_addr_of(*id).unwrap_or_default(),
-                "cluster_addr": n.addr,
-                "alive": shared.is_alive(*id),
-            })
-        })
-        .collect();
-    let mut partitions = Vec::new();
-    for (name, t) in &state.topics {
-        for (i, p) in t.partitions.iter().enumerate() {
-            let leader = shared
-                .partition_group(p.group)
-                .and_then(|g| g.metrics().serving_leader());
-            partitions.push(json!({
-                "topic": name,
-                "partition": i,
-                "group": p.group,
-                "leader": leader,
-                "replicas": p.replicas,
-            }));
-        }
-    }
-    json!({
-        "node_id": shared.node_id,
-        "nodes": nodes,
-        "controller": shared.controller(),
-        "partitions": partitions,
-    })
-}
-
-/// Every group as this node's applied metadata has it.
-fn groups(shared: &Shared, caller: Option<&http_auth::Caller>) -> serde_json::Value {
-    let state = shared.state();
-    let groups: Vec<_> = state
-        .groups
-        .groups
-        .iter()
-        .filter(|(name, _)| {
-            http_auth::allows(
-                shared,
-                caller,
-                ResourceType::Group,
-                name,
-                Operation::Describe,
-            )
-        })
-        .map(|(name, g)| {
-            json!({
-                "name": name,
-                "state": neo_broker::groups::state::state_name(g),
-                "members": g.members.len(),
-                "group_epoch": g.epoch,
-            })
-        })
-        .collect();
-    json!({ "coordinator": shared.controller(), "groups": groups })
-}
-
-/// Bound on answering `/v1/groups/{name}` (it asks every partition leader).
-const GROUP_DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One group with its offsets, asked of the cluster through this node's client port
-/// (the partition leaders answer the offsets; with TLS on the client port, the node's
-/// client trusts its own certificate and the cluster CA: `crate::admin_tls`).
-async fn group(shared: &Arc<Shared>, name: &str, caller: Option<&http_auth::Caller>) -> Reply {
-    let name = percent_decode(name);
-    let addr = shared.advertise_client.clone();
-    let mut config = neo_client::ClientConfig::default();
-    config.rpc.tls = shared.client_tls.clone();
-    let describe = async {
-        let client = match caller {
-            // With security on the offsets are read as the caller, with its token.
-            Some(caller) => {
-                config.rpc.auth_token = Some(caller.token.clone().into_bytes());
-                neo_client::Client::connect_with(&[addr], config).await?
-            }
-            None => shared
-                .cluster_client
-                .get_or_try_init(|| async move {
-                    neo_client::Client::connect_with(&[addr], config).await
-                })
-                .await?
-                .clone(),
-        };
-        neo_client::GroupAdmin::new(client).describe(&name).await
-    };
-    match tokio::time::timeout(GROUP_DESCRIBE_TIMEOUT, describe).await {
-        Ok(Ok(report)) => match serde_json::to_value(&report) {
-            Ok(v) => Reply::json(200, v),
-            Err(e) => Reply::json(500, json!({"error": e.to_string()})),
-        },
-        Ok(Err(e)) if e.code() == Some(neo_protocol::ErrorCode::UnknownGroup) => {
-            Reply::json(404, json!({"error": e.to_string()}))
-        }
-        Ok(Err(e)) => Reply::json(503, json!({"error": e.to_string()})),
-        Err(_) => Reply::json(
-            503,
-            json!({"error": format!("no answer within {GROUP_DESCRIBE_TIMEOUT:?}")}),
-        ),
-    }
-}
-
-/// `%XX` escapes of a path segment decoded (invalid escapes are kept as they are).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-async fn digest(shared: &Arc<Shared>, topic: &str, p: &str) -> Reply {
-    let Ok(partition) = p.parse::<u32>() else {
-        return Reply::json(400, json!({"error": "partition is not a number"}));
-    };
-    let group = match shared.partition(topic, partition) {
-        Some(r) => r.group,
-        None => return Reply::json(404, json!({"error": "unknown topic or partition"})),
-    };
-    let Some(group) = group else {
-        return Reply::json(
-            404,
-            json!({"error": "this node does not host a replica of the partition"}),
-        );
-    };
-    if group.id() == METADATA_GROUP {
-        return Reply::json(404, json!({"error": "not a partition"}));
-    }
-    let role = group.metrics().role;
-    let hw = group.applied().next_offset;
-    let g = group.clone();
-    let computed = tokio::task::spawn_blocking(move || -> neo_raft::Result<_> {
-        let (start, _) = g.log_offsets();
-        let mut offset = start;
-        let mut crc = crc32fast::Hasher::new();
-        let (mut bytes, mut batches) = (0u64, 0u64);
-        while offset < hw {
-            let (chunk, next) = g.read_log_blocking(offset, DIGEST_READ_BYTES)?;
-            let keep = committed_prefix(&chunk, hw);
-            let mut pos = 0;
-            while pos < keep {
-                let h = qiss::batch::BatchHeader::parse(&chunk[pos..])
-                    .map_err(|e| neo_raft::Error::storage("log", "digest", e))?;
-                // `read` starts at the batch holding `offset`: skip what was hashed.
-                if h.base_offset >= offset || batches == 0 {
-                    crc.update(&chunk[pos..pos + h.batch_length as usize]);
-                    bytes += u64::from(h.batch_length);
-                    batches += 1;
-                }
-                pos += h.batch_length as usize;
-            }
-            if keep == 0 || next <= offset {
-                break;
-            }
-            offset = next;
-        }
-        Ok((start, bytes, batches, crc.finalize()))
-    })
-    .await;
-    match computed {
-        Ok(Ok((start, bytes, batches, crc))) => Reply::json(
-            200,
-            json!({
-                "topic": topic,
-                "partition": partition,
-                "group": group.id(),
-                "node_id": shared.node_id,
-                "leader": role == Role::Leader,
-                "start_offset": start,
-                "high_watermark": hw,
-                "batches": batches,
-                "bytes": bytes,
-                "crc32": format!("{crc:08x}"),
-            }),
-        ),
-        Ok(Err(e)) => Reply::json(500, json!({"error": e.to_string()})),
-        Err(e) => Reply::json(500, json!({"error": e.to_string()})),
-    }
+    Reply::error(r.status, r.reason)
 }
 
 /// `neo-node healthcheck`: GET `/health` at `addr`; `true` on a 200 within `timeout`.
@@ -502,12 +306,17 @@ pub async fn healthcheck(addr: &str, timeout: Duration) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::*;
 
     #[test]
-    fn decodes_escapes_and_keeps_bad_ones() {
-        assert_eq!(percent_decode("a%2Fb%20c"), "a/b c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz%é"), "%zz%é");
+    fn json_answers_escape_markup_characters() {
+        let v = json!({ "error": "bad name \"<script>a&b</script>\"", "n": 1 });
+        let text = json_text(&v);
+        assert!(
+            !text.contains('<') && !text.contains('>') && !text.contains('&'),
+            "{text}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
     }
 }

@@ -13,9 +13,10 @@
 //! | `balance` | every `leader_balance_ms`: each partition this node leads goes back to its preferred replica (the first of its replica set) once that replica is alive and has stayed in sync for a whole period |
 //! | `retention` | every `retention_check_ms`: applies each hosted partition's topic retention (age, size) to the local replica's log, and purges each queue partition's acked prefix |
 //! | [`embedded`] | the broker in process: [`embedded::Broker::start`], `create_queue`, `produce_to_queue`, `consume_from_queue(queue, consumer)`, `ack`, `nack` over `neo_broker::Embedded` (the same operations as a server) |
-//! | `http` | the admin listener: `/health`, `/ready`, `/metrics`, `/v1/cluster`, `/v1/groups`, `/v1/queues`, `/v1/groups/{name}` (described through this node's client port), `/v1/partitions/{topic}/{p}/digest`; [`healthcheck`] |
+//! | `http` (+ `http/`) | the admin listener: `/health`, `/ready`, `/metrics`, `/v1/cluster`, `/v1/groups`, `/v1/queues`, `/v1/groups/{name}` (described through this node's client port), `/v1/partitions/{topic}/{p}/digest`, the console's paths; GET and bounded JSON POSTs (CSRF-guarded); [`healthcheck`] |
+//! | `console/` | the built-in web console at `/` on the HTTP port: embedded HTML/CSS/JS modules and their JSON reads and actions, all asked through this node's client port as the HTTP caller (docs/console.md) |
 //! | `admin_tls` | TLS of that description's client when the client port has TLS: trusts exactly the node's own certificate, and certificates of the cluster CA |
-//! | `metrics` | counters, histograms and the Prometheus text rendering |
+//! | `metrics/` | Prometheus metrics with `prometheus-client` (OpenMetrics text): the request-path registry, the Neo RPC server's observer (`rpc`), scrape-time series from the node's groups (`cluster`, `raft`, `storage`), `/proc/self` (`process`); every name in docs/metrics.md |
 //! | `error` | the crate's [`Error`] (start-up failures) |
 //! | `bin/neo-node` | parses the config (exit 2 when invalid), sets up logging, runs until SIGINT/SIGTERM; `neo-node healthcheck` |
 //!
@@ -53,6 +54,7 @@ mod admin_tls;
 mod balance;
 pub(crate) mod broker;
 pub mod config;
+mod console;
 pub mod embedded;
 mod error;
 mod http;

@@ -2,7 +2,7 @@
 //! groups it replicates, the Neo RPC broker service and the HTTP admin, started in that
 //! order and stopped by one broadcast.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +56,12 @@ pub(crate) struct Shared {
     pub(crate) client_tls: Option<neo_protocol::ClientTls>,
     /// `/metrics` answers without a token.
     pub(crate) metrics_open: bool,
+    /// `/metrics` has each hosted partition's log offsets (`--metrics-per-partition`).
+    pub(crate) metrics_per_partition: bool,
+    /// A produce slower than this is logged at WARN (`--slow-request-ms`; `None`: off).
+    pub(crate) slow_request: Option<Duration>,
+    /// `--http-allowed-hosts` (see `crate::http`'s DNS-rebinding guard).
+    pub(crate) http_allowed_hosts: Vec<String>,
 }
 
 /// A partition as the HTTP admin resolves it from the local metadata state.
@@ -117,6 +123,23 @@ impl Shared {
         self.broker.partition(group).map(|p| p.group().clone())
     }
 
+    /// Whether `name` (lowercase) is the host of this node's advertised addresses or of
+    /// any registered node's client or cluster address (the HTTP port's DNS-rebinding
+    /// guard answers those names).
+    pub(crate) fn is_node_host(&self, name: &str) -> bool {
+        use crate::http::host_of;
+        if host_of(&self.advertise_client) == name || host_of(&self.advertise_cluster) == name {
+            return true;
+        }
+        let state = self.state();
+        state.nodes.iter().any(|(id, n)| {
+            host_of(&n.addr) == name
+                || self
+                    .client_addr_of(*id)
+                    .is_some_and(|a| host_of(&a) == name)
+        })
+    }
+
     /// Whether `peer` counts as alive (itself always does).
     pub(crate) fn is_alive(&self, node: NodeId) -> bool {
         self.broker.is_alive(node)
@@ -134,19 +157,57 @@ impl Shared {
     /// Scrape-time gauges.
     pub(crate) fn gauges(&self) -> Gauges {
         let groups = self.partition_groups();
-        let led = groups
-            .iter()
-            .filter(|g| g.metrics().role == Role::Leader)
-            .count();
         let state = self.state();
-        Gauges {
+        let meta = self.broker.meta_group().metrics();
+        let mut g = Gauges {
             partitions_hosted: groups.len() as u64,
-            partitions_led: led as u64,
-            log_bytes: groups.iter().map(|g| g.log_size_bytes()).sum(),
-            is_controller: self.broker.meta_group().metrics().role == Role::Leader,
+            metadata_term: meta.term,
+            segments: self.broker.meta_group().log_segments() as u64,
+            ..Gauges::default()
+        };
+        // Partition group id -> (topic, partition, replicas), from metadata.
+        let mut partitions: HashMap<neo_raft::GroupId, (&str, u32, &[NodeId])> = HashMap::new();
+        for (topic, t) in &state.topics {
+            for (i, p) in t.partitions.iter().enumerate() {
+                partitions.insert(p.group, (topic.as_str(), i as u32, &p.replicas));
+            }
+        }
+        g.note_raft(&meta);
+        for group in &groups {
+            let m = group.metrics();
+            g.note_raft(&m);
+            let placed = partitions.get(&group.id());
+            if m.role == Role::Leader {
+                g.partitions_led += 1;
+                // As metadata answers say it: a replica not in the leader's in-sync set.
+                let behind = match placed {
+                    Some((_, _, replicas)) => replicas.iter().any(|r| !m.in_sync.contains(r)),
+                    None => m.voters.iter().any(|v| !m.in_sync.contains(v)),
+                };
+                if behind {
+                    g.partitions_under_replicated += 1;
+                }
+            }
+            if m.serving_leader().is_none() {
+                g.partitions_leaderless += 1;
+            }
+            let bytes = group.log_size_bytes();
+            g.log_bytes += bytes;
+            g.segments += group.log_segments() as u64;
+            if let Some((topic, partition, _)) = placed {
+                *g.topic_log_bytes.entry(topic.to_string()).or_default() += bytes;
+                if self.metrics_per_partition {
+                    let (start, end) = group.log_offsets();
+                    g.partition_offsets
+                        .push((topic.to_string(), *partition, start, end));
+                }
+            }
+        }
+        Gauges {
+            is_controller: meta.role == Role::Leader,
             nodes_alive: state.nodes.keys().filter(|n| self.is_alive(**n)).count() as u64,
             group_lags: self.broker.group_lags(),
-            group_members: if self.broker.meta_group().metrics().role == Role::Leader {
+            group_members: if meta.role == Role::Leader {
                 state
                     .groups
                     .groups
@@ -174,6 +235,7 @@ impl Shared {
                 None => Vec::new(),
             },
             permission_denials: self.broker.permission_denials(),
+            ..g
         }
     }
 }
@@ -372,6 +434,10 @@ impl Node {
             auth_counters: Arc::default(),
             client_tls,
             metrics_open: cfg.security.as_ref().is_none_or(|s| s.metrics_open),
+            metrics_per_partition: cfg.metrics_per_partition,
+            slow_request: (cfg.slow_request_ms > 0)
+                .then(|| Duration::from_millis(cfg.slow_request_ms)),
+            http_allowed_hosts: cfg.http_allowed_hosts.clone(),
             node_id: cfg.node_id,
             limits: cfg.limits.clone(),
             advertise_client,
@@ -446,6 +512,7 @@ impl Node {
                     .with_connection_limits(limiter),
             ));
         }
+        server = server.with_observer(Arc::new(shared.metrics.rpc.clone()));
         server.register(crate::broker::service(shared.clone()))?;
         let rpc = server.start(client_listener)?;
         tasks.push(tokio::spawn(crate::http::serve(

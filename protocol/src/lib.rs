@@ -40,7 +40,8 @@
 //! | `server::connection` | one connection: read, dispatch, batched writes, in-flight limit, heartbeats, drain |
 //! | `server::registry` | [`ServiceBuilder`], [`MethodBuilder`], handlers, the id table, `neo.system/describe` |
 //! | `server::handshake` | what an `Auth` frame does: the handshake, or a re-authentication (same principal: credential replaced, expiry re-armed; else `PrincipalMismatch` / `Unauthenticated`, connection kept) |
-//! | `server::context` | [`RequestContext`]: peer address, mTLS identity, principal |
+//! | `server::context` | [`RequestContext`]: peer address, mTLS identity, principal, connection id, receipt time |
+//! | `server::observer` | [`ServerObserver`]: the optional hook told of connections opened/closed and requests answered (method, [`Answer`], duration), for the node's metrics |
 //! | `server::shutdown` | the broadcast shutdown signal each connection listens to |
 //! | [`client`] | [`NeoClient`]: one multiplexed connection (callers write, a reader task completes), timeouts, cancel, reconnect, subscriptions |
 //! | `client::call` | [`Call`]: one unary call's future, a hand-written state machine (begin, dial, start, wait) |
@@ -131,6 +132,7 @@ pub use frame::{Frame, Kind};
 /// The rustls this crate is built with (for TLS configs made elsewhere).
 pub use rustls;
 pub use server::context::RequestContext;
+pub use server::observer::{Answer, AnsweredRequest, ServerObserver, error_code_name};
 pub use server::registry::{
     EventSink, Method, MethodBuilder, MethodDescriptor, RegistryTable, ServiceBuilder,
     ServiceDescriptor,

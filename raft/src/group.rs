@@ -107,6 +107,9 @@ pub struct GroupMetrics {
     /// minimum election timeout (see [`RaftGroup::quorum_lost`]). The rest of the group
     /// is electing, or has elected, another leader: clients should look elsewhere.
     pub quorum_lost: bool,
+    /// Leader only (else empty): each other member's matched log index (`None`: nothing
+    /// matched yet), from openraft's replication metrics.
+    pub matched: BTreeMap<NodeId, Option<u64>>,
 }
 
 impl GroupMetrics {
@@ -207,10 +210,13 @@ async fn write_records(
     group: GroupId,
     batch: RecordBatch,
 ) -> Result<(u64, u32)> {
+    let _pending = crate::stats::Pending::start();
+    crate::stats::note_proposed();
     let resp = raft
         .client_write(Proposal::Records(batch))
         .await
         .map_err(|e| write_error(group, e))?;
+    crate::stats::note_done();
     match resp.data {
         Applied::Records {
             base_offset,
@@ -287,6 +293,8 @@ impl RaftGroup {
         let raft = Raft::new(cfg.node_id, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| fatal(cfg.group, e))?;
+        // Counts leader changes and elections as they happen; ends with the Raft.
+        tokio::spawn(crate::stats::watch_transitions(raft.server_metrics()));
         Ok(Arc::new(RaftGroup {
             group: cfg.group,
             node_id: cfg.node_id,
@@ -362,13 +370,17 @@ impl RaftGroup {
         self.bounded_by_quorum(async {
             let (ack, local) = LocalAck::channel();
             self.ensure_leader()?;
+            let _pending = crate::stats::Pending::start();
+            crate::stats::note_proposed();
             // The entry goes on to commit inside Raft; this caller answers at the
             // local flush.
             self.raft
                 .client_write_ff(Proposal::Records(RecordBatch(batch, ack)), None)
                 .await
                 .map_err(|e| fatal(self.group, e))?;
-            self.local_ack(local).await
+            let acked = self.local_ack(local).await;
+            crate::stats::note_done();
+            acked
         })
         .await
     }
@@ -465,6 +477,7 @@ impl RaftGroup {
         self.check_quorum()?;
         let resp = self
             .bounded_by_quorum(async {
+                let _pending = crate::stats::Pending::start();
                 self.raft
                     .client_write(Proposal::Command(command))
                     .await
@@ -558,6 +571,11 @@ impl RaftGroup {
         self.log.size_bytes()
     }
 
+    /// Segment files of the replica's log.
+    pub fn log_segments(&self) -> usize {
+        self.log.segments()
+    }
+
     /// Reads whole stored batches (entries, including control batches) from the one
     /// holding `offset`, up to `max_bytes` (at least one batch); returns them with the
     /// offset where the next read continues. Uncommitted entries are included: bound
@@ -615,6 +633,14 @@ impl RaftGroup {
             learners: membership.learner_ids().collect(),
             in_sync,
             quorum_lost: quorum_lost_in(&m, self.quorum_loss_after),
+            matched: match (&m.replication, role) {
+                (Some(replication), Role::Leader) => replication
+                    .iter()
+                    .filter(|(id, _)| **id != self.node_id)
+                    .map(|(id, matched)| (*id, matched.map(|l| l.index)))
+                    .collect(),
+                _ => BTreeMap::new(),
+            },
         }
     }
 

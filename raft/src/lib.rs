@@ -21,8 +21,9 @@
 //! | `state_machine` | openraft's state machine for both kinds of group ([`GroupKind`]): offsets, last applied, membership, snapshots (offsets + the application machine's image), around the group's [`StateMachine`] |
 //! | `network` | the [`Transport`] trait `neo-cluster` implements (opaque bodies, group id per RPC) and its adapter to openraft-multi's `GroupRouter` |
 //! | `forward` | [`forward_records`]: a record batch appended at a group's leader from any node (local proposal when the local replica leads, else [`RpcKind::ForwardRecords`] to a replica, following `NotLeader` hints, one deadline, at-least-once); the leader side of that RPC; [`ForwardError`] (the typed wire answer), [`ForwardRecordsError`] |
-//! | `group` | the facade: [`RaftGroup`] (propose record batches: quorum, leader-local or fire-and-forget; propose commands; linearizable reads, applied watch, log reads, metrics, quorum checks, leader transfer, membership, purge) and [`Registry`] (groups by id, RPC dispatch) |
+//! | `group` | the facade: [`RaftGroup`] (propose record batches: quorum, leader-local or fire-and-forget; propose commands; linearizable reads, applied watch, log reads, metrics (with followers' matched indexes), quorum checks, leader transfer, membership, purge) and [`Registry`] (groups by id, RPC dispatch) |
 //! | `error` | the one [`Error`] enum |
+//! | `stats` | process-wide [`stats`]: leader changes and elections started (a watcher task per group on its openraft metrics), proposals in flight, whole snapshots sent; read by the node's `/metrics`; [`with_phases`]: when one task's proposals reached Raft and were answered (slow-produce logs) |
 //!
 //! # Request flow
 //!
@@ -107,6 +108,7 @@ mod log_store;
 mod machine;
 mod network;
 mod state_machine;
+mod stats;
 mod types;
 
 pub use error::{Error, Result};
@@ -126,6 +128,7 @@ pub use machine::{AppliedBatch, EntryId, LogOnly, StateMachine};
 pub use neo_storage::AtRestKey;
 pub use network::{NoPeers, RpcKind, Transport, TransportError};
 pub use state_machine::{AppliedState, GroupKind};
+pub use stats::{ProposePhases, RaftStats, inherit_phases, stats, with_phases};
 pub use types::{
     Applied, GroupId, LocalAck, LocalAckResult, METADATA_GROUP, NodeId, Proposal, RecordBatch,
 };

@@ -408,6 +408,11 @@ impl LogStore {
         self.inner.log.stats().size_bytes
     }
 
+    /// Segment files of the log.
+    pub(crate) fn segments(&self) -> usize {
+        self.inner.log.stats().segments
+    }
+
     /// Where retention under these limits would cut the log, as a Raft index: the last
     /// entry stored before the oldest segment to keep (see
     /// [`SegmentLog::retention_plan_for`]; the active segment is never due). `None`

@@ -276,6 +276,7 @@ impl GroupRouter<NeoRaft, GroupId> for Router {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<NeoRaft>, StreamingError<NeoRaft>> {
+        crate::stats::stats().snapshot_sent();
         let head = SnapshotHead {
             vote,
             meta: snapshot.meta,

@@ -16,6 +16,7 @@
 //! | [`testing`] | builders of valid batches for tests and benchmarks |
 //! | `at_rest` | encryption at rest ([`AtRestKey`], `LogConfig::at_rest`): each batch's records section under AES-256-CTR with a key of the log's own, the `encryption` file that pins a log to its key |
 //! | `error` | the one [`Error`] enum, with which variants are fatal |
+//! | `stats` | process-wide [`stats`]: append and `fdatasync` latency histograms (lock-free buckets), appended bytes, `fdatasync` count, read by the node's `/metrics` |
 //!
 //! On disk, a log is one directory:
 //!
@@ -139,6 +140,7 @@ mod log;
 pub mod meta;
 mod position;
 mod segment;
+mod stats;
 mod sync_pool;
 pub mod testing;
 
@@ -149,3 +151,4 @@ pub use error::{Error, Result};
 pub use log::{Appended, LogSlice, LogStats, SegmentLog};
 pub use meta::{MetaBatch, MetaConfig, MetaStore, RaftField};
 pub use position::{BatchPos, PosSlice};
+pub use stats::{HistogramSnapshot, LATENCY_BUCKETS_S, LatencyHistogram, StorageStats, stats};

@@ -664,6 +664,7 @@ impl Shared {
         let active = segments.values_mut().next_back().expect("active segment");
         let position = active.size;
         let file = Arc::clone(active.file.as_ref().expect("active segment is open"));
+        let write_started = std::time::Instant::now();
         let written = match (&self.cipher, head) {
             // Encrypted at rest: the header as stamped, the records section encrypted,
             // built in the scratch buffer (the caller's bytes are not modified).
@@ -709,6 +710,7 @@ impl Shared {
             to_fire.extend(st.fail(&err));
             return Err(err);
         }
+        crate::stats::stats().appended(len, write_started.elapsed());
         active.index.on_batch(
             self.config.index_interval_bytes,
             (base - active.base) as u32,
@@ -754,6 +756,7 @@ impl Shared {
         let dir = &self.dir;
         let active = st.active();
         let old_path = segment::log_path(dir, active.base);
+        let sync_started = std::time::Instant::now();
         active
             .file
             .as_ref()
@@ -761,6 +764,7 @@ impl Shared {
             .sync_data()
             .map_err(|e| Error::io("fdatasync segment", &old_path, e))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
+        crate::stats::stats().synced(sync_started.elapsed());
         segment::write_index_files(dir, active)?;
         // Index files are durable before the next segment exists: a sealed segment
         // without index files then means damage or an interrupted purge (see recover).
@@ -843,8 +847,10 @@ impl Shared {
                 waiters,
             )
         };
+        let sync_started = std::time::Instant::now();
         let result = file.sync_data();
         self.syncs.fetch_add(1, Ordering::Relaxed);
+        crate::stats::stats().synced(sync_started.elapsed());
         let mut st = lock(&self.state);
         match result {
             Ok(()) => {
@@ -1135,6 +1141,7 @@ impl Shared {
             // leaves a gap that `recover` recognises (see the crate docs).
             let active = st.active();
             let active_path = segment::log_path(&self.dir, active.base);
+            let sync_started = std::time::Instant::now();
             if let Err(e) = active
                 .file
                 .as_ref()
@@ -1148,6 +1155,7 @@ impl Shared {
                 return Err(err);
             }
             self.syncs.fetch_add(1, Ordering::Relaxed);
+            crate::stats::stats().synced(sync_started.elapsed());
             let next = st.next_offset;
             self.durable.fetch_max(next, Ordering::AcqRel);
             ready = st.take_ready(next);

@@ -7,7 +7,8 @@
 //! |---|---|
 //! | [`cluster`] | [`TestCluster`]: start N `neo-node` processes on free loopback ports with static `--peers`, wait for `/ready`, kill -9, restart one or all on the same data dirs, node logs for failure messages |
 //! | [`pki`] | [`TestPki`]: a throwaway CA and leaf certificates (PEM) for mutual-TLS tests (shared with the `neo-cluster` and `neo-node` tests) |
-//! | [`run`] | [`with_cluster`] (a scenario on a fresh cluster, logs on failure), [`connect`], [`neo`] (the CLI against a cluster) |
+//! | [`run`] | [`with_cluster`] (a scenario on a fresh cluster, logs on failure), [`connect`], [`neo`] (the CLI against a cluster), [`neo_ok`] (the same, required to succeed) |
+//! | [`secure`] | [`SecureCluster`]: the files and flags of a cluster with security on (`--auth jwt` with an HS256 secret file, issuer and superuser; cluster mTLS with one certificate per node), extra flags from the caller (shared by `tests/security.rs`, `tests/console.rs`, `tests/monitoring.rs`) |
 //! | [`ports`] | [`free_port`]: loopback ports for nodes to bind later, below the ephemeral range (shared with `neo-chaos` and the `neo-node` tests) |
 //! | `tests/cluster.rs` | 3 nodes, 3 partitions × replication 3, 100k messages through the client while the leader of a partition is killed; exactly-once and per-partition order of acknowledged messages; the killed node restarts, rejoins and catches up |
 //! | `tests/cli.rs` | the `neo` CLI contract of `docs/cli.md`, by running the built binary |
@@ -16,6 +17,7 @@
 //! | `tests/security.rs` | security on 3 nodes (`--auth jwt,apikey`): hostile credentials refused, RBAC refusals exactly where a grant ends, grants/unassigns/API-key revocation reaching open connections on every node, roles from the token's claim |
 //! | `tests/security_cli.rs` | the CLI's security contract: `--token`/`--api-key`, exit statuses 3 and 4, `neo role ...`, `neo user api-key ...` |
 //! | `tests/security_tls.rs` | TLS on the client port, cluster mTLS and client-certificate principals on 3 nodes, through the CLI's `--tls-*` flags |
+//! | `tests/monitoring.rs` | `deploy/`'s Grafana dashboard and Prometheus alert rules against 3 nodes (security on) scraped by a real `prometheus` (Debian's, on the PATH; skipped without it unless `NEO_CI`): every panel expression returns data, every rule is healthy, every metric name used has series; `promtool check`/`test rules` pass |
 //! | `tests/groups_cli.rs` | `neo consume --group`, `neo group list/describe/reset-offsets/delete`, `/v1/groups`, `/v1/groups/{name}` and the group metrics on a real cluster |
 //!
 //! # Binaries
@@ -38,8 +40,10 @@ pub mod cluster;
 pub mod pki;
 pub mod ports;
 pub mod run;
+pub mod secure;
 
 pub use cluster::{TestCluster, binary, folder_contains};
 pub use pki::TestPki;
 pub use ports::{free_addr, free_port};
-pub use run::{connect, neo, with_cluster};
+pub use run::{connect, neo, neo_ok, with_cluster};
+pub use secure::SecureCluster;

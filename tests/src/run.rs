@@ -47,3 +47,17 @@ pub fn neo(cluster: &TestCluster, args: &[&str], stdin: &str) -> anyhow::Result<
         .write_all(stdin.as_bytes())?;
     Ok(child.wait_with_output()?)
 }
+
+/// [`neo`], which must exit with status 0: otherwise an error with its status, stdout
+/// and stderr.
+pub fn neo_ok(cluster: &TestCluster, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
+    let out = neo(cluster, args, stdin)?;
+    anyhow::ensure!(
+        out.status.success(),
+        "neo {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}

@@ -20,7 +20,7 @@ use neo_client::{
     Client, DeadLetter, Producer, ProducerRecord, QueueAdmin, QueueConsumer, QueueConsumerConfig,
     QueueOptions, ReceiptOutcome,
 };
-use neo_tests::{TestCluster, connect, neo, with_cluster};
+use neo_tests::{TestCluster, connect, neo, neo_ok, with_cluster};
 
 /// Bound on every wait.
 const WAIT_MAX: Duration = Duration::from_secs(120);
@@ -299,12 +299,11 @@ async fn killed_workers_and_leaders_lose_nothing_and_poison_ends_in_the_dlq() ->
 
         // (b) A `neo queue receive --no-ack` process leases 20 messages and exits.
         send(&client, "work", 0..20).await?;
-        let out = neo(
+        let out = neo_ok(
             cluster,
             &["queue", "receive", "work", "--max", "20", "--no-ack", "--format", "json", "--consumer", "doomed"],
             "",
         )?;
-        ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let leased: BTreeSet<u64> = String::from_utf8(out.stdout)?
             .lines()
             .map(|l| -> anyhow::Result<u64> {
@@ -535,18 +534,13 @@ async fn a_drained_queue_purges_its_log() -> anyhow::Result<()> {
         for d in sent {
             d.await?;
         }
-        let out = neo(
+        neo_ok(
             &cluster,
             &[
                 "queue", "receive", "drain", "--max", "1000", "--ack", "--format", "json",
             ],
             "",
         )?;
-        ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let deadline = Instant::now() + WAIT_MAX;
         loop {
             let out = neo(

@@ -28,8 +28,8 @@ use neo_client::{
     SecurityAdmin,
 };
 use neo_protocol::ErrorCode;
-use neo_tests::TestCluster;
 use neo_tests::cluster::http_get_as;
+use neo_tests::{SecureCluster, TestCluster};
 use serde_json::{Value, json};
 
 /// The HS256 secret the nodes verify tokens with.
@@ -114,55 +114,9 @@ where
     }
 }
 
-fn secure_cluster() -> anyhow::Result<(TestCluster, tempfile::TempDir)> {
-    let dir = tempfile::tempdir()?;
-    let secret = dir.path().join("hs256.secret");
-    std::fs::write(&secret, format!("{SECRET}\n"))?;
-    // A secure cluster of several nodes must run mTLS between them.
-    let pki = neo_tests::TestPki::new("neo e2e cluster CA");
-    let file = |name: &str, body: &str| -> anyhow::Result<String> {
-        let path = dir.path().join(name);
-        std::fs::write(&path, body)?;
-        Ok(path.to_str().context("path")?.to_string())
-    };
-    // One certificate per node: each names its node id (`neo-node:<id>`); the nodes
-    // get `node-{id}.pem` (TestCluster puts each node's id in).
-    for id in 1..=3 {
-        let (cert, key) = pki.node_leaf(id, "neo", &["127.0.0.1", "localhost"]);
-        file(&format!("node-{id}.pem"), &cert)?;
-        file(&format!("node-{id}.key"), &key)?;
-    }
-    let ca = file("ca.pem", pki.ca_pem())?;
-    let dir_str = dir.path().to_str().context("path")?;
-    let (cert, key) = (
-        format!("{dir_str}/node-{{id}}.pem"),
-        format!("{dir_str}/node-{{id}}.key"),
-    );
-    let args: Vec<String> = [
-        "--auth",
-        "jwt,apikey",
-        "--jwt-hs256-secret-file",
-        secret.to_str().context("path")?,
-        "--jwt-issuer",
-        "neo-e2e",
-        "--superuser",
-        "admin",
-        "--cluster-tls-cert",
-        &cert,
-        "--cluster-tls-key",
-        &key,
-        "--cluster-tls-ca",
-        &ca,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Ok((TestCluster::start_with_args(3, &args)?, dir))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rbac_authentication_and_revocation_on_three_nodes() -> anyhow::Result<()> {
-    let (cluster, _dir) = secure_cluster()?;
+    let (cluster, _dir) = SecureCluster::new(3, SECRET)?.auth("jwt,apikey").start()?;
     let result = scenario(&cluster).await;
     if result.is_err() {
         eprintln!("{}", cluster.logs(40));

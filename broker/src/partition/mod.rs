@@ -309,11 +309,12 @@ impl Partition {
             }
         };
         let group = self.group.clone();
-        let write = tokio::spawn(async move {
+        // The write's Raft phases count as the caller's (slow-produce logs).
+        let write = tokio::spawn(neo_raft::inherit_phases(async move {
             let r = group.propose_batch(batch, local_ack).await;
             drop(guard);
             r
-        });
+        }));
         Ok(match local {
             // The write (and the in-flight entry a retry would wait on) goes on to
             // commit in its task; this caller answers at the local flush.

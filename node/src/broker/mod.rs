@@ -62,6 +62,14 @@ fn security_context(ctx: &RequestContext) -> SecurityContext {
     sc
 }
 
+/// When a request's frame was read and when its body was decoded (its handler
+/// called): the first phases of a slow request's log line.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    at: Instant,
+    decoded: Instant,
+}
+
 /// A typed async method whose handler gets the shared node state and the request's
 /// security context.
 fn method<Req, Resp, F, Fut>(
@@ -73,7 +81,7 @@ fn method<Req, Resp, F, Fut>(
 where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
-    F: Fn(Arc<Shared>, SecurityContext, Req) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<Shared>, SecurityContext, Req, Received) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
 {
     let (_, _, input, output) = BROKER_METHODS
@@ -87,6 +95,10 @@ where
         .output(output)
         .timeout(Duration::from_millis(timeout_ms))
         .async_handler_with_context(move |ctx: RequestContext, req: Req| {
+            let received = Received {
+                at: ctx.received_at(),
+                decoded: Instant::now(),
+            };
             shared.metrics.saw_peer(ctx.peer_addr());
             let sc = security_context(&ctx);
             // Every request costs one `requests/s` token (security on only).
@@ -95,7 +107,7 @@ where
                 .as_ref()
                 .and_then(|t| t.check(&sc, LimitKind::Requests, 1).err());
             match refusal {
-                None => Either::Left(f(shared.clone(), sc, req)),
+                None => Either::Left(f(shared.clone(), sc, req, received)),
                 Some(e) => {
                     shared.metrics.throttled.fetch_add(1, Ordering::Relaxed);
                     Either::Right(std::future::ready(Err(e)))
@@ -112,8 +124,8 @@ macro_rules! admin {
             $shared,
             $name,
             ADMIN_TIMEOUT_MS,
-            |s: Arc<Shared>, ctx: SecurityContext, req| async move {
-                s.metrics.admin_requests.fetch_add(1, Ordering::Relaxed);
+            |s: Arc<Shared>, ctx: SecurityContext, req, _: Received| async move {
+                s.metrics.admin_requests.inc();
                 s.broker.$op(&ctx, req).await
             },
         )
@@ -127,11 +139,11 @@ macro_rules! group {
             $shared,
             $name,
             ADMIN_TIMEOUT_MS,
-            |s: Arc<Shared>, ctx: SecurityContext, req| async move {
-                s.metrics.group_requests.fetch_add(1, Ordering::Relaxed);
+            |s: Arc<Shared>, ctx: SecurityContext, req, _: Received| async move {
+                s.metrics.group_requests.inc();
                 let r = s.broker.$op(&ctx, req).await;
                 if r.is_err() {
-                    s.metrics.group_errors.fetch_add(1, Ordering::Relaxed);
+                    s.metrics.group_errors.inc();
                 }
                 r
             },
@@ -146,11 +158,11 @@ macro_rules! queue {
             $shared,
             $name,
             ADMIN_TIMEOUT_MS,
-            |s: Arc<Shared>, ctx: SecurityContext, req| async move {
-                s.metrics.queue_requests.fetch_add(1, Ordering::Relaxed);
+            |s: Arc<Shared>, ctx: SecurityContext, req, _: Received| async move {
+                s.metrics.queue_requests.inc();
                 let r = s.broker.$op(&ctx, req).await;
                 if r.is_err() {
-                    s.metrics.queue_errors.fetch_add(1, Ordering::Relaxed);
+                    s.metrics.queue_errors.inc();
                 }
                 r
             },
@@ -162,17 +174,17 @@ async fn queue_receive(
     shared: Arc<Shared>,
     ctx: SecurityContext,
     req: neo_protocol::api::QueueReceiveRequest,
+    _: Received,
 ) -> Result<neo_protocol::api::QueueReceiveResponse, RpcError> {
     let m = &shared.metrics;
-    m.queue_requests.fetch_add(1, Ordering::Relaxed);
+    m.queue_requests.inc();
     let r = shared.broker.queue_receive(&ctx, req).await;
     match &r {
         Ok(resp) => {
-            m.queue_delivered
-                .fetch_add(resp.messages.len() as u64, Ordering::Relaxed);
+            m.queue_delivered.inc_by(resp.messages.len() as u64);
         }
         Err(_) => {
-            m.queue_errors.fetch_add(1, Ordering::Relaxed);
+            m.queue_errors.inc();
         }
     }
     r
@@ -238,44 +250,120 @@ async fn produce(
     shared: Arc<Shared>,
     ctx: SecurityContext,
     req: neo_protocol::api::ProduceRequest,
+    received: Received,
 ) -> Result<neo_protocol::api::ProduceResponse, RpcError> {
     let m = &shared.metrics;
-    let started = Instant::now();
-    m.produce_requests.fetch_add(1, Ordering::Relaxed);
+    let started = received.decoded;
+    m.produce_requests.inc();
     let size = req.records.len() as u64;
     let acks = req.acks;
+    let slow = shared
+        .slow_request
+        .map(|after| (after, req.topic.clone(), req.partition));
     if let Some(t) = &shared.throttle
         && let Err(e) = t.check(&ctx, LimitKind::ProduceBytes, size)
     {
         m.throttled.fetch_add(1, Ordering::Relaxed);
         return Err(e);
     }
-    let r = shared.broker.produce(&ctx, req).await;
+    let (r, phases) = neo_raft::with_phases(shared.broker.produce(&ctx, req)).await;
     match &r {
         Ok(resp) => {
-            m.produce_records
-                .fetch_add(u64::from(resp.record_count), Ordering::Relaxed);
-            m.produce_bytes.fetch_add(size, Ordering::Relaxed);
+            m.produce_records.inc_by(u64::from(resp.record_count));
+            m.produce_bytes.inc_by(size);
             if acks == Acks::All {
                 m.commit_latency.observe(started.elapsed());
             }
         }
         Err(_) => {
-            m.produce_errors.fetch_add(1, Ordering::Relaxed);
+            m.produce_errors.inc();
         }
     }
-    m.produce_latency.observe(started.elapsed());
+    let answered = Instant::now();
+    m.produce_latency
+        .get_or_create(&crate::metrics::acks_label(acks))
+        .observe(answered - started);
+    if let Some((after, topic, partition)) = slow
+        && answered.duration_since(received.at) >= after
+    {
+        let phases = Phases {
+            received,
+            raft: phases,
+            answered,
+        };
+        log_slow_produce(&topic, partition, acks, size, &phases, &r);
+    }
     r
+}
+
+/// The phases of one produce, in order.
+struct Phases {
+    received: Received,
+    raft: neo_raft::ProposePhases,
+    answered: Instant,
+}
+
+/// Milliseconds since the frame was read, or `-` for a phase not seen (the broker did
+/// not propose: an error before, a duplicate answered from memory, `acks=none`; or, for
+/// `acks=leader`, Raft had not applied the batch when the leader's flush answered).
+struct Ms(Option<f64>);
+
+impl std::fmt::Display for Ms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ms) => write!(f, "{ms:.3}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// The WARN line of a produce slower than `--slow-request-ms`, with its phases in ms
+/// from the read of its frame: decoded (handler started), proposed (handed to Raft),
+/// committed and applied (Raft answered: quorum `fdatasync`, commit and apply for
+/// `acks=all`; the leader's own `fdatasync` for `acks=leader`), answered. The request
+/// id (`<connection>-<correlation>`) comes from the request's span.
+fn log_slow_produce(
+    topic: &str,
+    partition: u32,
+    acks: Acks,
+    bytes: u64,
+    p: &Phases,
+    r: &Result<neo_protocol::api::ProduceResponse, RpcError>,
+) {
+    // In ms, to the µs.
+    let since =
+        |t: Instant| (t.saturating_duration_since(p.received.at).as_secs_f64() * 1e6).round() / 1e3;
+    let outcome = match r {
+        Ok(_) => "ok",
+        Err(e) => e
+            .error_code()
+            .map_or("custom", neo_protocol::error_code_name),
+    };
+    tracing::warn!(
+        topic,
+        partition,
+        acks = crate::metrics::acks_label(acks)[0].1,
+        bytes,
+        outcome,
+        received_ms = 0.0,
+        decoded_ms = since(p.received.decoded),
+        proposed_ms = %Ms(p.raft.proposed.map(since)),
+        committed_applied_ms = %Ms(p.raft.done.map(since)),
+        answered_ms = since(p.answered),
+        "slow produce: {:.1} ms",
+        since(p.answered),
+    );
 }
 
 async fn fetch(
     shared: Arc<Shared>,
     ctx: SecurityContext,
     req: neo_protocol::api::FetchRequest,
+    _: Received,
 ) -> Result<neo_protocol::api::FetchResponse, RpcError> {
     let m = &shared.metrics;
     let started = Instant::now();
-    m.fetch_requests.fetch_add(1, Ordering::Relaxed);
+    m.fetch_requests.inc();
     // Admitted while not in fetch-bytes debt; the bytes returned are charged after.
     if let Some(t) = &shared.throttle
         && let Err(e) = t.check(&ctx, LimitKind::FetchBytes, 0)
@@ -286,16 +374,54 @@ async fn fetch(
     let r = shared.broker.fetch(&ctx, req).await;
     match &r {
         Ok(resp) => {
-            m.fetch_bytes
-                .fetch_add(resp.batches.len() as u64, Ordering::Relaxed);
+            m.fetch_bytes.inc_by(resp.batches.len() as u64);
+            m.fetch_records.inc_by(records_in(&resp.batches));
             if let Some(t) = &shared.throttle {
                 t.charge(&ctx, LimitKind::FetchBytes, resp.batches.len() as u64);
             }
         }
         Err(_) => {
-            m.fetch_errors.fetch_add(1, Ordering::Relaxed);
+            m.fetch_errors.inc();
         }
     }
     m.fetch_latency.observe(started.elapsed());
     r
+}
+
+/// Records in whole concatenated batches (control batches count none); stops at the
+/// first header that does not parse.
+fn records_in(mut batches: &[u8]) -> u64 {
+    let mut records = 0u64;
+    while let Ok(h) = qiss::batch::BatchHeader::parse(batches) {
+        if !h.is_control() {
+            records += u64::from(h.record_count);
+        }
+        match batches.get(h.batch_length as usize..) {
+            Some(rest) if h.batch_length > 0 => batches = rest,
+            _ => break,
+        }
+    }
+    records
+}
+
+#[cfg(test)]
+mod tests {
+    use neo_storage::testing::{batch, control_batch};
+
+    #[test]
+    fn fetched_records_are_counted_in_whole_batches() {
+        let mut all = batch(3, 0, 0, b"abc");
+        all.extend(control_batch(b"x"));
+        all.extend(batch(2, 0, 0, b"de"));
+        assert_eq!(super::records_in(&all), 5, "control batches count none");
+        let cut = all.len() - 5;
+        assert_eq!(super::records_in(&all[..cut]), 3, "a cut batch counts none");
+        assert_eq!(super::records_in(&[]), 0);
+    }
+
+    #[test]
+    fn a_phase_not_seen_is_a_dash() {
+        assert_eq!(super::Ms(None).to_string(), "-");
+        assert_eq!(super::Ms(Some(1.25)).to_string(), "1.250");
+    }
 }

@@ -108,6 +108,52 @@ fn leader_balance_setting() {
 }
 
 #[test]
+fn metrics_per_partition_and_slow_request_settings() {
+    let d = Config::resolve(&RunArgs::default(), &no_env).expect("default config");
+    assert!(!d.metrics_per_partition, "off by default");
+    assert_eq!(d.slow_request_ms, 1_000);
+    let env = env_of(&[
+        ("NEO_METRICS_PER_PARTITION", "true"),
+        ("NEO_SLOW_REQUEST_MS", "0"),
+    ]);
+    let c = Config::resolve(&RunArgs::default(), &env).expect("config");
+    assert!(c.metrics_per_partition);
+    assert_eq!(c.slow_request_ms, 0, "0 turns it off");
+    let args = RunArgs {
+        metrics_per_partition: Some("false".into()),
+        slow_request_ms: Some("250".into()),
+        ..RunArgs::default()
+    };
+    let c = Config::resolve(&args, &env).expect("config");
+    assert!(!c.metrics_per_partition, "flag over env");
+    assert_eq!(c.slow_request_ms, 250, "flag over env");
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("neo.toml");
+    std::fs::write(
+        &path,
+        "metrics_per_partition = true\nslow_request_ms = 20\n",
+    )
+    .expect("write");
+    let p = path.display().to_string();
+    let file = move |k: &str| (k == "NEO_CONFIG").then(|| p.clone());
+    let c = Config::resolve(&RunArgs::default(), &file).expect("config");
+    assert!(c.metrics_per_partition, "TOML key");
+    assert_eq!(c.slow_request_ms, 20, "TOML key");
+    let args = RunArgs {
+        metrics_per_partition: Some("yes".into()),
+        ..RunArgs::default()
+    };
+    let e = Config::resolve(&args, &no_env).expect_err("not a boolean");
+    assert!(e.to_string().contains("--metrics-per-partition"), "{e}");
+    let args = RunArgs {
+        slow_request_ms: Some("-1".into()),
+        ..RunArgs::default()
+    };
+    let e = Config::resolve(&args, &no_env).expect_err("negative");
+    assert!(e.to_string().contains("--slow-request-ms"), "{e}");
+}
+
+#[test]
 fn config_file_named_by_env() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("neo.toml");
@@ -264,4 +310,25 @@ fn bad_config_files_are_errors() {
         Config::resolve(&missing, &no_env),
         Err(ConfigError::File { .. })
     ));
+}
+
+#[test]
+fn http_allowed_hosts_are_lowercase_names_or_any() {
+    let d = Config::resolve(&RunArgs::default(), &no_env).expect("default config");
+    assert!(d.http_allowed_hosts.is_empty(), "none by default");
+    let env = env_of(&[("NEO_HTTP_ALLOWED_HOSTS", "Neo.Example.com, console-1 ,")]);
+    let c = Config::resolve(&RunArgs::default(), &env).expect("config");
+    assert_eq!(c.http_allowed_hosts, ["neo.example.com", "console-1"]);
+    let args = RunArgs {
+        http_allowed_hosts: Some("*".into()),
+        ..RunArgs::default()
+    };
+    let c = Config::resolve(&args, &env).expect("config");
+    assert_eq!(c.http_allowed_hosts, ["*"], "flag over env");
+    let args = RunArgs {
+        http_allowed_hosts: Some("neo.example.com:7072".into()),
+        ..RunArgs::default()
+    };
+    let e = Config::resolve(&args, &no_env).expect_err("a port is not a host name");
+    assert!(e.to_string().contains("--http-allowed-hosts"), "{e}");
 }

@@ -10,6 +10,19 @@
 //! | `/v1/groups` | the groups the caller may `describe` |
 //! | `/v1/groups/{name}` | `describe` on `group:{name}` (and what its offsets need, as the caller) |
 //! | `/v1/partitions/{topic}/{p}/digest` | `describe` on `topic:{topic}` |
+//! | `/`, `/console/{file}` | none: the console's static files (no data) |
+//! | `/v1/topics` | the topics the caller may `describe` (as the caller, through the client port) |
+//! | `/v1/topics/{t}/messages` | `consume` on `topic:{t}` (what a fetch needs) |
+//! | `/v1/queues/{q}` | `describe` on `queue:{q}` |
+//! | `/v1/stats` | `describe` on `cluster:metrics` |
+//! | POST `/v1/topics` | `create` on `topic:{name}` (checked once the body is read) |
+//! | POST `/v1/topics/{t}/delete` | `delete` on `topic:{t}` |
+//! | POST `/v1/groups/{g}/reset-offsets` | `consume` on `group:{g}` (and on the topic, as the caller) |
+//! | POST `/v1/queues/{q}/purge` | `delete` on `queue:{q}` |
+//! | POST `/v1/queues/{q}/redrive` | `consume` on `queue:{q}` (and `produce` on the sources, as the caller) |
+//!
+//! Every read of cluster data and every action is then done through the node's client
+//! port as the caller (with its token), which checks the same permissions again.
 //!
 //! A missing or refused token is 401, a denial 403; neither says more than the client
 //! port would.
@@ -132,6 +145,48 @@ pub(crate) fn authorize(
             status: 403,
             reason: e.message,
         })
+}
+
+/// The permission check of a request path (before its handler runs); paths not
+/// listed here need none of their own (listings filter what they show).
+pub(crate) fn check_path(
+    shared: &Shared,
+    caller: Option<&Caller>,
+    method: crate::http::Method,
+    segments: &[&str],
+) -> Result<(), Refusal> {
+    use crate::http::{Method, percent_decode};
+    use neo_security::{Operation as Op, ResourceType as R};
+    let check = |resource, name: &str, op| authorize(shared, caller, resource, name, op);
+    match (method, segments) {
+        (Method::Get, ["metrics"] | ["v1", "stats"]) => check(R::Cluster, "metrics", Op::Describe),
+        (Method::Get, ["v1", "cluster"]) => check(R::Cluster, "cluster", Op::Describe),
+        (Method::Get, ["v1", "groups", name]) => {
+            check(R::Group, &percent_decode(name), Op::Describe)
+        }
+        (Method::Get, ["v1", "partitions", topic, _, "digest"]) => {
+            check(R::Topic, &percent_decode(topic), Op::Describe)
+        }
+        (Method::Get, ["v1", "topics", topic, "messages"]) => {
+            check(R::Topic, &percent_decode(topic), Op::Consume)
+        }
+        (Method::Get, ["v1", "queues", name]) => {
+            check(R::Queue, &percent_decode(name), Op::Describe)
+        }
+        (Method::Post, ["v1", "topics", topic, "delete"]) => {
+            check(R::Topic, &percent_decode(topic), Op::Delete)
+        }
+        (Method::Post, ["v1", "groups", group, "reset-offsets"]) => {
+            check(R::Group, &percent_decode(group), Op::Consume)
+        }
+        (Method::Post, ["v1", "queues", name, "purge"]) => {
+            check(R::Queue, &percent_decode(name), Op::Delete)
+        }
+        (Method::Post, ["v1", "queues", name, "redrive"]) => {
+            check(R::Queue, &percent_decode(name), Op::Consume)
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

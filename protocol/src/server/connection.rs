@@ -33,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::auth::{AuthOk, PeerInfo};
 use crate::codec::{
@@ -43,6 +44,7 @@ use crate::frame::{self, EncodeOptions, Frame, Kind};
 use crate::server::ServerShared;
 use crate::server::context::{ConnectionInfo, RequestContext};
 use crate::server::handshake::{self, AuthOutcome};
+use crate::server::observer::{self, Answer};
 use crate::server::registry::{DESCRIBE_METHOD_ID, EventSink, Handler, SYSTEM_SERVICE_ID};
 use crate::server::shutdown::Shutdown;
 
@@ -101,6 +103,8 @@ struct Conn {
     /// Any frame counts for heartbeats; only requests count against `idle_timeout`.
     last_frame_at: Instant,
     last_request_at: Instant,
+    /// When the frames being handled were read (one clock reading per batch).
+    received_at: Instant,
 }
 
 /// Serve one connection until the peer leaves, misbehaves, goes silent or the server
@@ -109,6 +113,7 @@ pub(crate) async fn serve<R, W>(
     reader: R,
     writer: W,
     peer: PeerInfo,
+    connection_id: u64,
     shared: Arc<ServerShared>,
     mut shutdown: Shutdown,
 ) -> Result<()>
@@ -125,6 +130,7 @@ where
     let mut reader = reader;
     let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let info = Arc::new(ConnectionInfo {
+        id: connection_id,
         peer_addr: peer.addr,
         identity: peer.identity.clone(),
         principal: None,
@@ -144,6 +150,7 @@ where
         options,
         last_frame_at: now,
         last_request_at: now,
+        received_at: now,
     };
 
     let heartbeat_interval = config.heartbeat_interval.max(Duration::from_millis(1));
@@ -342,6 +349,7 @@ impl Conn {
                 self.push(auth_ok(frame.correlation_id, &principal.name));
                 let info = self.ctx.connection();
                 let info = Arc::new(ConnectionInfo {
+                    id: info.id,
                     peer_addr: info.peer_addr,
                     identity: info.identity.clone(),
                     principal: Some(principal),
@@ -424,7 +432,13 @@ impl Conn {
             body,
             ..
         } = frame;
-        self.ctx.aim(correlation_id, service_id, method_id);
+        self.ctx.aim(
+            correlation_id,
+            service_id,
+            method_id,
+            self.received_at.into_std(),
+        );
+        let received_at = self.received_at;
         let handler = match &entry.handler {
             Handler::Sync(f) => {
                 // Inline: no task, no allocation beyond the reply, no reference count
@@ -433,22 +447,16 @@ impl Conn {
                 let ctx = &self.ctx;
                 let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(ctx, body)))
                     .unwrap_or_else(|_| Err(RpcError::internal("handler panicked")));
-                let reply = match result {
-                    Ok(body) => Frame {
-                        kind: Kind::Response,
-                        service_id,
-                        method_id,
-                        correlation_id,
-                        body,
-                    },
-                    Err(err) => err.to_frame(correlation_id, service_id, method_id),
-                };
+                let (reply, answer) = answer_frame(result, service_id, method_id, correlation_id);
+                let observer = self.shared.observer.as_deref();
+                observer::report(observer, &entry.names, answer, received_at);
                 self.push(reply);
                 return Flow::Continue;
             }
             other => other.clone(),
         };
         let timeout = entry.timeout;
+        let names = Arc::clone(&entry.names);
         let shared = Arc::clone(&self.shared);
         let ctx = self.ctx.clone();
         let request = Frame {
@@ -467,6 +475,8 @@ impl Conn {
                     format!("inflight_requests_max ({max}) reached"),
                 ),
             );
+            let answer = Answer::Error(ErrorCode::Busy);
+            observer::report(shared.observer.as_deref(), &names, answer, received_at);
             return Flow::Continue;
         };
         let tasks = Arc::clone(&self.tasks);
@@ -481,6 +491,8 @@ impl Conn {
                 &request,
                 RpcError::invalid_argument("correlation id already in flight"),
             );
+            let answer = Answer::Error(ErrorCode::InvalidArgument);
+            observer::report(shared.observer.as_deref(), &names, answer, received_at);
             return Flow::Continue;
         }
         // Hold the map's lock across spawn + insert, so a task that finishes at once
@@ -490,66 +502,61 @@ impl Conn {
         let (join, streaming) = match handler {
             Handler::Async(f) => {
                 let timeout = timeout.unwrap_or(shared.config.request_timeout_default);
-                let join = tokio::spawn(async move {
-                    let run = AssertUnwindSafe(async move {
-                        tokio::time::timeout(timeout, f(ctx, body)).await
-                    });
-                    let reply = match run.catch_unwind().await {
-                        Ok(Ok(Ok(body))) => Frame {
-                            kind: Kind::Response,
-                            service_id,
-                            method_id,
-                            correlation_id,
-                            body,
-                        },
-                        Ok(Ok(Err(err))) => err.to_frame(correlation_id, service_id, method_id),
-                        Ok(Err(_elapsed)) => RpcError::new(
-                            ErrorCode::Timeout,
-                            format!("handler exceeded {timeout:?}"),
-                        )
-                        .to_frame(correlation_id, service_id, method_id),
-                        Err(_panic) => RpcError::internal("handler panicked").to_frame(
-                            correlation_id,
-                            service_id,
-                            method_id,
-                        ),
-                    };
-                    tasks
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&correlation_id);
-                    let _ = tx.send(reply).await;
-                    drop(permit);
-                });
+                let span =
+                    observer::request_span(ctx.connection_id(), correlation_id, &names.method);
+                let join = tokio::spawn(
+                    async move {
+                        let run = AssertUnwindSafe(async move {
+                            tokio::time::timeout(timeout, f(ctx, body)).await
+                        });
+                        let err = match run.catch_unwind().await {
+                            Ok(Ok(Ok(body))) => Ok(body),
+                            Ok(Ok(Err(err))) => Err(err),
+                            Ok(Err(_elapsed)) => Err(RpcError::new(
+                                ErrorCode::Timeout,
+                                format!("handler exceeded {timeout:?}"),
+                            )),
+                            Err(_panic) => Err(RpcError::internal("handler panicked")),
+                        };
+                        let (reply, answer) =
+                            answer_frame(err, service_id, method_id, correlation_id);
+                        tasks
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&correlation_id);
+                        let _ = tx.send(reply).await;
+                        observer::report(shared.observer.as_deref(), &names, answer, received_at);
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
                 (join, false)
             }
             Handler::Events(f) => {
                 let sink = EventSink::new(tx.clone(), service_id, method_id, correlation_id);
-                let join = tokio::spawn(async move {
-                    let run = AssertUnwindSafe(async move { f(ctx, body, sink).await });
-                    let reply = match run.catch_unwind().await {
-                        // End of stream.
-                        Ok(Ok(())) => Frame {
-                            kind: Kind::Response,
-                            service_id,
-                            method_id,
-                            correlation_id,
-                            body: Default::default(),
-                        },
-                        Ok(Err(err)) => err.to_frame(correlation_id, service_id, method_id),
-                        Err(_panic) => RpcError::internal("handler panicked").to_frame(
-                            correlation_id,
-                            service_id,
-                            method_id,
-                        ),
-                    };
-                    tasks
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&correlation_id);
-                    let _ = tx.send(reply).await;
-                    drop(permit);
-                });
+                let span =
+                    observer::request_span(ctx.connection_id(), correlation_id, &names.method);
+                let join = tokio::spawn(
+                    async move {
+                        let run = AssertUnwindSafe(async move { f(ctx, body, sink).await });
+                        let ended = match run.catch_unwind().await {
+                            Ok(r) => r,
+                            Err(_panic) => Err(RpcError::internal("handler panicked")),
+                        };
+                        // `Ok`: the end of the stream, an empty response.
+                        let ended = ended.map(|()| Default::default());
+                        let (reply, answer) =
+                            answer_frame(ended, service_id, method_id, correlation_id);
+                        tasks
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&correlation_id);
+                        let _ = tx.send(reply).await;
+                        observer::report(shared.observer.as_deref(), &names, answer, received_at);
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
                 (join, true)
             }
             Handler::Sync(_) => unreachable!("sync handlers returned above"),
@@ -615,6 +622,7 @@ impl Conn {
                 }
             };
             self.last_frame_at = now;
+            self.received_at = now;
             if matches!(frame.kind, Kind::Request | Kind::Auth | Kind::Cancel) {
                 self.last_request_at = now;
             }
@@ -706,6 +714,32 @@ impl Conn {
             writer.shutdown().await
         })
         .await;
+    }
+}
+
+/// The answer frame of a handler's result (a response, or the error's frame) and how
+/// the observer counts it.
+fn answer_frame(
+    result: std::result::Result<bytes::Bytes, RpcError>,
+    service_id: u16,
+    method_id: u16,
+    correlation_id: u64,
+) -> (Frame, Answer) {
+    match result {
+        Ok(body) => (
+            Frame {
+                kind: Kind::Response,
+                service_id,
+                method_id,
+                correlation_id,
+                body,
+            },
+            Answer::Ok,
+        ),
+        Err(err) => (
+            err.to_frame(correlation_id, service_id, method_id),
+            Answer::of_error(&err),
+        ),
     }
 }
 

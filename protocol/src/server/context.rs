@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::auth::Principal;
 use crate::tls::PeerIdentity;
@@ -10,6 +11,8 @@ use crate::tls::PeerIdentity;
 /// when the handshake establishes a principal, so requests never lock.
 #[derive(Debug)]
 pub(crate) struct ConnectionInfo {
+    /// Unique among the connections of this process (request ids in logs).
+    pub(crate) id: u64,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) identity: Option<PeerIdentity>,
     pub(crate) principal: Option<Principal>,
@@ -23,6 +26,8 @@ pub struct RequestContext {
     correlation_id: u64,
     service_id: u16,
     method_id: u16,
+    /// When the request's frame was read.
+    received_at: Instant,
 }
 
 impl RequestContext {
@@ -37,11 +42,19 @@ impl RequestContext {
             correlation_id,
             service_id,
             method_id,
+            received_at: Instant::now(),
         }
     }
 
     /// Point the context at another request on the same connection.
-    pub(crate) fn aim(&mut self, correlation_id: u64, service_id: u16, method_id: u16) {
+    pub(crate) fn aim(
+        &mut self,
+        correlation_id: u64,
+        service_id: u16,
+        method_id: u16,
+        received_at: Instant,
+    ) {
+        self.received_at = received_at;
         self.correlation_id = correlation_id;
         self.service_id = service_id;
         self.method_id = method_id;
@@ -76,6 +89,17 @@ impl RequestContext {
     /// The request's correlation id (unique among the connection's in-flight requests).
     pub fn correlation_id(&self) -> u64 {
         self.correlation_id
+    }
+
+    /// The connection's id, unique in this process: with the correlation id, it names
+    /// the request in logs (`<connection id>-<correlation id>`).
+    pub fn connection_id(&self) -> u64 {
+        self.conn.id
+    }
+
+    /// When the server read the request's frame (the batch of frames it came in).
+    pub fn received_at(&self) -> Instant {
+        self.received_at
     }
 
     /// The wire id of the called service.

@@ -4,12 +4,14 @@
 pub(crate) mod connection;
 pub(crate) mod context;
 pub(crate) mod handshake;
+pub mod observer;
 pub mod registry;
 pub(crate) mod shutdown;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -21,6 +23,7 @@ use crate::auth::{Authenticator, PeerInfo};
 use crate::error::{ErrorCode, Result, RpcError};
 use crate::frame::{self, EncodeOptions, FRAME_SIZE_BYTES_MAX_DEFAULT, Frame, Kind};
 use crate::tls::PeerIdentity;
+use observer::ServerObserver;
 use registry::{Registry, ServiceBuilder};
 use shutdown::Shutdown;
 
@@ -101,7 +104,11 @@ pub(crate) struct ServerShared {
     pub(crate) config: NeoConfig,
     pub(crate) registry: Registry,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+    pub(crate) observer: Option<Arc<dyn ServerObserver>>,
 }
+
+/// Ids of the connections of this process (every server), for request ids in logs.
+static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// A Neo RPC server being assembled: register services, then [`NeoServer::serve`] or
 /// [`NeoServer::start`].
@@ -110,6 +117,7 @@ pub struct NeoServer {
     registry: Registry,
     authenticator: Option<Arc<dyn Authenticator>>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    observer: Option<Arc<dyn ServerObserver>>,
 }
 
 impl std::fmt::Debug for NeoServer {
@@ -118,6 +126,7 @@ impl std::fmt::Debug for NeoServer {
             .field("config", &self.config)
             .field("authenticator", &self.authenticator.is_some())
             .field("tls", &self.tls.is_some())
+            .field("observer", &self.observer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +139,7 @@ impl NeoServer {
             registry: Registry::new(),
             authenticator: None,
             tls: None,
+            observer: None,
         }
     }
 
@@ -141,6 +151,12 @@ impl NeoServer {
     /// Require the authentication handshake, checked by `authenticator`.
     pub fn with_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> NeoServer {
         self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// Tell `observer` about connections and answered requests (metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn ServerObserver>) -> NeoServer {
+        self.observer = Some(observer);
         self
     }
 
@@ -182,6 +198,7 @@ impl NeoServer {
             config: self.config,
             registry: self.registry,
             authenticator: self.authenticator,
+            observer: self.observer,
         });
         let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
         let (notify_shutdown, _) = broadcast::channel::<()>(1);
@@ -202,9 +219,18 @@ impl NeoServer {
             let tls = tls.clone();
             let shutdown = Shutdown::new(notify_shutdown.subscribe());
             let drained_tx = drained_tx.clone();
+            let id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
-                if let Err(err) = run_connection(socket, peer_addr, shared, tls, shutdown).await {
+                if let Some(o) = &shared.observer {
+                    o.connection_opened(peer_addr);
+                }
+                let observer = shared.observer.clone();
+                if let Err(err) = run_connection(socket, peer_addr, id, shared, tls, shutdown).await
+                {
                     tracing::debug!(%peer_addr, %err, "connection ended with an error");
+                }
+                if let Some(o) = observer {
+                    o.connection_closed(peer_addr);
                 }
                 drop(permit);
                 drop(drained_tx);
@@ -272,6 +298,7 @@ async fn refuse(mut socket: TcpStream, options: EncodeOptions) {
 async fn run_connection(
     socket: TcpStream,
     peer_addr: SocketAddr,
+    id: u64,
     shared: Arc<ServerShared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: Shutdown,
@@ -285,7 +312,7 @@ async fn run_connection(
                 addr: peer_addr,
                 identity: None,
             };
-            connection::serve(reader, writer, peer, shared, shutdown).await
+            connection::serve(reader, writer, peer, id, shared, shutdown).await
         }
         Some(acceptor) => {
             let handshake = tokio::time::timeout(
@@ -306,7 +333,7 @@ async fn run_connection(
                 addr: peer_addr,
                 identity,
             };
-            connection::serve(reader, writer, peer, shared, shutdown).await
+            connection::serve(reader, writer, peer, id, shared, shutdown).await
         }
     }
 }

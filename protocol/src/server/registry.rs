@@ -378,6 +378,8 @@ impl RegistryTable {
 }
 
 pub(crate) struct MethodEntry {
+    /// What the method is reported as (observer, request spans).
+    pub(crate) names: Arc<crate::server::observer::MethodNames>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) handler: Handler,
 }
@@ -419,6 +421,7 @@ impl Registry {
             .map_err(|_| Error::RegistryFull { what: "services" })?;
         let mut descriptors: Vec<MethodDescriptor> = Vec::with_capacity(service.methods.len());
         let mut entries = Vec::with_capacity(service.methods.len());
+        let service_name: Arc<str> = Arc::from(service.name.as_str());
         for (index, method) in service.methods.into_iter().enumerate() {
             if descriptors.iter().any(|d| d.name == method.builder.name) {
                 return Err(Error::DuplicateMethod {
@@ -429,13 +432,17 @@ impl Registry {
             let b = method.builder;
             descriptors.push(MethodDescriptor {
                 id: (index + 1) as u16,
-                name: b.name,
+                name: b.name.clone(),
                 input: b.input,
                 output: b.output,
                 timeout_ms: b.timeout.map(|t| t.as_millis() as u64),
                 streaming: matches!(method.handler, Handler::Events(_)),
             });
             entries.push(MethodEntry {
+                names: Arc::new(crate::server::observer::MethodNames {
+                    service: service_name.clone(),
+                    method: Arc::from(b.name.as_str()),
+                }),
                 timeout: b.timeout,
                 handler: method.handler,
             });

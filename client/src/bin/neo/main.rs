@@ -136,6 +136,9 @@ struct ProduceArgs {
     /// Send every message to this partition.
     #[arg(long)]
     partition: Option<u32>,
+    /// A header of every message, `NAME=VALUE` (repeat for several).
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
     /// Encrypt every value with the current key of this key-ring file (`ID ALGORITHM
     /// HEXKEY` lines; the last key is current): the cluster stores ciphertext only.
     #[arg(long, value_name = "FILE")]
@@ -342,6 +345,9 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<ExitCode> 
         if let Some(p) = args.partition {
             record = record.partition(p);
         }
+        for (name, value) in &args.headers {
+            record = record.header(name.clone(), value.clone().into_bytes());
+        }
         match producer.send(record).await {
             Ok(delivery) => deliveries.push(delivery),
             Err(err) => {
@@ -376,6 +382,14 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::from(exit_status(err.code())))
         }
         None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `--header NAME=VALUE` of `neo produce` (the name is not empty).
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
     }
 }
 
@@ -693,6 +707,24 @@ mod tests {
             .command
         {
             Command::Cluster(ClusterCommand::Status { format }) => assert_eq!(format, Format::Json),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn produce_headers_are_name_equals_value() {
+        assert_eq!(parse_header("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_header("a="), Ok(("a".into(), String::new())));
+        assert!(parse_header("=b").is_err());
+        assert!(parse_header("ab").is_err());
+        match parse(&["produce", "t", "--header", "x=1", "--header", "y=<b>"])
+            .unwrap()
+            .command
+        {
+            Command::Produce(args) => assert_eq!(
+                args.headers,
+                vec![("x".into(), "1".into()), ("y".into(), "<b>".into())]
+            ),
             other => panic!("{other:?}"),
         }
     }
