@@ -208,14 +208,33 @@ fn write_error(group: GroupId, e: RaftError<NeoRaft, ClientWriteError<NeoRaft>>)
 async fn write_records(
     raft: &Raft<NeoRaft, GroupStateMachine>,
     group: GroupId,
-    batch: RecordBatch,
+    mut batch: RecordBatch,
 ) -> Result<(u64, u32)> {
     let _pending = crate::stats::Pending::start();
     crate::stats::note_proposed();
-    let resp = raft
-        .client_write(Proposal::Records(batch))
-        .await
-        .map_err(|e| write_error(group, e))?;
+    // A request whose phases are noted (slow-request logs) also learns when the
+    // leader's own log made the batch durable: the log store fires a local ack then
+    // (as for acks=leader); nothing waits for it beyond the write itself.
+    let mut flushed = None;
+    if crate::stats::tracking() && !batch.1.is_set() {
+        let (ack, rx) = LocalAck::channel();
+        batch.1 = ack;
+        flushed = Some(rx);
+    }
+    let write = raft.client_write(Proposal::Records(batch));
+    tokio::pin!(write);
+    let resp = loop {
+        tokio::select! {
+            resp = &mut write => break resp,
+            r = async { flushed.as_mut().expect("guarded").await }, if flushed.is_some() => {
+                if matches!(r, Ok(Ok(_))) {
+                    crate::stats::note_flushed();
+                }
+                flushed = None;
+            }
+        }
+    };
+    let resp = resp.map_err(|e| write_error(group, e))?;
     crate::stats::note_done();
     match resp.data {
         Applied::Records {
@@ -379,6 +398,9 @@ impl RaftGroup {
                 .await
                 .map_err(|e| fatal(self.group, e))?;
             let acked = self.local_ack(local).await;
+            if acked.is_ok() {
+                crate::stats::note_flushed();
+            }
             crate::stats::note_done();
             acked
         })

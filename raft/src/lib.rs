@@ -23,7 +23,7 @@
 //! | `forward` | [`forward_records`]: a record batch appended at a group's leader from any node (local proposal when the local replica leads, else [`RpcKind::ForwardRecords`] to a replica, following `NotLeader` hints, one deadline, at-least-once); the leader side of that RPC; [`ForwardError`] (the typed wire answer), [`ForwardRecordsError`] |
 //! | `group` | the facade: [`RaftGroup`] (propose record batches: quorum, leader-local or fire-and-forget; propose commands; linearizable reads, applied watch, log reads, metrics (with followers' matched indexes), quorum checks, leader transfer, membership, purge) and [`Registry`] (groups by id, RPC dispatch) |
 //! | `error` | the one [`Error`] enum |
-//! | `stats` | process-wide [`stats`]: leader changes and elections started (a watcher task per group on its openraft metrics), proposals in flight, whole snapshots sent; read by the node's `/metrics`; [`with_phases`]: when one task's proposals reached Raft and were answered (slow-produce logs) |
+//! | `stats` | process-wide [`stats`]: leader changes and elections started (a watcher task per group on its openraft server metrics: votes, states, leaders), proposals in flight, whole snapshots sent; read by the node's `/metrics`; [`with_phases`]: when one task's proposals reached Raft, were durable in the leader's log and were answered (slow-produce logs) |
 //!
 //! # Request flow
 //!

@@ -87,6 +87,9 @@ impl Drop for Pending {
 pub struct ProposePhases {
     /// The batch was handed to the group's Raft (first proposal of the task).
     pub proposed: Option<Instant>,
+    /// The batch was durable in the leader's own log (its `fdatasync`, or its write
+    /// under `--fsync interval`); the followers' syncs are part of `done`.
+    pub flushed: Option<Instant>,
     /// Raft answered: committed by a quorum and applied (`acks=all`), or durable in the
     /// leader's log (`acks=leader`); openraft answers a write once applied, so the
     /// commit is not told apart from the apply.
@@ -130,6 +133,19 @@ fn note(update: impl FnOnce(&mut ProposePhases)) {
 pub(crate) fn note_proposed() {
     note(|p| {
         p.proposed.get_or_insert_with(Instant::now);
+    });
+}
+
+/// Whether the calling task runs inside [`with_phases`] (a proposal then asks for the
+/// leader's flush to be noted as well).
+pub(crate) fn tracking() -> bool {
+    PHASES.try_with(|_| ()).is_ok()
+}
+
+/// Notes that the leader's log made this task's batch durable now (the first time).
+pub(crate) fn note_flushed() {
+    note(|p| {
+        p.flushed.get_or_insert_with(Instant::now);
     });
 }
 

@@ -82,3 +82,29 @@ fn valid(batch: bytes::Bytes) -> qiss::batch::ValidatedBatch {
     qiss::batch::ValidatedBatch::validate(batch, &qiss::batch::BatchLimits::DEFAULT)
         .expect("valid batch")
 }
+
+/// The phases a slow-produce log line shows: inside `with_phases`, an acks=all write
+/// notes when it reached Raft, when the leader's own log made it durable, and when Raft
+/// answered, in that order; an acks=leader write notes its flush as well. Outside, a
+/// write notes nothing and takes no local ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phases_note_the_leaders_flush_between_proposal_and_answer() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let g = open(dir.path(), 1).await;
+    lead_alone(&g, DEADLINE).await;
+    let (r, p) = neo_raft::with_phases(g.propose_records(valid(batch(2, None)))).await;
+    r.expect("acks=all");
+    let (proposed, flushed, done) = (
+        p.proposed.expect("proposed"),
+        p.flushed.expect("the leader's flush is noted"),
+        p.done.expect("answered"),
+    );
+    assert!(proposed <= flushed && flushed <= done, "{p:?}");
+    let (r, p) = neo_raft::with_phases(g.propose_records_leader_ack(valid(batch(2, None)))).await;
+    r.expect("acks=leader");
+    assert!(p.flushed.is_some() && p.done.is_some(), "{p:?}");
+    // Outside a phases scope nothing is noted (and nothing breaks).
+    g.propose_records(valid(batch(1, None)))
+        .await
+        .expect("untracked write");
+}

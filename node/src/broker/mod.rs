@@ -319,7 +319,7 @@ impl std::fmt::Display for Ms {
 
 /// The WARN line of a produce slower than `--slow-request-ms`, with its phases in ms
 /// from the read of its frame: decoded (handler started), proposed (handed to Raft),
-/// committed and applied (Raft answered: quorum `fdatasync`, commit and apply for
+/// leader fsynced (durable in the leader's own log), committed and applied (Raft answered: quorum `fdatasync`, commit and apply for
 /// `acks=all`; the leader's own `fdatasync` for `acks=leader`), answered. The request
 /// id (`<connection>-<correlation>`) comes from the request's span.
 fn log_slow_produce(
@@ -348,6 +348,7 @@ fn log_slow_produce(
         received_ms = 0.0,
         decoded_ms = since(p.received.decoded),
         proposed_ms = %Ms(p.raft.proposed.map(since)),
+        leader_fsynced_ms = %Ms(p.raft.flushed.map(since)),
         committed_applied_ms = %Ms(p.raft.done.map(since)),
         answered_ms = since(p.answered),
         "slow produce: {:.1} ms",
