@@ -224,16 +224,24 @@ async fn write_records(
     let write = raft.client_write(Proposal::Records(batch));
     tokio::pin!(write);
     let resp = loop {
+        // Biased, the flush first: the log store fires it before it reports the entry
+        // durable to Raft, so by the time the write is answered it is already there.
         tokio::select! {
-            resp = &mut write => break resp,
+            biased;
             r = async { flushed.as_mut().expect("guarded").await }, if flushed.is_some() => {
                 if matches!(r, Ok(Ok(_))) {
                     crate::stats::note_flushed();
                 }
                 flushed = None;
             }
+            resp = &mut write => break resp,
         }
     };
+    if let Some(mut rx) = flushed
+        && matches!(rx.try_recv(), Ok(Ok(_)))
+    {
+        crate::stats::note_flushed();
+    }
     let resp = resp.map_err(|e| write_error(group, e))?;
     crate::stats::note_done();
     match resp.data {
