@@ -262,11 +262,21 @@ async fn route(shared: &Arc<Shared>, head: &Head, body: &[u8], peer: SocketAddr)
     match segments.as_slice() {
         ["health"] => Reply::text(200, "ok\n"),
         ["ready"] => views::ready(shared),
-        ["metrics"] => Reply {
-            status: 200,
-            content_type: crate::metrics::CONTENT_TYPE,
-            body: shared.metrics.render(&shared.gauges()),
-        },
+        ["metrics"] => {
+            // A scrape walks every hosted group and reads /proc (the open-file count
+            // lists /proc/self/fd): O(partitions) of synchronous work, kept off the
+            // executor's workers.
+            let shared = Arc::clone(shared);
+            match tokio::task::spawn_blocking(move || shared.metrics.render(&shared.gauges())).await
+            {
+                Ok(body) => Reply {
+                    status: 200,
+                    content_type: crate::metrics::CONTENT_TYPE,
+                    body,
+                },
+                Err(e) => Reply::error(500, format!("rendering the metrics failed: {e}")),
+            }
+        }
         ["v1", "cluster"] => Reply::json(200, views::cluster(shared)),
         ["v1", "groups"] => Reply::json(200, views::groups(shared, caller)),
         ["v1", "groups", name] => views::group(shared, name, caller).await,

@@ -266,7 +266,13 @@ async fn produce(
         m.throttled.fetch_add(1, Ordering::Relaxed);
         return Err(e);
     }
-    let (r, phases) = neo_raft::with_phases(shared.broker.produce(&ctx, req)).await;
+    // Phases are noted (a task-local, a local ack per batch) only for the slow log.
+    let (r, phases) = if slow.is_some() {
+        neo_raft::with_phases(shared.broker.produce(&ctx, req)).await
+    } else {
+        let r = shared.broker.produce(&ctx, req).await;
+        (r, neo_raft::ProposePhases::default())
+    };
     match &r {
         Ok(resp) => {
             m.produce_records.inc_by(u64::from(resp.record_count));

@@ -50,7 +50,13 @@ pub(crate) async fn get(
             api::messages(shared, &percent_decode(topic), query, caller).await
         }
         ["v1", "queues", name] => api::queue(shared, &percent_decode(name), caller).await,
-        ["v1", "stats"] => stats::stats(shared),
+        ["v1", "stats"] => {
+            // The render reads /proc (see `crate::http`'s `/metrics`): off the executor.
+            let shared = Arc::clone(shared);
+            tokio::task::spawn_blocking(move || stats::stats(&shared))
+                .await
+                .unwrap_or_else(|e| Reply::error(500, format!("reading the stats failed: {e}")))
+        }
         _ => return None,
     })
 }

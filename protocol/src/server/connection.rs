@@ -499,6 +499,17 @@ impl Conn {
         // cannot remove its entry before it was inserted. (Only this task inserts, so
         // the duplicate check above still holds.)
         let mut map = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let done = Done {
+            tasks,
+            tx: tx.clone(),
+            shared: Arc::clone(&shared),
+            names: Arc::clone(&names),
+            received_at,
+            permit,
+            service_id,
+            method_id,
+            correlation_id,
+        };
         let (join, streaming) = match handler {
             Handler::Async(f) => {
                 let timeout = timeout.unwrap_or(shared.config.request_timeout_default);
@@ -518,15 +529,7 @@ impl Conn {
                             )),
                             Err(_panic) => Err(RpcError::internal("handler panicked")),
                         };
-                        let (reply, answer) =
-                            answer_frame(err, service_id, method_id, correlation_id);
-                        tasks
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&correlation_id);
-                        let _ = tx.send(reply).await;
-                        observer::report(shared.observer.as_deref(), &names, answer, received_at);
-                        drop(permit);
+                        done.finish(err).await;
                     }
                     .instrument(span),
                 );
@@ -544,16 +547,7 @@ impl Conn {
                             Err(_panic) => Err(RpcError::internal("handler panicked")),
                         };
                         // `Ok`: the end of the stream, an empty response.
-                        let ended = ended.map(|()| Default::default());
-                        let (reply, answer) =
-                            answer_frame(ended, service_id, method_id, correlation_id);
-                        tasks
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&correlation_id);
-                        let _ = tx.send(reply).await;
-                        observer::report(shared.observer.as_deref(), &names, answer, received_at);
-                        drop(permit);
+                        done.finish(ended.map(|()| Default::default())).await;
                     }
                     .instrument(span),
                 );
@@ -714,6 +708,39 @@ impl Conn {
             writer.shutdown().await
         })
         .await;
+    }
+}
+
+/// What a spawned request task does once its handler is done: forget the task, send the
+/// answer, report it to the observer, free its in-flight slot.
+struct Done {
+    tasks: Tasks,
+    tx: mpsc::Sender<Frame>,
+    shared: Arc<ServerShared>,
+    names: Arc<observer::MethodNames>,
+    received_at: Instant,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    service_id: u16,
+    method_id: u16,
+    correlation_id: u64,
+}
+
+impl Done {
+    async fn finish(self, result: std::result::Result<bytes::Bytes, RpcError>) {
+        let (reply, answer) =
+            answer_frame(result, self.service_id, self.method_id, self.correlation_id);
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.correlation_id);
+        let _ = self.tx.send(reply).await;
+        observer::report(
+            self.shared.observer.as_deref(),
+            &self.names,
+            answer,
+            self.received_at,
+        );
+        drop(self.permit);
     }
 }
 
