@@ -119,6 +119,7 @@ pub use ops::heartbeat_group::HEARTBEAT_WAIT_MS_MAX;
 pub use ops::join_group::SESSION_TIMEOUT_MS_DEFAULT;
 pub use ops::metadata::CLUSTER_ID;
 pub use ops::produce::OFFSET_UNKNOWN;
+pub use reconcile::{RECOVER_FIRST_MS, RECOVER_MAX_MS, replica_reopens};
 
 /// Locks a mutex that holds plain data. The crate's lock-poisoning policy: every value
 /// behind a lock is consistent after each statement that changes it, so a panic

@@ -142,11 +142,16 @@ settings! {
     partitions_per_topic_max, "NEO_PARTITIONS_PER_TOPIC_MAX", "N", "Most partitions one topic may have (default 1024)";
     connections_max, "NEO_CONNECTIONS_MAX", "N", "Most client connections (default 10000)";
     inflight_requests_max, "NEO_INFLIGHT_REQUESTS_MAX", "N", "Most requests in flight per client connection (default 1024)";
+    inflight_request_bytes_max, "NEO_INFLIGHT_REQUEST_BYTES_MAX", "BYTES", "Most bytes of requests in flight across all client connections; beyond: Busy (default 256 MiB)";
+    outbound_queue_bytes_max, "NEO_OUTBOUND_QUEUE_BYTES_MAX", "BYTES", "Most bytes of replies one client connection holds unwritten; handlers wait beyond (default 32 MiB)";
+    frame_read_timeout_ms, "NEO_FRAME_READ_TIMEOUT_MS", "MS", "Longest a client may take to send one frame, first byte to last; then Timeout and closed (default 30000)";
+    write_timeout_ms, "NEO_WRITE_TIMEOUT_MS", "MS", "Longest one write of replies to a client may take; a client that does not read is closed (default 30000)";
     fetch_wait_ms_max, "NEO_FETCH_WAIT_MS_MAX", "MS", "Longest fetch long poll (default 30000)";
     fetch_bytes_max, "NEO_FETCH_BYTES_MAX", "BYTES", "Most bytes one fetch returns (default 8 MiB)";
     produce_timeout_ms_max, "NEO_PRODUCE_TIMEOUT_MS_MAX", "MS", "Longest a produce waits for commit (default 30000)";
     retention_check_ms, "NEO_RETENTION_CHECK_MS", "MS", "Period of the retention pass over hosted partitions (default 30000)";
     segment_bytes, "NEO_SEGMENT_BYTES", "BYTES", "Segment file size of Raft group logs; retention deletes whole segments (default 256 MiB)";
+    storage_reserve_bytes, "NEO_STORAGE_RESERVE_BYTES", "BYTES", "Free space produce leaves on the data directory's filesystem; beyond: StorageFull until space is freed; 0 turns the check off (default 64 MiB)";
     cluster_tls_cert, "NEO_CLUSTER_TLS_CERT", "FILE", "Cluster mTLS: this node's certificate chain, PEM, naming its id in a URI SAN neo-node:<id> (with --cluster-tls-key and --cluster-tls-ca)";
     cluster_tls_key, "NEO_CLUSTER_TLS_KEY", "FILE", "Cluster mTLS: this node's private key, PEM";
     cluster_tls_ca, "NEO_CLUSTER_TLS_CA", "FILE", "Cluster mTLS: the cluster CA certificate(s), PEM; peers must present a certificate it signed";
@@ -208,6 +213,15 @@ pub struct Limits {
     pub connections_max: usize,
     /// Most requests in flight on one client connection (`Busy` beyond).
     pub inflight_requests_max: usize,
+    /// Most bytes of request bodies in flight across every client connection (`Busy`
+    /// beyond).
+    pub inflight_request_bytes_max: usize,
+    /// Most bytes of replies one client connection holds unwritten (handlers wait).
+    pub outbound_queue_bytes_max: usize,
+    /// Longest a client may take to send one frame (slowloris bound).
+    pub frame_read_timeout_ms: u64,
+    /// Longest one write of replies to a client may take (a client that does not read).
+    pub write_timeout_ms: u64,
     /// Longest fetch long poll.
     pub fetch_wait_ms_max: u32,
     /// Most bytes one fetch returns (at least one batch is always returned).
@@ -221,6 +235,9 @@ pub struct Limits {
     /// Segment file size of every Raft group log opened by this node (partitions and
     /// metadata). Retention deletes whole sealed segments, so this is its granularity.
     pub segment_bytes: u64,
+    /// Produce is refused (`StorageFull`) while less than this would stay free on the
+    /// data directory's filesystem; 0 turns the check off.
+    pub storage_reserve_bytes: u64,
     /// Period of leader balancing (each leader hands its partitions back to their
     /// preferred replica once that replica is alive and caught up); 0 turns it off.
     pub leader_balance_ms: u64,
@@ -239,12 +256,17 @@ impl Default for Limits {
             partitions_per_topic_max: b.partitions_per_topic_max,
             connections_max: 10_000,
             inflight_requests_max: 1024,
+            inflight_request_bytes_max: neo_protocol::server::INFLIGHT_REQUEST_BYTES_MAX_DEFAULT,
+            outbound_queue_bytes_max: neo_protocol::server::OUTBOUND_QUEUE_BYTES_MAX_DEFAULT,
+            frame_read_timeout_ms: 30_000,
+            write_timeout_ms: 30_000,
             fetch_wait_ms_max: b.fetch_wait_ms_max,
             fetch_bytes_max: b.fetch_bytes_max,
             produce_timeout_ms_max: b.produce_timeout_ms_max,
             http_connections_max: 64,
             retention_check_ms: 30_000,
             segment_bytes: 256 * 1024 * 1024,
+            storage_reserve_bytes: 64 * 1024 * 1024,
             leader_balance_ms: 5_000,
             offsets_retention_ms: b.offsets_retention_ms,
         }
@@ -593,6 +615,34 @@ impl Config {
                 1,
                 1_000_000,
             )? as usize,
+            inflight_request_bytes_max: num(
+                "inflight_request_bytes_max",
+                &l.inflight_request_bytes_max,
+                d.inflight_request_bytes_max as u64,
+                64 * 1024,
+                1 << 40,
+            )? as usize,
+            outbound_queue_bytes_max: num(
+                "outbound_queue_bytes_max",
+                &l.outbound_queue_bytes_max,
+                d.outbound_queue_bytes_max as u64,
+                64 * 1024,
+                1 << 32,
+            )? as usize,
+            frame_read_timeout_ms: num(
+                "frame_read_timeout_ms",
+                &l.frame_read_timeout_ms,
+                d.frame_read_timeout_ms,
+                10,
+                3_600_000,
+            )?,
+            write_timeout_ms: num(
+                "write_timeout_ms",
+                &l.write_timeout_ms,
+                d.write_timeout_ms,
+                10,
+                3_600_000,
+            )?,
             fetch_wait_ms_max: num(
                 "fetch_wait_ms_max",
                 &l.fetch_wait_ms_max,
@@ -635,6 +685,13 @@ impl Config {
                 d.segment_bytes,
                 neo_raft::SEGMENT_BYTES_MIN,
                 neo_raft::SEGMENT_BYTES_MAX,
+            )?,
+            storage_reserve_bytes: num(
+                "storage_reserve_bytes",
+                &l.storage_reserve_bytes,
+                d.storage_reserve_bytes,
+                0,
+                u64::MAX / 2,
             )?,
             leader_balance_ms: match num(
                 "leader_balance_ms",

@@ -5,7 +5,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/health` | 200 `ok`: the process is up |
-//! | `/ready` | 200 when the metadata group and every partition group hosted here have a leader and this node is registered; else 503. JSON body either way |
+//! | `/ready` | 200 when the metadata group and every partition group hosted here have a leader, no hosted replica stopped (`groups_stopped`: its log failed, being reopened) and this node is registered; else 503. JSON body either way |
 //! | `/metrics` | OpenMetrics text (`prometheus-client`; see docs/metrics.md) |
 //! | `/v1/cluster` | JSON: nodes (id, client and cluster addresses, alive), controller, partitions (topic, partition, group, leader, replicas) |
 //! | `/v1/queues` | JSON: every queue (settings) with the counts of its partitions this node leads |

@@ -163,6 +163,8 @@ impl Shared {
             partitions_hosted: groups.len() as u64,
             metadata_term: meta.term,
             segments: self.broker.meta_group().log_segments() as u64,
+            storage_free_bytes: self.broker.store().space().free_now().unwrap_or(0),
+            storage_reserve_bytes: self.broker.store().space().reserve(),
             ..Gauges::default()
         };
         // Partition group id -> (topic, partition, replicas), from metadata.
@@ -194,6 +196,9 @@ impl Shared {
             let bytes = group.log_size_bytes();
             g.log_bytes += bytes;
             g.segments += group.log_segments() as u64;
+            if group.failure().is_some() {
+                g.replicas_stopped += 1;
+            }
             if let Some((topic, partition, _)) = placed {
                 *g.topic_log_bytes.entry(topic.to_string()).or_default() += bytes;
                 if self.metrics_per_partition {
@@ -292,8 +297,12 @@ impl Node {
     /// start bootstraps) the metadata group, registers with the metadata leader, and
     /// keeps the partition groups it replicates in step with the metadata.
     pub async fn start(cfg: Config) -> Result<Node> {
+        // Test builds only: arm storage faults from NEO_FAILPOINTS (logged when armed).
+        #[cfg(feature = "failpoints")]
+        neo_storage::failpoints::init();
         let mut store = NodeStore::open_with(&cfg.data_dir, cfg.durability)?
-            .with_segment_bytes(cfg.limits.segment_bytes);
+            .with_segment_bytes(cfg.limits.segment_bytes)
+            .with_storage_reserve(cfg.limits.storage_reserve_bytes);
         if let Some(path) = cfg.at_rest_key_file.clone() {
             let key = load_at_rest_key(path).await?;
             tracing::info!(
@@ -483,6 +492,10 @@ impl Node {
             frame_size_bytes_max: cfg.limits.frame_size_bytes_max,
             connections_max: cfg.limits.connections_max,
             inflight_requests_max: cfg.limits.inflight_requests_max,
+            inflight_request_bytes_max: cfg.limits.inflight_request_bytes_max,
+            outbound_queue_bytes_max: cfg.limits.outbound_queue_bytes_max,
+            frame_read_timeout: Duration::from_millis(cfg.limits.frame_read_timeout_ms),
+            write_timeout: Duration::from_millis(cfg.limits.write_timeout_ms),
             // In-flight requests get this long to finish at shutdown; long polls end
             // at once on the shutdown broadcast.
             shutdown_drain_timeout: Duration::from_secs(5),

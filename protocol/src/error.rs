@@ -98,11 +98,16 @@ pub enum ErrorCode {
     /// The operation needs a group without members (delete, reset offsets, a commit
     /// from outside the membership).
     GroupNotEmpty = 1013,
+    /// Not retried by clients: the node's disk is full (less free space than its
+    /// reserve, or a replica's log failed on `ENOSPC`). Nothing was stored; what is
+    /// stored stays readable; writes resume once space is freed (retention, a deleted
+    /// topic).
+    StorageFull = 1014,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order (for docs, tests and exhaustive tables).
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::Malformed,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -133,6 +138,7 @@ impl ErrorCode {
         ErrorCode::FencedMember,
         ErrorCode::NotCoordinator,
         ErrorCode::GroupNotEmpty,
+        ErrorCode::StorageFull,
     ];
 
     /// The stable wire number.

@@ -78,6 +78,12 @@
 //!   record offsets are dense from 0; in the metadata group each entry takes one.
 //! - A log id is recovered from the batch's `term`/`log_index` stamps; the index map
 //!   (Raft index → term, base offset and storage position) is rebuilt from them at open.
+//!   That open checks every batch's header and CRC: a damaged log is cut at its first bad
+//!   batch (`neo_storage::cut_damaged`, what followed kept in `quarantine/`) and the
+//!   leader sends the rest; a saved commit index past the log's end is lowered to it.
+//! - A replica whose log failed (write or `fdatasync` error) or whose Raft core exited
+//!   acknowledges nothing more; [`RaftGroup::failure`] says so and the node reopens it
+//!   (the log then restarts from its last successful sync).
 //!   The Raft-index-to-offset mapping never leaves this crate.
 //! - Partition groups never snapshot or purge on openraft's initiative: their log is
 //!   their data; retention calls [`RaftGroup::apply_retention`] (which plans the cut on
@@ -121,11 +127,12 @@ pub use group::{
 };
 pub use log_store::{
     Durability, NodeStore, RECORD_BATCH_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    damaged_logs_cut,
 };
 pub use machine::{AppliedBatch, EntryId, LogOnly, StateMachine};
 /// The node key for encryption at rest of group logs ([`NodeStore::with_at_rest_key`],
 /// [`GroupConfig::encrypt_at_rest`]).
-pub use neo_storage::AtRestKey;
+pub use neo_storage::{AtRestKey, StorageFull};
 pub use network::{NoPeers, RpcKind, Transport, TransportError};
 pub use state_machine::{AppliedState, GroupKind};
 pub use stats::{ProposePhases, RaftStats, inherit_phases, stats, with_phases};

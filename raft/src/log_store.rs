@@ -46,7 +46,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use neo_storage::{
-    AtRestKey, BatchPos, FsyncPolicy, LogConfig, MetaConfig, MetaStore, RaftField, SegmentLog,
+    AtRestKey, BatchPos, DiskSpace, FsyncPolicy, LogConfig, MetaConfig, MetaStore, RaftField,
+    SegmentLog, StorageFull,
 };
 use openraft::EntryPayload;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -211,6 +212,8 @@ pub struct NodeStore {
     durability: Durability,
     segment_bytes: u64,
     at_rest: Option<AtRestKey>,
+    /// Free space of the data directory's filesystem, against the write reserve.
+    space: Arc<DiskSpace>,
 }
 
 impl NodeStore {
@@ -229,6 +232,7 @@ impl NodeStore {
         let meta = MetaStore::open(dir.join("meta"), &MetaConfig::default())
             .map_err(|e| storage_err("metadata store", "open", e))?;
         Ok(NodeStore {
+            space: Arc::new(DiskSpace::new(&dir, 0)),
             dir,
             meta,
             durability,
@@ -247,6 +251,25 @@ impl NodeStore {
     /// Whether this node has a key for encryption at rest.
     pub fn has_at_rest_key(&self) -> bool {
         self.at_rest.is_some()
+    }
+
+    /// New data is admitted ([`NodeStore::admit`]) only while at least `reserve` bytes
+    /// stay free on the data directory's filesystem (0: no check). The reserve keeps
+    /// room for what must still be written when the disk is nearly full: votes,
+    /// membership and other control entries, the metadata group, segment rolls.
+    pub fn with_storage_reserve(mut self, reserve: u64) -> NodeStore {
+        self.space = Arc::new(DiskSpace::new(&self.dir, reserve));
+        self
+    }
+
+    /// Admits `len` bytes of new data, or says the disk is full (above the reserve).
+    pub fn admit(&self, len: u64) -> std::result::Result<(), StorageFull> {
+        self.space.admit(len)
+    }
+
+    /// Free space of the data directory's filesystem (`statvfs`), and the reserve.
+    pub fn space(&self) -> &DiskSpace {
+        &self.space
     }
 
     /// How a group's log opens on this store: its durability, segment size and, when
@@ -356,7 +379,6 @@ impl LogStore {
             },
             ..LogConfig::default()
         };
-        let log = SegmentLog::open(dir, config).map_err(|e| storage_err("log", "open", e))?;
         let last_purged: Option<LogId> = match meta
             .get_raft(group, RaftField::LastPurged)
             .map_err(|e| storage_err("last purged log id", "read", e))?
@@ -366,7 +388,8 @@ impl LogStore {
             ),
             None => None,
         };
-        let map = scan(&log, last_purged)?;
+        let (log, map) = open_intact(dir, group, config, last_purged)?;
+        clamp_committed(&meta, group, map.last_log_id())?;
         Ok(LogStore {
             inner: Arc::new(Inner {
                 group,
@@ -393,6 +416,11 @@ impl LogStore {
     /// `[start, next)` record offsets held by the segment log.
     pub(crate) fn offsets(&self) -> (u64, u64) {
         (self.inner.log.start_offset(), self.inner.log.next_offset())
+    }
+
+    /// The segment log's first failure, if it failed (it then refuses work).
+    pub(crate) fn failure(&self) -> Option<neo_storage::Error> {
+        self.inner.log.failure()
     }
 
     /// Whether the segment log failed (and refuses work) because the disk is full.
@@ -444,7 +472,117 @@ impl LogStore {
 }
 
 /// Rebuilds the index map from the batch headers of `log`.
-fn scan(log: &SegmentLog, last_purged: Option<LogId>) -> Result<IndexMap> {
+/// The saved committed log id may lie past the log's end when the log was cut back at
+/// open (a failed `fdatasync`: `neo-storage` reopens it at its last successful sync, and a
+/// follower saves the leader's commit index before its own copy is durable). openraft
+/// would then look for entries that are gone; committed is only a hint (the leader tells
+/// it again), so it is lowered to the last entry present.
+fn clamp_committed(meta: &MetaStore, group: GroupId, last: Option<LogId>) -> Result<()> {
+    let Some(b) = meta
+        .get_raft(group, RaftField::Committed)
+        .map_err(|e| storage_err("committed log id", "read", e))?
+    else {
+        return Ok(());
+    };
+    let committed: Option<LogId> =
+        codec::decode(&b).map_err(|e| storage_err("committed log id", "decode", e))?;
+    let past_end = match (committed, last) {
+        (Some(c), Some(l)) => c.index > l.index,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if past_end {
+        tracing::warn!(
+            group,
+            ?committed,
+            ?last,
+            "committed log id past the log's end: lowered"
+        );
+        let b = codec::encode(&last).map_err(|e| storage_err("committed log id", "encode", e))?;
+        meta.set_raft(group, RaftField::Committed, &b)
+            .map_err(|e| storage_err("committed log id", "write", e))?;
+    }
+    Ok(())
+}
+
+/// Most damaged places one open cuts past before giving up.
+const DAMAGE_CUTS_MAX: u32 = 16;
+
+/// Opens the segment log in `dir` and rebuilds its index map, checking every batch's CRC
+/// on the way (the scan reads every batch anyway). Damage found (by the segment log's
+/// recovery or by this scan) is cut away with [`neo_storage::cut_damaged`]: the log
+/// keeps its intact prefix (what followed goes to its quarantine folder) and the
+/// group's leader sends this replica the rest.
+fn open_intact(
+    dir: &Path,
+    group: GroupId,
+    config: LogConfig,
+    last_purged: Option<LogId>,
+) -> Result<(SegmentLog, IndexMap)> {
+    let mut cuts = 0;
+    loop {
+        let damage = match SegmentLog::open(dir, config.clone()) {
+            Ok(log) => match scan(&log, last_purged)? {
+                Ok(map) => return Ok((log, map)),
+                Err(damage) => {
+                    drop(log);
+                    damage
+                }
+            },
+            Err(neo_storage::Error::Corruption {
+                segment,
+                position,
+                reason,
+            }) => Damage {
+                at: BatchPos { segment, position },
+                reason,
+            },
+            Err(e) => return Err(storage_err("log", "open", e)),
+        };
+        cuts += 1;
+        if cuts > DAMAGE_CUTS_MAX {
+            return Err(storage_err(
+                "log",
+                "open",
+                format!(
+                    "still damaged after {DAMAGE_CUTS_MAX} cuts: {}",
+                    damage.reason
+                ),
+            ));
+        }
+        tracing::error!(
+            group,
+            segment = damage.at.segment,
+            position = damage.at.position,
+            reason = %damage.reason,
+            "replica log damaged: cutting it there; the leader sends the rest"
+        );
+        neo_storage::cut_damaged(dir, damage.at.segment, damage.at.position)
+            .map_err(|e| storage_err("damaged log", "cut", e))?;
+        DAMAGE_CUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Damaged logs cut by this process (see [`open_intact`]).
+static DAMAGE_CUTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many times this process cut a damaged group log at open
+/// (`neo_storage_damaged_logs_cut_total`).
+pub fn damaged_logs_cut() -> u64 {
+    DAMAGE_CUTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Where a scan found a batch that fails its checks.
+struct Damage {
+    at: BatchPos,
+    reason: String,
+}
+
+/// The index map of `log`, or where it is damaged (a batch whose header or CRC fails).
+fn scan(
+    log: &SegmentLog,
+    last_purged: Option<LogId>,
+) -> Result<std::result::Result<IndexMap, Damage>> {
     let mut map = IndexMap {
         first_index: 0,
         entries: VecDeque::new(),
@@ -453,17 +591,39 @@ fn scan(log: &SegmentLog, last_purged: Option<LogId>) -> Result<IndexMap> {
     let purged_index = last_purged.map(|l| l.index);
     let mut at = log.start_pos();
     loop {
-        let slice = log
-            .read_at(at, READ_CHUNK_BYTES)
-            .map_err(|e| storage_err("log", "scan", e))?;
+        let slice = match log.read_at(at, READ_CHUNK_BYTES) {
+            Ok(slice) => slice,
+            Err(neo_storage::Error::Corruption {
+                segment,
+                position,
+                reason,
+            }) => {
+                return Ok(Err(Damage {
+                    at: BatchPos { segment, position },
+                    reason,
+                }));
+            }
+            Err(e) => return Err(storage_err("log", "scan", e)),
+        };
         if slice.bytes.is_empty() {
             break;
         }
         let mut buf = &slice.bytes[..];
         let mut position = at.position;
         while !buf.is_empty() {
-            let h =
-                BatchHeader::parse(buf).map_err(|e| storage_err("log batch header", "scan", e))?;
+            let checked = BatchHeader::parse(buf).and_then(|h| h.verify_crc(buf).map(|()| h));
+            let h = match checked {
+                Ok(h) => h,
+                Err(e) => {
+                    return Ok(Err(Damage {
+                        at: BatchPos {
+                            segment: at.segment,
+                            position,
+                        },
+                        reason: format!("batch at position {position}: {e}"),
+                    }));
+                }
+            };
             let len = h.batch_length as usize;
             buf = &buf[len..];
             let slot = Slot {
@@ -496,7 +656,7 @@ fn scan(log: &SegmentLog, last_purged: Option<LogId>) -> Result<IndexMap> {
         }
         at = slice.next;
     }
-    Ok(map)
+    Ok(Ok(map))
 }
 
 fn range_bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {

@@ -16,6 +16,9 @@
 //! | [`testing`] | builders of valid batches for tests and benchmarks |
 //! | `at_rest` | encryption at rest ([`AtRestKey`], `LogConfig::at_rest`): each batch's records section under AES-256-CTR with a key of the log's own, the `encryption` file that pins a log to its key |
 //! | `error` | the one [`Error`] enum, with which variants are fatal |
+//! | `salvage` | reopening a failed log at its last successful `fdatasync` (in-process note of the synced position; [`salvage_pending`]) |
+//! | [`space`] | [`DiskSpace`]: free space of a data directory against a reserve, [`StorageFull`] |
+//! | [`failpoints`] | fault injection in segment writes and syncs (EIO, ENOSPC, delays), feature `failpoints` only |
 //! | `stats` | process-wide [`stats`]: append and `fdatasync` latency histograms (lock-free buckets), appended bytes, `fdatasync` count, read by the node's `/metrics` |
 //!
 //! On disk, a log is one directory:
@@ -122,6 +125,9 @@
 //!   one active again (its index files are removed first).
 //! - After a failed write or `fdatasync` the log refuses all work ([`Error::Failed`]): the
 //!   kernel may have dropped the dirty pages, so a retry could report lost data durable.
+//!   Reopened in the same process, an `FsyncPolicy::Always` log is first cut back to its
+//!   last successful sync (`salvage`): bytes whose sync failed are never read back as
+//!   durable.
 //!
 //! # Non-features
 //!
@@ -135,11 +141,14 @@ mod at_rest;
 pub mod config;
 mod durable;
 mod error;
+pub mod failpoints;
 mod index;
 mod log;
 pub mod meta;
 mod position;
+mod salvage;
 mod segment;
+pub mod space;
 mod stats;
 mod sync_pool;
 pub mod testing;
@@ -151,4 +160,6 @@ pub use error::{Error, Result};
 pub use log::{Appended, LogSlice, LogStats, SegmentLog};
 pub use meta::{MetaBatch, MetaConfig, MetaStore, RaftField};
 pub use position::{BatchPos, PosSlice};
+pub use salvage::{CutReport, cut_damaged, pending as salvage_pending};
+pub use space::{DiskSpace, StorageFull};
 pub use stats::{HistogramSnapshot, LATENCY_BUCKETS_S, LatencyHistogram, StorageStats, stats};

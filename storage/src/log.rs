@@ -147,6 +147,11 @@ pub(crate) struct State {
     tick: u64,
     /// Set by the first failed write or sync; the log then refuses work.
     failed: Option<Error>,
+    /// The active segment and its length at the last `fdatasync` that returned `Ok`
+    /// (or at open, truncation, purge, roll: every point the log knows durable).
+    pub(crate) synced_pos: crate::salvage::SyncedPos,
+    /// `FsyncPolicy::Always` logs: the directory to note in `salvage` on failure.
+    salvage_dir: Option<PathBuf>,
     /// Reused buffer to stamp a batch's base offset without touching the caller's bytes.
     scratch: Vec<u8>,
     batches_appended: u64,
@@ -185,6 +190,9 @@ impl State {
         if self.failed.is_none() {
             tracing::error!(error = %err, "segment log failed; reopen to recover");
             self.failed = Some(err.clone());
+            if let Some(dir) = &self.salvage_dir {
+                crate::salvage::note(dir, self.synced_pos);
+            }
         }
         std::mem::take(&mut self.waiters)
     }
@@ -205,6 +213,8 @@ impl SegmentLog {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| Error::io("create log directory", &dir, e))?;
+        // A log that failed in this process reopens at its last successful sync.
+        crate::salvage::apply(&dir)?;
         // Before any segment is read: a wrong key must never make recovery cut data.
         let cipher = LogCipher::for_dir(&dir, config.at_rest.as_ref(), !has_segments(&dir)?)?;
         let segments = recover(&dir, &config, cipher.as_ref())?;
@@ -214,6 +224,12 @@ impl SegmentLog {
             .expect("recover returns a segment")
             .next;
         let open_sealed = segments.values().filter(|s| s.file.is_some()).count() - 1;
+        let synced_pos = segments
+            .values()
+            .next_back()
+            .map(|s| (s.base, s.size))
+            .expect("recover returns a segment");
+        let salvage_dir = (config.fsync == FsyncPolicy::Always).then(|| dir.clone());
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             queued: AtomicBool::new(false),
@@ -230,6 +246,8 @@ impl SegmentLog {
                 open_sealed,
                 tick: 0,
                 failed: None,
+                synced_pos,
+                salvage_dir,
                 scratch: Vec::new(),
                 batches_appended: 0,
             }),
@@ -665,7 +683,12 @@ impl Shared {
         let position = active.size;
         let file = Arc::clone(active.file.as_ref().expect("active segment is open"));
         let write_started = std::time::Instant::now();
+        let injected = crate::failpoints::hit(
+            crate::failpoints::Point::SegmentWrite,
+            &segment::log_path(&self.dir, active.base),
+        );
         let written = match (&self.cipher, head) {
+            _ if injected.is_err() => injected,
             // Encrypted at rest: the header as stamped, the records section encrypted,
             // built in the scratch buffer (the caller's bytes are not modified).
             (Some(cipher), _) => {
@@ -787,6 +810,7 @@ impl Shared {
         st.open_sealed += 1;
         evict_files(st, self.config.open_files_max);
         st.synced_bytes = st.written_bytes;
+        st.synced_pos = st.synced_pos.max((base, 0));
         self.durable.fetch_max(base, Ordering::AcqRel);
         Ok(st.take_ready(base))
     }
@@ -843,18 +867,21 @@ impl Shared {
                 Arc::clone(active.file.as_ref().expect("active segment is open")),
                 segment::log_path(&self.dir, active.base),
                 target,
-                written,
+                (written, (active.base, active.size)),
                 waiters,
             )
         };
+        let (written, pos) = written;
         let sync_started = std::time::Instant::now();
-        let result = file.sync_data();
+        let result = crate::failpoints::hit(crate::failpoints::Point::SegmentSync, &path)
+            .and_then(|()| file.sync_data());
         self.syncs.fetch_add(1, Ordering::Relaxed);
         crate::stats::stats().synced(sync_started.elapsed());
         let mut st = lock(&self.state);
         match result {
             Ok(()) => {
                 st.synced_bytes = st.synced_bytes.max(written);
+                st.synced_pos = st.synced_pos.max(pos);
                 self.durable.fetch_max(target, Ordering::AcqRel);
                 drop(st);
                 drop(sync_guard);
@@ -1199,6 +1226,7 @@ impl Shared {
             }
             st.next_offset = offset;
             st.synced_bytes = st.written_bytes;
+            st.synced_pos = (offset, 0);
             self.durable.store(offset, Ordering::Release);
         } else {
             let doomed: Vec<u64> = {

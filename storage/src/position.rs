@@ -312,6 +312,7 @@ impl Shared {
         segment::sync_dir(&self.dir)?;
         st.next_offset = new_next;
         st.synced_bytes = st.written_bytes;
+        st.synced_pos = (seg_base, cut_pos);
         // Everything below the cut is durable now (sealed segments were synced at roll,
         // the new active one just now). `durable` may go down: the log got shorter.
         self.durable.store(new_next, Ordering::Release);

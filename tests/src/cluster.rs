@@ -50,6 +50,8 @@ struct Node {
     spec: NodeSpec,
     child: Option<Child>,
     log: PathBuf,
+    /// Environment variables of this node's process (besides `NEO_LOG`).
+    env: Vec<(String, String)>,
 }
 
 /// N `neo-node` processes on loopback, statically bootstrapped with `--peers`.
@@ -85,6 +87,18 @@ impl TestCluster {
     /// an argument is replaced by the node's id, e.g. `node-{id}.pem`), and wait until
     /// each reports `/ready`.
     pub fn start_with_args(n: u64, extra_args: &[String]) -> anyhow::Result<TestCluster> {
+        TestCluster::start_custom(n, extra_args, |_| Ok(Vec::new()))
+    }
+
+    /// [`TestCluster::start_with_args`], calling `setup` for each node before it first
+    /// starts: it may change the node's spec (e.g. put its data folder on a filesystem
+    /// the test mounted) and returns environment variables for the node's process
+    /// (e.g. `NEO_FAILPOINTS`), kept across restarts ([`TestCluster::set_env`]).
+    pub fn start_custom(
+        n: u64,
+        extra_args: &[String],
+        mut setup: impl FnMut(&mut NodeSpec) -> anyhow::Result<Vec<(String, String)>>,
+    ) -> anyhow::Result<TestCluster> {
         let binary = binary("neo-node")?;
         let root = tempfile::Builder::new().prefix("neo-e2e-").tempdir()?;
         let mut specs = Vec::new();
@@ -104,12 +118,16 @@ impl TestCluster {
             .join(",");
         let nodes = specs
             .into_iter()
-            .map(|spec| Node {
-                log: root.path().join(format!("node-{}.log", spec.id)),
-                spec,
-                child: None,
+            .map(|mut spec| {
+                let env = setup(&mut spec)?;
+                Ok(Node {
+                    log: root.path().join(format!("node-{}.log", spec.id)),
+                    spec,
+                    child: None,
+                    env,
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         let mut cluster = TestCluster {
             nodes,
             peers,
@@ -124,6 +142,16 @@ impl TestCluster {
             cluster.wait_ready(id, READY_TIMEOUT)?;
         }
         Ok(cluster)
+    }
+
+    /// Sets (or, with `None`, removes) an environment variable of node `id`'s process,
+    /// from its next (re)start on.
+    pub fn set_env(&mut self, id: u64, key: &str, value: Option<&str>) {
+        let env = &mut self.node_mut(id).env;
+        env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            env.push((key.to_string(), v.to_string()));
+        }
     }
 
     /// Every node's client address (`host:port`), by id.
@@ -262,6 +290,7 @@ impl TestCluster {
                 "NEO_LOG",
                 std::env::var("NEO_E2E_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(node.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -289,6 +318,27 @@ impl Drop for TestCluster {
             }
         }
     }
+}
+
+/// What the replicas of `topic`/`partition` must agree on, from node `id`'s digest of
+/// its committed log (`/v1/partitions/{topic}/{p}/digest`): start offset, high
+/// watermark, batches, bytes and CRC (not who answers, nor whether it leads).
+pub fn replica_digest(
+    cluster: &TestCluster,
+    id: u64,
+    topic: &str,
+    partition: u32,
+) -> anyhow::Result<String> {
+    let (status, body) = http_get(
+        cluster.spec(id).http,
+        &format!("/v1/partitions/{topic}/{partition}/digest"),
+    )?;
+    anyhow::ensure!(status == 200, "digest on node {id}: {status} {body}");
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(format!(
+        "{} {} {} {} {}",
+        v["start_offset"], v["high_watermark"], v["batches"], v["bytes"], v["crc32"]
+    ))
 }
 
 /// The status code of `GET path` on `addr` (HTTP/1.0, no client library needed).

@@ -5,7 +5,7 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`cluster`] | [`TestCluster`]: start N `neo-node` processes on free loopback ports with static `--peers`, wait for `/ready`, kill -9, restart one or all on the same data dirs, node logs for failure messages |
+//! | [`cluster`] | [`TestCluster`]: start N `neo-node` processes on free loopback ports with static `--peers` (per node: spec changes and environment, `start_custom`, `set_env`), wait for `/ready`, kill -9, restart one or all on the same data dirs, node logs for failure messages; `replica_digest` |
 //! | [`pki`] | [`TestPki`]: a throwaway CA and leaf certificates (PEM) for mutual-TLS tests (shared with the `neo-cluster` and `neo-node` tests) |
 //! | [`run`] | [`with_cluster`] (a scenario on a fresh cluster, logs on failure), [`connect`], [`neo`] (the CLI against a cluster), [`neo_ok`] (the same, required to succeed) |
 //! | [`secure`] | [`SecureCluster`]: the files and flags of a cluster with security on (`--auth jwt` with an HS256 secret file, issuer and superuser; cluster mTLS with one certificate per node), extra flags from the caller (shared by `tests/security.rs`, `tests/console.rs`, `tests/monitoring.rs`) |
@@ -18,6 +18,8 @@
 //! | `tests/security_cli.rs` | the CLI's security contract: `--token`/`--api-key`, exit statuses 3 and 4, `neo role ...`, `neo user api-key ...` |
 //! | `tests/security_tls.rs` | TLS on the client port, cluster mTLS and client-certificate principals on 3 nodes, through the CLI's `--tls-*` flags |
 //! | `tests/monitoring.rs` | `deploy/`'s Grafana dashboard and Prometheus alert rules against 3 nodes (security on) scraped by a real `prometheus` (Debian's, on the PATH; skipped without it unless `NEO_CI`): every panel expression returns data, every rule is healthy, every metric name used has series; `promtool check`/`test rules` pass |
+//! | `tests/disk_faults.rs` | disk faults on real processes: a full disk (a tmpfs the test mounts, as root or through `sudo -n`) answers `StorageFull`, keeps reads and resumes once space is freed, with and without the reserve; a failed `fdatasync` (the `failpoints` feature, `NEO_FAILPOINTS`) on one follower and on every replica in turn; a follower's segments damaged while it is down; acknowledged data read back and replica digests equal in every case |
+//! | `tests/floods.rs` | connection floods past `--connections-max` (typed `Busy`), a slowloris and a client that never reads (closed), produce faster than the node takes (`Busy` under `--inflight-request-bytes-max`): a normal client's data reads back intact throughout |
 //! | `tests/groups_cli.rs` | `neo consume --group`, `neo group list/describe/reset-offsets/delete`, `/v1/groups`, `/v1/groups/{name}` and the group metrics on a real cluster |
 //!
 //! # Binaries

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use neo_client::{Client, Consumer, Offset, Producer, ProducerRecord};
-use neo_tests::cluster::http_get;
 use neo_tests::{TestCluster, connect, folder_contains, neo, with_cluster};
 
 const WAIT_MAX: Duration = Duration::from_secs(60);
@@ -74,17 +73,7 @@ fn write_key(dir: &Path, id: u64, byte: u8) -> anyhow::Result<()> {
 
 /// The digest of `topic`'s partition `p` on node `id` (committed log, plaintext).
 fn digest(cluster: &TestCluster, id: u64, topic: &str, p: u32) -> anyhow::Result<String> {
-    let (status, body) = http_get(
-        cluster.spec(id).http,
-        &format!("/v1/partitions/{topic}/{p}/digest"),
-    )?;
-    ensure!(status == 200, "digest on node {id}: {status} {body}");
-    let v: serde_json::Value = serde_json::from_str(&body)?;
-    // What the replicas must agree on (not who answers, nor whether it leads).
-    Ok(format!(
-        "{} {} {} {} {}",
-        v["start_offset"], v["high_watermark"], v["batches"], v["bytes"], v["crc32"]
-    ))
+    neo_tests::cluster::replica_digest(cluster, id, topic, p)
 }
 
 async fn digests_converge(cluster: &TestCluster, topic: &str, p: u32) -> anyhow::Result<()> {

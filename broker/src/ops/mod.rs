@@ -136,6 +136,10 @@ pub(crate) fn raft_error(b: &Broker, e: neo_raft::Error, what: &str) -> RpcError
         }
         // The replica stopped (shutdown, topic deleted, storage failure): another
         // replica takes over, so the client should look for the new leader.
+        E::Fatal { group, .. } if group_storage_full(b, group) => RpcError::new(
+            ErrorCode::StorageFull,
+            format!("{what}: this replica's log stopped on a full disk: {e}"),
+        ),
         E::Fatal { .. } | E::UnknownGroup { .. } => {
             if *b.shutdown.borrow() {
                 RpcError::new(
@@ -148,6 +152,11 @@ pub(crate) fn raft_error(b: &Broker, e: neo_raft::Error, what: &str) -> RpcError
         }
         other => RpcError::internal(format!("{what}: {other}")),
     }
+}
+
+/// Whether this node's replica of `group` stopped because its disk was full.
+fn group_storage_full(b: &Broker, group: neo_raft::GroupId) -> bool {
+    b.partition(group).is_some_and(|p| p.group().storage_full())
 }
 
 /// The wire error of a failed broker-internal operation about `what`.

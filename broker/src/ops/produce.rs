@@ -7,6 +7,11 @@
 //! valid Qiss batch (CRC and every record's framing) and not a control batch
 //! (`InvalidRecordBatch`). Then, by `acks`:
 //!
+//! Then, on the leader, the disk: while less than the node's reserve
+//! (`--storage-reserve-bytes`) would stay free after the batch, the answer is
+//! `StorageFull` and nothing is proposed; reads, commits and acks keep working, and
+//! writes resume by themselves once space is freed.
+//!
 //! Idempotent producers: a batch whose header carries a producer id (`>= 0`) is
 //! deduplicated by `Partition::append` against the partition's replicated
 //! producer table and the batches in flight on this leader: a retry of a batch the
@@ -44,6 +49,14 @@ pub const OFFSET_UNKNOWN: u64 = u64::MAX;
 /// Bound on a batch's uncompressed records section: zstd may expand a batch of at most
 /// `batch_bytes_max` to this much while it is validated, and no more.
 const RECORDS_LENGTH_MAX: u32 = 64 * 1024 * 1024;
+
+/// `StorageFull` unless the node's disk keeps its reserve free after `len` more bytes
+/// (`--storage-reserve-bytes`), or if this replica's log already failed on a full disk.
+pub(crate) fn storage_full(b: &Broker, len: u64, what: &str) -> Result<(), RpcError> {
+    b.store()
+        .admit(len)
+        .map_err(|e| RpcError::new(ErrorCode::StorageFull, format!("{what}: {e}")))
+}
 
 pub(crate) async fn produce(
     b: &Broker,
@@ -87,6 +100,11 @@ pub(crate) async fn produce(
             ErrorCode::InvalidRecordBatch,
             "control batches (attribute bit 3) are written by the broker only",
         ));
+    }
+    // A full disk refuses new data on the leader, before anything is proposed (see
+    // `storage_full`); a follower leaves the answer to the leader (`NotLeader` below).
+    if replica.group().ensure_leader().is_ok() {
+        storage_full(b, size as u64, &what)?;
     }
     let ack = match req.acks {
         Acks::None => {

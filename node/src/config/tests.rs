@@ -64,6 +64,20 @@ fn flags_beat_env_beat_file_beat_defaults() {
 }
 
 #[test]
+fn storage_reserve_setting() {
+    let d = Config::resolve(&RunArgs::default(), &no_env).expect("default config");
+    assert_eq!(d.limits.storage_reserve_bytes, 64 * 1024 * 1024);
+    let env = env_of(&[("NEO_STORAGE_RESERVE_BYTES", "0")]);
+    let c = Config::resolve(&RunArgs::default(), &env).expect("config");
+    assert_eq!(c.limits.storage_reserve_bytes, 0, "0 turns the check off");
+    let args = RunArgs {
+        storage_reserve_bytes: Some("lots".into()),
+        ..RunArgs::default()
+    };
+    assert!(Config::resolve(&args, &no_env).is_err());
+}
+
+#[test]
 fn retention_check_and_segment_size_settings() {
     let d = Config::resolve(&RunArgs::default(), &no_env).expect("default config");
     assert_eq!(d.limits.retention_check_ms, 30_000);

@@ -102,8 +102,18 @@ pub(super) fn ready(shared: &Shared) -> Reply {
         .filter(|g| g.metrics().serving_leader().is_none())
         .map(|g| g.id())
         .collect();
+    // A replica whose log failed (or whose Raft stopped) acknowledges nothing until the
+    // node reopens it: the node is not ready meanwhile.
+    // The metadata group is listed too; the node does not reopen it (a restart does).
+    let stopped: Vec<serde_json::Value> = std::iter::once(shared.broker.meta_group().clone())
+        .chain(shared.partition_groups())
+        .filter_map(|g| {
+            g.failure()
+                .map(|why| json!({"group": g.id(), "reason": why}))
+        })
+        .collect();
     let registered = *shared.registered.borrow();
-    let ok = meta_leader.is_some() && leaderless.is_empty() && registered;
+    let ok = meta_leader.is_some() && leaderless.is_empty() && stopped.is_empty() && registered;
     Reply::json(
         if ok { 200 } else { 503 },
         json!({
@@ -111,6 +121,7 @@ pub(super) fn ready(shared: &Shared) -> Reply {
             "registered": registered,
             "controller": meta_leader,
             "groups_without_leader": leaderless,
+            "groups_stopped": stopped,
         }),
     )
 }

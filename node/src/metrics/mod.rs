@@ -137,6 +137,11 @@ pub(crate) struct Gauges {
     pub(crate) topic_log_bytes: BTreeMap<String, u64>,
     /// Segment files of every group log hosted here (partitions and metadata).
     pub(crate) segments: u64,
+    /// Partition replicas hosted here that stopped (log failed, being reopened).
+    pub(crate) replicas_stopped: u64,
+    /// Bytes free on the data directory's filesystem, and the produce reserve.
+    pub(crate) storage_free_bytes: u64,
+    pub(crate) storage_reserve_bytes: u64,
     /// Term of the metadata group's replica here.
     pub(crate) metadata_term: u64,
     /// By follower node id: the largest (leader last log index - matched index) over

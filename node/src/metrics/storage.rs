@@ -34,6 +34,31 @@ pub(crate) fn render(s: &mut Scrape, g: &Gauges) {
         g.segments,
     );
     s.gauge(
+        "neo_storage_free_bytes",
+        "Bytes free on the data directory's filesystem (statvfs, as available to the node)",
+        g.storage_free_bytes,
+    );
+    s.gauge(
+        "neo_storage_reserve_bytes",
+        "Free space produce must leave (--storage-reserve-bytes); below it: StorageFull",
+        g.storage_reserve_bytes,
+    );
+    s.gauge(
+        "neo_replicas_stopped",
+        "Partition replicas hosted here whose log failed (write or fdatasync error) and that are being reopened",
+        g.replicas_stopped,
+    );
+    s.counter(
+        "neo_storage_damaged_logs_cut",
+        "Group logs found damaged when opened (bad CRC or header) and cut at the first bad batch; the rest is in the log's quarantine folder",
+        neo_raft::damaged_logs_cut(),
+    );
+    s.counter(
+        "neo_replica_reopens",
+        "Stopped partition replicas this node closed and reopened (from their last successful sync)",
+        neo_broker::replica_reopens(),
+    );
+    s.gauge(
         "neo_log_bytes_stored",
         "Bytes of partition segment logs on this node",
         g.log_bytes,

@@ -18,6 +18,13 @@
 //!   that the client cancelled, which gets none.
 //! - A malformed frame gets an `Error` (correlation id of the frame if readable, else 0)
 //!   and the connection closes; nothing else is affected.
+//! - Memory per connection is bounded: the read buffer by `frame_size_bytes_max` (a
+//!   frame must also be complete within `frame_read_timeout` of its first byte, else
+//!   `Timeout` on correlation id 0 and close); replies of spawned handlers by
+//!   `outbound_queue_frames_max` and `outbound_queue_bytes_max` (they hold room in the
+//!   outbox until written, see `server::outbox`); a write by `write_timeout`. Request
+//!   bodies held by spawned handlers are bounded server-wide by
+//!   `inflight_request_bytes_max` (`Busy` beyond).
 //! - A connection is one principal for its whole life: an `Auth` frame after the
 //!   handshake may renew its credential (roles, expiry, credential id: requests
 //!   received after the reply see them), never change who it is (`server::handshake`).
@@ -30,12 +37,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::AbortHandle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::auth::{AuthOk, PeerInfo};
+use crate::auth::PeerInfo;
 use crate::codec::{
     READ_BUFFER_BYTES, READ_ROOM_BYTES_MIN, WRITE_BATCH_FRAMES_MAX, WRITE_BUFFER_RETAIN_BYTES_MAX,
 };
@@ -43,23 +49,15 @@ use crate::error::{ErrorCode, Result, RpcError};
 use crate::frame::{self, EncodeOptions, Frame, Kind};
 use crate::server::ServerShared;
 use crate::server::context::{ConnectionInfo, RequestContext};
-use crate::server::handshake::{self, AuthOutcome};
+use crate::server::handshake::{self, AuthOutcome, auth_ok};
 use crate::server::observer::{self, Answer};
+use crate::server::outbox::{Outbox, Queued};
 use crate::server::registry::{DESCRIBE_METHOD_ID, EventSink, Handler, SYSTEM_SERVICE_ID};
 use crate::server::shutdown::Shutdown;
+use crate::server::spawned::{Done, Task, Tasks, answer_frame, request_room};
 
 /// How long a closing connection waits for its writer to flush the last frames.
 pub(crate) const WRITER_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A spawned request, so a cancel or shutdown can stop it.
-struct Task {
-    abort: AbortHandle,
-    streaming: bool,
-    service_id: u16,
-    method_id: u16,
-}
-
-type Tasks = Arc<Mutex<HashMap<u64, Task>>>;
 
 /// Why the reader loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +68,8 @@ enum Outcome {
     DeadPeer,
     /// The peer did not take its replies within `write_timeout`.
     SlowPeer,
+    /// The peer did not complete a frame within `frame_read_timeout` (slowloris).
+    SlowFrame,
     Idle,
     Unauthenticated,
 }
@@ -83,7 +83,7 @@ enum Flow {
 /// The connection's state as the reader loop sees it.
 struct Conn {
     shared: Arc<ServerShared>,
-    tx: mpsc::Sender<Frame>,
+    tx: Outbox,
     /// The context handed to sync handlers, re-aimed at each request (no `Arc`
     /// traffic per request); async handlers get a clone.
     ctx: RequestContext,
@@ -96,6 +96,11 @@ struct Conn {
     tasks: Tasks,
     /// Frames encoded and waiting for the next write.
     out: BytesMut,
+    /// The outbox room held by the queued frames in `out`, given back once written.
+    written: Vec<OwnedSemaphorePermit>,
+    /// Since when the read buffer holds the start of a frame not yet complete
+    /// (`frame_read_timeout` runs from there).
+    partial_since: Option<Instant>,
     /// The last step stopped at `WRITE_BATCH_FRAMES_MAX` frames: more whole frames may
     /// be in the read buffer, to handle before reading again.
     more_buffered: bool,
@@ -125,10 +130,14 @@ where
     let options = config.encode_options();
     // Replies of spawned handlers come back through this queue; inline replies go
     // straight into `out`.
-    let (tx, mut rx) = mpsc::channel::<Frame>(config.outbound_queue_frames_max.max(1));
+    let (tx, mut rx) = Outbox::new(
+        config.outbound_queue_frames_max,
+        config.outbound_queue_bytes_max,
+    );
     let mut writer = writer;
     let mut reader = reader;
-    let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    // Small until the peer sends something: an idle connection holds little memory.
+    let mut input = BytesMut::with_capacity(READ_ROOM_BYTES_MIN);
     let info = Arc::new(ConnectionInfo {
         id: connection_id,
         peer_addr: peer.addr,
@@ -145,7 +154,9 @@ where
         peer,
         inflight: Arc::new(Semaphore::new(config.inflight_requests_max)),
         tasks: Arc::new(Mutex::new(HashMap::new())),
-        out: BytesMut::with_capacity(READ_BUFFER_BYTES),
+        out: BytesMut::new(),
+        written: Vec::new(),
+        partial_since: None,
         more_buffered: false,
         options,
         last_frame_at: now,
@@ -158,7 +169,7 @@ where
     let mut ticker = tokio::time::interval_at(now + heartbeat_interval, heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ping_id = 0u64;
-    let mut batch: Vec<Frame> = Vec::with_capacity(WRITE_BATCH_FRAMES_MAX);
+    let mut batch: Vec<Queued> = Vec::new();
 
     let outcome = loop {
         let step = if conn.more_buffered {
@@ -177,10 +188,27 @@ where
                 Some(Outcome::Unauthenticated)
             }
             _ = rx.recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX) => {
-                for frame in batch.drain(..) {
-                    conn.push(frame);
-                }
+                conn.push_queued(&mut batch);
                 None
+            }
+            _ = sleep_until_some(conn.partial_since.map(|at| at + config.frame_read_timeout)) => {
+                // After a stall the timer may win the race against bytes already in
+                // the socket: look before judging the peer.
+                match reader.read_buf(&mut input).now_or_never() {
+                    Some(read) => conn.on_read(read, &mut input),
+                    None => {
+                        tracing::debug!(peer = %conn.peer.addr, "a frame was not completed within frame_read_timeout");
+                        let err = RpcError::new(
+                            ErrorCode::Timeout,
+                            format!(
+                                "a frame was not completed within frame_read_timeout ({:?})",
+                                config.frame_read_timeout
+                            ),
+                        );
+                        conn.push(err.to_frame(0, 0, 0));
+                        Some(Outcome::SlowFrame)
+                    }
+                }
             }
             read = reader.read_buf(&mut input) => {
                 // Handle the whole frames the read brought (up to a batch) before
@@ -222,13 +250,41 @@ where
             }
             }
         };
+        if input.is_empty() || conn.more_buffered {
+            conn.partial_since = None;
+        } else if conn.partial_since.is_none() {
+            conn.partial_since = Some(Instant::now());
+        }
         if input.capacity() - input.len() < READ_ROOM_BYTES_MIN {
-            input.reserve(READ_BUFFER_BYTES);
+            // Nothing buffered (an idle connection answering heartbeats, or a busy one
+            // between frames): a small reserve, which reclaims a buffer no frame holds
+            // any more in place, whatever its size. A frame under way: room for many.
+            let grow = if input.is_empty() {
+                READ_ROOM_BYTES_MIN
+            } else {
+                READ_BUFFER_BYTES
+            };
+            input.reserve(grow);
         }
         // One write for everything this step produced. A peer that does not read
         // stalls only its own connection (TCP backpressure).
         if !conn.out.is_empty() {
-            match tokio::time::timeout(config.write_timeout, conn.flush(&mut writer)).await {
+            let flushed = {
+                let write = tokio::time::timeout(config.write_timeout, conn.flush(&mut writer));
+                tokio::pin!(write);
+                tokio::select! {
+                    flushed = &mut write => flushed,
+                    // Shutting down: a peer that does not read gets only
+                    // `WRITER_FLUSH_TIMEOUT` more, not the whole `write_timeout`.
+                    _ = shutdown.recv(), if step != Some(Outcome::Shutdown) => {
+                        match tokio::time::timeout(WRITER_FLUSH_TIMEOUT, &mut write).await {
+                            Ok(flushed) => flushed,
+                            Err(elapsed) => Err(elapsed),
+                        }
+                    }
+                }
+            };
+            match flushed {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break step.unwrap_or(Outcome::PeerClosed),
                 Err(_) => {
@@ -243,19 +299,6 @@ where
     };
     conn.close(outcome, &mut rx, &mut writer).await;
     Ok(())
-}
-
-/// The `Response` to an `Auth` frame: `AuthOk` naming `principal`.
-fn auth_ok(correlation_id: u64, principal: &str) -> Frame {
-    let body = qiss::to_vec(&AuthOk {
-        principal: principal.to_string(),
-    })
-    .unwrap_or_default();
-    Frame {
-        kind: Kind::Response,
-        body: body.into(),
-        ..Frame::control(Kind::Response, correlation_id)
-    }
 }
 
 /// Sleeps until `at`, or forever without one.
@@ -466,6 +509,21 @@ impl Conn {
             correlation_id,
             body: Default::default(),
         };
+        let body_room = request_room(&shared.config, body.len());
+        let Ok(request_bytes) = Arc::clone(&shared.request_bytes).try_acquire_many_owned(body_room)
+        else {
+            let max = shared.config.inflight_request_bytes_max;
+            self.reply_error(
+                &request,
+                RpcError::new(
+                    ErrorCode::Busy,
+                    format!("inflight_request_bytes_max ({max} bytes) reached: retry later"),
+                ),
+            );
+            let answer = Answer::Error(ErrorCode::Busy);
+            observer::report(shared.observer.as_deref(), &names, answer, received_at);
+            return Flow::Continue;
+        };
         let Ok(permit) = Arc::clone(&self.inflight).try_acquire_owned() else {
             let max = shared.config.inflight_requests_max;
             self.reply_error(
@@ -501,7 +559,8 @@ impl Conn {
         let mut map = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let done = Done {
             tasks,
-            tx: tx.clone(),
+            outbox: tx.clone(),
+            request_bytes,
             shared: Arc::clone(&shared),
             names: Arc::clone(&names),
             received_at,
@@ -577,9 +636,18 @@ impl Conn {
         }
     }
 
+    /// Append frames of spawned handlers, keeping their outbox room until written.
+    fn push_queued(&mut self, batch: &mut Vec<Queued>) {
+        for queued in batch.drain(..) {
+            self.push(queued.frame);
+            self.written.push(queued.room);
+        }
+    }
+
     async fn flush<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> std::io::Result<()> {
         writer.write_all(&self.out).await?;
         writer.flush().await?;
+        self.written.clear();
         if self.out.capacity() > WRITE_BUFFER_RETAIN_BYTES_MAX {
             self.out = BytesMut::with_capacity(READ_BUFFER_BYTES);
         } else {
@@ -617,6 +685,7 @@ impl Conn {
             };
             self.last_frame_at = now;
             self.received_at = now;
+            self.partial_since = None;
             if matches!(frame.kind, Kind::Request | Kind::Auth | Kind::Cancel) {
                 self.last_request_at = now;
             }
@@ -635,7 +704,7 @@ impl Conn {
     async fn close<W: AsyncWrite + Unpin>(
         &mut self,
         outcome: Outcome,
-        rx: &mut mpsc::Receiver<Frame>,
+        rx: &mut mpsc::Receiver<Queued>,
         writer: &mut W,
     ) {
         tracing::debug!(peer = %self.peer.addr, ?outcome, "closing connection");
@@ -663,7 +732,7 @@ impl Conn {
             let drained = Arc::clone(&self.inflight).acquire_many_owned(max);
             let deadline = tokio::time::sleep(self.shared.config.shutdown_drain_timeout);
             tokio::pin!(drained, deadline);
-            let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES_MAX);
+            let mut batch = Vec::new();
             loop {
                 tokio::select! {
                     _ = &mut drained => break,
@@ -672,9 +741,7 @@ impl Conn {
                         break;
                     }
                     _ = rx.recv_many(&mut batch, WRITE_BATCH_FRAMES_MAX) => {
-                        for frame in batch.drain(..) {
-                            self.push(frame);
-                        }
+                        self.push_queued(&mut batch);
                         let flushed = tokio::time::timeout(WRITER_FLUSH_TIMEOUT, self.flush(writer)).await;
                         if !matches!(flushed, Ok(Ok(()))) {
                             torn |= flushed.is_err();
@@ -694,10 +761,12 @@ impl Conn {
         for task in leftovers {
             task.abort.abort();
         }
+        // Senders still waiting for room give up.
+        self.tx.close();
         // Replies that finished meanwhile are already queued.
-        while let Ok(frame) = rx.try_recv() {
+        while let Ok(queued) = rx.try_recv() {
             if !torn {
-                self.push(frame);
+                self.push(queued.frame);
             }
         }
         // A peer that stops reading must not hold the connection open.
@@ -708,65 +777,6 @@ impl Conn {
             writer.shutdown().await
         })
         .await;
-    }
-}
-
-/// What a spawned request task does once its handler is done: forget the task, send the
-/// answer, report it to the observer, free its in-flight slot.
-struct Done {
-    tasks: Tasks,
-    tx: mpsc::Sender<Frame>,
-    shared: Arc<ServerShared>,
-    names: Arc<observer::MethodNames>,
-    received_at: Instant,
-    permit: tokio::sync::OwnedSemaphorePermit,
-    service_id: u16,
-    method_id: u16,
-    correlation_id: u64,
-}
-
-impl Done {
-    async fn finish(self, result: std::result::Result<bytes::Bytes, RpcError>) {
-        let (reply, answer) =
-            answer_frame(result, self.service_id, self.method_id, self.correlation_id);
-        self.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.correlation_id);
-        let _ = self.tx.send(reply).await;
-        observer::report(
-            self.shared.observer.as_deref(),
-            &self.names,
-            answer,
-            self.received_at,
-        );
-        drop(self.permit);
-    }
-}
-
-/// The answer frame of a handler's result (a response, or the error's frame) and how
-/// the observer counts it.
-fn answer_frame(
-    result: std::result::Result<bytes::Bytes, RpcError>,
-    service_id: u16,
-    method_id: u16,
-    correlation_id: u64,
-) -> (Frame, Answer) {
-    match result {
-        Ok(body) => (
-            Frame {
-                kind: Kind::Response,
-                service_id,
-                method_id,
-                correlation_id,
-                body,
-            },
-            Answer::Ok,
-        ),
-        Err(err) => (
-            err.to_frame(correlation_id, service_id, method_id),
-            Answer::of_error(&err),
-        ),
     }
 }
 

@@ -18,8 +18,9 @@
 //! who is calling) assumes a connection is one principal for its whole life; a client
 //! that wants to be someone else opens a connection as them.
 
-use crate::auth::{Authenticator, PeerInfo, Principal};
+use crate::auth::{AuthOk, Authenticator, PeerInfo, Principal};
 use crate::error::{ErrorCode, RpcError};
+use crate::frame::{Frame, Kind};
 
 /// What an `Auth` frame does to the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,19 @@ pub(crate) fn decide(
             ),
         )),
         Err(err) => AuthOutcome::Refused(err),
+    }
+}
+
+/// The `Response` to an `Auth` frame: `AuthOk` naming `principal`.
+pub(crate) fn auth_ok(correlation_id: u64, principal: &str) -> Frame {
+    let body = qiss::to_vec(&AuthOk {
+        principal: principal.to_string(),
+    })
+    .unwrap_or_default();
+    Frame {
+        kind: Kind::Response,
+        body: body.into(),
+        ..Frame::control(Kind::Response, correlation_id)
     }
 }
 

@@ -1,12 +1,15 @@
 //! The Neo RPC server: configuration, the accept loop with its connection limit, and
-//! graceful shutdown. One task per connection lives in `connection`.
+//! graceful shutdown. One task per connection lives in `connection`; the bounded queue
+//! of its replies in `outbox`; its spawned requests in `spawned`.
 
 pub(crate) mod connection;
 pub(crate) mod context;
 pub(crate) mod handshake;
 pub mod observer;
+pub(crate) mod outbox;
 pub mod registry;
 pub(crate) mod shutdown;
+pub(crate) mod spawned;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +35,11 @@ use shutdown::Shutdown;
 /// 256 (docs/BENCHMARKS.md, "Security on vs off").
 const TLS_READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Default of [`NeoConfig::outbound_queue_bytes_max`]: 32 MiB per connection.
+pub const OUTBOUND_QUEUE_BYTES_MAX_DEFAULT: usize = 32 * 1024 * 1024;
+/// Default of [`NeoConfig::inflight_request_bytes_max`]: 256 MiB per server.
+pub const INFLIGHT_REQUEST_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
+
 /// Every limit of a server, named, with units last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeoConfig {
@@ -46,6 +54,16 @@ pub struct NeoConfig {
     /// Bound on frames queued for a connection's writer; a full queue makes handlers
     /// (and the reader) wait, which pushes back on the client through TCP.
     pub outbound_queue_frames_max: usize,
+    /// Bound on the bytes of replies and events of spawned handlers that one connection
+    /// holds unwritten (queued, or written into a socket that does not drain). Handlers
+    /// wait for room, so a peer that does not read pins at most this much (a single
+    /// larger frame still goes, alone).
+    pub outbound_queue_bytes_max: usize,
+    /// Bound on the bytes of request bodies held by spawned (async and event) handlers
+    /// across every connection of the server. A request that would go over it is
+    /// answered a retriable `Busy` at once: producers faster than the disk are pushed
+    /// back instead of growing memory.
+    pub inflight_request_bytes_max: usize,
     /// A connection with nothing in flight and no request for this long is closed.
     pub idle_timeout: Duration,
     /// A silent peer is pinged after this long; heartbeats count as traffic.
@@ -67,6 +85,9 @@ pub struct NeoConfig {
     pub write_timeout: Duration,
     /// How long a TLS handshake (and the first bytes) may take.
     pub tls_handshake_timeout: Duration,
+    /// Bound on receiving one frame, from its first byte to its last. A peer that
+    /// trickles a frame (slowloris) is told `Timeout` on correlation id 0 and closed.
+    pub frame_read_timeout: Duration,
 }
 
 impl Default for NeoConfig {
@@ -76,6 +97,8 @@ impl Default for NeoConfig {
             inflight_requests_max: 1024,
             connections_max: 10_000,
             outbound_queue_frames_max: 1024,
+            outbound_queue_bytes_max: OUTBOUND_QUEUE_BYTES_MAX_DEFAULT,
+            inflight_request_bytes_max: INFLIGHT_REQUEST_BYTES_MAX_DEFAULT,
             idle_timeout: Duration::from_secs(600),
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_misses_max: 3,
@@ -85,6 +108,7 @@ impl Default for NeoConfig {
             shutdown_drain_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
+            frame_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -105,6 +129,9 @@ pub(crate) struct ServerShared {
     pub(crate) registry: Registry,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
     pub(crate) observer: Option<Arc<dyn ServerObserver>>,
+    /// Bytes of request bodies held by spawned handlers, server-wide
+    /// (`inflight_request_bytes_max` permits).
+    pub(crate) request_bytes: Arc<Semaphore>,
 }
 
 /// Ids of the connections of this process (every server), for request ids in logs.
@@ -194,7 +221,13 @@ impl NeoServer {
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
         self.registry.freeze()?;
+        let request_bytes = Arc::new(Semaphore::new(
+            self.config
+                .inflight_request_bytes_max
+                .clamp(1, Semaphore::MAX_PERMITS),
+        ));
         let shared = Arc::new(ServerShared {
+            request_bytes,
             config: self.config,
             registry: self.registry,
             authenticator: self.authenticator,

@@ -140,6 +140,7 @@ pub fn error_code_name(code: ErrorCode) -> &'static str {
         ErrorCode::FencedMember => "fenced_member",
         ErrorCode::NotCoordinator => "not_coordinator",
         ErrorCode::GroupNotEmpty => "group_not_empty",
+        ErrorCode::StorageFull => "storage_full",
     }
 }
 

@@ -11,11 +11,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::server::outbox::Outbox;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use crate::error::{Error, ErrorCode, Result, RpcError};
 use crate::frame::{Frame, Kind};
@@ -261,7 +261,7 @@ impl ServiceBuilder {
 /// Pushes events of one subscription to the client.
 #[derive(Debug, Clone)]
 pub struct EventSink {
-    tx: mpsc::Sender<Frame>,
+    tx: Outbox,
     service_id: u16,
     method_id: u16,
     correlation_id: u64,
@@ -269,7 +269,7 @@ pub struct EventSink {
 
 impl EventSink {
     pub(crate) fn new(
-        tx: mpsc::Sender<Frame>,
+        tx: Outbox,
         service_id: u16,
         method_id: u16,
         correlation_id: u64,
@@ -283,7 +283,8 @@ impl EventSink {
     }
 
     /// Send one Qiss-encoded event. Waits while the connection's outbound queue is full
-    /// (backpressure); fails with `Cancelled` once the connection is gone.
+    /// (`outbound_queue_frames_max` frames or `outbound_queue_bytes_max` bytes not yet
+    /// written: backpressure); fails with `Cancelled` once the connection is gone.
     pub async fn send<T: Serialize + ?Sized>(&self, event: &T) -> Result<(), RpcError> {
         let body = qiss::to_vec(event)
             .map_err(|err| RpcError::internal(format!("event does not encode: {err}")))?;
