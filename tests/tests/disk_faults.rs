@@ -94,54 +94,94 @@ fn value(topic: &str, i: usize) -> Vec<u8> {
     v
 }
 
-/// Produces records `from..` to `topic` until the broker says `StorageFull` (or `max`
-/// records); returns how many were acknowledged, every one checked in order.
+/// What one topic was sent: the indices acknowledged, and the next index to send.
+#[derive(Debug, Default)]
+struct Sent {
+    acked: Vec<usize>,
+    next: usize,
+}
+
+/// Sends up to `max` more records to `topic` in chunks of 64, stopping after the first
+/// chunk in which one failed; returns that failure. A failed record's outcome is
+/// unknown in general (it was refused, or it may still be stored), so later records of
+/// the same chunk can be acknowledged after it.
 async fn produce_until_full(
     client: &Client,
     topic: &str,
-    from: usize,
+    sent: &mut Sent,
     max: usize,
-) -> anyhow::Result<(usize, Option<neo_client::Error>)> {
+) -> anyhow::Result<Option<neo_client::Error>> {
     let producer = Producer::new(client.clone());
-    let mut acked = 0;
-    for chunk in (from..from + max).collect::<Vec<_>>().chunks(64) {
+    let end = sent.next + max;
+    while sent.next < end {
+        let chunk: Vec<usize> = (sent.next..end.min(sent.next + 64)).collect();
+        sent.next += chunk.len();
         let mut pending = Vec::new();
-        for &i in chunk {
-            pending.push(
+        for &i in &chunk {
+            pending.push((
+                i,
                 producer
                     .send(ProducerRecord::new(topic, value(topic, i)))
                     .await?,
-            );
+            ));
         }
         producer.flush().await;
-        for p in pending {
+        let mut first_err = None;
+        for (i, p) in pending {
             match p.await {
-                Ok(_) => acked += 1,
-                Err(e) => return Ok((acked, Some(e))),
+                Ok(_) => sent.acked.push(i),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
             }
         }
+        if first_err.is_some() {
+            return Ok(first_err);
+        }
     }
-    Ok((acked, None))
+    Ok(None)
 }
 
-/// Every record of `topic`'s partition 0 from the start: must be exactly `from..from+n`.
-async fn read_back(client: &Client, topic: &str, from: usize, n: usize) -> anyhow::Result<()> {
+/// Reads `topic`'s partition 0 from the start until every acknowledged record was seen:
+/// each intact, in the order sent, none twice, none never sent. When every record sent
+/// was acknowledged, that is exactly `0..sent.next`.
+async fn read_back(client: &Client, topic: &str, sent: &Sent) -> anyhow::Result<()> {
     let mut consumer = Consumer::new(client.clone());
     consumer.assign(topic, &[0], Offset::Beginning).await?;
     let started = Instant::now();
-    let mut i = from;
-    while i < from + n {
+    let mut acked = sent.acked.clone();
+    acked.sort_unstable();
+    let mut want = acked.iter().peekable();
+    let mut last: Option<usize> = None;
+    while want.peek().is_some() {
         ensure!(
             started.elapsed() < WAIT_MAX,
-            "{topic}: read {} of {n} records",
-            i - from
+            "{topic}: acknowledged record {:?} never read (last read: {last:?})",
+            want.peek()
         );
         for r in consumer.poll(Duration::from_millis(200)).await? {
+            let head =
+                String::from_utf8_lossy(&r.value[..r.value.len().min(topic.len() + 9)]).to_string();
+            let i: usize = head
+                .get(topic.len() + 1..)
+                .and_then(|d| d.parse().ok())
+                .with_context(|| format!("{topic}: a record that was never sent: {head:?}"))?;
+            ensure!(i < sent.next, "{topic}: record {i} was never sent");
             ensure!(
                 r.value.as_ref() == value(topic, i).as_slice(),
                 "{topic}: record {i} differs"
             );
-            i += 1;
+            ensure!(
+                last.is_none_or(|l| i > l),
+                "{topic}: record {i} after {last:?} (out of order or twice)"
+            );
+            last = Some(i);
+            if let Some(w) = want.peek().filter(|w| ***w < i) {
+                bail!("{topic}: acknowledged record {w} is missing");
+            }
+            if want.peek() == Some(&&i) {
+                want.next();
+            }
         }
     }
     Ok(())
@@ -153,16 +193,12 @@ fn ready(cluster: &TestCluster, id: u64) -> anyhow::Result<(u16, serde_json::Val
 }
 
 /// Produces to `topic` until one record is acknowledged (writes resumed).
-async fn until_writes_resume(client: &Client, topic: &str, i: usize) -> anyhow::Result<()> {
+async fn until_writes_resume(client: &Client, topic: &str, sent: &mut Sent) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let producer = Producer::new(client.clone());
-        match producer
-            .send_and_wait(ProducerRecord::new(topic, value(topic, i)))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) => ensure!(
+        match produce_until_full(client, topic, sent, 1).await? {
+            None => return Ok(()),
+            Some(e) => ensure!(
                 started.elapsed() < WAIT_MAX,
                 "{topic}: writes did not resume: {e}"
             ),
@@ -193,29 +229,33 @@ async fn disk_full_scenario(cluster: &mut TestCluster, data: &Path) -> anyhow::R
     let admin = Admin::new(client.clone());
     admin.create_topic("filler", 1, 1).await?;
     admin.create_topic("kept", 1, 1).await?;
-    let (kept, err) = produce_until_full(&client, "kept", 0, 200).await?;
-    ensure!(kept == 200 && err.is_none(), "kept: {kept} acked, {err:?}");
-    let (filled, err) = produce_until_full(&client, "filler", 0, 100_000).await?;
+    let mut kept = Sent::default();
+    let err = produce_until_full(&client, "kept", &mut kept, 200).await?;
+    ensure!(err.is_none(), "kept: {err:?}");
+    let mut filled = Sent::default();
+    let err = produce_until_full(&client, "filler", &mut filled, 100_000).await?;
     let err = err.context("the disk never filled")?;
     ensure!(
         err.code() == Some(ErrorCode::StorageFull),
         "a full disk must answer StorageFull, got: {err}"
     );
-    eprintln!("filler: {filled} records acknowledged before: {err}");
-    // Full for every topic (a few single records may still fit above the reserve).
-    let (more, err) = produce_until_full(&client, "kept", kept, 100).await?;
+    eprintln!(
+        "filler: {} records acknowledged, then: {err}",
+        filled.acked.len()
+    );
+    // Full for every topic (a few small batches may still fit above the reserve).
+    let err = produce_until_full(&client, "kept", &mut kept, 100).await?;
     ensure!(
         err.as_ref().and_then(|e| e.code()) == Some(ErrorCode::StorageFull),
-        "kept on a full disk: {more} more acknowledged, then {err:?}"
+        "kept on a full disk: {err:?}"
     );
-    let kept = kept + more;
     // Reads keep working; the node stays in the cluster.
-    read_back(&client, "kept", 0, kept).await?;
-    read_back(&client, "filler", 0, filled).await?;
+    read_back(&client, "kept", &kept).await?;
+    read_back(&client, "filler", &filled).await?;
     // Space freed: writes resume by themselves.
     admin.delete_topic("filler").await?;
-    until_writes_resume(&client, "kept", kept).await?;
-    read_back(&client, "kept", 0, kept + 1).await?;
+    until_writes_resume(&client, "kept", &mut kept).await?;
+    read_back(&client, "kept", &kept).await?;
     let started = Instant::now();
     while ready(cluster, 1)?.0 != 200 {
         ensure!(
@@ -229,7 +269,7 @@ async fn disk_full_scenario(cluster: &mut TestCluster, data: &Path) -> anyhow::R
     cluster.restart(1)?;
     cluster.wait_ready(1, WAIT_MAX)?;
     let client = connect(cluster).await?;
-    read_back(&client, "kept", 0, kept + 1).await?;
+    read_back(&client, "kept", &kept).await?;
     ensure!(data.join("groups").exists());
     Ok(())
 }
@@ -264,8 +304,9 @@ async fn enospc_scenario(cluster: &mut TestCluster, mount: &Path) -> anyhow::Res
     Admin::new(client.clone())
         .create_topic("kept", 1, 1)
         .await?;
-    let (kept, err) = produce_until_full(&client, "kept", 0, 200).await?;
-    ensure!(kept == 200 && err.is_none(), "kept: {kept} acked, {err:?}");
+    let mut kept = Sent::default();
+    let err = produce_until_full(&client, "kept", &mut kept, 200).await?;
+    ensure!(err.is_none(), "kept: {err:?}");
     // Another program fills the disk (what is left of it, but 256 KiB).
     let ballast = mount.join("ballast");
     {
@@ -277,16 +318,16 @@ async fn enospc_scenario(cluster: &mut TestCluster, mount: &Path) -> anyhow::Res
         let size = f.metadata()?.len();
         f.set_len(size.saturating_sub(256 * 1024))?;
     }
-    let (more, err) = produce_until_full(&client, "kept", kept, 10_000).await?;
+    let err = produce_until_full(&client, "kept", &mut kept, 10_000).await?;
     let err = err.context("the disk never filled")?;
     ensure!(
         err.code() == Some(ErrorCode::StorageFull),
         "ENOSPC in the log must answer StorageFull, got: {err}"
     );
-    eprintln!("{more} more records acknowledged before: {err}");
+    eprintln!("{} records acknowledged, then: {err}", kept.acked.len());
     std::fs::remove_file(&ballast)?;
-    until_writes_resume(&client, "kept", kept + more).await?;
-    read_back(&client, "kept", 0, kept + more + 1).await?;
+    until_writes_resume(&client, "kept", &mut kept).await?;
+    read_back(&client, "kept", &kept).await?;
     ensure!(
         cluster
             .log_tail(1, 400)
@@ -379,24 +420,20 @@ async fn fsync_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
          (`cargo test --workspace` does)"
     );
     let client = connect(cluster).await?;
-    let mut acked = 0;
+    let mut sent = Sent::default();
     let mut stopped_seen = false;
     let started = Instant::now();
     // Produce while the victim's sync fails and it recovers; every record must land.
-    while acked < 3000 || !stopped_seen {
+    while sent.next < 3000 || !stopped_seen {
         ensure!(
             started.elapsed() < 2 * WAIT_MAX,
-            "after {acked} records: the replica on node {victim} never stopped ({})",
+            "after {} records: the replica on node {victim} never stopped ({})",
+            sent.next,
             cluster.log_tail(victim, 20)
         );
-        let (n, err) = produce_until_full(&client, TOPIC, acked, 100).await?;
-        if let Some(e) = err {
-            bail!(
-                "record {} was refused while two replicas were healthy: {e}",
-                acked + n
-            );
+        if let Some(e) = produce_until_full(&client, TOPIC, &mut sent, 100).await? {
+            bail!("a record was refused while two replicas were healthy: {e}");
         }
-        acked += n;
         if !stopped_seen {
             let (status, body) = ready(cluster, victim)?;
             let listed = body["groups_stopped"]
@@ -425,7 +462,7 @@ async fn fsync_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
             .contains("reopened stopped replica"),
         "node {victim} never reopened its stopped replica"
     );
-    read_back(&client, TOPIC, 0, acked).await?;
+    read_back(&client, TOPIC, &sent).await?;
     Ok(())
 }
 
@@ -443,8 +480,9 @@ async fn corruption_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
     let client = connect(cluster).await?;
     Admin::new(client.clone()).create_topic(TOPIC, 1, 3).await?;
     let group = group_of(cluster, TOPIC)?;
-    let (acked, err) = produce_until_full(&client, TOPIC, 0, 600).await?;
-    ensure!(acked == 600 && err.is_none(), "{acked} acked, {err:?}");
+    let mut sent = Sent::default();
+    let err = produce_until_full(&client, TOPIC, &mut sent, 600).await?;
+    ensure!(err.is_none(), "{err:?}");
     let started = Instant::now();
     let leader = loop {
         if let Some(l) = partition_view(cluster, TOPIC)?["leader"].as_u64() {
@@ -493,7 +531,7 @@ async fn corruption_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
         log_dir.join("quarantine").read_dir()?.count() >= 1,
         "the cut bytes were not kept in quarantine"
     );
-    read_back(&client, TOPIC, 0, acked).await?;
+    read_back(&client, TOPIC, &sent).await?;
     Ok(())
 }
 
@@ -555,10 +593,12 @@ async fn all_fail_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
         "the first topic is not group 1"
     );
     let n = 4000;
-    let (acked, err) = produce_until_full(&client, TOPIC, 0, n).await?;
+    let mut sent = Sent::default();
+    let err = produce_until_full(&client, TOPIC, &mut sent, n).await?;
     ensure!(
-        acked == n && err.is_none(),
-        "{acked} of {n} acknowledged while at most one replica was stopped: {err:?}"
+        err.is_none(),
+        "{} of {n} acknowledged while at most one replica was stopped: {err:?}",
+        sent.acked.len()
     );
     converge(cluster, TOPIC, "every replica reopened", |c| {
         Ok((1..=3).all(|id| c.log_tail(id, 2000).contains("reopened stopped replica")))
