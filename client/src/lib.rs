@@ -115,7 +115,6 @@ pub mod producer;
 pub mod queue;
 pub mod retry;
 pub mod security_admin;
-mod suspects;
 pub mod tls;
 
 pub use admin::{Admin, ClusterStatus, NodeStatus, PartitionStatus};
