@@ -270,8 +270,6 @@ impl RaftGroup {
         machine: Box<dyn StateMachine>,
     ) -> Result<Arc<Self>> {
         let dir = store.group_dir(cfg.group);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::storage("group directory", "create", e))?;
         let (snapshot_policy, keep) = match cfg.kind {
             GroupKind::Metadata => (
                 SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_entries.max(1)),
@@ -300,18 +298,22 @@ impl RaftGroup {
         .map_err(|e| Error::Config {
             reason: e.to_string(),
         })?;
-        let anchor = OffsetAnchor::default();
-        let sm = GroupStateMachine::open(cfg.kind, Some(&dir), anchor.clone(), machine)
-            .map_err(|e| Error::storage("snapshot", "open", e))?;
+        // Opening reads the snapshot and scans (and checks) every batch of the log: disk
+        // I/O that may take seconds, kept off the executor.
+        let (group, kind, meta) = (cfg.group, cfg.kind, store.meta().clone());
+        let options = store.log_options(cfg.encrypt_at_rest)?;
+        let (sm, log) = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::storage("group directory", "create", e))?;
+            let anchor = OffsetAnchor::default();
+            let sm = GroupStateMachine::open(kind, Some(&dir), anchor.clone(), machine)
+                .map_err(|e| Error::storage("snapshot", "open", e))?;
+            let log = LogStore::open(&dir.join("log"), group, kind, meta, anchor, options)?;
+            Ok::<_, Error>((sm, log))
+        })
+        .await
+        .map_err(|e| Error::storage("replica", "open", e))??;
         let applied = sm.applied_rx();
-        let log = LogStore::open(
-            &dir.join("log"),
-            cfg.group,
-            cfg.kind,
-            store.meta().clone(),
-            anchor,
-            store.log_options(cfg.encrypt_at_rest)?,
-        )?;
         let network = NetworkFactory {
             router: Router::new(transport, cfg.node_id),
             group: cfg.group,

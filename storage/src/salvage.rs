@@ -144,14 +144,8 @@ pub fn cut_damaged(dir: &Path, segment: u64, position: u64) -> Result<CutReport>
         .len();
     let mut tail_bytes = 0;
     if size > position {
-        let mut tail = vec![0u8; (size - position) as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut tail, position)
-            .map_err(|e| Error::io("read damaged tail", &path, e))?;
         let to = quarantine.join(format!("{segment:020}-{position}.log.tail"));
-        fs::write(&to, &tail).map_err(|e| Error::io("quarantine damaged tail", &to, e))?;
-        fs::File::open(&to)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io("fsync quarantined tail", &to, e))?;
+        copy_tail(&file, &path, position, &to)?;
         file.set_len(position)
             .map_err(|e| Error::io("cut damaged segment", &path, e))?;
         tail_bytes = size - position;
@@ -175,6 +169,29 @@ pub fn cut_damaged(dir: &Path, segment: u64, position: u64) -> Result<CutReport>
         later_segments: later.len(),
         quarantine,
     })
+}
+
+/// Copies `file` from `position` to its end into a new file `to` and syncs it, a bounded
+/// buffer at a time (a damaged tail may be a whole segment: hundreds of MiB).
+fn copy_tail(file: &fs::File, path: &Path, position: u64, to: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut src = file;
+    src.seek(SeekFrom::Start(position))
+        .map_err(|e| Error::io("seek to damaged tail", path, e))?;
+    let mut out = fs::File::create(to).map_err(|e| Error::io("quarantine damaged tail", to, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read damaged tail", path, e)),
+        };
+        std::io::Write::write_all(&mut out, &buf[..n])
+            .map_err(|e| Error::io("quarantine damaged tail", to, e))?;
+    }
+    out.sync_all()
+        .map_err(|e| Error::io("fsync quarantined tail", to, e))
 }
 
 #[cfg(test)]
@@ -204,10 +221,15 @@ mod tests {
     fn a_damaged_log_is_cut_and_what_followed_is_kept_aside() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        fs::write(segment::log_path(d, 0), vec![1u8; 300]).unwrap();
+        // A tail of several copy buffers, every byte telling its position.
+        let first: Vec<u8> = (0..(3 << 20) + 300).map(|i| (i % 251) as u8).collect();
+        fs::write(segment::log_path(d, 0), &first).unwrap();
         fs::write(segment::log_path(d, 10), vec![2u8; 50]).unwrap();
         let r = cut_damaged(d, 0, 120).unwrap();
-        assert_eq!((r.tail_bytes, r.later_segments), (180, 1));
+        assert_eq!(
+            (r.tail_bytes, r.later_segments),
+            (first.len() as u64 - 120, 1)
+        );
         assert_eq!(fs::metadata(segment::log_path(d, 0)).unwrap().len(), 120);
         assert!(!segment::log_path(d, 10).exists());
         let q = d.join("quarantine");
@@ -217,7 +239,7 @@ mod tests {
         );
         assert_eq!(
             fs::read(q.join("00000000000000000000-120.log.tail")).unwrap(),
-            vec![1u8; 180]
+            first[120..]
         );
     }
 }
