@@ -642,3 +642,38 @@ async fn an_empty_group_expires_with_its_offsets_after_the_retention() {
     }
     e.shutdown().await;
 }
+
+/// Member ids stay unique when the coordinator restarts and resumes its metadata term
+/// (openraft's leader restore: a single node always does): a join after the restart
+/// must not be refused because its id is one the previous run gave out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_ids_stay_unique_across_a_coordinator_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ctx();
+    let e = start(dir.path()).await;
+    e.broker().create_topic(&c, create("t", 2)).await.unwrap();
+    let first = e
+        .broker()
+        .join_group(&c, join_req("g", &["t"], None))
+        .await
+        .unwrap();
+    let term_before = e.broker().meta_group().metrics().term;
+    e.shutdown().await;
+
+    let e = start(dir.path()).await;
+    let term_after = e.broker().meta_group().metrics().term;
+    eprintln!("metadata term {term_before} before the restart, {term_after} after");
+    let second = e
+        .broker()
+        .join_group(&c, join_req("g", &["t"], None))
+        .await
+        .expect("a join after the restart");
+    assert_ne!(first.member_id, second.member_id);
+    let d = e
+        .broker()
+        .describe_group(&c, DescribeGroupRequest { group: "g".into() })
+        .await
+        .unwrap();
+    assert_eq!(d.members.len(), 2, "{d:?}");
+    e.shutdown().await;
+}

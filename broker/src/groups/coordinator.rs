@@ -3,8 +3,8 @@
 //! The coordinator of every group is the metadata group's leader: membership changes
 //! are proposals to the metadata group it leads, so they are replicated and survive
 //! failover; what is *not* replicated is liveness (when each member was last heard
-//! from). A node that becomes coordinator first makes a linearizable read (it has
-//! applied everything committed before its term) and then counts every member as
+//! from). A node that becomes coordinator first makes a linearizable read, then waits
+//! until it has applied its whole log (see [`ensure`]), and then counts every member as
 //! heard from *now*: after a failover members get a full session timeout to find the
 //! new coordinator.
 //!
@@ -49,7 +49,12 @@ pub(crate) struct Coordinator {
     seen: Mutex<HashMap<(String, String), Instant>>,
     /// The metadata term this node confirmed its leadership in (0: none).
     ready_term: AtomicU64,
-    /// Makes member ids unique within a term.
+    /// The metadata log index this node had applied when it last became coordinator:
+    /// part of the member ids it makes. The term alone does not tell two runs of this
+    /// node apart: a leader that restarts may resume its term (openraft's leader
+    /// restore), and `next_member` starts again at 0.
+    ready_index: AtomicU64,
+    /// Makes member ids unique within this process.
     next_member: AtomicU64,
     /// Membership changes this node made as coordinator, by group.
     rebalances: Mutex<BTreeMap<String, u64>>,
@@ -66,10 +71,13 @@ impl Coordinator {
         lock(&self.seen).remove(&(group.to_string(), member.to_string()));
     }
 
-    /// A fresh member id.
+    /// A fresh member id: unique within this process by `next_member`, and apart from
+    /// the ids of this node's earlier runs by the log index it took over at (every
+    /// join an earlier run committed is at or below it).
     pub(crate) fn member_id(&self, node: u64, term: u64) -> String {
+        let at = self.ready_index.load(Ordering::Acquire);
         let n = self.next_member.fetch_add(1, Ordering::Relaxed);
-        format!("m-{node}-{term}-{n}")
+        format!("m-{node}-{term}-{at}-{n}")
     }
 
     /// Counts one membership change of `group`.
@@ -100,8 +108,18 @@ pub(crate) fn not_coordinator(b: &Broker, leader: Option<u64>) -> RpcError {
     }
 }
 
-/// Checks that this node coordinates groups (leads the metadata group with everything
-/// before its term applied) and returns the metadata state with the current term.
+/// Checks that this node coordinates groups (leads the metadata group with its whole log
+/// applied, once per term) and returns the metadata state with the current term.
+///
+/// The linearizable read alone does not make the view current. It waits for the
+/// first entry of the leader's term or the commit index the leader knows, whichever
+/// is later; a leader that was killed and restarted before another was elected
+/// resumes its term (openraft's leader restore), so the first entry of its term is
+/// old, and the commit index it read back may be older than what it had committed
+/// (it is written without a flush). Its view then misses changes it had committed
+/// and told members of before the kill (a member fenced with "epoch 5 is stale
+/// (current 3)"). The leader's log holds every committed entry, so once it has
+/// applied its whole log, as it stands after the read, its view has them all.
 pub(crate) async fn ensure(b: &Broker) -> Result<(std::sync::Arc<MetaState>, u64), RpcError> {
     let (role, term, leader) = b.meta_group().leadership();
     if role != Role::Leader {
@@ -117,11 +135,34 @@ pub(crate) async fn ensure(b: &Broker) -> Result<(std::sync::Arc<MetaState>, u64
         meta::linearizable(b.meta_group(), &b.meta_view())
             .await
             .map_err(|_| not_coordinator(b, b.controller()))?;
+        let applied = whole_log_applied(b, term).await?;
         // A new coordinator: every member counts as heard from now.
         lock(&c.seen).clear();
+        c.ready_index.store(applied, Ordering::Release);
         c.ready_term.store(term, Ordering::Release);
     }
     Ok((b.state(), term))
+}
+
+/// Waits (at most [`super::TERM_CATCH_UP`]) until this node, still the metadata leader
+/// in `term`, has applied every entry its log holds now; returns the applied index.
+/// Not in time, or no longer the leader: `NotCoordinator` (the client retries).
+async fn whole_log_applied(b: &Broker, term: u64) -> Result<u64, RpcError> {
+    let group = b.meta_group();
+    let last = group.metrics().last_log_index;
+    let m = group
+        .wait_until(super::TERM_CATCH_UP, "the metadata log applied", |m| {
+            m.role != Role::Leader || m.term != term || m.applied_index >= last
+        })
+        .await
+        .map_err(|e| {
+            tracing::debug!("new coordinator catching up: {e}");
+            not_coordinator(b, None)
+        })?;
+    if m.role != Role::Leader || m.term != term {
+        return Err(not_coordinator(b, m.leader));
+    }
+    Ok(m.applied_index.unwrap_or(0))
 }
 
 /// Proposes a group command to the metadata group; a refusal is the typed wire error.

@@ -2,7 +2,8 @@
 //! coordinator).
 //!
 //! ```text
-//! ensure coordinator ─► member known, epoch its current or previous one? (FencedMember)
+//! ensure coordinator ─► member known, epoch its current or previous one? (FencedMember,
+//!   an epoch newer than the view's only once the view had up to 2 s to learn it)
 //!   ├─ new subscription ─► Subscribe (metadata proposal: new targets)
 //!   ├─ it gave up revoked partitions ─► Reconcile (freed partitions go to their
 //!   │     targets in the same entry)
@@ -23,7 +24,7 @@ use super::join_group::heartbeat_interval_ms;
 use crate::facade::Broker;
 use crate::groups::coordinator::{self, not_coordinator};
 use crate::groups::state::{GroupCommand, Member};
-use crate::groups::{from_wire, to_wire};
+use crate::groups::{from_wire, to_wire, view_knowing};
 use crate::meta::MetaState;
 
 /// Longest a heartbeat is held, in milliseconds.
@@ -62,7 +63,13 @@ pub(crate) async fn heartbeat_group(
     for t in req.topics.iter().flatten() {
         b.authorize(ctx, ResourceType::Topic, t, Operation::Consume)?;
     }
-    let (state, term) = coordinator::ensure(b).await?;
+    let (mut state, term) = coordinator::ensure(b).await?;
+    if member(&state, &req).is_ok_and(|m| req.member_epoch > m.epoch) {
+        // Epochs come only from the metadata group: a member ahead of this view may have
+        // heard of a change this replica has not applied yet. Give the view a moment
+        // before fencing (an epoch the group never gave is still fenced after it).
+        state = view_knowing(b, &req.group, Some((&req.member_id, req.member_epoch))).await;
+    }
     let m = member(&state, &req)?;
     if !m.accepts_epoch(req.member_epoch) {
         return Err(fenced(
