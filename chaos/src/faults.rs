@@ -142,19 +142,29 @@ pub async fn run(
 ) -> anyhow::Result<usize> {
     let mut cycles = 0;
     loop {
-        match scenario {
-            Scenario::KillLeader => kill_leader(cluster, ctx).await?,
-            Scenario::PauseLeader => pause_leader(cluster, ctx).await?,
-            Scenario::IsolateLeader => isolate_leader(cluster, ctx).await?,
-            Scenario::PartitionHalves => partition_halves(cluster, ctx).await?,
-            Scenario::PacketLoss => packet_loss(cluster, ctx).await?,
-            Scenario::RollingRestart => rolling_restart(cluster, ctx).await?,
-            Scenario::KillAll => kill_all(cluster, ctx).await?,
-        }
+        cycle(scenario, cluster, ctx).await?;
         cycles += 1;
         if tokio::time::Instant::now() >= ctx.until {
             return Ok(cycles);
         }
+    }
+}
+
+/// One cycle of `scenario`: inject, hold, heal, settle (the node(s) it hit ready
+/// again). `ctx.until` is not looked at.
+pub async fn cycle(
+    scenario: Scenario,
+    cluster: &mut Cluster,
+    ctx: &mut FaultContext<'_>,
+) -> anyhow::Result<()> {
+    match scenario {
+        Scenario::KillLeader => kill_leader(cluster, ctx).await,
+        Scenario::PauseLeader => pause_leader(cluster, ctx).await,
+        Scenario::IsolateLeader => isolate_leader(cluster, ctx).await,
+        Scenario::PartitionHalves => partition_halves(cluster, ctx).await,
+        Scenario::PacketLoss => packet_loss(cluster, ctx).await,
+        Scenario::RollingRestart => rolling_restart(cluster, ctx).await,
+        Scenario::KillAll => kill_all(cluster, ctx).await,
     }
 }
 

@@ -18,9 +18,10 @@
 //! | [`checker`] | pure: history → [`CheckReport`](checker::CheckReport) (lost, unexpected, duplicates, order, live reads, drain, digests, failover) |
 //! | [`groups_check`] | pure: the group rules → [`GroupCheck`](groups_check::GroupCheck) (consumed at least once, nothing foreign, committed offsets never backwards, members rejoin; duplicates, commit errors, rebalances) |
 //! | [`queue_check`] | pure: the queue rules → [`QueueCheck`](queue_check::QueueCheck) (every acknowledged message acked or dead-lettered, nothing delivered after an `Ok` ack, dead letters only after `max_deliveries`, DLQ headers; redeliveries, ack outcomes) |
-//! | [`runner`] | one scenario end to end → [`ScenarioReport`](runner::ScenarioReport) (JSON) |
+//! | [`runner`] | one scenario end to end → [`ScenarioReport`](runner::ScenarioReport) (JSON); its `Session` (topic, queue, every workload through the warm-up; then heal, cool-down, stop, digests, drain, group and queue end) is shared with the soak |
+//! | [`soak`] | `neo-chaos soak`: the same workload for a long time, one seeded fault cycle every `--fault-every`, each node's RSS, threads, open fds and connections sampled (`/proc/<pid>`, `/metrics`) into `soak-samples.csv`; the RSS-growth rule over process lifetimes → [`SoakReport`](soak::SoakReport) |
 //! | [`report`] | human summary and the markdown table |
-//! | `main` | the CLI (`--mode`, `--scenario`, `--duration`, `--seed`, `--report-dir`, `--token`, `--tls-ca`, ...) |
+//! | `main` | the CLI (`--mode`, `--scenario`, `--duration`, `--seed`, `--report-dir`, `--token`, `--tls-ca`, ...; the `soak` subcommand) |
 //!
 //! # A run
 //!
@@ -80,8 +81,10 @@ pub mod queue_workload;
 pub mod report;
 pub mod runner;
 pub mod security;
+pub mod soak;
 pub mod workload;
 
 pub use checker::{CheckReport, check};
 pub use faults::Scenario;
 pub use runner::{Mode, RunConfig, ScenarioReport, Status, run_scenario};
+pub use soak::{SoakConfig, SoakReport, run_soak};

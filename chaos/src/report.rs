@@ -3,11 +3,12 @@
 
 use std::fmt::Write;
 
+use crate::checker::CheckReport;
 use crate::groups_check::GroupCheck;
 use crate::queue_check::QueueCheck;
 use crate::runner::{ScenarioReport, Status};
 
-fn ms(v: Option<f64>) -> String {
+pub(crate) fn ms(v: Option<f64>) -> String {
     match v {
         Some(v) if v >= 10_000.0 => format!("{:.1} s", v / 1000.0),
         Some(v) => format!("{v:.0} ms"),
@@ -15,7 +16,7 @@ fn ms(v: Option<f64>) -> String {
     }
 }
 
-fn status(s: Status) -> &'static str {
+pub(crate) fn status(s: Status) -> &'static str {
     match s {
         Status::Pass => "PASS",
         Status::Fail => "FAIL",
@@ -42,60 +43,7 @@ pub fn summary(r: &ScenarioReport) -> String {
         let _ = writeln!(out, "  reason: {reason}");
     }
     if let Some(c) = &r.check {
-        let _ = writeln!(
-            out,
-            "  produced {}: acknowledged {}, unknown {} ({} of them stored), failed {}",
-            c.invoked, c.acknowledged, c.unknown, c.unknown_stored, c.failed
-        );
-        let _ = writeln!(
-            out,
-            "  lost {}, offset mismatches {}, unexpected {}, duplicates {} (of {} records), order violations {}, divergent live reads {} (of {} read)",
-            c.lost,
-            c.offset_mismatches,
-            c.unexpected,
-            c.duplicates,
-            c.duplicated_values,
-            c.order_violations,
-            c.divergent_reads,
-            c.live_reads
-        );
-        let _ = writeln!(
-            out,
-            "  drain {}, {} records; replica digests {}",
-            if c.drain_complete {
-                "complete"
-            } else {
-                "INCOMPLETE"
-            },
-            c.stored_records,
-            if c.digests_identical {
-                "identical"
-            } else {
-                "DIFFER / MISSING"
-            }
-        );
-        let f = &c.failover;
-        let _ = writeln!(
-            out,
-            "  failover (n={}): p50 {}, p99 {}, max {}; no ack after {} (fault, partition) pairs",
-            f.samples,
-            ms(f.p50_ms),
-            ms(f.p99_ms),
-            ms(f.max_ms),
-            f.unrecovered
-        );
-        if let Some(g) = &c.group {
-            group_summary(&mut out, g);
-        }
-        if let Some(q) = &c.queue {
-            queue_summary(&mut out, q);
-        }
-        for (category, list) in &c.examples {
-            let _ = writeln!(out, "  {category}:");
-            for e in list.iter().take(5) {
-                let _ = writeln!(out, "    {e}");
-            }
-        }
+        out.push_str(&check_summary(c));
     }
     if let Some(h) = &r.history_file {
         let _ = writeln!(out, "  history: {h}");
@@ -104,6 +52,66 @@ pub fn summary(r: &ScenarioReport) -> String {
         let _ = writeln!(out, "  node logs: {l}");
     }
     let _ = writeln!(out, "  reproduce: {}", r.reproduce);
+    out
+}
+
+/// The checker's findings as indented lines (the body of a summary block).
+pub fn check_summary(c: &CheckReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "  produced {}: acknowledged {}, unknown {} ({} of them stored), failed {}",
+        c.invoked, c.acknowledged, c.unknown, c.unknown_stored, c.failed
+    );
+    let _ = writeln!(
+        out,
+        "  lost {}, offset mismatches {}, unexpected {}, duplicates {} (of {} records), order violations {}, divergent live reads {} (of {} read)",
+        c.lost,
+        c.offset_mismatches,
+        c.unexpected,
+        c.duplicates,
+        c.duplicated_values,
+        c.order_violations,
+        c.divergent_reads,
+        c.live_reads
+    );
+    let _ = writeln!(
+        out,
+        "  drain {}, {} records; replica digests {}",
+        if c.drain_complete {
+            "complete"
+        } else {
+            "INCOMPLETE"
+        },
+        c.stored_records,
+        if c.digests_identical {
+            "identical"
+        } else {
+            "DIFFER / MISSING"
+        }
+    );
+    let f = &c.failover;
+    let _ = writeln!(
+        out,
+        "  failover (n={}): p50 {}, p99 {}, max {}; no ack after {} (fault, partition) pairs",
+        f.samples,
+        ms(f.p50_ms),
+        ms(f.p99_ms),
+        ms(f.max_ms),
+        f.unrecovered
+    );
+    if let Some(g) = &c.group {
+        group_summary(&mut out, g);
+    }
+    if let Some(q) = &c.queue {
+        queue_summary(&mut out, q);
+    }
+    for (category, list) in &c.examples {
+        let _ = writeln!(out, "  {category}:");
+        for e in list.iter().take(5) {
+            let _ = writeln!(out, "    {e}");
+        }
+    }
     out
 }
 

@@ -1,23 +1,22 @@
 //! One scenario from start to verdict: fresh cluster → topic → workload → faults →
 //! heal → cool-down → stop the workload → replica digests → drain → check → report.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod session;
+
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use neo_client::{Admin, Client};
 use serde::{Deserialize, Serialize};
 
-use crate::admin_http;
 use crate::checker::{CheckReport, check};
 use crate::cluster::{Cluster, DockerCluster, DockerOptions, LocalCluster, LocalOptions, local};
-use crate::faults::{self, FaultContext, READY_TIMEOUT, Scenario};
-use crate::group_workload::GroupWorkload;
-use crate::history::{Clock, FaultEvent, History, PartitionDigests, Recorder};
-use crate::queue_workload::{self, QueueWorkload, QueueWorkloadConfig};
+use crate::faults::{self, READY_TIMEOUT, Scenario};
+use crate::history::{FaultEvent, History, PartitionDigests};
+use crate::queue_workload;
 use crate::security::ClientSecurity;
-use crate::workload::{self, Workload, WorkloadConfig, client_config};
+use crate::workload::WorkloadConfig;
+
+pub(crate) use session::Session;
 
 /// Bound on the wait for every replica to reach the same high watermark.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -183,7 +182,7 @@ pub async fn run_scenario(config: &RunConfig, scenario: Scenario) -> ScenarioRep
         eprintln!("skipped: {}", report.reason.as_deref().unwrap_or(""));
         return report;
     }
-    let mut cluster = match start_cluster(config, scenario).await {
+    let mut cluster = match start_cluster(config, scenario.needs_network()).await {
         Ok(c) => c,
         Err(e) => {
             report.reason = Some(format!("cluster did not start: {e:#}"));
@@ -227,18 +226,16 @@ pub async fn run_scenario(config: &RunConfig, scenario: Scenario) -> ScenarioRep
             eprintln!("error: {e:#}");
         }
     }
-    if report.status != Status::Pass
-        && let Some(dir) = &config.report_dir
-    {
-        let logs = dir.join(format!("{scenario}-logs"));
-        match cluster.save_logs(&logs).await {
-            Ok(()) => report.logs_dir = Some(logs.display().to_string()),
-            Err(e) => eprintln!("cannot save logs: {e:#}"),
-        }
-    }
-    if let Err(e) = cluster.teardown().await {
-        eprintln!("teardown: {e:#}");
-    }
+    // Sends whose outcome never resolved pass the checker, but they are what a stalled
+    // producer leaves: keep the node logs for them too.
+    let unresolved = report.check.as_ref().is_some_and(|c| c.unknown > 0);
+    report.logs_dir = close_cluster(
+        &mut cluster,
+        config.report_dir.as_deref(),
+        &format!("{scenario}-logs"),
+        report.status != Status::Pass || unresolved,
+    )
+    .await;
     report.wall_s = started.elapsed().as_secs_f64();
     if let Some(dir) = &config.report_dir {
         let path = dir.join(format!("{scenario}.json"));
@@ -249,11 +246,16 @@ pub async fn run_scenario(config: &RunConfig, scenario: Scenario) -> ScenarioRep
     report
 }
 
-async fn start_cluster(config: &RunConfig, scenario: Scenario) -> anyhow::Result<Cluster> {
+/// Start a fresh cluster (local nodes as separate uids when `separate_uids`, for
+/// network faults) and wait until every node is ready.
+pub(crate) async fn start_cluster(
+    config: &RunConfig,
+    separate_uids: bool,
+) -> anyhow::Result<Cluster> {
     let mut cluster = match &config.mode {
         Mode::Local(options) => {
             let options = LocalOptions {
-                separate_uids: scenario.needs_network(),
+                separate_uids,
                 ..options.clone()
             };
             Cluster::Local(LocalCluster::launch(&options)?)
@@ -278,254 +280,46 @@ async fn drive(
     rng: fastrand::Rng,
     run_id: &str,
 ) -> anyhow::Result<(History, usize, Option<String>)> {
-    let w = &config.workload;
-    let seeds = cluster.client_addrs();
-    let security = &config.security;
-    let admin = Client::connect_with(&seeds, client_config(w.retry, security))
-        .await
-        .context("connect")?;
-    // The queue is created while the topic is (a queue, its DLQ and their leaders
-    // take longer than a topic), and its workload starts once it exists, within the
-    // warm-up as a rule. A queue that cannot be created makes the run an error; the
-    // rest of it is still checked.
-    let created = std::time::Instant::now();
-    let queue_created = (w.queue_workers > 0).then(|| {
-        let admin = admin.clone();
-        let (partitions, replication) = (w.partitions, config.replication);
-        tokio::spawn(
-            async move { queue_workload::create_queue(&admin, partitions, replication).await },
-        )
-    });
-    let topic = Admin::new(admin.clone())
-        .create_topic(&w.topic, w.partitions, config.replication)
-        .await
-        .context("create the topic");
-    if let Err(e) = topic {
-        if let Some(task) = &queue_created {
-            task.abort();
-        }
-        return Err(e);
-    }
-    eprintln!("topic created in {:.2} s", created.elapsed().as_secs_f64());
-    let clock = Clock::start();
-    let recorder = Recorder::new(clock, run_id, w.partitions, config.replication);
-    let workload = Workload::start(&seeds, security, &recorder, w).await?;
-    let group = (w.group_consumers > 0).then(|| {
-        let name = format!("chaos-{run_id}");
-        GroupWorkload::start(
-            &seeds,
-            security,
-            &recorder,
-            &w.topic,
-            &name,
-            w.group_consumers,
-        )
-    });
-    let progress = tokio::spawn(progress(recorder.clone()));
-    let mut trouble = None;
-    let queue_start = async {
-        let task = queue_created?;
-        let dlq = match task.await {
-            Ok(Ok(dlq)) => dlq,
-            Ok(Err(e)) => return Some(Err(format!("create the queue: {e:#}"))),
-            Err(e) => return Some(Err(format!("create the queue: {e}"))),
-        };
-        eprintln!(
-            "[{:7.2}s] queue created ({:.2} s after the topic's creation began)",
-            clock.secs(),
-            created.elapsed().as_secs_f64()
-        );
-        let config = QueueWorkloadConfig {
-            partitions: w.partitions,
-            dlq,
-            workers: w.queue_workers,
-            rate: w.queue_rate,
-            produce_timeout: w.produce_timeout,
-            retry: w.retry,
-        };
-        Some(Ok(QueueWorkload::start(
-            &seeds, security, &recorder, &config,
-        )))
-    };
-    let (queue, ()) = tokio::join!(queue_start, tokio::time::sleep(config.warmup));
-    let mut queue = match queue {
-        Some(Ok(q)) => Some(q),
-        Some(Err(e)) => {
-            eprintln!("{e}");
-            trouble = Some(e);
-            None
-        }
-        None => None,
-    };
-
-    let mut ctx = FaultContext {
-        recorder: &recorder,
-        topic: &w.topic,
-        partitions: w.partitions,
-        http_token: security.bearer(),
-        rng,
-        until: tokio::time::Instant::now() + config.duration,
-    };
-    let cycles = match faults::run(scenario, cluster, &mut ctx).await {
+    let mut session = Session::start(config, cluster, run_id).await?;
+    let until = tokio::time::Instant::now() + config.duration;
+    let mut ctx = session.fault_context(config, rng, until);
+    let cycles = faults::run(scenario, cluster, &mut ctx).await;
+    let cycles = match cycles {
         Ok(n) => n,
         Err(e) => {
             eprintln!("fault driver failed: {e:#}");
-            trouble.get_or_insert(format!("fault driver: {e:#}"));
+            session.trouble(format!("fault driver: {e:#}"));
             0
         }
     };
-    if let Err(e) = faults::heal_all(cluster).await {
-        eprintln!("healing failed: {e:#}");
-        trouble.get_or_insert(format!("healing: {e:#}"));
-    }
-    recorder.healed();
-    eprintln!(
-        "[{:7.2}s] healed; cool-down {:?}",
-        clock.secs(),
-        config.cooldown
-    );
-    // The queue stops sending a lease length and a second before the cool-down ends,
-    // so that its last messages (a crash's redelivery takes a lease length) are done
-    // by the time the other checks are: its drain then has nothing left to wait for.
-    let lead = queue_workload::SEND_STOP_LEAD.min(config.cooldown);
-    tokio::time::sleep(config.cooldown - lead).await;
-    if let Some(queue) = &queue {
-        queue.signal_stop_sending();
-    }
-    tokio::time::sleep(lead).await;
-    let wait = w.retry.deadline + w.produce_timeout + Duration::from_secs(10);
-    eprintln!(
-        "[{:7.2}s] stopping the workload ({} records unresolved)",
-        clock.secs(),
-        recorder.pending()
-    );
-    let stop_queue = async {
-        if let Some(queue) = queue.as_mut() {
-            queue.stop_sending(wait).await;
-        }
-    };
-    tokio::join!(workload.stop(wait), stop_queue);
-    progress.abort();
-    eprintln!(
-        "[{:7.2}s] workload stopped ({} unresolved); comparing replicas",
-        clock.secs(),
-        recorder.pending()
-    );
-    let digests = collect_digests(cluster, &w.topic, w.partitions, security.bearer()).await;
-    let targets: BTreeMap<u32, u64> = digests
-        .iter()
-        .filter(|d| converged(d))
-        .map(|d| (d.partition, d.digests[0].high_watermark))
-        .collect();
-    eprintln!("[{:7.2}s] draining up to {targets:?}", clock.secs());
-    let drain = workload::drain(
-        &seeds,
-        security,
-        &w.topic,
-        w.partitions,
-        &targets,
-        w.retry,
-        DRAIN_IDLE_MAX,
-    )
-    .await;
-    recorder.finish(drain, digests);
-    if let Some(group) = group {
-        group
-            .finish(&recorder, w.partitions, GROUP_CATCH_UP_MAX)
-            .await;
-    }
-    if let Some(queue) = queue {
-        queue.finish(&recorder, QUEUE_DRAIN_MAX).await;
-    }
-    Ok((recorder.snapshot(), cycles, trouble))
+    let (history, trouble) = session.finish(config, cluster).await;
+    Ok((history, cycles, trouble))
 }
 
-/// Every replica answered, at one (start, high watermark).
-fn converged(d: &PartitionDigests) -> bool {
-    !d.digests.is_empty()
-        && d.digests.len() == d.replicas.len()
-        && d.digests.iter().all(|x| {
-            (x.start_offset, x.high_watermark)
-                == (d.digests[0].start_offset, d.digests[0].high_watermark)
-        })
-}
-
-/// Digests of every replica of every partition, retried until they converge (or
-/// [`CONVERGE_TIMEOUT`]).
-async fn collect_digests(
-    cluster: &Cluster,
-    topic: &str,
-    partitions: u32,
-    token: Option<&str>,
-) -> Vec<PartitionDigests> {
-    let http = cluster.http_addrs();
-    let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
-    let mut replicas = BTreeMap::new();
-    loop {
-        if replicas.is_empty() {
-            replicas = admin_http::replicas(&http, topic, token)
-                .await
-                .unwrap_or_default();
+/// Save the node logs into `<report_dir>/<logs_name>` when `save_logs` (and a report
+/// folder is set), then tear the cluster down. Returns the logs folder when saved.
+pub(crate) async fn close_cluster(
+    cluster: &mut Cluster,
+    report_dir: Option<&Path>,
+    logs_name: &str,
+    save_logs: bool,
+) -> Option<String> {
+    let mut saved = None;
+    if save_logs && let Some(dir) = report_dir {
+        let logs = dir.join(logs_name);
+        match cluster.save_logs(&logs).await {
+            Ok(()) => saved = Some(logs.display().to_string()),
+            Err(e) => eprintln!("cannot save logs: {e:#}"),
         }
-        let mut all = Vec::new();
-        for p in 0..partitions {
-            let set = replicas.get(&p).cloned().unwrap_or_default();
-            let mut pd = PartitionDigests {
-                partition: p,
-                replicas: set.clone(),
-                ..PartitionDigests::default()
-            };
-            for node in set {
-                let Some((_, addr)) = http.iter().find(|(id, _)| *id == node) else {
-                    pd.errors
-                        .push(format!("node {node} has no known HTTP address"));
-                    continue;
-                };
-                match admin_http::digest(addr, topic, p, token).await {
-                    Ok(d) => pd.digests.push(d),
-                    Err(e) => pd.errors.push(format!("node {node}: {e:#}")),
-                }
-            }
-            all.push(pd);
-        }
-        if all.iter().all(converged) || tokio::time::Instant::now() >= deadline {
-            return all;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// A progress line every 10 s.
-async fn progress(recorder: Recorder) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let group = recorder
-            .group(|g| format!(", group consumed {}", g.reads.len()))
-            .unwrap_or_default();
-        let queue = recorder
-            .queue(|q| {
-                let sent = q
-                    .sends
-                    .iter()
-                    .filter(|s| s.outcome == crate::history::Outcome::Ok)
-                    .count();
-                format!(
-                    ", queue sent {sent}, delivered {}, worker errors {}",
-                    q.deliveries.len(),
-                    q.errors.len()
-                )
-            })
-            .unwrap_or_default();
-        eprintln!(
-            "[{:7.2}s] acknowledged {}, unresolved {}{group}{queue}",
-            recorder.clock().secs(),
-            recorder.acknowledged(),
-            recorder.pending()
-        );
+    if let Err(e) = cluster.teardown().await {
+        eprintln!("teardown: {e:#}");
     }
+    saved
 }
 
-fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> anyhow::Result<()> {
+/// Write `value` as pretty JSON to `path` (creating its folder).
+pub(crate) fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -154,6 +154,11 @@ impl DockerCluster {
             .with_context(|| format!("no container for node {id}"))
     }
 
+    /// Container id by node id.
+    pub(super) fn containers(&self) -> BTreeMap<u64, String> {
+        self.containers.clone()
+    }
+
     pub(super) fn ids(&self) -> Vec<u64> {
         (1..=self.options.services.len() as u64).collect()
     }

@@ -19,12 +19,14 @@
 //! processes on the host are untouched. Both chains are removed on teardown (and stale
 //! ones of dead runs at the next start).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -71,6 +73,9 @@ pub struct LocalCluster {
     chains: Option<(String, String)>,
     root: Option<tempfile::TempDir>,
     keep: bool,
+    /// Pid of every started child not killed, stopped or reaped since, by node id:
+    /// shared with samplers ([`super::PidSource::Local`]).
+    pids: Arc<Mutex<BTreeMap<u64, u32>>>,
 }
 
 /// First uid of the nodes of this process (node N runs as `base + N`).
@@ -198,6 +203,7 @@ impl LocalCluster {
             chains,
             root: Some(root),
             keep: options.keep,
+            pids: Arc::default(),
         };
         if let Some((m, _)) = &cluster.chains {
             for n in &cluster.nodes {
@@ -263,6 +269,7 @@ impl LocalCluster {
     }
 
     pub(super) fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        self.forget_pid(id);
         if let Some(mut child) = self.node_mut(id).child.take() {
             child.kill().ok(); // SIGKILL, works on stopped processes too
             child.wait().context("reap killed node")?;
@@ -272,6 +279,7 @@ impl LocalCluster {
 
     pub(super) fn kill_all(&mut self) -> anyhow::Result<()> {
         // Signal every node first, then reap: they die together.
+        self.pid_board_lock().clear();
         let mut children: Vec<Child> = self
             .nodes
             .iter_mut()
@@ -295,6 +303,7 @@ impl LocalCluster {
         while tokio::time::Instant::now() < deadline {
             if !self.is_running(id) {
                 self.node_mut(id).child = None;
+                self.forget_pid(id);
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -339,7 +348,9 @@ impl LocalCluster {
         let child = cmd
             .spawn()
             .with_context(|| format!("spawn {}", binary.display()))?;
+        let pid = child.id();
         node.child = Some(child);
+        self.pid_board_lock().insert(id, pid);
         Ok(())
     }
 
@@ -420,6 +431,7 @@ impl LocalCluster {
     }
 
     fn cleanup(&mut self) {
+        self.pid_board_lock().clear();
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
                 child.kill().ok();
@@ -439,6 +451,19 @@ impl LocalCluster {
                 path.display()
             );
         }
+    }
+
+    /// The shared pid board (see [`super::PidSource::Local`]).
+    pub(super) fn pid_board(&self) -> Arc<Mutex<BTreeMap<u64, u32>>> {
+        self.pids.clone()
+    }
+
+    fn pid_board_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u32>> {
+        self.pids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forget_pid(&self, id: u64) {
+        self.pid_board_lock().remove(&id);
     }
 
     fn pid(&mut self, id: u64) -> Option<u32> {

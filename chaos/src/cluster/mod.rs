@@ -9,12 +9,15 @@
 //! | pause / resume | SIGSTOP / SIGCONT | `docker pause` / `docker unpause` |
 //! | cut / loss between two nodes | iptables in the host's OUTPUT chain: connections are marked by the owner uid of the node that opened them (each node runs as its own uid), and both directions of a marked connection to the peer's cluster port are dropped | iptables in the container's network namespace (`nsenter -t PID -n`): packets from / to the peer's bridge IP are dropped |
 //! | heal network | flush the drop chain | flush the chain in every container |
+//! | pid of a node ([`PidSource`]) | the child's pid | `docker inspect -f '{{.State.Pid}}'` (the image runs `neo-node` as the container's init) |
 
 pub mod docker;
 pub mod local;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -31,6 +34,51 @@ pub struct Link {
     pub b: u64,
     /// Probability that a packet is dropped, in (0, 1].
     pub drop_probability: f64,
+}
+
+/// Bound on one pid look-up (`docker inspect`).
+pub const PID_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the host pid of each node's process comes from. A clone works while the
+/// fault loop holds the [`Cluster`] (`&mut`), so a sampler can run beside it.
+#[derive(Debug, Clone)]
+pub enum PidSource {
+    /// Local: the pids of the children the [`LocalCluster`] started and has not
+    /// killed, stopped or reaped since.
+    Local(Arc<Mutex<BTreeMap<u64, u32>>>),
+    /// Docker: each node's container id, asked with `docker inspect` (a stopped
+    /// container answers 0).
+    Docker(BTreeMap<u64, String>),
+}
+
+impl PidSource {
+    /// The pid of node `id`'s process on this host; `None` when it is not running.
+    pub async fn pid(&self, id: u64) -> anyhow::Result<Option<u32>> {
+        match self {
+            PidSource::Local(pids) => Ok(pids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .copied()),
+            PidSource::Docker(containers) => {
+                let container = containers
+                    .get(&id)
+                    .with_context(|| format!("no container for node {id}"))?;
+                let argv = args(&["inspect", "-f", "{{.State.Pid}}", container]);
+                let inspect = command("docker", &argv);
+                let out = tokio::time::timeout(PID_LOOKUP_TIMEOUT, inspect)
+                    .await
+                    .with_context(|| {
+                        format!("docker inspect of node {id}: no answer in {PID_LOOKUP_TIMEOUT:?}")
+                    })??;
+                let pid: u32 = out
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("docker inspect of node {id}: pid {out:?}"))?;
+                Ok((pid != 0).then_some(pid))
+            }
+        }
+    }
 }
 
 /// A running cluster the fault runner can hurt.
@@ -64,6 +112,14 @@ impl Cluster {
         match self {
             Cluster::Local(c) => c.http_addrs(),
             Cluster::Docker(c) => c.http_addrs(),
+        }
+    }
+
+    /// Where the nodes' pids come from (see [`PidSource`]).
+    pub fn pid_source(&self) -> PidSource {
+        match self {
+            Cluster::Local(c) => PidSource::Local(c.pid_board()),
+            Cluster::Docker(c) => PidSource::Docker(c.containers()),
         }
     }
 

@@ -87,6 +87,15 @@ pub(crate) fn render(s: &mut Scrape) {
     if let Some(p) = read() {
         render_stats(s, &p);
     }
+    // Tasks alive on the runtime that serves the scrape (the node's one runtime): with
+    // RSS and threads, what a soak watches for leaks (`neo-chaos soak`).
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        s.gauge(
+            "neo_runtime_tasks_alive",
+            "Tasks alive on the node's async runtime (spawned and not yet finished)",
+            rt.metrics().num_alive_tasks() as u64,
+        );
+    }
 }
 
 pub(crate) fn render_stats(s: &mut Scrape, p: &ProcessStats) {

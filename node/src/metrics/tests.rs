@@ -14,6 +14,7 @@ use super::*;
 /// `deploy/prometheus/alerts.yml` use these: renaming or dropping one breaks them.
 const CONTRACT: &[&str] = &[
     "neo_rpc_connections_active",
+    "neo_runtime_tasks_alive",
     "neo_rpc_connections_total",
     "neo_rpc_requests_total",
     "neo_rpc_request_duration_seconds_bucket",
@@ -130,8 +131,9 @@ fn value(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-#[test]
-fn every_contract_name_is_rendered() {
+// A runtime, as the node's scrapes have: `neo_runtime_tasks_alive` is read from it.
+#[tokio::test(flavor = "current_thread")]
+async fn every_contract_name_is_rendered() {
     let m = Metrics::new();
     m.rpc.connection_opened("127.0.0.1:1".parse().unwrap());
     let mut text = m.render(&gauges());
