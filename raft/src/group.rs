@@ -143,6 +143,10 @@ pub const SNAPSHOT_TRANSFER_TIMEOUT_MS: u64 = 60_000;
 /// Most entries in one AppendEntries request.
 pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
+/// Longest [`RaftGroup::ensure_linearizable`] waits, after the quorum confirmed the
+/// term, for the log it held at the call to be applied (then `QuorumLost`: retriable).
+const LINEARIZABLE_CATCH_UP: Duration = Duration::from_secs(5);
+
 /// One replica of one Raft group.
 pub struct RaftGroup {
     group: GroupId,
@@ -525,7 +529,39 @@ impl RaftGroup {
     /// Waits until this replica is the leader of a quorum-confirmed term and has applied
     /// everything committed before the call (ReadIndex): reads that follow are
     /// linearizable.
+    ///
+    /// openraft's ReadIndex is the later of the leader's commit index and the first entry
+    /// of its term. A leader killed and restarted before another was elected resumes its
+    /// term (leader restore) and writes no new first entry, and the commit index it read
+    /// back may be behind what it had committed and answered before the kill (it is saved
+    /// without a flush): ReadIndex alone would let it answer from a state missing those
+    /// writes. So this also waits until everything the log held at the call is applied
+    /// (on a busy leader: its writes in flight at the call, one commit round at most).
     pub async fn ensure_linearizable(&self) -> Result<()> {
+        let last = self.metrics().last_log_index;
+        self.read_index().await?;
+        let m = self
+            .wait_until(LINEARIZABLE_CATCH_UP, "the log applied", |m| {
+                m.role != Role::Leader || m.applied_index >= last
+            })
+            .await
+            .map_err(|e| {
+                tracing::debug!(group = self.group, "linearizable read: {e}");
+                Error::QuorumLost {
+                    group: self.group,
+                    written: false,
+                }
+            })?;
+        if m.role != Role::Leader {
+            return Err(Error::NotLeader {
+                group: self.group,
+                leader: m.leader,
+            });
+        }
+        Ok(())
+    }
+
+    async fn read_index(&self) -> Result<()> {
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
