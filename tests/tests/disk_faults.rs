@@ -606,3 +606,58 @@ async fn all_fail_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
     .await?;
     read_back_set(&client, TOPIC, n).await
 }
+
+/// (Slow disk) One replica's every `fdatasync` of the partition takes 300 ms more: the
+/// cluster keeps committing through the other two, nothing is refused, everything
+/// acknowledged is read back, and the slow replica ends with the same log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_slow_disk_does_not_hold_back_commits() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(3)?;
+    let result = slow_disk_scenario(&mut cluster).await;
+    logged(&cluster, result)
+}
+
+async fn slow_disk_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
+    const TOPIC: &str = "slow";
+    let client = connect(cluster).await?;
+    Admin::new(client.clone()).create_topic(TOPIC, 1, 3).await?;
+    let group = group_of(cluster, TOPIC)?;
+    let victim = 3;
+    cluster.set_env(
+        victim,
+        "NEO_FAILPOINTS",
+        Some(&format!("segment.sync=delay=300,path=/groups/{group}/")),
+    );
+    cluster.restart(victim)?;
+    cluster.wait_ready(victim, WAIT_MAX)?;
+    ensure!(
+        cluster
+            .log_tail(victim, 400)
+            .contains("storage failpoints armed"),
+        "node {victim} ignored NEO_FAILPOINTS: build it with the failpoints feature \
+         (`cargo test --workspace` does)"
+    );
+    let client = connect(cluster).await?;
+    let mut sent = Sent::default();
+    if let Some(e) = produce_until_full(&client, TOPIC, &mut sent, 1500).await? {
+        bail!("a record was refused with one slow replica: {e}");
+    }
+    read_back(&client, TOPIC, &sent).await?;
+    // The delay was real: the victim's slow syncs are in its fsync histogram (above
+    // the 0.25 s bucket), and it still ends with the same log as the others.
+    let (status, metrics) = http_get(cluster.spec(victim).http, "/metrics")?;
+    ensure!(status == 200, "/metrics: {status}");
+    let series = |name: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    let all = series("neo_storage_fsync_seconds_count").context("no fsync count")?;
+    let fast = series("neo_storage_fsync_seconds_bucket{le=\"0.25\"}")
+        .context("no fsync bucket le=0.25")?;
+    ensure!(
+        all - fast >= 3.0,
+        "node {victim}: {all} fdatasyncs, {fast} of them under 0.25 s: the delay never applied"
+    );
+    converge(cluster, TOPIC, "slow replica caught up", |_| Ok(true)).await
+}
