@@ -198,7 +198,11 @@ impl Cluster {
             let ms: Vec<_> = (1..=3).map(|n| self.groups[&n].metrics()).collect();
             if let Some(l) = ms.iter().find(|m| m.role == Role::Leader) {
                 let lid = l.node_id;
-                if ms.iter().all(|m| m.leader == Some(lid) && m.term == l.term) {
+                // ... and the leader has applied its whole log (its term's first
+                // entries take offsets: a test reading the next offset must not race them).
+                if ms.iter().all(|m| m.leader == Some(lid) && m.term == l.term)
+                    && l.applied_index >= l.last_log_index
+                {
                     let mut f = (1..=3).filter(|&n| n != lid);
                     let (a, b) = (f.next().expect("f1"), f.next().expect("f2"));
                     return (lid, a, b);
