@@ -643,8 +643,10 @@ async fn slow_disk_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
         bail!("a record was refused with one slow replica: {e}");
     }
     read_back(&client, TOPIC, &sent).await?;
-    // The delay was real: the victim's slow syncs are in its fsync histogram (above
-    // the 0.25 s bucket), and it still ends with the same log as the others.
+    // The slow replica ends with the same log as the others, and the delay was real:
+    // its syncs of this partition are in its fsync histogram above the 0.25 s bucket
+    // (group commit: one sync covers all it appended meanwhile, so there may be few).
+    converge(cluster, TOPIC, "slow replica caught up", |_| Ok(true)).await?;
     let (status, metrics) = http_get(cluster.spec(victim).http, "/metrics")?;
     ensure!(status == 200, "/metrics: {status}");
     let series = |name: &str| -> Option<f64> {
@@ -656,8 +658,8 @@ async fn slow_disk_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
     let fast = series("neo_storage_fsync_seconds_bucket{le=\"0.25\"}")
         .context("no fsync bucket le=0.25")?;
     ensure!(
-        all - fast >= 3.0,
+        all - fast >= 1.0,
         "node {victim}: {all} fdatasyncs, {fast} of them under 0.25 s: the delay never applied"
     );
-    converge(cluster, TOPIC, "slow replica caught up", |_| Ok(true)).await
+    Ok(())
 }
