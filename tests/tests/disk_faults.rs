@@ -396,20 +396,9 @@ async fn a_failed_fsync_stops_one_replica_which_recovers_from_its_last_good_sync
     logged(&cluster, result)
 }
 
-async fn fsync_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
-    const TOPIC: &str = "synced";
-    let client = connect(cluster).await?;
-    Admin::new(client.clone()).create_topic(TOPIC, 1, 3).await?;
-    let group = group_of(cluster, TOPIC)?;
-    // Arm node 3: its replica of this partition fails its 20th fdatasync from now, once.
-    let victim = 3;
-    cluster.set_env(
-        victim,
-        "NEO_FAILPOINTS",
-        Some(&format!(
-            "segment.sync=eio,after=20,times=1,path=/groups/{group}/"
-        )),
-    );
+/// Restarts node `victim` with `NEO_FAILPOINTS=spec` and checks it armed them.
+fn arm(cluster: &mut TestCluster, victim: u64, spec: &str) -> anyhow::Result<()> {
+    cluster.set_env(victim, "NEO_FAILPOINTS", Some(spec));
     cluster.restart(victim)?;
     cluster.wait_ready(victim, WAIT_MAX)?;
     ensure!(
@@ -419,6 +408,21 @@ async fn fsync_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
         "node {victim} ignored NEO_FAILPOINTS: build it with the failpoints feature \
          (`cargo test --workspace` does)"
     );
+    Ok(())
+}
+
+async fn fsync_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
+    const TOPIC: &str = "synced";
+    let client = connect(cluster).await?;
+    Admin::new(client.clone()).create_topic(TOPIC, 1, 3).await?;
+    let group = group_of(cluster, TOPIC)?;
+    // Arm node 3: its replica of this partition fails its 20th fdatasync from now, once.
+    let victim = 3;
+    arm(
+        cluster,
+        victim,
+        &format!("segment.sync=eio,after=20,times=1,path=/groups/{group}/"),
+    )?;
     let client = connect(cluster).await?;
     let mut sent = Sent::default();
     let mut stopped_seen = false;
@@ -623,20 +627,11 @@ async fn slow_disk_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
     Admin::new(client.clone()).create_topic(TOPIC, 1, 3).await?;
     let group = group_of(cluster, TOPIC)?;
     let victim = 3;
-    cluster.set_env(
+    arm(
+        cluster,
         victim,
-        "NEO_FAILPOINTS",
-        Some(&format!("segment.sync=delay=300,path=/groups/{group}/")),
-    );
-    cluster.restart(victim)?;
-    cluster.wait_ready(victim, WAIT_MAX)?;
-    ensure!(
-        cluster
-            .log_tail(victim, 400)
-            .contains("storage failpoints armed"),
-        "node {victim} ignored NEO_FAILPOINTS: build it with the failpoints feature \
-         (`cargo test --workspace` does)"
-    );
+        &format!("segment.sync=delay=300,path=/groups/{group}/"),
+    )?;
     let client = connect(cluster).await?;
     let mut sent = Sent::default();
     if let Some(e) = produce_until_full(&client, TOPIC, &mut sent, 1500).await? {
