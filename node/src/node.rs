@@ -488,6 +488,18 @@ impl Node {
             )));
         }
 
+        if let Some(limit) = crate::metrics::open_files_short(cfg.limits.connections_max as u64) {
+            // Past the limit, accept fails with EMFILE (the server backs off and keeps
+            // serving the connections it has) and so would opening a segment file.
+            tracing::warn!(
+                connections_max = cfg.limits.connections_max,
+                open_files_limit = limit,
+                reserved = crate::metrics::FDS_RESERVED,
+                "--connections-max plus the descriptors the node needs besides clients \
+                 exceed the open-files limit (ulimit -n): raise it (systemd LimitNOFILE, \
+                 docker --ulimit nofile) or lower --connections-max"
+            );
+        }
         let mut server = NeoServer::new(NeoConfig {
             frame_size_bytes_max: cfg.limits.frame_size_bytes_max,
             connections_max: cfg.limits.connections_max,

@@ -189,6 +189,15 @@ impl TestCluster {
         }
     }
 
+    /// The OS process id of node `id`, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes
+            .iter()
+            .find(|n| n.spec.id == id)
+            .and_then(|n| n.child.as_ref())
+            .map(|c| c.id())
+    }
+
     /// SIGKILL node `id` and reap it.
     pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
         let node = self.node_mut(id);

@@ -11,6 +11,10 @@
 //!   and closed after `--frame-read-timeout-ms`; a client that sends requests and never
 //!   reads its replies is closed after `--write-timeout-ms`; a normal client produces
 //!   and reads throughout.
+//! - Out of file descriptors: the node's open-files limit is lowered (`prlimit`) to a
+//!   little above what it uses, then more connections arrive than it can hold: `accept`
+//!   fails with EMFILE, the node backs off (no spin, no crash), the client connected
+//!   before keeps producing and reading, and once the flood leaves new clients get in.
 //! - Producing faster than the node takes it, with a small
 //!   `--inflight-request-bytes-max`: the producer meets `Busy` (counted on `/metrics`),
 //!   retries, and every acknowledged record is read back intact, once.
@@ -482,6 +486,74 @@ async fn producing_faster_than_the_node_takes_gets_busy_and_loses_nothing_acknow
         }
         let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
         ensure!(twice.is_empty(), "records stored twice: {twice:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// Descriptors above the node's count at the time its limit is lowered: room for a few
+/// connections, far fewer than the flood.
+const EMFILE_HEADROOM: usize = 16;
+const EMFILE_FLOOD: usize = 200;
+
+/// Descriptors the process `pid` has open.
+fn open_fds(pid: u32) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn out_of_file_descriptors_the_node_backs_off_and_recovers() -> anyhow::Result<()> {
+    with_node(&[], async |cluster: &mut TestCluster| {
+        let client = connect_when_room(cluster).await?;
+        Admin::new(client.clone()).create_topic("fds", 1, 1).await?;
+        produce(&client, "fds", "before", RECORDS).await?;
+
+        // Lower the running node's limit to just above what it holds now.
+        let pid = cluster.pid(1).context("node 1 runs")?;
+        let limit = open_fds(pid)? + EMFILE_HEADROOM;
+        let status = std::process::Command::new("prlimit")
+            .arg(format!("--pid={pid}"))
+            .arg(format!("--nofile={limit}:{limit}"))
+            .status()
+            .context("run prlimit (util-linux)")?;
+        ensure!(
+            status.success(),
+            "prlimit --nofile={limit} failed: {status}"
+        );
+
+        // The flood: the kernel completes every handshake (the listen backlog), the node
+        // accepts until it runs out of descriptors, then its accepts fail with EMFILE.
+        let addr = cluster.spec(1).client;
+        let mut flood = Vec::with_capacity(EMFILE_FLOOD);
+        for _ in 0..EMFILE_FLOOD {
+            match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
+                Ok(Ok(socket)) => flood.push(socket),
+                // A full backlog drops further handshakes: the flood is big enough.
+                _ => break,
+            }
+        }
+        let deadline = Instant::now() + WAIT_MAX;
+        while !cluster.log_tail(1, 200).contains("accept failed") {
+            ensure!(
+                Instant::now() < deadline,
+                "the node never ran out of descriptors ({} flood connections, limit {limit}, \
+                 {} open)",
+                flood.len(),
+                open_fds(pid)?
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // Out of descriptors: the client connected before keeps producing and reading.
+        produce(&client, "fds", "during", RECORDS).await?;
+        check_log(&client, "fds", &["before", "during"], RECORDS).await?;
+        ensure!(cluster.is_running(1), "the node died out of descriptors");
+
+        // The flood leaves: its descriptors come back, a new client gets in.
+        drop(flood);
+        let fresh = connect_when_room(cluster).await?;
+        produce(&fresh, "fds", "after", RECORDS).await?;
+        check_log(&fresh, "fds", &["before", "during", "after"], RECORDS).await?;
         Ok(())
     })
     .await

@@ -42,6 +42,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+pub(crate) use process::{FDS_RESERVED, open_files_short};
 pub(crate) use scrape::LatencyHistogram;
 use scrape::Scrape;
 

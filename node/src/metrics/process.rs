@@ -44,12 +44,36 @@ pub(crate) fn parse(stat: &str, boot: &str, limits: &str, open_fds: u64) -> Opti
         virtual_bytes: field(23)?,
         resident_bytes: field(24)? * page_size,
         open_fds,
-        max_fds: limits
-            .lines()
-            .find_map(|l| l.strip_prefix("Max open files"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|soft| soft.parse().ok()),
+        max_fds: soft_open_files_limit(limits),
     })
+}
+
+/// The soft limit on open files in `/proc/self/limits` text (`None`: unlimited or
+/// not there).
+fn soft_open_files_limit(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
+}
+
+/// Descriptors a node needs besides client connections: segment files and their
+/// directories, peer channels, the HTTP port's connections, sled, the runtime.
+pub(crate) const FDS_RESERVED: u64 = 1_024;
+
+/// Why `connections_max` client connections may not fit this process's open-files limit
+/// (`ulimit -n`): `Some(limit)` when `connections_max + FDS_RESERVED` exceeds it. Past
+/// the limit `accept` fails with EMFILE (the server backs off and retries: no spin,
+/// no crash), and so would opening a segment file.
+pub(crate) fn open_files_short(connections_max: u64) -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    open_files_short_of(&limits, connections_max)
+}
+
+pub(super) fn open_files_short_of(limits: &str, connections_max: u64) -> Option<u64> {
+    let limit = soft_open_files_limit(limits)?;
+    (connections_max.saturating_add(FDS_RESERVED) > limit).then_some(limit)
 }
 
 #[cfg(target_os = "linux")]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use neo_protocol::{Answer, AnsweredRequest, ErrorCode, ServerObserver};
 
-use super::process::{ProcessStats, parse, render_stats};
+use super::process::{FDS_RESERVED, ProcessStats, open_files_short_of, parse, render_stats};
 use super::scrape::Scrape;
 use super::*;
 
@@ -338,4 +338,21 @@ fn proc_self_stat_is_parsed() {
     assert_eq!(p.max_fds, Some(1024));
     assert!(parse("garbage", boot, limits, 0).is_none());
     assert!(parse(stat, "no btime", limits, 0).is_none());
+}
+
+#[test]
+fn connections_max_is_checked_against_the_open_files_limit() {
+    let limits = |soft: &str| {
+        format!(
+            "Limit                     Soft Limit           Hard Limit           Units\n\
+             Max open files            {soft:<20} 1048576              files\n"
+        )
+    };
+    // `ulimit -n 1024` (a common default) cannot hold the default 10 000 connections.
+    assert_eq!(open_files_short_of(&limits("1024"), 10_000), Some(1024));
+    assert_eq!(open_files_short_of(&limits("65536"), 10_000), None);
+    let exact = (10_000 + FDS_RESERVED).to_string();
+    assert_eq!(open_files_short_of(&limits(&exact), 10_000), None);
+    assert_eq!(open_files_short_of(&limits("unlimited"), 10_000), None);
+    assert_eq!(open_files_short_of("", 10_000), None);
 }
