@@ -48,6 +48,7 @@ impl Embedded {
                 advertise_client: EMBEDDED_ADDR.to_string(),
                 limits,
                 access: Default::default(),
+                timing: Default::default(),
             },
             store,
             Arc::new(NoPeers),

@@ -79,6 +79,38 @@ pub struct BrokerConfig {
     pub limits: BrokerLimits,
     /// Authorization: on or off, and the superusers.
     pub access: crate::access::AccessConfig,
+    /// The Raft timing of the metadata group and of the partition groups.
+    pub timing: GroupTiming,
+}
+
+/// The Raft timing of a node's groups (docs/raft.md, "Timing and heartbeat cost").
+#[derive(Debug, Clone)]
+pub struct GroupTiming {
+    /// The metadata group's.
+    pub metadata: RaftTiming,
+    /// Every partition group's.
+    pub partition: RaftTiming,
+}
+
+impl GroupTiming {
+    /// The timing before issue #22 (a dead partition leader replaced 4.5-6 s after its
+    /// last heartbeat), kept to compare against.
+    pub fn classic() -> Self {
+        GroupTiming {
+            metadata: RaftTiming::METADATA_CLASSIC,
+            partition: RaftTiming::PARTITION_CLASSIC,
+        }
+    }
+}
+
+impl Default for GroupTiming {
+    /// [`RaftTiming::METADATA`] and [`RaftTiming::PARTITION`].
+    fn default() -> Self {
+        GroupTiming {
+            metadata: RaftTiming::METADATA,
+            partition: RaftTiming::PARTITION,
+        }
+    }
 }
 
 /// Why the transport refused a peer address (the transport's own error, kept whole).
@@ -161,7 +193,7 @@ impl Broker {
                 group: METADATA_GROUP,
                 node_id: cfg.node_id,
                 kind: GroupKind::Metadata,
-                timing: RaftTiming::METADATA,
+                timing: cfg.timing.metadata.clone(),
                 snapshot_every_entries: METADATA_SNAPSHOT_EVERY_ENTRIES,
                 encrypt_at_rest: false,
             },
@@ -307,7 +339,7 @@ impl Broker {
             group,
             node_id: self.cfg.node_id,
             kind: GroupKind::Partition,
-            timing: RaftTiming::PARTITION,
+            timing: self.cfg.timing.partition.clone(),
             snapshot_every_entries: METADATA_SNAPSHOT_EVERY_ENTRIES,
             encrypt_at_rest: self.encrypted_at_rest(group),
         };

@@ -105,8 +105,8 @@ pub use access::AccessConfig;
 pub use embedded::{EMBEDDED_ADDR, EMBEDDED_NODE_ID, Embedded};
 pub use error::{Error, Result};
 pub use facade::{
-    Broker, BrokerConfig, BrokerLimits, Cluster, METADATA_SNAPSHOT_EVERY_ENTRIES, PeerAddressError,
-    SingleNode,
+    Broker, BrokerConfig, BrokerLimits, Cluster, GroupTiming, METADATA_SNAPSHOT_EVERY_ENTRIES,
+    PeerAddressError, SingleNode,
 };
 pub use groups::GroupLag;
 pub use neo_security::SecurityContext;

@@ -13,7 +13,8 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::metadata::{LeaderLookup, MetadataCache};
-use crate::retry::{Retry, RetryPolicy};
+use crate::retry::{Pace, Retry, RetryPolicy, pace_after};
+use crate::suspects::{Suspects, is_connection_failure};
 
 /// Whether `err` is the cluster refusing this client's credential or principal (or
 /// throttling it: a rate limit, or the `connections` quota at the handshake): the error
@@ -24,6 +25,12 @@ fn refuses_access(err: &Error) -> bool {
         Some(ErrorCode::Unauthenticated | ErrorCode::PermissionDenied | ErrorCode::Throttled)
     )
 }
+
+/// Default ping period of a client's broker connections (the server answers a ping
+/// in its connection reader, whatever its handlers are doing).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// Default number of silent ping periods after which a broker connection is dead.
+pub const HEARTBEAT_MISSES_MAX: u32 = 3;
 
 /// Every knob of a [`Client`], named, units last.
 #[derive(Debug, Clone)]
@@ -49,6 +56,15 @@ impl Default for ClientConfig {
         let rpc = neo_protocol::ClientConfig {
             reconnect_attempts_max: 1,
             connect_timeout: Duration::from_secs(3),
+            // A frozen or unreachable broker (a paused process, a cut link, a dead
+            // container whose address no longer answers) is abandoned after
+            // `HEARTBEAT_INTERVAL * HEARTBEAT_MISSES_MAX` of silence (judged at each
+            // ping tick: 1.5-2 s after its last frame), not after
+            // the 7 s or more of a produce call's timeout; its calls fail with
+            // `PeerUnresponsive` and are retried at the new leader. A ping costs one
+            // small frame per silent interval on an idle connection only.
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            heartbeat_misses_max: HEARTBEAT_MISSES_MAX,
             ..neo_protocol::ClientConfig::default()
         };
         ClientConfig {
@@ -79,6 +95,8 @@ struct Inner {
     /// The handshake token of connections opened from now on: `config.rpc.auth_token`
     /// at first, then the last one [`Client::reauthenticate`] had accepted.
     token: Mutex<Option<Vec<u8>>>,
+    /// Brokers whose connection just failed: asked last by broker-agnostic calls.
+    suspects: Mutex<Suspects>,
 }
 
 impl Client {
@@ -105,6 +123,7 @@ impl Client {
                 metadata: Mutex::new(MetadataCache::new()),
                 refreshing: tokio::sync::Mutex::new(()),
                 token: Mutex::new(config.rpc.auth_token.clone()),
+                suspects: Mutex::new(Suspects::default()),
                 config,
             }),
         };
@@ -300,15 +319,50 @@ impl Client {
         Resp: DeserializeOwned,
     {
         let mut retry = Retry::new(policy);
+        let mut immediate_in_a_row = 0;
         loop {
             let timeout = timeout.min(retry.remaining().max(Duration::from_millis(1)));
-            match self
-                .call_partition_once(topic, partition, method, request, timeout)
-                .await
-            {
+            let address = match self.leader_address(topic, partition).await {
+                Ok(address) => address,
+                Err(err) => {
+                    // No leader known (an election): `Pace::Failover` for that error.
+                    let pace = pace_after(&err, "", None, immediate_in_a_row);
+                    immediate_in_a_row = 0;
+                    retry.failed_paced(err, pace).await?;
+                    continue;
+                }
+            };
+            match self.call_at(&address, method, request, timeout).await {
                 Ok(resp) => return Ok(resp),
-                Err(err) => retry.failed(err).await?,
+                Err(err) => {
+                    self.observe_error(topic, partition, &err);
+                    let pace = pace_after(
+                        &err,
+                        &address,
+                        self.cached_leader(topic, partition).as_deref(),
+                        immediate_in_a_row,
+                    );
+                    immediate_in_a_row = if pace == Pace::Now {
+                        immediate_in_a_row + 1
+                    } else {
+                        0
+                    };
+                    retry.failed_paced(err, pace).await?;
+                }
             }
+        }
+    }
+
+    /// The leader address the cache names for a partition, without refreshing it:
+    /// `None` when the cache is stale (an error marked it) or names no leader.
+    fn cached_leader(&self, topic: &str, partition: u32) -> Option<String> {
+        let cache = self.cache();
+        if cache.needs_refresh(Instant::now(), self.inner.config.metadata_age_max) {
+            return None;
+        }
+        match cache.leader(topic, partition) {
+            LeaderLookup::Address(address) => Some(address),
+            _ => None,
         }
     }
 
@@ -371,15 +425,24 @@ impl Client {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let conn = self.connection(address).await?;
-        Ok(conn
-            .call_with(
-                BROKER_SERVICE,
-                method,
-                request,
-                CallOptions::timeout(timeout),
-            )
-            .await?)
+        let result: Result<Resp> = match self.connection(address).await {
+            Ok(conn) => conn
+                .call_with(
+                    BROKER_SERVICE,
+                    method,
+                    request,
+                    CallOptions::timeout(timeout),
+                )
+                .await
+                .map_err(Error::from),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = &result
+            && is_connection_failure(err)
+        {
+            self.suspects().mark(address, Instant::now());
+        }
+        result
     }
 
     /// Update the cache after a failed call to `topic`/`partition`'s leader.
@@ -415,22 +478,33 @@ impl Client {
     }
 
     /// Addresses to try for a broker-agnostic call, without duplicates: a hint,
-    /// the controller, the known brokers, then the seeds.
+    /// the controller, the known brokers, then the seeds; but for the hint, those
+    /// whose connection failed in the last [`crate::suspects::SUSPECT_FOR`] go last.
     fn candidates(&self, hint: Option<String>) -> Vec<String> {
-        let cache = self.cache();
-        let mut out: Vec<String> = Vec::new();
-        let known = cache.brokers().into_iter().map(|b| b.address);
-        for address in hint
-            .into_iter()
-            .chain(cache.controller_address())
-            .chain(known)
-            .chain(self.inner.seeds.iter().cloned())
+        let mut rest: Vec<String> = Vec::new();
         {
-            if !out.contains(&address) {
-                out.push(address);
+            let cache = self.cache();
+            let known = cache.brokers().into_iter().map(|b| b.address);
+            for address in cache
+                .controller_address()
+                .into_iter()
+                .chain(known)
+                .chain(self.inner.seeds.iter().cloned())
+            {
+                if !rest.contains(&address) && hint.as_ref() != Some(&address) {
+                    rest.push(address);
+                }
             }
         }
-        out
+        let rest = self.suspects().order(rest, Instant::now());
+        hint.into_iter().chain(rest).collect()
+    }
+
+    fn suspects(&self) -> MutexGuard<'_, Suspects> {
+        self.inner
+            .suspects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     async fn ensure_fresh(&self) -> Result<()> {

@@ -219,6 +219,32 @@ impl Error {
         }
     }
 
+    /// Whether this error says a partition's leader is gone or moving: its connection
+    /// was refused, closed or went silent (a dead or frozen node), it answered
+    /// `NotLeader`, `NotEnoughReplicas` (a leader cut off from its quorum) or
+    /// `ShuttingDown`, or the metadata names no leader (an election in progress). The
+    /// retry loops then come back within [`crate::retry::FAILOVER_BACKOFF_MAX`] (an
+    /// election takes about a second), or at once when the cache already names another
+    /// leader. A call timeout is not one: a live but slow leader gets the normal
+    /// backoff (a frozen one is caught by the connection's heartbeats first).
+    pub fn is_leader_failover(&self) -> bool {
+        match self {
+            Error::Broker(err) => matches!(
+                err.error_code(),
+                Some(ErrorCode::NotLeader | ErrorCode::NotEnoughReplicas | ErrorCode::ShuttingDown)
+            ),
+            Error::Transport(err) => matches!(
+                err,
+                neo_protocol::Error::Connect { .. }
+                    | neo_protocol::Error::ConnectionClosed
+                    | neo_protocol::Error::PeerUnresponsive { .. }
+                    | neo_protocol::Error::Io(_)
+            ),
+            Error::LeaderNotAvailable { .. } => true,
+            _ => false,
+        }
+    }
+
     /// A `Throttled` refusal: how long the broker asked to wait (its `details`).
     pub fn throttle_delay(&self) -> Option<std::time::Duration> {
         let rpc = match self {
@@ -328,6 +354,52 @@ mod tests {
         assert!(!exhausted.is_retriable());
         assert_eq!(exhausted.code(), Some(ErrorCode::NotLeader));
         assert!(!Error::InvalidArgument("x".into()).is_retriable());
+    }
+
+    #[test]
+    fn leader_failover_errors_are_told_apart() {
+        let rpc = |code| Error::from(neo_protocol::Error::Rpc(RpcError::new(code, "x")));
+        let moving = [
+            Error::from(neo_protocol::Error::Rpc(RpcError::not_leader(None))),
+            rpc(ErrorCode::NotEnoughReplicas),
+            rpc(ErrorCode::ShuttingDown),
+            Error::from(neo_protocol::Error::ConnectionClosed),
+            Error::from(neo_protocol::Error::PeerUnresponsive {
+                silent_for: Duration::from_secs(2),
+            }),
+            Error::from(neo_protocol::Error::Connect {
+                addr: "127.0.0.1:1".into(),
+                attempts: 1,
+                last: "connection refused".into(),
+            }),
+            Error::from(neo_protocol::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset,
+            ))),
+            Error::LeaderNotAvailable {
+                topic: "t".into(),
+                partition: 0,
+            },
+        ];
+        for err in &moving {
+            assert!(err.is_leader_failover(), "{err}");
+            assert!(err.is_retriable(), "{err}");
+        }
+        let other = [
+            rpc(ErrorCode::Busy),
+            rpc(ErrorCode::Throttled),
+            rpc(ErrorCode::UnknownTopic),
+            Error::from(neo_protocol::Error::Timeout {
+                after: Duration::from_secs(7),
+            }),
+            Error::NoBrokerReachable {
+                tried: Vec::new(),
+                last: "refused".into(),
+            },
+            Error::InvalidArgument("x".into()),
+        ];
+        for err in &other {
+            assert!(!err.is_leader_failover(), "{err}");
+        }
     }
 
     #[test]

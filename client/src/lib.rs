@@ -115,6 +115,7 @@ pub mod producer;
 pub mod queue;
 pub mod retry;
 pub mod security_admin;
+mod suspects;
 pub mod tls;
 
 pub use admin::{Admin, ClusterStatus, NodeStatus, PartitionStatus};

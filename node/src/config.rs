@@ -172,6 +172,7 @@ settings! {
     at_rest_key_file, "NEO_AT_REST_KEY_FILE", "FILE", "Encryption at rest: this node's key (64 hex digits or 32 bytes); topics created with encryption.at-rest=true keep their logs encrypted under it";
     metrics_per_partition, "NEO_METRICS_PER_PARTITION", "true|false", "Export neo_partition_log_start_offset / neo_partition_log_end_offset per hosted partition on /metrics (two series per partition; default false)";
     slow_request_ms, "NEO_SLOW_REQUEST_MS", "MS", "Log a produce slower than this at WARN with its phases; 0 turns it off (default 1000)";
+    raft_timing, "NEO_RAFT_TIMING", "fast|classic", "Raft timing of the metadata and partition groups: fast (default: a dead partition leader is replaced 1.25-1.5 s after its last heartbeat) or classic (the timing before issue #22: 4.5-6 s), kept for comparisons";
     http_allowed_hosts, "NEO_HTTP_ALLOWED_HOSTS", "HOST,..", "Host names the web console and /v1 API answer to besides IP addresses, localhost and the cluster's own node names (DNS-rebinding guard; * allows any)";
 }
 
@@ -189,6 +190,16 @@ pub enum Bootstrap {
     Static(BTreeMap<NodeId, String>),
     /// `--join`: ask the cluster at this cluster address to add this node.
     Join(String),
+}
+
+/// `--raft-timing`: which Raft timing the node's groups use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RaftTimingProfile {
+    /// `neo_raft::RaftTiming::METADATA` and `PARTITION` (the default).
+    #[default]
+    Fast,
+    /// The timing before issue #22 (`METADATA_CLASSIC`, `PARTITION_CLASSIC`).
+    Classic,
 }
 
 /// Log output format.
@@ -317,6 +328,8 @@ pub struct Config {
     /// `--http-allowed-hosts`: extra host names (lowercase, no port) the console and
     /// the `/v1` API answer to; `["*"]`: any (see `crate::http` on DNS rebinding).
     pub http_allowed_hosts: Vec<String>,
+    /// `--raft-timing`: the Raft timing of the node's groups.
+    pub raft_timing: RaftTimingProfile,
 }
 
 /// The PEM files of cluster mTLS (checked when the config is resolved, loaded again at
@@ -556,6 +569,11 @@ impl Config {
             None | Some("human") => LogFormat::Human,
             Some("json") => LogFormat::Json,
             Some(v) => return Err(invalid("log_format", v, "expected human or json")),
+        };
+        let raft_timing = match l.raft_timing.as_deref().map(str::trim) {
+            None | Some("fast") => RaftTimingProfile::Fast,
+            Some("classic") => RaftTimingProfile::Classic,
+            Some(v) => return Err(invalid("raft_timing", v, "expected fast or classic")),
         };
         let log_filter = l.log.clone().unwrap_or_else(|| "info".to_string());
         let interval_ms = match &l.fsync_interval_ms {
@@ -816,6 +834,7 @@ impl Config {
             metrics_per_partition,
             slow_request_ms,
             http_allowed_hosts,
+            raft_timing,
         })
     }
 }

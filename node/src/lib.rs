@@ -63,7 +63,7 @@ mod node;
 mod retention;
 pub mod security;
 
-pub use config::{Bootstrap, Config, ConfigError, Limits, LogFormat, RunArgs};
+pub use config::{Bootstrap, Config, ConfigError, Limits, LogFormat, RaftTimingProfile, RunArgs};
 pub use error::{Error, Result};
 pub use http::{REQUEST_HEAD_BYTES_MAX, REQUEST_TIMEOUT_MS, healthcheck};
 pub use node::Node;

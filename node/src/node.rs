@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use neo_broker::meta::{MetaState, PartitionInfo};
-use neo_broker::{Broker, BrokerConfig, BrokerLimits};
+use neo_broker::{Broker, BrokerConfig, BrokerLimits, GroupTiming};
 use neo_cluster::{ControlPlane, GrpcTransport, HealthMonitor, NetFilter};
 use neo_protocol::{NeoConfig, NeoServer};
 use neo_raft::{NodeId, NodeStore, RaftGroup, Registry, Role};
@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Bootstrap, Config, Limits};
+use crate::config::{Bootstrap, Config, Limits, RaftTimingProfile};
 use crate::error::{Error, Result};
 use crate::metrics::{Gauges, Metrics};
 
@@ -382,6 +382,10 @@ impl Node {
                 advertise_client: advertise_client.clone(),
                 limits: broker_limits(&cfg.limits),
                 access: crate::security::SecurityConfig::access(cfg.security.as_ref()),
+                timing: match cfg.raft_timing {
+                    RaftTimingProfile::Fast => GroupTiming::default(),
+                    RaftTimingProfile::Classic => GroupTiming::classic(),
+                },
             },
             store,
             Arc::new(transport.clone()),

@@ -117,9 +117,8 @@ async fn acks_leader_answers_from_the_leaders_log_alone() {
         p.kill9();
     }
 
-    // At once (before the leader notices, an election timeout after its followers' last
-    // answer, that it lost its quorum and refuses writes and reads): acks=leader answers
-    // from the leader's log
+    // At once (before the leader notices, a lease after its followers' last answer, that
+    // it lost its quorum and refuses writes): acks=leader answers from the leader's log
     // alone, with a real offset that is not committed (it is above the high watermark).
     let r: ProduceResponse = c
         .call(

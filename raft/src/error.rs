@@ -29,7 +29,7 @@ pub enum Error {
         leader: Option<NodeId>,
     },
     /// This replica leads the group but no quorum of voters has answered it for at
-    /// least the minimum election timeout: it cannot commit, and the others are
+    /// least the leader lease (the maximum election timeout): it cannot commit, and the others are
     /// electing (or have elected) another leader. Look for the new leader and retry.
     #[error(
         "group {group}: this leader lost contact with a quorum of its voters{}",

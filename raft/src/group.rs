@@ -26,6 +26,15 @@ use crate::types::{
 
 /// Timing of a group's Raft. Defaults suit a LAN; tests on a loaded 2-core machine use
 /// the same values (no timing is asserted, only eventual outcomes).
+///
+/// When a follower that stopped hearing from its leader starts an election: openraft
+/// refuses votes (and does not time out) for a leader lease of `election_max_ms` after
+/// the last heartbeat, then waits its own election timeout, drawn anew in
+/// `[election_min_ms, election_max_ms)` at every election, so a dead leader is replaced
+/// `election_max_ms + [election_min_ms, election_max_ms)` after its last heartbeat
+/// ([`RaftTiming::election_after_ms`]). Pre-vote is on: a follower that times out alone
+/// (its leader is alive and heard by the others) asks first and changes no term, so it
+/// cannot depose a healthy leader. docs/raft.md, "Timing and heartbeat cost".
 #[derive(Debug, Clone)]
 pub struct RaftTiming {
     /// Leader heartbeat period.
@@ -37,19 +46,51 @@ pub struct RaftTiming {
 }
 
 impl RaftTiming {
-    /// Metadata group: few groups, fast failover.
+    /// Metadata group: one per cluster (its heartbeats cost nothing), a little more
+    /// slack than partitions: a new controller is elected 1.5-2.0 s after the last
+    /// heartbeat of a dead one.
     pub const METADATA: RaftTiming = RaftTiming {
+        heartbeat_ms: 300,
+        election_min_ms: 500,
+        election_max_ms: 1_000,
+    };
+    /// Partition groups: a new leader 1.25-1.5 s after the last heartbeat of a dead
+    /// one (4.5-6 s before issue #22). The heartbeat and the minimum election timeout
+    /// are not shorter because openraft bounds every AppendEntries by the heartbeat
+    /// period and every (pre-)vote by the minimum election timeout (3/4 of each in
+    /// Neo's transport): with 100-200 ms heartbeats and a 300 ms minimum, a
+    /// 100-partition topic created on a loaded 2-core machine never settled (RPCs
+    /// slower than those bounds, then a pre-vote storm). Each heartbeat costs one small
+    /// AppendEntries per follower per period (docs/raft.md: scaling, what was measured).
+    pub const PARTITION: RaftTiming = RaftTiming {
+        heartbeat_ms: 300,
+        election_min_ms: 500,
+        election_max_ms: 750,
+    };
+
+    /// The metadata timing before issue #22 (heartbeat 150 ms, election 1.0-2.0 s):
+    /// kept for comparisons (`neo-node --raft-timing classic`), not a default.
+    pub const METADATA_CLASSIC: RaftTiming = RaftTiming {
         heartbeat_ms: 150,
         election_min_ms: 1_000,
         election_max_ms: 2_000,
     };
-    /// Partition groups: there are many, so heartbeats are sparser; each costs one small
-    /// AppendEntries per follower per period (see docs/raft.md for the scaling).
-    pub const PARTITION: RaftTiming = RaftTiming {
+    /// The partition timing before issue #22 (heartbeat 300 ms, election 1.5-3.0 s: a
+    /// dead leader replaced 4.5-6 s after its last heartbeat): kept for comparisons.
+    pub const PARTITION_CLASSIC: RaftTiming = RaftTiming {
         heartbeat_ms: 300,
         election_min_ms: 1_500,
         election_max_ms: 3_000,
     };
+
+    /// The earliest and latest time after a dead leader's last heartbeat at which a
+    /// follower starts an election (leader lease, then the election timeout).
+    pub fn election_after_ms(&self) -> (u64, u64) {
+        (
+            self.election_max_ms + self.election_min_ms,
+            2 * self.election_max_ms,
+        )
+    }
 }
 
 /// Everything needed to open one replica of a group.
@@ -104,7 +145,7 @@ pub struct GroupMetrics {
     /// matched index is at least the commit index), this leader included.
     pub in_sync: BTreeSet<NodeId>,
     /// Leader only: no quorum of voters has answered this leader for at least the
-    /// minimum election timeout (see [`RaftGroup::quorum_lost`]). The rest of the group
+    /// leader lease, `election_max_ms` (see [`RaftGroup::quorum_lost`]). The rest of the group
     /// is electing, or has elected, another leader: clients should look elsewhere.
     pub quorum_lost: bool,
     /// Leader only (else empty): each other member's matched log index (`None`: nothing
@@ -155,8 +196,9 @@ pub struct RaftGroup {
     /// A handle on the log for reads (fetch, tests); openraft owns the writing one.
     log: LogStore,
     applied: watch::Receiver<AppliedState>,
-    /// A leader that no quorum answered for this long has lost its quorum: the minimum
-    /// election timeout, after which the followers start electing another leader.
+    /// A leader that no quorum answered for this long has lost its quorum: the leader
+    /// lease (`election_max_ms`), after which the followers may start electing another
+    /// leader.
     quorum_loss_after: Duration,
 }
 
@@ -288,6 +330,11 @@ impl RaftGroup {
             heartbeat_interval: cfg.timing.heartbeat_ms,
             election_timeout_min: cfg.timing.election_min_ms,
             election_timeout_max: cfg.timing.election_max_ms,
+            // A follower whose timer fires asks "would you vote for me?" first and only
+            // then bumps its term: a follower that was starved or cut off alone cannot
+            // depose a leader the others still hear (no spurious election, no term
+            // inflation on heal). Costs one more round trip per real election.
+            enable_pre_vote: Some(true),
             snapshot_policy,
             max_in_snapshot_log_to_keep: keep,
             // Bounds an AppendEntries request: at most this many entries of at most
@@ -334,7 +381,10 @@ impl RaftGroup {
             raft,
             log: log_handle,
             applied,
-            quorum_loss_after: Duration::from_millis(cfg.timing.election_min_ms),
+            // The leader lease: no follower votes for another leader before it has
+            // passed, so stepping aside sooner gains nothing, and waiting this long
+            // rides out a loaded machine's hiccups (2.5 heartbeats for partitions).
+            quorum_loss_after: Duration::from_millis(cfg.timing.election_max_ms),
         }))
     }
 
@@ -729,7 +779,7 @@ impl RaftGroup {
     }
 
     /// Whether this replica leads a group of more than one voter and no quorum of them
-    /// has acknowledged anything it sent for at least the minimum election timeout
+    /// has acknowledged anything it sent for at least the leader lease, `election_max_ms`
     /// (openraft's `last_quorum_acked`, advanced by every heartbeat and append answer).
     /// Such a leader cannot commit, and the followers it lost are electing a new
     /// leader, so it refuses new writes (`QuorumLost`) and stops answering the writes

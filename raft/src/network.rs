@@ -11,6 +11,7 @@
 //! encoded response.
 
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,6 +200,36 @@ fn to_streaming_error(e: TransportError) -> StreamingError<NeoRaft> {
     }
 }
 
+/// The shortest deadline an AppendEntries (replication or heartbeat) gets, whatever the
+/// heartbeat period.
+pub(crate) const APPEND_ENTRIES_DEADLINE_MIN: Duration = Duration::from_millis(1_500);
+
+/// The deadline Neo's transport gives an openraft RPC.
+///
+/// openraft hands every AppendEntries the heartbeat period as its time to live and
+/// enforces nothing itself; `soft_ttl` (3/4 of it: 225 ms for partitions) was the
+/// deadline until issue #22. A follower answers an AppendEntries that carries entries only
+/// after its `fdatasync`, and a loaded 2-core machine can delay any answer by a few
+/// hundred milliseconds: each such answer counted as a failure, so the leader's
+/// `last_quorum_acked` stalled (a leader stepping aside with `QuorumLost` while its
+/// followers were fine) and openraft's replication backed off. A heartbeat period says how
+/// often to send, not how long a peer may take to answer, so AppendEntries get at least
+/// [`APPEND_ENTRIES_DEADLINE_MIN`]: a dead peer is still found at once (its connection
+/// is refused or reset: `Unreachable`), a frozen one in 1.5 s, and that costs only the
+/// replication stream to that one peer.
+///
+/// Votes, pre-votes and leadership transfers get openraft's own time to live
+/// (`hard_ttl`, the minimum election timeout): openraft wraps those calls in that same
+/// timeout, so a shorter deadline here would only throw away answers it still accepts.
+fn rpc_deadline(kind: RpcKind, option: &RPCOption) -> Duration {
+    match kind {
+        RpcKind::AppendEntries => option.soft_ttl().max(APPEND_ENTRIES_DEADLINE_MIN),
+        RpcKind::Vote | RpcKind::PreVote | RpcKind::TransferLeader => option.hard_ttl(),
+        // Not sent through the router (see `crate::forward`); its own deadline.
+        RpcKind::ForwardRecords => option.soft_ttl(),
+    }
+}
+
 impl Router {
     fn call<Req, Resp>(
         &self,
@@ -214,14 +245,25 @@ impl Router {
     {
         let body = codec::encode(req);
         let transport = self.transport.clone();
-        let timeout = option.soft_ttl();
+        let timeout = rpc_deadline(kind, option);
         let local = self.local;
         async move {
             let body = body.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-            let resp = transport
-                .send(target, group, kind, Bytes::from(body), timeout)
-                .await
-                .map_err(|e| to_rpc_error(e, kind, local))?;
+            let send = transport.send(target, group, kind, Bytes::from(body), timeout);
+            let resp = if kind == RpcKind::AppendEntries {
+                // openraft's heartbeat worker drops a heartbeat after one heartbeat period
+                // (its own timeout, whatever ours is). Dropping the call would cancel the
+                // gRPC request, possibly before the follower's Raft saw it; a follower
+                // that hears no heartbeat for a lease calls an election. So the call runs
+                // on its own task, bounded by its deadline, and still reaches the
+                // follower (renewing its lease) when openraft has stopped waiting.
+                tokio::spawn(send).await.map_err(|e| {
+                    RPCError::Network(NetworkError::new(&io::Error::other(e.to_string())))
+                })?
+            } else {
+                send.await
+            }
+            .map_err(|e| to_rpc_error(e, kind, local))?;
             let resp: WireResult<Resp> =
                 codec::decode(&resp).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
             // A remote fatal error means the group there is gone: treat the peer as
@@ -322,5 +364,32 @@ impl RaftNetworkFactory<NeoRaft> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, _node: &Node) -> Self::Network {
         GroupNetworkAdapter::new(self.router.clone(), target, self.group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_entries_get_the_floor_and_votes_get_openrafts_ttl() {
+        let short = RPCOption::new(Duration::from_millis(300));
+        assert_eq!(
+            rpc_deadline(RpcKind::AppendEntries, &short),
+            APPEND_ENTRIES_DEADLINE_MIN
+        );
+        // A heartbeat period longer than the floor keeps its 3/4.
+        let long = RPCOption::new(Duration::from_secs(4));
+        assert_eq!(
+            rpc_deadline(RpcKind::AppendEntries, &long),
+            Duration::from_secs(3)
+        );
+        let election_min = RPCOption::new(Duration::from_millis(500));
+        for kind in [RpcKind::Vote, RpcKind::PreVote, RpcKind::TransferLeader] {
+            assert_eq!(
+                rpc_deadline(kind, &election_min),
+                Duration::from_millis(500)
+            );
+        }
     }
 }

@@ -346,3 +346,18 @@ fn http_allowed_hosts_are_lowercase_names_or_any() {
     let e = Config::resolve(&args, &no_env).expect_err("a port is not a host name");
     assert!(e.to_string().contains("--http-allowed-hosts"), "{e}");
 }
+
+#[test]
+fn raft_timing_is_fast_unless_classic_is_asked_for() {
+    let d = Config::resolve(&RunArgs::default(), &no_env).expect("default config");
+    assert_eq!(d.raft_timing, RaftTimingProfile::Fast);
+    let env = env_of(&[("NEO_RAFT_TIMING", "classic")]);
+    let c = Config::resolve(&RunArgs::default(), &env).expect("config");
+    assert_eq!(c.raft_timing, RaftTimingProfile::Classic);
+    let args = RunArgs {
+        raft_timing: Some("slow".into()),
+        ..RunArgs::default()
+    };
+    let e = Config::resolve(&args, &no_env).expect_err("not a timing");
+    assert!(e.to_string().contains("--raft-timing"), "{e}");
+}
