@@ -10,7 +10,10 @@ use bytes::Bytes;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
-use openraft::{BasicNode, ChangeMembers, Config, Raft, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::{
+    BasicNode, ChangeMembers, Config, LinearizerOption, Raft, ReadPolicy, ServerState,
+    SnapshotPolicy,
+};
 use qiss::batch::ValidatedBatch;
 use tokio::sync::watch;
 
@@ -187,6 +190,16 @@ pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
 /// Longest [`RaftGroup::ensure_linearizable`] waits, after the quorum confirmed the
 /// term, for the log it held at the call to be applied (then `QuorumLost`: retriable).
 const LINEARIZABLE_CATCH_UP: Duration = Duration::from_secs(5);
+
+/// How long a linearizable read waits for a quorum to acknowledge a heartbeat round sent
+/// after it began (ReadIndex). openraft's default is one leader lease
+/// (`election_max_ms`: 0.75 s for partitions, 1 s for the metadata group since issue
+/// #22), which a busy leader missed: broker/tests/groups.rs (10 000 joins at once, two
+/// busy loops alongside) failed 2 of 4 runs with `NotCoordinator` with a 1 s wait, 0 of
+/// 4 with this one, and failed in a CI rehearsal with the default. Waiting longer costs
+/// no safety (the read still needs an acknowledgement newer than its start); a leader
+/// that cannot get one in this time has lost its quorum and the caller looks elsewhere.
+const READ_INDEX_WAIT: Duration = Duration::from_secs(3);
 
 /// One replica of one Raft group.
 pub struct RaftGroup {
@@ -612,7 +625,9 @@ impl RaftGroup {
     }
 
     async fn read_index(&self) -> Result<()> {
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        let option =
+            LinearizerOption::from(ReadPolicy::ReadIndex).with_wait_timeout(READ_INDEX_WAIT);
+        match self.raft.ensure_linearizable(option).await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 Err(Error::NotLeader {
