@@ -266,14 +266,41 @@ async fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let code = match run(args).await {
-        Ok(code) => code,
-        Err(e) => {
+    // On SIGINT or SIGTERM the run is dropped before exiting: a local cluster's drop
+    // kills its nodes and removes its iptables chains (a docker cluster is left up: the
+    // next run's `docker-compose down` removes it).
+    let outcome = tokio::select! {
+        outcome = run(args) => Some(outcome),
+        signal = interrupted() => {
+            eprintln!("neo-chaos: {signal}: stopped, cleaning up");
+            None
+        }
+    };
+    let code = match outcome {
+        Some(Ok(code)) => code,
+        Some(Err(e)) => {
             eprintln!("neo-chaos: {e:#}");
             2
         }
+        // The shell's status for a process ended by SIGINT.
+        None => 130,
     };
     std::process::exit(code);
+}
+
+/// Completes on the first SIGINT or SIGTERM (never, if they cannot be watched).
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 /// The seed asked for, or one from the clock.
