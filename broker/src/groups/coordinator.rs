@@ -56,6 +56,12 @@ pub(crate) struct Coordinator {
     ready_index: AtomicU64,
     /// Makes member ids unique within this process.
     next_member: AtomicU64,
+    /// Held while this node takes over a term (the linearizable read, then the wait
+    /// for its whole log applied), so that the requests arriving meanwhile wait for
+    /// that one take-over instead of each making their own: 10 000 joins at once were
+    /// 10 000 reads and 10 000 watchers of the group's metrics, each woken at every
+    /// applied entry, and hundreds of them timed out (broker/tests/groups.rs).
+    takeover: tokio::sync::Mutex<()>,
     /// Membership changes this node made as coordinator, by group.
     rebalances: Mutex<BTreeMap<String, u64>>,
 }
@@ -132,14 +138,18 @@ pub(crate) async fn ensure(b: &Broker) -> Result<(std::sync::Arc<MetaState>, u64
     }
     let c = &b.coordinator;
     if c.ready_term.load(Ordering::Acquire) != term {
-        meta::linearizable(b.meta_group(), &b.meta_view())
-            .await
-            .map_err(|_| not_coordinator(b, b.controller()))?;
-        let applied = whole_log_applied(b, term).await?;
-        // A new coordinator: every member counts as heard from now.
-        lock(&c.seen).clear();
-        c.ready_index.store(applied, Ordering::Release);
-        c.ready_term.store(term, Ordering::Release);
+        let _takeover = c.takeover.lock().await;
+        // Whoever held the lock before may have done it (or failed: then try again).
+        if c.ready_term.load(Ordering::Acquire) != term {
+            meta::linearizable(b.meta_group(), &b.meta_view())
+                .await
+                .map_err(|_| not_coordinator(b, b.controller()))?;
+            let applied = whole_log_applied(b, term).await?;
+            // A new coordinator: every member counts as heard from now.
+            lock(&c.seen).clear();
+            c.ready_index.store(applied, Ordering::Release);
+            c.ready_term.store(term, Ordering::Release);
+        }
     }
     Ok((b.state(), term))
 }
