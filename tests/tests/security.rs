@@ -277,10 +277,18 @@ async fn scenario(cluster: &TestCluster) -> anyhow::Result<()> {
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    refused(
-        client_with(cluster, Some(&key.api_key)).await,
-        ErrorCode::Unauthenticated,
-    )?;
+    // A new connection with the key is refused too, by whichever node it reaches once
+    // that node's metadata replica has applied the revocation (a follower learns the
+    // commit at the leader's next message: within a heartbeat).
+    let deadline = Instant::now() + PROPAGATION_MAX;
+    loop {
+        let attempt = client_with(cluster, Some(&key.api_key)).await;
+        match refused(attempt, ErrorCode::Unauthenticated) {
+            Ok(_) => break,
+            Err(e) if Instant::now() >= deadline => return Err(e.context("after revocation")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 
     // The HTTP admin port: probes open, the rest by bearer token and permission.
     let http = cluster.spec(1).http;
