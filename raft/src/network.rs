@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -165,11 +166,40 @@ pub(crate) struct Router {
     transport: Arc<dyn Transport>,
     /// This node: openraft's timeout errors name the sender.
     local: NodeId,
+    /// AppendEntries calls of this group running on their own task (see `call`).
+    detached: Arc<AtomicUsize>,
 }
+
+/// Most AppendEntries calls one group runs on their own task at once. A frozen peer
+/// collects one heartbeat per period until each one's deadline (about 5 each); beyond
+/// the bound a call runs inline again (openraft may then cancel it), so a group never
+/// holds more than this many calls that nobody waits for.
+const DETACHED_CALLS_MAX: usize = 32;
 
 impl Router {
     pub(crate) fn new(transport: Arc<dyn Transport>, local: NodeId) -> Self {
-        Router { transport, local }
+        Router {
+            transport,
+            local,
+            detached: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// One detached call counted in [`Router::detached`] until it ends.
+struct DetachedCall(Arc<AtomicUsize>);
+
+impl DetachedCall {
+    fn try_new(count: &Arc<AtomicUsize>) -> Option<DetachedCall> {
+        let prev = count.fetch_add(1, Ordering::AcqRel);
+        let call = DetachedCall(count.clone());
+        (prev < DETACHED_CALLS_MAX).then_some(call)
+    }
+}
+
+impl Drop for DetachedCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -247,19 +277,28 @@ impl Router {
         let transport = self.transport.clone();
         let timeout = rpc_deadline(kind, option);
         let local = self.local;
+        let detached = self.detached.clone();
         async move {
             let body = body.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
             let send = transport.send(target, group, kind, Bytes::from(body), timeout);
-            let resp = if kind == RpcKind::AppendEntries {
+            let slot = match kind {
+                RpcKind::AppendEntries => DetachedCall::try_new(&detached),
+                _ => None,
+            };
+            let resp = if let Some(slot) = slot {
                 // openraft's heartbeat worker drops a heartbeat after one heartbeat period
                 // (its own timeout, whatever ours is). Dropping the call would cancel the
                 // gRPC request, possibly before the follower's Raft saw it; a follower
                 // that hears no heartbeat for a lease calls an election. So the call runs
                 // on its own task, bounded by its deadline, and still reaches the
                 // follower (renewing its lease) when openraft has stopped waiting.
-                tokio::spawn(send).await.map_err(|e| {
-                    RPCError::Network(NetworkError::new(&io::Error::other(e.to_string())))
-                })?
+                tokio::spawn(async move {
+                    let r = send.await;
+                    drop(slot);
+                    r
+                })
+                .await
+                .map_err(|e| RPCError::Network(NetworkError::new(&io::Error::other(e))))?
             } else {
                 send.await
             }

@@ -411,19 +411,28 @@ fn arm(cluster: &mut TestCluster, victim: u64, spec: &str) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Creates `topic` (1 partition, 3 replicas), restarts `victim` with failpoint `spec`
+/// limited to that partition's group, and returns a fresh client and the group.
+async fn topic_with_armed_replica(
+    cluster: &mut TestCluster,
+    topic: &str,
+    victim: u64,
+    spec: &str,
+) -> anyhow::Result<(Client, u64)> {
+    let client = connect(cluster).await?;
+    Admin::new(client.clone()).create_topic(topic, 1, 3).await?;
+    let group = group_of(cluster, topic)?;
+    arm(cluster, victim, &format!("{spec},path=/groups/{group}/"))?;
+    Ok((connect(cluster).await?, group))
+}
+
 async fn fsync_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
     const TOPIC: &str = "synced";
-    let client = connect(cluster).await?;
-    Admin::new(client.clone()).create_topic(TOPIC, 1, 3).await?;
-    let group = group_of(cluster, TOPIC)?;
     // Arm node 3: its replica of this partition fails its 20th fdatasync from now, once.
     let victim = 3;
-    arm(
-        cluster,
-        victim,
-        &format!("segment.sync=eio,after=20,times=1,path=/groups/{group}/"),
-    )?;
-    let client = connect(cluster).await?;
+    let (client, group) =
+        topic_with_armed_replica(cluster, TOPIC, victim, "segment.sync=eio,after=20,times=1")
+            .await?;
     let mut sent = Sent::default();
     let mut stopped_seen = false;
     let started = Instant::now();
@@ -623,16 +632,9 @@ async fn a_replica_with_a_slow_disk_does_not_hold_back_commits() -> anyhow::Resu
 
 async fn slow_disk_scenario(cluster: &mut TestCluster) -> anyhow::Result<()> {
     const TOPIC: &str = "slow";
-    let client = connect(cluster).await?;
-    Admin::new(client.clone()).create_topic(TOPIC, 1, 3).await?;
-    let group = group_of(cluster, TOPIC)?;
     let victim = 3;
-    arm(
-        cluster,
-        victim,
-        &format!("segment.sync=delay=300,path=/groups/{group}/"),
-    )?;
-    let client = connect(cluster).await?;
+    let (client, _) =
+        topic_with_armed_replica(cluster, TOPIC, victim, "segment.sync=delay=300").await?;
     let mut sent = Sent::default();
     if let Some(e) = produce_until_full(&client, TOPIC, &mut sent, 1500).await? {
         bail!("a record was refused with one slow replica: {e}");

@@ -114,6 +114,10 @@ pub(crate) fn not_coordinator(b: &Broker, leader: Option<u64>) -> RpcError {
     }
 }
 
+/// Longest a request waits for another request's take-over of the term (one
+/// linearizable read plus the catch-up of the whole metadata log, both bounded).
+const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+
 /// Checks that this node coordinates groups (leads the metadata group with its whole log
 /// applied, once per term) and returns the metadata state with the current term.
 ///
@@ -138,7 +142,15 @@ pub(crate) async fn ensure(b: &Broker) -> Result<(std::sync::Arc<MetaState>, u64
     }
     let c = &b.coordinator;
     if c.ready_term.load(Ordering::Acquire) != term {
-        let _takeover = c.takeover.lock().await;
+        // Bounded: the holder's own read and catch-up are bounded, but a stuck holder
+        // must not hold every request of this node behind it (the client retries).
+        let Ok(_takeover) = tokio::time::timeout(TAKEOVER_WAIT, c.takeover.lock()).await else {
+            return Err(not_coordinator(b, None));
+        };
+        if b.meta_group().leadership().1 != term {
+            // The term moved on while this waited: the take-over it wanted is stale.
+            return Err(not_coordinator(b, b.controller()));
+        }
         // Whoever held the lock before may have done it (or failed: then try again).
         if c.ready_term.load(Ordering::Acquire) != term {
             meta::linearizable(b.meta_group(), &b.meta_view())
