@@ -17,6 +17,7 @@
 //! | `types` | the openraft type config (`declare_raft_types!`: `NodeId = u64`, the standard term-only committed leader id, so a log id is `(term, index)`), [`Proposal`] (a record batch or an opaque command) and [`Applied`] |
 //! | `machine` | the [`StateMachine`] trait a group's application state implements ([`EntryId`], [`AppliedBatch`]; [`LogOnly`] keeps nothing) |
 //! | `codec` | Qiss codec for RPC bodies and snapshots; entry ⇄ record batch (user batch stamped, or a control batch holding the Qiss-encoded payload) |
+//! | `log_index` | the sparse index from Raft index to stored batch (an anchor per segment start and every 32 entries or 32 KiB), rebuilt at open by a CRC-checked scan that cuts damage away |
 //! | `log_store` | [`NodeStore`] (node's sled metadata store + one directory per group, with the node's [`Durability`]) and the openraft log store on `neo-storage`'s segment log: the partition log *is* the Raft log |
 //! | `state_machine` | openraft's state machine for both kinds of group ([`GroupKind`]): offsets, last applied, membership, snapshots (offsets + the application machine's image), around the group's [`StateMachine`] |
 //! | `network` | the [`Transport`] trait `neo-cluster` implements (opaque bodies, group id per RPC) and its adapter to openraft-multi's `GroupRouter` |
@@ -110,6 +111,7 @@ mod codec;
 mod error;
 mod forward;
 mod group;
+mod log_index;
 mod log_store;
 mod machine;
 mod network;
@@ -125,9 +127,9 @@ pub use group::{
     GroupConfig, GroupMetrics, MAX_PAYLOAD_ENTRIES, RaftGroup, RaftTiming, Registry, Role,
     SNAPSHOT_TRANSFER_TIMEOUT_MS,
 };
+pub use log_index::damaged_logs_cut;
 pub use log_store::{
     Durability, NodeStore, RECORD_BATCH_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
-    damaged_logs_cut,
 };
 pub use machine::{AppliedBatch, EntryId, LogOnly, StateMachine};
 /// The node key for encryption at rest of group logs ([`NodeStore::with_at_rest_key`],

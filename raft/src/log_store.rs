@@ -12,10 +12,11 @@
 //! - Openraft addresses entries by Raft index. An offset does not name one entry (the
 //!   zero-width control batches before a record batch share its base offset), so the
 //!   log store addresses batches by where they are stored ([`BatchPos`]: segment and
-//!   byte position, stable for a batch's lifetime). The map is an in-memory [`IndexMap`]
-//!   (`VecDeque` of [`Slot`]s for a contiguous index range, 32 bytes per entry), rebuilt
-//!   at open by one sequential scan of the batch headers. Known cost: open reads the
-//!   whole log once; a persisted checkpoint of the map is planned.
+//!   byte position, stable for a batch's lifetime), through the sparse
+//!   [`IndexMap`](crate::log_index) (an anchor per segment start and every 32 entries or
+//!   32 KiB; reads start at the anchor and skip forward), rebuilt at open by one
+//!   sequential scan of the batch headers. Known cost: open reads the whole log once; a
+//!   persisted checkpoint of the map is planned.
 //! - Vote, committed log id and last purged log id live in the node's sled
 //!   [`MetaStore`], Qiss-encoded, under the group's id.
 //!
@@ -37,7 +38,6 @@
 //! offset the snapshot says comes next ([`OffsetAnchor`]). `truncate_after` cuts the
 //! segment log at the first removed entry's position (storage syncs the cut).
 
-use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -55,6 +55,7 @@ use qiss::batch::BatchHeader;
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::log_index::{self, IndexMap};
 use crate::state_machine::GroupKind;
 use crate::types::{Entry, GroupId, LocalAck, LogId, NeoRaft, Proposal, RecordBatch, Vote};
 
@@ -89,61 +90,6 @@ impl OffsetAnchor {
             Some((i, off)) if i == index => Some(off),
             _ => None,
         }
-    }
-}
-
-/// Where one entry is: its term, its first record offset, and its batch's position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Slot {
-    term: u64,
-    base_offset: u64,
-    at: BatchPos,
-}
-
-/// Raft index ⇄ stored batch for the entries present in the log.
-#[derive(Debug, Default)]
-struct IndexMap {
-    /// Raft index of `entries[0]`.
-    first_index: u64,
-    /// The slot of each entry, contiguous in index.
-    entries: VecDeque<Slot>,
-    /// The last purged log id (entries up to it are gone).
-    last_purged: Option<LogId>,
-}
-
-impl IndexMap {
-    fn next_index(&self) -> Option<u64> {
-        if self.entries.is_empty() {
-            self.last_purged.map(|l| l.index + 1)
-        } else {
-            Some(self.first_index + self.entries.len() as u64)
-        }
-    }
-
-    fn last_log_id(&self) -> Option<LogId> {
-        match self.entries.back() {
-            Some(slot) => Some(LogId::new(
-                slot.term.into(),
-                self.first_index + self.entries.len() as u64 - 1,
-            )),
-            None => self.last_purged,
-        }
-    }
-
-    /// The slot of `index`, if present.
-    fn get(&self, index: u64) -> Option<Slot> {
-        let i = index.checked_sub(self.first_index)?;
-        self.entries.get(i as usize).copied()
-    }
-
-    /// The last index present whose batch lies in a segment before the one starting at
-    /// `segment` (so purging up to it deletes exactly the segments before that one).
-    fn last_index_before_segment(&self, segment: u64) -> Option<u64> {
-        // Segments increase with the index.
-        let k = self
-            .entries
-            .partition_point(|slot| slot.at.segment < segment);
-        Some(self.first_index + k.checked_sub(1)? as u64)
     }
 }
 
@@ -388,7 +334,7 @@ impl LogStore {
             ),
             None => None,
         };
-        let (log, map) = open_intact(dir, group, config, last_purged)?;
+        let (log, map) = log_index::open_intact(dir, group, config, last_purged)?;
         clamp_committed(&meta, group, map.last_log_id())?;
         Ok(LogStore {
             inner: Arc::new(Inner {
@@ -471,7 +417,6 @@ impl LogStore {
     }
 }
 
-/// Rebuilds the index map from the batch headers of `log`.
 /// The saved committed log id may lie past the log's end when the log was cut back at
 /// open (a failed `fdatasync`: `neo-storage` reopens it at its last successful sync, and a
 /// follower saves the leader's commit index before its own copy is durable). openraft
@@ -505,160 +450,6 @@ fn clamp_committed(meta: &MetaStore, group: GroupId, last: Option<LogId>) -> Res
     Ok(())
 }
 
-/// Most damaged places one open cuts past before giving up.
-const DAMAGE_CUTS_MAX: u32 = 16;
-
-/// Opens the segment log in `dir` and rebuilds its index map, checking every batch's CRC
-/// on the way (the scan reads every batch anyway). Damage found (by the segment log's
-/// recovery or by this scan) is cut away with [`neo_storage::cut_damaged`]: the log
-/// keeps its intact prefix (what followed goes to its quarantine folder) and the
-/// group's leader sends this replica the rest.
-fn open_intact(
-    dir: &Path,
-    group: GroupId,
-    config: LogConfig,
-    last_purged: Option<LogId>,
-) -> Result<(SegmentLog, IndexMap)> {
-    let mut cuts = 0;
-    loop {
-        let damage = match SegmentLog::open(dir, config.clone()) {
-            Ok(log) => match scan(&log, last_purged)? {
-                Ok(map) => return Ok((log, map)),
-                Err(damage) => {
-                    drop(log);
-                    damage
-                }
-            },
-            Err(neo_storage::Error::Corruption {
-                segment,
-                position,
-                reason,
-            }) => Damage {
-                at: BatchPos { segment, position },
-                reason,
-            },
-            Err(e) => return Err(storage_err("log", "open", e)),
-        };
-        cuts += 1;
-        if cuts > DAMAGE_CUTS_MAX {
-            return Err(storage_err(
-                "log",
-                "open",
-                format!(
-                    "still damaged after {DAMAGE_CUTS_MAX} cuts: {}",
-                    damage.reason
-                ),
-            ));
-        }
-        tracing::error!(
-            group,
-            segment = damage.at.segment,
-            position = damage.at.position,
-            reason = %damage.reason,
-            "replica log damaged: cutting it there; the leader sends the rest"
-        );
-        neo_storage::cut_damaged(dir, damage.at.segment, damage.at.position)
-            .map_err(|e| storage_err("damaged log", "cut", e))?;
-        DAMAGE_CUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Damaged logs cut by this process (see [`open_intact`]).
-static DAMAGE_CUTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// How many times this process cut a damaged group log at open
-/// (`neo_storage_damaged_logs_cut_total`).
-pub fn damaged_logs_cut() -> u64 {
-    DAMAGE_CUTS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Where a scan found a batch that fails its checks.
-struct Damage {
-    at: BatchPos,
-    reason: String,
-}
-
-/// The index map of `log`, or where it is damaged (a batch whose header or CRC fails).
-fn scan(
-    log: &SegmentLog,
-    last_purged: Option<LogId>,
-) -> Result<std::result::Result<IndexMap, Damage>> {
-    let mut map = IndexMap {
-        first_index: 0,
-        entries: VecDeque::new(),
-        last_purged,
-    };
-    let purged_index = last_purged.map(|l| l.index);
-    let mut at = log.start_pos();
-    loop {
-        let slice = match log.read_at(at, READ_CHUNK_BYTES) {
-            Ok(slice) => slice,
-            Err(neo_storage::Error::Corruption {
-                segment,
-                position,
-                reason,
-            }) => {
-                return Ok(Err(Damage {
-                    at: BatchPos { segment, position },
-                    reason,
-                }));
-            }
-            Err(e) => return Err(storage_err("log", "scan", e)),
-        };
-        if slice.bytes.is_empty() {
-            break;
-        }
-        let mut buf = &slice.bytes[..];
-        let mut position = at.position;
-        while !buf.is_empty() {
-            let checked = BatchHeader::parse(buf).and_then(|h| h.verify_crc(buf).map(|()| h));
-            let h = match checked {
-                Ok(h) => h,
-                Err(e) => {
-                    return Ok(Err(Damage {
-                        at: BatchPos {
-                            segment: at.segment,
-                            position,
-                        },
-                        reason: format!("batch at position {position}: {e}"),
-                    }));
-                }
-            };
-            let len = h.batch_length as usize;
-            buf = &buf[len..];
-            let slot = Slot {
-                term: h.term,
-                base_offset: h.base_offset,
-                at: BatchPos {
-                    segment: at.segment,
-                    position,
-                },
-            };
-            position += len as u64;
-            if purged_index.is_some_and(|p| h.log_index <= p) {
-                continue;
-            }
-            if map.entries.is_empty() {
-                map.first_index = h.log_index;
-            } else if h.log_index != map.first_index + map.entries.len() as u64 {
-                return Err(Error::storage(
-                    "log",
-                    "scan",
-                    format!(
-                        "entry at offset {} has log index {}, expected {}",
-                        h.base_offset,
-                        h.log_index,
-                        map.first_index + map.entries.len() as u64
-                    ),
-                ));
-            }
-            map.entries.push_back(slot);
-        }
-        at = slice.next;
-    }
-    Ok(Ok(map))
-}
-
 fn range_bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
     let start = match range.start_bound() {
         Bound::Included(&s) => s,
@@ -681,12 +472,16 @@ impl Inner {
             let Some(next_index) = map.next_index() else {
                 return Ok(Vec::new());
             };
-            let start = start.max(map.first_index);
+            let start = start.max(map.first_index());
             let end = end.min(next_index);
-            if start >= end || map.entries.is_empty() {
+            if start >= end || map.is_empty() {
                 return Ok(Vec::new());
             }
-            (start, end, map.get(start).expect("start within the map").at)
+            (
+                start,
+                end,
+                map.scan_start(start).expect("start within the map").at,
+            )
         };
         let mut out = Vec::with_capacity((end - start) as usize);
         while (out.len() as u64) < end - start {
@@ -705,6 +500,10 @@ impl Inner {
                 let len = h.batch_length as usize;
                 let batch = bytes.slice(pos..pos + len);
                 pos += len;
+                if out.is_empty() && h.log_index < start {
+                    // Between the anchor and the first entry asked for.
+                    continue;
+                }
                 let expected = start + out.len() as u64;
                 if h.log_index != expected {
                     return Err(io_err(
@@ -760,17 +559,14 @@ impl Inner {
                     codec::StoredBatch::Control(bytes) => self.log.append_at(&bytes),
                 }
                 .map_err(|e| io_err("log entry", "append", e))?;
-                if map.entries.is_empty() {
-                    map.first_index = index;
-                }
-                map.entries.push_back(Slot {
-                    term: entry.log_id.leader_id.term,
-                    base_offset: base,
-                    at: BatchPos {
+                map.push(
+                    index,
+                    entry.log_id.leader_id.term,
+                    BatchPos {
                         segment: appended.segment,
                         position: appended.position,
                     },
-                });
+                );
                 end = Some(appended.next_offset);
             }
         }
@@ -929,21 +725,22 @@ impl RaftLogStorage<NeoRaft> for LogStore {
             Some(i) => i + 1,
             None => 0,
         };
-        let from = from.max(map.first_index);
+        let from = from.max(map.first_index());
         let Some(next) = map.next_index() else {
             return Ok(());
         };
-        if from >= next || map.entries.is_empty() {
+        if from >= next || map.is_empty() {
             return Ok(());
         }
         // By position: a zero-width control batch shares its offset with its neighbours.
-        let slot = map.get(from).expect("index within the map");
+        let start = map.scan_start(from).expect("index within the map");
+        let at = log_index::locate(&inner.log, start, from).map_err(io::Error::other)?;
         inner
             .log
-            .truncate_at(slot.at)
+            .truncate_at(at)
             .map_err(|e| io_err("log", "truncate", e))?;
-        let keep = (from - map.first_index) as usize;
-        map.entries.truncate(keep);
+        // openraft keeps `last_log_id`: the term of the new last entry, if any is left.
+        map.truncate(from, last_log_id.map_or(0, |l| l.leader_id.term));
         Ok(())
     }
 
@@ -962,26 +759,17 @@ impl RaftLogStorage<NeoRaft> for LogStore {
         }
         map.last_purged = Some(log_id);
         let upto = log_id.index;
-        let first = map.first_index;
-        let next_present = map.next_index().unwrap_or(upto + 1);
-        if !map.entries.is_empty() && upto < next_present - 1 {
-            // Some entries remain: drop the purged ones; storage deletes the whole
-            // segments before the first remaining entry's (each ends where the next
-            // begins, so "below that segment's base offset" is exactly them).
-            let drop_n = (upto + 1).saturating_sub(first) as usize;
-            let drop_n = drop_n.min(map.entries.len());
-            map.entries.drain(..drop_n);
-            map.first_index = upto + 1;
-            let first = map.entries.front().copied().expect("entries remain");
+        if let Some(segment) = map.purge(upto) {
+            // Some entries remain: storage deletes the whole segments before the first
+            // remaining entry's (each ends where the next begins, so "below that
+            // segment's base offset" is exactly them).
             inner
                 .log
-                .purge_prefix(first.at.segment)
+                .purge_prefix(segment)
                 .map_err(|e| io_err("log", "purge", e))?;
         } else {
             // Everything goes. The log restarts at the offset the snapshot names, or,
             // without one, right after what it held.
-            map.entries.clear();
-            map.first_index = upto + 1;
             let next = inner.log.next_offset();
             let restart = inner.anchor.get(upto).unwrap_or(next);
             if restart < next {
@@ -1013,253 +801,5 @@ impl RaftLogStorage<NeoRaft> for LogStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use openraft::StorageError;
-    use openraft::testing::log::{StoreBuilder, Suite};
-
-    use super::*;
-    use crate::state_machine::GroupStateMachine;
-
-    /// Builds a fresh log store (real segment log + sled, in a temporary directory) and a
-    /// partition state machine for each of openraft's conformance tests.
-    /// Builds log stores for openraft's suite; `Builder(Some(key))`: encrypted at rest.
-    struct Builder(Option<neo_storage::AtRestKey>);
-
-    impl StoreBuilder<NeoRaft, LogStore, GroupStateMachine, tempfile::TempDir> for Builder {
-        async fn build(
-            &self,
-        ) -> Result<(tempfile::TempDir, LogStore, GroupStateMachine), StorageError<NeoRaft>>
-        {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let node = NodeStore::open(dir.path()).expect("node store");
-            let anchor = OffsetAnchor::default();
-            let log = LogStore::open(
-                &node.group_dir(7).join("log"),
-                7,
-                GroupKind::Partition,
-                node.meta().clone(),
-                anchor.clone(),
-                LogOptions {
-                    durability: Durability::Fsync,
-                    segment_bytes: SEGMENT_BYTES_MAX,
-                    at_rest: self.0.clone(),
-                },
-            )
-            .expect("log store");
-            let sm = GroupStateMachine::open(
-                GroupKind::Partition,
-                None,
-                anchor,
-                Box::new(crate::LogOnly),
-            )
-            .expect("sm");
-            Ok((dir, log, sm))
-        }
-    }
-
-    #[test]
-    fn last_index_before_segment_is_the_last_entry_stored_before_it() {
-        let slot = |segment, base_offset| Slot {
-            term: 1,
-            base_offset,
-            at: BatchPos {
-                segment,
-                position: 0,
-            },
-        };
-        // Entries 5, 6 in segment 10; 7 (zero-width) and 8 in segment 20; 9 in 25.
-        let map = IndexMap {
-            first_index: 5,
-            entries: [
-                slot(10, 10),
-                slot(10, 13),
-                slot(20, 20),
-                slot(20, 20),
-                slot(25, 25),
-            ]
-            .into(),
-            last_purged: None,
-        };
-        assert_eq!(map.last_index_before_segment(10), None);
-        assert_eq!(map.last_index_before_segment(20), Some(6));
-        assert_eq!(map.last_index_before_segment(25), Some(8));
-        assert_eq!(map.last_index_before_segment(99), Some(9));
-        assert_eq!(IndexMap::default().last_index_before_segment(99), None);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn retention_maps_the_planned_segment_cut_to_a_raft_index() {
-        use openraft::entry::RaftEntry;
-        use openraft::type_config::TypeConfigExt;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let node = NodeStore::open(dir.path())
-            .expect("node store")
-            .with_segment_bytes(SEGMENT_BYTES_MIN);
-        assert_eq!(node.segment_bytes(), SEGMENT_BYTES_MIN);
-        let mut log = LogStore::open(
-            &node.group_dir(4).join("log"),
-            4,
-            GroupKind::Partition,
-            node.meta().clone(),
-            OffsetAnchor::default(),
-            LogOptions {
-                durability: Durability::Fsync,
-                segment_bytes: node.segment_bytes(),
-                at_rest: None,
-            },
-        )
-        .expect("open");
-        // A blank entry, then 24 batches of 3 records and ~1000 bytes, timestamps
-        // 100, 200, ...: 4 batches per 4 KiB segment.
-        let mut entries = vec![Entry::new_blank(LogId::new(1.into(), 0))];
-        for i in 1..=24u64 {
-            let b = neo_storage::testing::batch(3, i as i64 * 100, i as i64 * 100, &[7; 1000]);
-            entries.push(Entry::new_normal(
-                LogId::new(1.into(), i),
-                crate::types::Proposal::Records(crate::types::RecordBatch::new(Bytes::from(b))),
-            ));
-        }
-        let (tx, rx) = NeoRaft::oneshot();
-        log.append(entries, IOFlushed::signal(tx))
-            .await
-            .expect("append");
-        rx.await.expect("flush notified").expect("flushed");
-        let segments = log.inner.log.stats().segments;
-        assert!(segments >= 5, "the log rolled: {segments} segments");
-
-        assert_eq!(log.retention_upto(None, None, i64::MAX), None, "no limits");
-        assert_eq!(
-            log.retention_upto(Some(1), None, 0),
-            None,
-            "nothing old yet"
-        );
-        assert_eq!(
-            log.retention_upto(None, Some(u64::MAX), 0),
-            None,
-            "the log is below the size limit"
-        );
-
-        // Size 1: every sealed segment is due; the cut is the active segment's base.
-        let cut = log
-            .inner
-            .log
-            .retention_plan_for(None, Some(1), 0)
-            .expect("a plan");
-        let upto = log.retention_upto(None, Some(1), 0).expect("an index");
-        {
-            let map = log.inner.map();
-            let next = map.get(upto + 1).expect("the entry after the cut");
-            assert_eq!(
-                next.at.segment, cut,
-                "entry {upto} is the last one below the cut"
-            );
-            let before = map.get(upto).expect("the entry before the cut");
-            assert!(before.at.segment < cut);
-        }
-        // By age: at t = 1000 + 1, batches with timestamp < 1000 (entries 1..=9) are
-        // old; the cut is a segment boundary at or below entry 10.
-        let by_age = log.retention_upto(Some(1), None, 1001).expect("an index");
-        assert!((1..10).contains(&by_age), "{by_age}");
-        assert!(by_age < upto);
-
-        // Purging up to it deletes exactly the planned segments.
-        log.purge(LogId::new(1.into(), upto)).await.expect("purge");
-        assert_eq!(log.inner.log.start_offset(), cut);
-        assert_eq!(log.inner.log.stats().segments, 1);
-        assert_eq!(
-            log.retention_upto(None, Some(1), 0),
-            None,
-            "nothing left to cut"
-        );
-        let st = log.get_log_state().await.expect("state");
-        assert_eq!(st.last_log_id, Some(LogId::new(1.into(), 24)));
-        let got = log.try_get_log_entries(upto + 1..25).await.expect("read");
-        assert_eq!(got.len() as u64, 24 - upto);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn passes_openraft_storage_suite() {
-        Suite::test_all(Builder(None)).await.expect("storage suite");
-    }
-
-    /// The same suite on a log encrypted at rest: every entry read back (appends,
-    /// truncations, purges, reopen) must be the entry written.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn passes_openraft_storage_suite_encrypted_at_rest() {
-        let key = neo_storage::AtRestKey::new([9; 32]);
-        Suite::test_all(Builder(Some(key)))
-            .await
-            .expect("storage suite");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reopen_rebuilds_the_index_map_from_batch_stamps() {
-        use openraft::entry::RaftEntry;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let node = NodeStore::open(dir.path()).expect("node store");
-        let path = node.group_dir(3).join("log");
-        let open = || {
-            LogStore::open(
-                &path,
-                3,
-                GroupKind::Partition,
-                node.meta().clone(),
-                OffsetAnchor::default(),
-                LogOptions {
-                    durability: Durability::Fsync,
-                    segment_bytes: SEGMENT_BYTES_MAX,
-                    at_rest: None,
-                },
-            )
-        };
-        let batch = |n: u32| {
-            let b = neo_storage::testing::batch(n, 1, 1, b"payload");
-            crate::types::Proposal::Records(crate::types::RecordBatch::new(Bytes::from(b)))
-        };
-        let entries = vec![
-            Entry::new_blank(LogId::new(1.into(), 0)),
-            Entry::new_normal(LogId::new(1.into(), 1), batch(5)),
-            Entry::new_normal(LogId::new(2.into(), 2), batch(3)),
-            Entry::new_blank(LogId::new(2.into(), 3)),
-        ];
-        {
-            let mut log = open().expect("open");
-            use openraft::type_config::TypeConfigExt;
-            let (tx, rx) = NeoRaft::oneshot();
-            log.append(entries.clone(), IOFlushed::signal(tx))
-                .await
-                .expect("append");
-            rx.await.expect("flush notified").expect("flushed");
-            log.purge(LogId::new(1.into(), 0)).await.expect("purge");
-        }
-        let mut log = open().expect("reopen");
-        let st = log.get_log_state().await.expect("state");
-        assert_eq!(st.last_purged_log_id, Some(LogId::new(1.into(), 0)));
-        assert_eq!(st.last_log_id, Some(LogId::new(2.into(), 3)));
-        let got = log.try_get_log_entries(1..4).await.expect("read");
-        assert_eq!(got.len(), 3);
-        // Control entries take no offset: blank at 0, 5 records at 0..5, 3 at 5..8,
-        // blank at 8.
-        let offsets: Vec<u64> = {
-            let map = log.inner.map();
-            map.entries.iter().map(|slot| slot.base_offset).collect()
-        };
-        assert_eq!(offsets, vec![0, 5, 8]);
-        for (g, want) in got.iter().zip(&entries[1..]) {
-            assert_eq!(g.log_id, want.log_id);
-        }
-        match &got[0].payload {
-            openraft::EntryPayload::Normal(crate::types::Proposal::Records(b)) => {
-                let h = qiss::batch::check(&b.0).expect("stored batch checks");
-                assert_eq!((h.base_offset, h.term, h.log_index), (0, 1, 1));
-            }
-            other => panic!("unexpected payload {other:?}"),
-        }
-        log.truncate_after(Some(LogId::new(1.into(), 1)))
-            .await
-            .expect("truncate");
-        let st = log.get_log_state().await.expect("state");
-        assert_eq!(st.last_log_id, Some(LogId::new(1.into(), 1)));
-        assert_eq!(log.inner.log.next_offset(), 5);
-    }
-}
+#[path = "log_store_tests.rs"]
+mod tests;
