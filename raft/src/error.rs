@@ -17,6 +17,19 @@ use crate::types::{GroupId, NodeId};
 /// a check of our own, a message).
 pub type StorageSource = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// Why a replica stopped ([`crate::RaftGroup::failure`]): it acknowledges nothing until
+/// the node reopens it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaFailure {
+    /// Its segment log failed (a write or `fdatasync` returned an error, or the disk
+    /// is full) and refuses work from then on.
+    #[error("log failed: {0}")]
+    Log(#[source] neo_storage::Error),
+    /// Its Raft core exited on a fatal error.
+    #[error("raft stopped: {0}")]
+    Raft(#[source] openraft::error::Fatal<crate::types::NeoRaft>),
+}
+
 /// Everything that can go wrong in a Raft group.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,124 +1,40 @@
 //! The facade: [`RaftGroup`] (one replica of one group) and [`Registry`] (every group on
 //! this node, by id). The node and `neo-cluster` call these; nothing outside this crate
 //! names an openraft type.
+//!
+//! This file: opening a replica, the write path (proposals, acks), linearizable reads,
+//! applied state, metrics and waits. `config` holds the timing and [`GroupConfig`],
+//! `admin` membership changes and log purge, `inbound` the registry and the handling
+//! of peers' RPCs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft::{
-    BasicNode, ChangeMembers, Config, LinearizerOption, Raft, ReadPolicy, ServerState,
-    SnapshotPolicy,
+    BasicNode, Config, LinearizerOption, Raft, ReadPolicy, ServerState, SnapshotPolicy,
 };
 use qiss::batch::ValidatedBatch;
 use tokio::sync::watch;
 
-use crate::codec;
-use crate::error::{Error, Result};
+use crate::error::{Error, ReplicaFailure, Result};
 use crate::log_store::{LogStore, NodeStore, OffsetAnchor, RECORD_BATCH_BYTES_MAX};
 use crate::machine::StateMachine;
-use crate::network::{NetworkFactory, Router, RpcKind, SnapshotHead, Transport, WireResult};
+use crate::network::{NetworkFactory, Router, Transport};
 use crate::state_machine::{AppliedState, GroupKind, GroupStateMachine};
 use crate::types::{
-    Applied, GroupId, LocalAck, LocalAckResult, NeoRaft, NodeId, Proposal, RecordBatch, Snapshot,
+    Applied, GroupId, LocalAck, LocalAckResult, NeoRaft, NodeId, Proposal, RecordBatch,
 };
 
-/// Timing of a group's Raft. Defaults suit a LAN; tests on a loaded 2-core machine use
-/// the same values (no timing is asserted, only eventual outcomes).
-///
-/// When a follower that stopped hearing from its leader starts an election: openraft
-/// refuses votes (and does not time out) for a leader lease of `election_max_ms` after
-/// the last heartbeat, then waits its own election timeout, drawn anew in
-/// `[election_min_ms, election_max_ms)` at every election, so a dead leader is replaced
-/// `election_max_ms + [election_min_ms, election_max_ms)` after its last heartbeat
-/// ([`RaftTiming::election_after_ms`]). Pre-vote is on: a follower that times out alone
-/// (its leader is alive and heard by the others) asks first and changes no term, so it
-/// cannot depose a healthy leader. docs/raft.md, "Timing and heartbeat cost".
-#[derive(Debug, Clone)]
-pub struct RaftTiming {
-    /// Leader heartbeat period.
-    pub heartbeat_ms: u64,
-    /// Lower bound of the randomized election timeout.
-    pub election_min_ms: u64,
-    /// Upper bound of the randomized election timeout.
-    pub election_max_ms: u64,
-}
+mod admin;
+mod config;
+mod inbound;
 
-impl RaftTiming {
-    /// Metadata group: one per cluster (its heartbeats cost nothing), a little more
-    /// slack than partitions: a new controller is elected 1.5-2.0 s after the last
-    /// heartbeat of a dead one. Heartbeats every 150 ms: a follower learns that an
-    /// entry committed at the leader's next message, so this bounds how long a node's
-    /// view (a revoked API key, a new topic) lags the leader's when nothing else is
-    /// written.
-    pub const METADATA: RaftTiming = RaftTiming {
-        heartbeat_ms: 150,
-        election_min_ms: 500,
-        election_max_ms: 1_000,
-    };
-    /// Partition groups: a new leader 1.25-1.5 s after the last heartbeat of a dead
-    /// one (4.5-6 s before issue #22). The heartbeat and the minimum election timeout
-    /// are not shorter because openraft bounds every AppendEntries by the heartbeat
-    /// period and every (pre-)vote by the minimum election timeout (3/4 of each in
-    /// Neo's transport): with 100-200 ms heartbeats and a 300 ms minimum, a
-    /// 100-partition topic created on a loaded 2-core machine never settled (RPCs
-    /// slower than those bounds, then a pre-vote storm). Each heartbeat costs one small
-    /// AppendEntries per follower per period (docs/raft.md: scaling, what was measured).
-    pub const PARTITION: RaftTiming = RaftTiming {
-        heartbeat_ms: 300,
-        election_min_ms: 500,
-        election_max_ms: 750,
-    };
-
-    /// The metadata timing before issue #22 (heartbeat 150 ms, election 1.0-2.0 s):
-    /// kept for comparisons (`neo-node --raft-timing classic`), not a default.
-    pub const METADATA_CLASSIC: RaftTiming = RaftTiming {
-        heartbeat_ms: 150,
-        election_min_ms: 1_000,
-        election_max_ms: 2_000,
-    };
-    /// The partition timing before issue #22 (heartbeat 300 ms, election 1.5-3.0 s: a
-    /// dead leader replaced 4.5-6 s after its last heartbeat): kept for comparisons.
-    pub const PARTITION_CLASSIC: RaftTiming = RaftTiming {
-        heartbeat_ms: 300,
-        election_min_ms: 1_500,
-        election_max_ms: 3_000,
-    };
-
-    /// The earliest and latest time after a dead leader's last heartbeat at which a
-    /// follower starts an election (leader lease, then the election timeout).
-    pub fn election_after_ms(&self) -> (u64, u64) {
-        (
-            self.election_max_ms + self.election_min_ms,
-            2 * self.election_max_ms,
-        )
-    }
-}
-
-/// Everything needed to open one replica of a group.
-#[derive(Debug, Clone)]
-pub struct GroupConfig {
-    /// The group.
-    pub group: GroupId,
-    /// This node.
-    pub node_id: NodeId,
-    /// Partition or metadata.
-    pub kind: GroupKind,
-    /// Heartbeat and election timing.
-    pub timing: RaftTiming,
-    /// Metadata group: build a snapshot (and purge the log before it) every this many
-    /// entries. Partition groups never snapshot on their own: their log is their data and
-    /// is purged by retention only.
-    pub snapshot_every_entries: u64,
-    /// Keep the group's log encrypted at rest under the node's key
-    /// ([`NodeStore::with_at_rest_key`]); opening fails if the node has none. A log
-    /// created encrypted is opened encrypted whatever this says (its key check decides).
-    pub encrypt_at_rest: bool,
-}
+pub use config::{GroupConfig, RaftTiming};
+pub use inbound::Registry;
 
 /// A point-in-time view of a replica, for status pages, tests and leader balancing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -708,13 +624,13 @@ impl RaftGroup {
     /// counted in a quorum; the node recovers it by closing and reopening it (the log
     /// then restarts from its last successful sync, see `neo_storage`'s salvage) and the
     /// leader sends it what it lacks.
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<ReplicaFailure> {
         if let Some(e) = self.log.failure() {
-            return Some(e.to_string());
+            return Some(ReplicaFailure::Log(e));
         }
         match &self.raft.metrics().borrow_watched().running_state {
             Ok(()) => None,
-            Err(fatal) => Some(fatal.to_string()),
+            Err(fatal) => Some(ReplicaFailure::Raft(fatal.clone())),
         }
     }
 
@@ -876,279 +792,8 @@ impl RaftGroup {
         }
     }
 
-    /// Asks the leader to hand leadership to `to` (it must be a voter with the log up to
-    /// date); returns once the request is sent, not when `to` leads.
-    pub async fn transfer_leader(&self, to: NodeId) -> Result<()> {
-        self.raft
-            .trigger()
-            .transfer_leader(to)
-            .await
-            .map_err(|e| fatal(self.group, e))
-    }
-
-    /// Adds `node` (reachable at `addr`) as a learner and waits until it has caught up.
-    pub async fn add_learner(&self, node: NodeId, addr: String) -> Result<()> {
-        self.raft
-            .add_learner(node, BasicNode { addr }, true)
-            .await
-            .map(|_| ())
-            .map_err(|e| write_error(self.group, e))
-    }
-
-    /// Makes `voters` the group's voters (joint consensus; learners not in `voters`
-    /// stay learners).
-    pub async fn change_membership(&self, voters: BTreeSet<NodeId>) -> Result<()> {
-        self.raft
-            .change_membership(voters, true)
-            .await
-            .map(|_| ())
-            .map_err(|e| write_error(self.group, e))
-    }
-
-    /// Removes `nodes` from the group entirely (voters are demoted and dropped, learners
-    /// dropped). A leader that removes itself steps down once the change commits.
-    pub async fn remove_members(&self, nodes: BTreeSet<NodeId>) -> Result<()> {
-        let m = self.metrics();
-        let voters: BTreeSet<NodeId> = nodes.intersection(&m.voters).copied().collect();
-        let learners: BTreeSet<NodeId> = nodes.intersection(&m.learners).copied().collect();
-        if !voters.is_empty() {
-            self.raft
-                .change_membership(ChangeMembers::RemoveVoters(voters), false)
-                .await
-                .map_err(|e| write_error(self.group, e))?;
-        }
-        if !learners.is_empty() {
-            self.raft
-                .change_membership(ChangeMembers::RemoveNodes(learners), false)
-                .await
-                .map_err(|e| write_error(self.group, e))?;
-        }
-        Ok(())
-    }
-
-    /// The address of `node` in the group's membership config, if it is a member.
-    pub fn member_addr(&self, node: NodeId) -> Option<String> {
-        let m = self.raft.metrics().borrow_watched().clone();
-        m.membership_config
-            .membership()
-            .get_node(&node)
-            .map(|n| n.addr.clone())
-    }
-
-    /// Retention's hook: builds a snapshot covering everything applied, then purges the
-    /// local log up to `index` (or up to the snapshot, if that is lower). Returns the
-    /// index purge was asked for; openraft purges in the background once no replication
-    /// still reads those entries (watch [`GroupMetrics::purged_index`]).
-    pub async fn purge_upto(&self, index: u64, timeout: Duration) -> Result<u64> {
-        let applied = self.metrics().applied_index;
-        let t = self.raft.trigger();
-        t.snapshot().await.map_err(|e| fatal(self.group, e))?;
-        let m = self
-            .wait_until(timeout, "snapshot", |m| {
-                m.snapshot_index.is_some() && m.snapshot_index >= applied
-            })
-            .await?;
-        let upto = index.min(m.snapshot_index.unwrap_or(0));
-        t.purge_log(upto).await.map_err(|e| fatal(self.group, e))?;
-        Ok(upto)
-    }
-
-    /// Applies a partition's retention to this replica's log (each replica purges its
-    /// own; log compaction is local in Raft, and a follower that later needs purged
-    /// entries gets a snapshot). Plans the cut with `neo-storage`'s retention rule over
-    /// `retention_ms` / `retention_bytes` at `now_ms` (ms since the epoch: sealed
-    /// segments only, never the active one), maps it to the last Raft index whose entry
-    /// lies entirely below it, caps that at the applied index (so never beyond what is
-    /// committed) and purges up to it through [`RaftGroup::purge_upto`].
-    ///
-    /// Returns the index purge was asked for, or `None` when nothing is due (no limits,
-    /// nothing old or large enough, or already purged). openraft deletes the segments in
-    /// the background; watch [`GroupMetrics::purged_index`] or the log start offset.
-    pub async fn apply_retention(
-        &self,
-        retention_ms: Option<u64>,
-        retention_bytes: Option<u64>,
-        now_ms: i64,
-        timeout: Duration,
-    ) -> Result<Option<u64>> {
-        if retention_ms.is_none() && retention_bytes.is_none() {
-            return Ok(None);
-        }
-        let Some(planned) = self
-            .log
-            .retention_upto(retention_ms, retention_bytes, now_ms)
-        else {
-            return Ok(None);
-        };
-        self.purge_planned(planned, timeout).await
-    }
-
-    /// Work-queue retention: purges this replica's sealed segments whose records all lie
-    /// below `offset` (a queue's ack floor, from the applied state, so never beyond what
-    /// is committed and applied), through [`RaftGroup::purge_upto`]. Returns the index
-    /// purge was asked for, or `None` when nothing is due.
-    pub async fn purge_below_offset(&self, offset: u64, timeout: Duration) -> Result<Option<u64>> {
-        let Some(planned) = self.log.cut_below_upto(offset) else {
-            return Ok(None);
-        };
-        self.purge_planned(planned, timeout).await
-    }
-
-    /// Purges up to `planned`, capped at the applied index; `None` when that is purged
-    /// already.
-    async fn purge_planned(&self, planned: u64, timeout: Duration) -> Result<Option<u64>> {
-        let m = self.metrics();
-        let Some(applied) = m.applied_index else {
-            return Ok(None);
-        };
-        let upto = planned.min(applied);
-        if m.purged_index.is_some_and(|p| p >= upto) {
-            return Ok(None);
-        }
-        self.purge_upto(upto, timeout).await.map(Some)
-    }
-
     /// Stops the replica's Raft; pending writes fail. Files stay for a reopen.
     pub async fn shutdown(&self) -> Result<()> {
         self.raft.shutdown().await.map_err(|e| fatal(self.group, e))
-    }
-
-    /// Answers one RPC body from a peer (see [`Transport::send`]).
-    async fn handle(&self, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>> {
-        fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
-            codec::decode(b).map_err(|source| Error::Codec {
-                what: "rpc request",
-                source,
-            })
-        }
-        fn enc<T: serde::Serialize>(r: WireResult<T>) -> Result<Vec<u8>> {
-            codec::encode(&r).map_err(|source| Error::Codec {
-                what: "rpc response",
-                source,
-            })
-        }
-        match kind {
-            RpcKind::AppendEntries => {
-                let req: AppendEntriesRequest<NeoRaft> = dec(body)?;
-                enc(self
-                    .raft
-                    .append_entries(req)
-                    .await
-                    .map_err(|e| e.to_string()))
-            }
-            RpcKind::Vote => {
-                let req: VoteRequest<NeoRaft> = dec(body)?;
-                enc(self.raft.vote(req).await.map_err(|e| e.to_string()))
-            }
-            RpcKind::PreVote => {
-                let req: VoteRequest<NeoRaft> = dec(body)?;
-                enc(self.raft.pre_vote(req).await.map_err(|e| e.to_string()))
-            }
-            RpcKind::TransferLeader => {
-                let req: TransferLeaderRequest<NeoRaft> = dec(body)?;
-                enc(self
-                    .raft
-                    .handle_transfer_leader(req)
-                    .await
-                    .map_err(|e| e.to_string()))
-            }
-            RpcKind::ForwardRecords => crate::forward::handle(self, body).await,
-        }
-    }
-
-    /// Installs a snapshot received whole from the leader.
-    async fn handle_snapshot(&self, head: &[u8], data: Vec<u8>) -> Result<Vec<u8>> {
-        let head: SnapshotHead = codec::decode(head).map_err(|source| Error::Codec {
-            what: "snapshot head",
-            source,
-        })?;
-        let snap = Snapshot {
-            meta: head.meta,
-            snapshot: data,
-        };
-        let r = self
-            .raft
-            .install_full_snapshot(head.vote, snap)
-            .await
-            .map_err(|e| e.to_string());
-        codec::encode(&r).map_err(|source| Error::Codec {
-            what: "snapshot response",
-            source,
-        })
-    }
-}
-
-/// Every group replica on this node, by group id: what the control-plane server
-/// dispatches RPCs to.
-#[derive(Default)]
-pub struct Registry {
-    groups: RwLock<HashMap<GroupId, Arc<RaftGroup>>>,
-}
-
-impl Registry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds (or replaces) a group.
-    pub fn insert(&self, group: Arc<RaftGroup>) {
-        self.groups
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(group.id(), group);
-    }
-
-    /// Removes a group (its RPCs then fail with [`Error::UnknownGroup`]).
-    pub fn remove(&self, group: GroupId) -> Option<Arc<RaftGroup>> {
-        self.groups
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&group)
-    }
-
-    /// The group, if hosted here.
-    pub fn get(&self, group: GroupId) -> Option<Arc<RaftGroup>> {
-        self.groups
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&group)
-            .cloned()
-    }
-
-    /// Ids of every hosted group.
-    pub fn ids(&self) -> Vec<GroupId> {
-        let mut v: Vec<_> = self
-            .groups
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .keys()
-            .copied()
-            .collect();
-        v.sort_unstable();
-        v
-    }
-
-    /// Answers an RPC body from a peer for `group`.
-    ///
-    /// A forwarded record batch for a group not hosted here is answered (typed), so
-    /// that its sender asks another replica.
-    pub async fn handle(&self, group: GroupId, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>> {
-        match self.get(group) {
-            Some(g) => g.handle(kind, body).await,
-            None if kind == RpcKind::ForwardRecords => crate::forward::not_hosted(),
-            None => Err(Error::UnknownGroup { group }),
-        }
-    }
-
-    /// Installs a whole snapshot received for `group`.
-    pub async fn handle_snapshot(
-        &self,
-        group: GroupId,
-        head: &[u8],
-        data: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let g = self.get(group).ok_or(Error::UnknownGroup { group })?;
-        g.handle_snapshot(head, data).await
     }
 }

@@ -22,7 +22,7 @@
 //! | `state_machine` | openraft's state machine for both kinds of group ([`GroupKind`]): offsets, last applied, membership, snapshots (offsets + the application machine's image), around the group's [`StateMachine`] |
 //! | `network` | the [`Transport`] trait `neo-cluster` implements (opaque bodies, group id per RPC) and its adapter to openraft-multi's `GroupRouter` |
 //! | `forward` | [`forward_records`]: a record batch appended at a group's leader from any node (local proposal when the local replica leads, else [`RpcKind::ForwardRecords`] to a replica, following `NotLeader` hints, one deadline, at-least-once); the leader side of that RPC; [`ForwardError`] (the typed wire answer), [`ForwardRecordsError`] |
-//! | `group` | the facade: [`RaftGroup`] (propose record batches: quorum, leader-local or fire-and-forget; propose commands; linearizable reads, applied watch, log reads, metrics (with followers' matched indexes), quorum checks, leader transfer, membership, purge) and [`Registry`] (groups by id, RPC dispatch) |
+//! | `group` | the facade: [`RaftGroup`] (propose record batches: quorum, leader-local or fire-and-forget; propose commands; linearizable reads, applied watch, log reads, metrics (with followers' matched indexes), quorum checks; `group/admin`: leader transfer, membership, purge; `group/config`: [`RaftTiming`], [`GroupConfig`]) and [`Registry`] (`group/inbound`: groups by id, RPC dispatch); a stopped replica says why with [`ReplicaFailure`] |
 //! | `error` | the one [`Error`] enum |
 //! | `stats` | process-wide [`stats`]: leader changes and elections started (a watcher task per group on its openraft server metrics: votes, states, leaders), proposals in flight, whole snapshots sent; read by the node's `/metrics`; [`with_phases`]: when one task's proposals reached Raft, were durable in the leader's log and were answered (slow-produce logs) |
 //!
@@ -119,7 +119,7 @@ mod state_machine;
 mod stats;
 mod types;
 
-pub use error::{Error, Result};
+pub use error::{Error, ReplicaFailure, Result};
 pub use forward::{
     FORWARD_WAIT_MS_MAX, ForwardAttemptError, ForwardError, ForwardRecordsError, forward_records,
 };

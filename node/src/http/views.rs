@@ -109,7 +109,7 @@ pub(super) fn ready(shared: &Shared) -> Reply {
         .chain(shared.partition_groups())
         .filter_map(|g| {
             g.failure()
-                .map(|why| json!({"group": g.id(), "reason": why}))
+                .map(|why| json!({"group": g.id(), "reason": why.to_string()}))
         })
         .collect();
     let registered = *shared.registered.borrow();
