@@ -267,8 +267,8 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     // On SIGINT or SIGTERM the run is dropped before exiting: a local cluster's drop
-    // kills its nodes and removes its iptables chains (a docker cluster is left up: the
-    // next run's `docker-compose down` removes it).
+    // kills its nodes and removes its iptables chains, a docker cluster's unpauses its
+    // containers and runs `docker-compose down`.
     let outcome = tokio::select! {
         outcome = run(args) => Some(outcome),
         signal = interrupted() => {

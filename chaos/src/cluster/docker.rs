@@ -320,3 +320,33 @@ impl DockerCluster {
         Ok(())
     }
 }
+
+impl Drop for DockerCluster {
+    /// A run dropped before its teardown (SIGINT or SIGTERM, see `main`, or an error
+    /// path) takes its containers down here, synchronously: unpause, then `down`.
+    fn drop(&mut self) {
+        if !self.up {
+            return;
+        }
+        self.up = false;
+        for id in self.containers.values() {
+            let _ = std::process::Command::new("docker")
+                .args(["unpause", id])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let mut down = std::process::Command::new(&self.compose[0]);
+        down.args(&self.compose[1..])
+            .arg("-f")
+            .arg(&self.options.compose_file)
+            .args(["down", "-v", "--remove-orphans", "-t", "5"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        match down.status() {
+            Ok(s) if s.success() => eprintln!("neo-chaos: docker cluster taken down"),
+            Ok(s) => eprintln!("neo-chaos: docker-compose down ended with {s}"),
+            Err(e) => eprintln!("neo-chaos: docker-compose down did not run: {e}"),
+        }
+    }
+}
