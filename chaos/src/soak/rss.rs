@@ -19,7 +19,8 @@
 //! - A node without any judgeable lifetime is **not judged**, which breaks the run
 //!   (the warm-up, the fault interval or the duration do not leave enough samples).
 //!
-//! Threads and open file descriptors get the same windows (medians), reported only.
+//! Threads, open file descriptors and anonymous RSS (`RssAnon`) get the same windows
+//! (medians), reported only.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +69,10 @@ pub struct Lifetime {
     pub threads: Option<(u64, u64)>,
     /// Median open file descriptors of the baseline and tail windows.
     pub fds: Option<(u64, u64)>,
+    /// Median anonymous RSS of the baseline and tail windows (reported, not judged:
+    /// `VmRSS` also counts the binary's file-backed pages, which grow as code runs).
+    #[serde(default)]
+    pub anon: Option<(u64, u64)>,
 }
 
 /// The verdict on one node.
@@ -198,6 +203,7 @@ fn lifetime(list: &[&Sample], warmup_s: f64) -> Lifetime {
         growth_percent: None,
         threads: None,
         fds: None,
+        anon: None,
     };
     let n = after.len();
     if n < JUDGED_SAMPLES_MIN {
@@ -221,6 +227,7 @@ fn lifetime(list: &[&Sample], warmup_s: f64) -> Lifetime {
     }
     l.threads = windows(|s| s.threads.map(u64::from));
     l.fds = windows(|s| s.fds.map(u64::from));
+    l.anon = windows(|s| s.anon_bytes);
     l
 }
 
@@ -255,6 +262,7 @@ mod tests {
             fds: Some(100),
             rpc_connections: Some(10),
             tasks: Some(300),
+            anon_bytes: rss_mib.map(|m| m * MIB / 2),
             error: None,
         }
     }

@@ -33,7 +33,7 @@ pub const STOP_WAIT: Duration = Duration::from_secs(15);
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 /// The CSV's header line.
 pub const CSV_HEADER: &str =
-    "time_s,node,pid,state,rss_bytes,threads,fds,rpc_connections,tasks,error";
+    "time_s,node,pid,state,rss_bytes,threads,fds,rpc_connections,tasks,anon_bytes,error";
 
 /// One node at one moment. Fields are `None` when they could not be read (`error`
 /// says why): a node that is down has no pid.
@@ -58,6 +58,11 @@ pub struct Sample {
     /// `neo_runtime_tasks_alive` (`None`: no answer).
     #[serde(default)]
     pub tasks: Option<u64>,
+    /// `RssAnon:` in bytes: the part of `rss_bytes` that is the process's own memory
+    /// (heap, stacks), without the file-backed pages of its binary and libraries, which
+    /// grow as more of its code runs.
+    #[serde(default)]
+    pub anon_bytes: Option<u64>,
     /// What could not be read, `; `-separated.
     pub error: Option<String>,
 }
@@ -75,7 +80,7 @@ impl Sample {
             .map(|e| format!("\"{}\"", e.replace('"', "\"\"").replace(['\n', '\r'], " ")))
             .unwrap_or_default();
         format!(
-            "{:.3},{},{},{},{},{},{},{},{},{}",
+            "{:.3},{},{},{},{},{},{},{},{},{},{}",
             self.time_s,
             self.node,
             opt(self.pid),
@@ -85,6 +90,7 @@ impl Sample {
             opt(self.fds),
             opt(self.rpc_connections),
             opt(self.tasks),
+            opt(self.anon_bytes),
             error
         )
     }
@@ -99,6 +105,17 @@ pub struct ProcStatus {
     pub rss_bytes: Option<u64>,
     /// `Threads:`.
     pub threads: Option<u32>,
+    /// `RssAnon:` in bytes.
+    pub anon_bytes: Option<u64>,
+}
+
+/// A `/proc/<pid>/status` size (`123 kB`) in bytes; the kernel always writes kB (KiB),
+/// anything else is not trusted.
+fn kib_bytes(value: &str) -> Option<u64> {
+    let mut parts = value.split_whitespace();
+    let n = parts.next().and_then(|n| n.parse::<u64>().ok());
+    let kib = parts.next() == Some("kB");
+    n.filter(|_| kib).and_then(|n| n.checked_mul(1024))
 }
 
 /// Parse the text of `/proc/<pid>/status`; lines it does not know or cannot read are
@@ -112,13 +129,8 @@ pub fn parse_status(text: &str) -> ProcStatus {
         let value = value.trim();
         match key {
             "State" => out.state = value.chars().next().filter(char::is_ascii_alphabetic),
-            "VmRSS" => {
-                let mut parts = value.split_whitespace();
-                let n = parts.next().and_then(|n| n.parse::<u64>().ok());
-                // The kernel always writes kB (KiB); anything else is not trusted.
-                let kib = parts.next() == Some("kB");
-                out.rss_bytes = n.filter(|_| kib).and_then(|n| n.checked_mul(1024));
-            }
+            "VmRSS" => out.rss_bytes = kib_bytes(value),
+            "RssAnon" => out.anon_bytes = kib_bytes(value),
             "Threads" => out.threads = value.parse().ok(),
             _ => {}
         }
@@ -310,6 +322,7 @@ async fn sample_node(
         fds: None,
         rpc_connections: None,
         tasks: None,
+        anon_bytes: None,
         error: None,
     };
     let mut errors: Vec<String> = Vec::new();
@@ -322,6 +335,7 @@ async fn sample_node(
                         Ok(st) => {
                             s.state = st.state;
                             s.rss_bytes = st.rss_bytes;
+                            s.anon_bytes = st.anon_bytes;
                             s.threads = st.threads;
                         }
                         Err(e) => errors.push(format!("{e:#}")),
@@ -394,6 +408,7 @@ mod tests {
         let st = parse_status(STATUS);
         assert_eq!(st.state, Some('S'));
         assert_eq!(st.rss_bytes, Some(81_234 * 1024));
+        assert_eq!(st.anon_bytes, Some(60_000 * 1024));
         assert_eq!(st.threads, Some(17));
     }
 
@@ -405,7 +420,8 @@ mod tests {
             ProcStatus {
                 state: Some('Z'),
                 rss_bytes: None,
-                threads: Some(1)
+                threads: Some(1),
+                anon_bytes: None,
             }
         );
         let junk = parse_status("VmRSS:\tlots kB\nThreads:\t-3\nState:\t\nno colon\n\u{0}:\u{0}");
@@ -443,9 +459,10 @@ mod tests {
             fds: Some(90),
             rpc_connections: Some(12),
             tasks: Some(301),
+            anon_bytes: Some(512),
             error: None,
         };
-        assert_eq!(s.csv_line(), "12.500,2,4242,S,1024,17,90,12,301,");
+        assert_eq!(s.csv_line(), "12.500,2,4242,S,1024,17,90,12,301,512,");
         assert_eq!(
             s.csv_line().split(',').count(),
             CSV_HEADER.split(',').count()
@@ -453,10 +470,11 @@ mod tests {
         s.pid = None;
         s.state = None;
         s.rss_bytes = None;
+        s.anon_bytes = None;
         s.error = Some("not running; GET \"x\", refused\n".into());
         assert_eq!(
             s.csv_line(),
-            "12.500,2,,,,17,90,12,301,\"not running; GET \"\"x\"\", refused \""
+            "12.500,2,,,,17,90,12,301,,\"not running; GET \"\"x\"\", refused \""
         );
     }
 }

@@ -142,8 +142,8 @@ pub fn markdown(r: &SoakReport) -> String {
 /// One row per node: the judged lifetime's windows.
 fn node_table(nodes: &[NodeRss]) -> String {
     let mut out = String::from(
-        "| node | processes | judged (pid, from–to) | RSS baseline | RSS tail | growth | RSS peak (all) | threads | open fds | verdict |\n\
-         |---|---:|---|---:|---:|---:|---:|---|---|---|\n",
+        "| node | processes | judged (pid, from–to) | RSS baseline | RSS tail | growth | anonymous RSS (growth) | RSS peak (all) | threads | open fds | verdict |\n\
+         |---|---:|---|---:|---:|---:|---|---:|---|---|---|\n",
     );
     for n in nodes {
         let peak = n.lifetimes.iter().map(|l| l.peak_rss_bytes).max();
@@ -156,9 +156,20 @@ fn node_table(nodes: &[NodeRss]) -> String {
             Some(false) => "**FAIL**",
             None => "not judged",
         };
+        let anon = judged.and_then(|l| l.anon).map_or_else(
+            || "—".to_string(),
+            |(a, b)| {
+                let g = if a > 0 {
+                    (b as f64 - a as f64) * 100.0 / a as f64
+                } else {
+                    0.0
+                };
+                format!("{} → {} ({g:+.1} %)", mib(Some(a)), mib(Some(b)))
+            },
+        );
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             n.node,
             n.lifetimes.len(),
             judged.map_or_else(
@@ -172,6 +183,7 @@ fn node_table(nodes: &[NodeRss]) -> String {
             mib(judged.and_then(|l| l.tail_rss_bytes)),
             n.growth_percent
                 .map_or_else(|| "—".to_string(), |g| format!("{g:+.1} %")),
+            anon,
             mib(peak),
             pair(judged.and_then(|l| l.threads)),
             pair(judged.and_then(|l| l.fds)),
