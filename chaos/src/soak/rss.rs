@@ -70,7 +70,7 @@ pub struct Lifetime {
     /// Median open file descriptors of the baseline and tail windows.
     pub fds: Option<(u64, u64)>,
     /// Median anonymous RSS of the baseline and tail windows (reported, not judged:
-    /// `VmRSS` also counts the binary's file-backed pages, which grow as code runs).
+    /// `VmRSS` also counts the file-backed pages of the binary).
     #[serde(default)]
     pub anon: Option<(u64, u64)>,
 }

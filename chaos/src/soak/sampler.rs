@@ -59,8 +59,7 @@ pub struct Sample {
     #[serde(default)]
     pub tasks: Option<u64>,
     /// `RssAnon:` in bytes: the part of `rss_bytes` that is the process's own memory
-    /// (heap, stacks), without the file-backed pages of its binary and libraries, which
-    /// grow as more of its code runs.
+    /// (heap, stacks), without the file-backed pages of its binary and libraries.
     #[serde(default)]
     pub anon_bytes: Option<u64>,
     /// What could not be read, `; `-separated.
