@@ -120,8 +120,8 @@ impl IndexMap {
             None => true,
             Some(last) => {
                 last.at.segment != at.segment
-                    || index - last.index >= ANCHOR_ENTRIES
-                    || at.position - last.at.position >= ANCHOR_BYTES
+                    || index.saturating_sub(last.index) >= ANCHOR_ENTRIES
+                    || at.position.saturating_sub(last.at.position) >= ANCHOR_BYTES
             }
         };
         if anchor {
